@@ -1,0 +1,3 @@
+from allotment.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Settings: read once at start-up from defaults < config file < environment < CLI flags.
+
+The config file is OpenMeter's format (a ``meters:`` list, see ``examples/config.yaml``); other
+OpenMeter sections (kafka, clickhouse, …) are ignored so the same file works for both.
+Allotment's own sections: ``database`` (``url``, ``pool``), ``server`` (``host``, ``port``),
+``portal`` (``tokenSecret``, ``tokenExpiration``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from allotment.domain.errors import InvalidInput
+from allotment.storage.database import PoolSettings
+
+DEFAULT_DATA_DIR = Path("allotment-data")
+DEFAULT_DB_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'allotment.db'}"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8888
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the section, item and field."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = DEFAULT_DB_URL
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    meters: tuple[Mapping[str, Any], ...] = ()
+    pool: PoolSettings = field(default_factory=PoolSettings)
+    sqlite_synchronous: str = "FULL"
+    portal_token_secret: str | None = None
+    portal_token_expiration_seconds: int = 3600
+    test_clock: str | None = None
+    """When set (an RFC 3339 instant), the server runs on a settable clock: tests only."""
+    config_path: str | None = None
+
+
+def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = raw.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"config section {name!r} must be a mapping")
+    return value
+
+
+def load_file(path: str) -> Settings:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    meters = raw.get("meters") or []
+    if not isinstance(meters, list):
+        raise ConfigError("config: 'meters' must be a list")
+    settings = Settings(meters=tuple(meters), config_path=path)
+    database = _section(raw, "database")
+    server = _section(raw, "server")
+    portal = _section(raw, "portal")
+    pool = _section(database, "pool")
+    try:
+        settings = replace(
+            settings,
+            db_url=str(database.get("url", settings.db_url)),
+            host=str(server.get("host", settings.host)),
+            port=int(server.get("port", settings.port)),
+            portal_token_secret=portal.get("tokenSecret"),
+            pool=PoolSettings(
+                min_size=int(pool.get("minSize", PoolSettings.min_size)),
+                max_size=int(pool.get("maxSize", PoolSettings.max_size)),
+                timeout_seconds=float(pool.get("timeout", PoolSettings.timeout_seconds)),
+            ),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+    return settings
+
+
+ENV_VARS = {
+    "ALLOTMENT_DB_URL": "database URL (sqlite:///path or postgresql://…)",
+    "ALLOTMENT_HOST": "listen address",
+    "ALLOTMENT_PORT": "listen port",
+    "ALLOTMENT_DB_POOL_MIN_SIZE": "PostgreSQL pool: connections kept open",
+    "ALLOTMENT_DB_POOL_MAX_SIZE": "PostgreSQL pool: most connections",
+    "ALLOTMENT_DB_POOL_TIMEOUT": "PostgreSQL pool: seconds to wait for a connection/the database",
+    "ALLOTMENT_SQLITE_SYNCHRONOUS": "SQLite synchronous pragma: FULL (default, power-loss safe) or NORMAL",
+    "ALLOTMENT_PORTAL_TOKEN_SECRET": "HS256 secret for portal tokens (default: generated, kept in the database)",
+    "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
+}
+
+
+def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if env is None else env
+    try:
+        pool = settings.pool
+        pool = replace(
+            pool,
+            min_size=int(env.get("ALLOTMENT_DB_POOL_MIN_SIZE", pool.min_size)),
+            max_size=int(env.get("ALLOTMENT_DB_POOL_MAX_SIZE", pool.max_size)),
+            timeout_seconds=float(env.get("ALLOTMENT_DB_POOL_TIMEOUT", pool.timeout_seconds)),
+        )
+        return replace(
+            settings,
+            db_url=env.get("ALLOTMENT_DB_URL", settings.db_url),
+            host=env.get("ALLOTMENT_HOST", settings.host),
+            port=int(env.get("ALLOTMENT_PORT", settings.port)),
+            pool=pool,
+            sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", settings.sqlite_synchronous),
+            portal_token_secret=env.get("ALLOTMENT_PORTAL_TOKEN_SECRET", settings.portal_token_secret),
+            test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"environment: {exc}") from exc
+
+
+def validate(settings: Settings) -> None:
+    """Check everything that can be checked without a database; raise ConfigError."""
+    from allotment.domain.meters import parse_meter_definition
+
+    if settings.sqlite_synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+        raise ConfigError("ALLOTMENT_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
+    if settings.pool.min_size < 0 or settings.pool.max_size < max(1, settings.pool.min_size):
+        raise ConfigError("database pool: need 0 <= minSize <= maxSize and maxSize >= 1")
+    seen: set[str] = set()
+    for index, raw in enumerate(settings.meters):
+        label = raw.get("slug") if isinstance(raw, Mapping) else None
+        where = f"meters[{index}]" + (f" ({label})" if label else "")
+        if not isinstance(raw, Mapping):
+            raise ConfigError(f"config: {where} must be a mapping")
+        try:
+            meter = parse_meter_definition(raw)
+        except InvalidInput as exc:
+            raise ConfigError(f"config: {where}: {exc.detail}") from exc
+        if meter.slug in seen:
+            raise ConfigError(f"config: {where}: duplicate meter slug {meter.slug!r}")
+        seen.add(meter.slug)

@@ -1,0 +1,66 @@
+"""Composition root: settings → database → services. The only place that picks an engine.
+
+Services receive the container and reach their collaborators through it (``self._c.meters``),
+so construction order never matters and tests can build a container on any database.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from allotment.clock import Clock, FrozenClock, SystemClock
+from allotment.config import Settings
+from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.entitlements import EntitlementService
+from allotment.services.events import EventService
+from allotment.services.features import FeatureService
+from allotment.services.grants import GrantService
+from allotment.services.meters import MeterService
+from allotment.services.portal import PortalService
+from allotment.services.subjects import SubjectService
+from allotment.storage import migrate
+from allotment.storage.database import Database, open_database
+
+log = logging.getLogger("allotment")
+
+
+class Container:
+    def __init__(self, settings: Settings, db: Database, clock: Clock) -> None:
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.meters = MeterService(self)
+        self.events = EventService(self)
+        self.subjects = SubjectService(self)
+        self.features = FeatureService(self)
+        self.entitlements = EntitlementService(self)
+        self.grants = GrantService(self)
+        self.portal = PortalService(self)
+
+    def now_us(self) -> int:
+        return to_micros(self.clock.now())
+
+    def start(self) -> None:
+        """Bring the database up to date and load configuration into it."""
+        applied = migrate.migrate(self.db, self.now_us())
+        for m in applied:
+            log.info("applied migration %s_%s", m.version, m.name)
+        sync = getattr(self.meters, "sync_config", None)
+        if sync is not None:
+            sync(self.settings.meters)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def make_clock(settings: Settings) -> Clock:
+    if settings.test_clock:
+        return FrozenClock(parse_rfc3339(settings.test_clock, "ALLOTMENT_TEST_CLOCK"))
+    return SystemClock()
+
+
+def build_container(settings: Settings, clock: Clock | None = None) -> Container:
+    db = open_database(
+        settings.db_url, pool=settings.pool, sqlite_synchronous=settings.sqlite_synchronous.upper()
+    )
+    return Container(settings, db, clock or make_clock(settings))

@@ -1,0 +1,26 @@
+"""Every explicit bound of the service, in one place. Each has a test at N and N+1."""
+
+from __future__ import annotations
+
+# Ingest
+EVENTS_PER_BATCH_MAX = 10_000
+"""Events in one POST /api/v1/events request."""
+REQUEST_BODY_BYTES_MAX = 16 * 1024 * 1024
+"""Bytes in one request body (any route)."""
+
+# Queries
+QUERY_WINDOWS_MAX = 100_000
+"""Windows one meter query may produce (e.g. MINUTE windows over ~69 days)."""
+EVENTS_LIST_LIMIT_MAX = 100
+EVENTS_LIST_LIMIT_DEFAULT = 100
+EVENTS_LIST_WINDOW_DAYS = 32
+PAGE_SIZE_MAX = 1000
+PAGE_SIZE_DEFAULT = 100
+LEGACY_LIST_LIMIT_DEFAULT = 1000
+METERS_LIST_MAX = 1000
+SUBJECTS_PER_UPSERT_MAX = 1000
+
+# Entitlements
+GRANTS_PER_ENTITLEMENT_MAX = 1000
+RECURRENCE_ITERATIONS_MAX = 1_000_000
+HISTORY_WINDOWS_MAX = 10_000

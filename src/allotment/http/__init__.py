@@ -1,0 +1,1 @@
+"""HTTP edge: wire format in, service call, wire format out. Nothing else."""

@@ -1,0 +1,55 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute
+
+from allotment.http.problems import EXCEPTION_HANDLERS
+from allotment.http.routes import (
+    entitlements,
+    events,
+    features,
+    grants,
+    meters,
+    portal,
+    subjects,
+    system,
+)
+
+if TYPE_CHECKING:
+    from allotment.container import Container
+
+
+def all_routes() -> list[BaseRoute]:
+    return [
+        *system.ROUTES,
+        *events.ROUTES,
+        *meters.ROUTES,
+        *subjects.ROUTES,
+        *features.ROUTES,
+        *entitlements.ROUTES,
+        *grants.ROUTES,
+        *portal.ROUTES,
+    ]
+
+
+def create_app(container: Container) -> Starlette:
+    """Build the app around an already-started container (migrated, config synced)."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        container.close()
+
+    app = Starlette(
+        routes=all_routes(),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    return app

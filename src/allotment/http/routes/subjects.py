@@ -1,0 +1,7 @@
+"""HTTP routes: subjects (placeholder, to be implemented)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+ROUTES: list[BaseRoute] = []

@@ -1,0 +1,1 @@
+"""Services: orchestration only. Read through repositories, call the pure domain, write back."""

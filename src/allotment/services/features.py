@@ -1,0 +1,13 @@
+"""features service (placeholder, to be implemented)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from allotment.container import Container
+
+
+class FeatureService:
+    def __init__(self, container: Container) -> None:
+        self._c = container
