@@ -190,8 +190,12 @@ class TestTimeline:
 
     def test_first_period_starts_at_measure_usage_from(self) -> None:
         tl = self._timeline()
-        assert tl.current_usage_period(utc(2025, 1, 20)) == Period(utc(2025, 1, 15), utc(2025, 2, 1))
-        assert tl.current_usage_period(utc(2024, 12, 1)) == Period(utc(2025, 1, 15), utc(2025, 2, 1))
+        assert tl.current_usage_period(utc(2025, 1, 20)) == Period(
+            utc(2025, 1, 15), utc(2025, 2, 1)
+        )
+        assert tl.current_usage_period(utc(2024, 12, 1)) == Period(
+            utc(2025, 1, 15), utc(2025, 2, 1)
+        )
         assert tl.current_usage_period(utc(2025, 2, 1)) == Period(utc(2025, 2, 1), utc(2025, 3, 1))
 
     def test_reset_retaining_anchor_shortens_the_period(self) -> None:
