@@ -451,6 +451,9 @@ def run(
                 segments.append(_run_reset(ordered, cur, step.reset, events, aggregation))
             else:
                 segments.append(_run_phase(ordered, cur, step, events, usage, aggregation))
+        for g in ordered:  # canonical final state: grants inactive at ``until`` hold 0
+            if not g.active_at(until):
+                cur.balances[g.id] = ZERO
         state = EngineState(
             until, cur.period_start, cur.balances, cur.overage, cur.usage_in_period,
             cur.total_grant_usage,
