@@ -15,6 +15,7 @@ from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
 from allotment.services.grants import GrantService
+from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
@@ -30,6 +31,7 @@ class Container:
         self.db = db
         self.clock = clock
         self.meters = MeterService(self)
+        self.meter_queries = MeterQueryService(self)
         self.events = EventService(self)
         self.subjects = SubjectService(self)
         self.features = FeatureService(self)
