@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from allotment.domain import limits
 from allotment.domain.errors import InvalidInput
 from allotment.storage.database import PoolSettings
 
@@ -42,6 +43,8 @@ class Settings:
     test_clock: str | None = None
     """When set (an RFC 3339 instant), the server runs on a settable clock: tests only."""
     config_path: str | None = None
+    # --- ingest (metering): request body limit, lowered by tests to exercise N / N+1
+    max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -98,6 +101,7 @@ ENV_VARS = {
     "ALLOTMENT_SQLITE_SYNCHRONOUS": "SQLite synchronous pragma: FULL (default, power-loss safe) or NORMAL",
     "ALLOTMENT_PORTAL_TOKEN_SECRET": "HS256 secret for portal tokens (default: generated, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
+    "ALLOTMENT_MAX_BODY_BYTES": "largest request body in bytes (default 16 MiB); 413 above it",
 }
 
 
@@ -118,8 +122,11 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             port=int(env.get("ALLOTMENT_PORT", settings.port)),
             pool=pool,
             sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", settings.sqlite_synchronous),
-            portal_token_secret=env.get("ALLOTMENT_PORTAL_TOKEN_SECRET", settings.portal_token_secret),
+            portal_token_secret=env.get(
+                "ALLOTMENT_PORTAL_TOKEN_SECRET", settings.portal_token_secret
+            ),
             test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
+            max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes)),
         )
     except ValueError as exc:
         raise ConfigError(f"environment: {exc}") from exc

@@ -1,0 +1,158 @@
+"""CloudEvents as OpenMeter ingests them: envelope validation and the normalized form we store.
+
+Only the envelope is validated at ingest (contract §2.1). Whether ``data`` fits a meter is
+decided later, per meter (:func:`allotment.domain.meters.extract`). Every error is an
+:class:`InvalidInput` whose detail starts with the event's position and field, e.g.
+``events[3].subject: must be a non-empty string``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from allotment.domain.errors import InvalidInput
+from allotment.domain.timeutil import format_rfc3339, parse_rfc3339, to_micros
+
+SPEC_VERSION = "1.0"
+DATA_CONTENT_TYPE = "application/json"
+_REQUIRED = ("id", "source", "type", "subject")
+
+
+@dataclass(frozen=True, slots=True)
+class CloudEvent:
+    """A valid event, normalized: ``time`` is always set (server time when it was absent)."""
+
+    id: str
+    source: str
+    type: str
+    subject: str
+    time: datetime
+    data: dict[str, Any] | None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+
+    @property
+    def time_us(self) -> int:
+        return to_micros(self.time)
+
+    def to_wire(self) -> dict[str, Any]:
+        """The stored and listed form: CloudEvents attributes, unset optional ones absent."""
+        out: dict[str, Any] = {
+            "specversion": SPEC_VERSION,
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+            "time": format_rfc3339(self.time),
+        }
+        if self.datacontenttype is not None:
+            out["datacontenttype"] = self.datacontenttype
+        if self.dataschema is not None:
+            out["dataschema"] = self.dataschema
+        if self.data is not None:
+            out["data"] = self.data
+        return out
+
+
+def _fail(label: str, name: str, rule: str) -> InvalidInput:
+    where = f"{label}.{name}"
+    return InvalidInput(f"{where}: {rule}", field=where)
+
+
+def build_event(
+    label: str,
+    *,
+    specversion: object,
+    id: object,
+    source: object,
+    type: object,
+    subject: object,
+    time: object,
+    datacontenttype: object,
+    dataschema: object,
+    data: object,
+    now: datetime,
+) -> CloudEvent:
+    """Validate one event's attributes (``label`` is e.g. ``events[3]``) and normalize it."""
+    if specversion != SPEC_VERSION:
+        raise _fail(label, "specversion", f'must be "{SPEC_VERSION}", got {specversion!r}')
+    for name, value in (("id", id), ("source", source), ("type", type), ("subject", subject)):
+        if not isinstance(value, str) or not value:
+            raise _fail(label, name, "must be a non-empty string")
+    if time is None:
+        at = now
+    elif isinstance(time, str):
+        try:
+            at = parse_rfc3339(time, f"{label}.time")
+        except InvalidInput as exc:
+            raise _fail(label, "time", f"{time!r} is not an RFC 3339 date-time") from exc
+    else:
+        raise _fail(label, "time", "must be an RFC 3339 date-time string or null")
+    if datacontenttype is not None and datacontenttype != DATA_CONTENT_TYPE:
+        raise _fail(
+            label,
+            "datacontenttype",
+            f'only "{DATA_CONTENT_TYPE}" is supported, got {datacontenttype!r}',
+        )
+    if dataschema is not None and (not isinstance(dataschema, str) or not dataschema):
+        raise _fail(label, "dataschema", "must be a non-empty URI string or null")
+    if data is not None and not isinstance(data, dict):
+        raise _fail(label, "data", "must be a JSON object or null")
+    return CloudEvent(
+        id=id,  # type: ignore[arg-type]
+        source=source,  # type: ignore[arg-type]
+        type=type,  # type: ignore[arg-type]
+        subject=subject,  # type: ignore[arg-type]
+        time=at,
+        data=data,
+        datacontenttype=datacontenttype,
+        dataschema=dataschema,
+    )
+
+
+def validate_event(raw: object, label: str, now: datetime) -> CloudEvent:
+    """Validate one decoded JSON value as a CloudEvent. Extra attributes are tolerated."""
+    if not isinstance(raw, Mapping):
+        raise InvalidInput(f"{label}: must be a JSON object (a CloudEvent)", field=label)
+    if "specversion" not in raw:
+        raise _fail(label, "specversion", "required")
+    for name in _REQUIRED:
+        if name not in raw:
+            raise _fail(label, name, "required, a non-empty string")
+    return build_event(
+        label,
+        specversion=raw.get("specversion"),
+        id=raw.get("id"),
+        source=raw.get("source"),
+        type=raw.get("type"),
+        subject=raw.get("subject"),
+        time=raw.get("time"),
+        datacontenttype=raw.get("datacontenttype"),
+        dataschema=raw.get("dataschema"),
+        data=raw.get("data"),
+        now=now,
+    )
+
+
+def validate_batch(
+    raws: Sequence[object], now: datetime, *, single: bool = False
+) -> list[CloudEvent]:
+    """Validate a whole batch (all or nothing). ``single`` labels the one event ``event``."""
+    if single:
+        return [validate_event(raws[0], "event", now)]
+    return [validate_event(raw, f"events[{index}]", now) for index, raw in enumerate(raws)]
+
+
+def dedupe(events: Sequence[CloudEvent]) -> list[CloudEvent]:
+    """Drop repeats of the same ``(source, id)`` inside one batch; the first one wins."""
+    seen: set[tuple[str, str]] = set()
+    out: list[CloudEvent] = []
+    for event in events:
+        key = (event.source, event.id)
+        if key not in seen:
+            seen.add(key)
+            out.append(event)
+    return out

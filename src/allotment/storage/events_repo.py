@@ -1,0 +1,119 @@
+"""The ``events`` table: append with exactly-once dedup on ``(source, id)``, list, scan by type.
+
+Rows: ``seq`` (insertion order), ``source``, ``id``, ``type``, ``subject``, ``time`` (event
+time, µs), ``ingested_at`` (µs, the server clock at ingest), ``event`` (the normalized CloudEvent
+as JSON text, see :meth:`allotment.domain.events.CloudEvent.to_wire`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from allotment.storage.database import Tx
+
+EventRow = tuple[str, str, str, str, int, int, str]
+"""(source, id, type, subject, time_us, ingested_at_us, event_json)"""
+
+_INSERT_CHUNK = 500
+"""Rows per multi-row INSERT: 7 parameters each, far below SQLite's and PostgreSQL's limits."""
+
+
+def insert_new(tx: Tx, rows: Sequence[EventRow]) -> set[tuple[str, str]]:
+    """Insert the rows whose ``(source, id)`` is new; return the keys actually inserted.
+
+    A key already stored (by an earlier request, or by a concurrent transaction that commits
+    first) is skipped: first one wins. Callers pass rows sorted by ``(source, id)`` so that
+    concurrent PostgreSQL transactions take the unique-index locks in the same order.
+    """
+    inserted: set[tuple[str, str]] = set()
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows[start : start + _INSERT_CHUNK]
+        values = ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
+        params = [value for row in chunk for value in row]
+        result = tx.execute(
+            "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
+            f"VALUES {values} ON CONFLICT (source, id) DO NOTHING RETURNING source, id",
+            params,
+        )
+        inserted.update((str(r[0]), str(r[1])) for r in result)
+    return inserted
+
+
+def scan_type(
+    tx: Tx, event_type: str, from_us: int | None, page: int = 2000
+) -> Iterator[list[tuple[str, int, str]]]:
+    """Pages of ``(subject, time_us, event_json)`` for every stored event of ``event_type``
+    (with ``time >= from_us`` when given), in insertion order."""
+    after = -1
+    while True:
+        rows = tx.execute(
+            "SELECT seq, subject, time, event FROM events WHERE type = ? AND seq > ? "
+            "AND time >= ? ORDER BY seq LIMIT ?",
+            (event_type, after, from_us if from_us is not None else -(2**62), page),
+        )
+        if not rows:
+            return
+        after = int(rows[-1][0])
+        yield [(str(r[1]), int(r[2]), str(r[3])) for r in rows]
+        if len(rows) < page:
+            return
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    from_us: int
+    to_us: int | None = None
+    ingested_from_us: int | None = None
+    ingested_to_us: int | None = None
+    id_contains: str | None = None
+    subject: str | None = None
+
+
+@dataclass(frozen=True)
+class ListedEvent:
+    seq: int
+    type: str
+    time_us: int
+    ingested_at_us: int
+    event_json: str
+
+
+def list_page(
+    tx: Tx, f: EventFilter, limit: int, before: tuple[int, int] | None = None
+) -> list[ListedEvent]:
+    """Events matching ``f``, newest event time first (ties: latest inserted first).
+
+    ``before`` = ``(time_us, seq)`` of the last row of the previous page (keyset paging).
+    ``to`` is exclusive, ``ingestedAtFrom``/``ingestedAtTo`` inclusive, ``id`` a
+    case-sensitive substring match, ``subject`` exact.
+    """
+    where = ["time >= ?"]
+    params: list[object] = [f.from_us]
+    if f.to_us is not None:
+        where.append("time < ?")
+        params.append(f.to_us)
+    if f.ingested_from_us is not None:
+        where.append("ingested_at >= ?")
+        params.append(f.ingested_from_us)
+    if f.ingested_to_us is not None:
+        where.append("ingested_at <= ?")
+        params.append(f.ingested_to_us)
+    if f.id_contains:
+        # substring test without LIKE wildcards; case-sensitive on both engines
+        where.append("replace(id, ?, '') <> id")
+        params.append(f.id_contains)
+    if f.subject is not None:
+        where.append("subject = ?")
+        params.append(f.subject)
+    if before is not None:
+        where.append("(time < ? OR (time = ? AND seq < ?))")
+        params.extend([before[0], before[0], before[1]])
+    params.append(limit)
+    rows = tx.execute(
+        "SELECT seq, type, time, ingested_at, event FROM events WHERE "
+        + " AND ".join(where)
+        + " ORDER BY time DESC, seq DESC LIMIT ?",
+        params,
+    )
+    return [ListedEvent(int(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]

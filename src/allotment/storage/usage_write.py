@@ -1,0 +1,206 @@
+"""Usage rollups, maintained at ingest (and rebuilt on meter create / groupBy change).
+
+Tables (schema in migration 0001):
+
+``usage_minute(meter_id, subject, minute, group_key, count, sum, min, max, latest_time,
+latest_value)``
+    One row per meter, subject, minute and group. ``minute`` is the event time floored to the
+    minute, in epoch microseconds (UTC). ``group_key`` is
+    :func:`allotment.domain.meters.group_key` of the meter's groupBy values for the event
+    (canonical JSON with sorted keys, ``{}`` for a meter without groupBy; a missing path is
+    ``""``). Only events that fit the meter (``extract`` succeeded, ``time >= eventFrom``) are
+    counted.
+
+    * ``count``: number of such events (every aggregation, UNIQUE_COUNT included).
+    * ``sum``/``min``/``max``: exact decimals of the values (NULL for COUNT and UNIQUE_COUNT).
+      AVG = ``sum / count`` over the rows of a window.
+    * ``latest_time``/``latest_value``: the value of the event with the greatest time (ties:
+      the one ingested last); NULL for COUNT and UNIQUE_COUNT.
+
+``usage_unique(meter_id, subject, minute, group_key, value)``
+    UNIQUE_COUNT meters only: each distinct stringified value seen in that minute and group.
+    Count distinct ``value`` over the rows of a window.
+
+Both are written only for events that were actually inserted (dedup), in the same
+transaction as the events, so a committed event is counted exactly once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
+from allotment.domain.timeutil import floor_minute_us, to_micros
+from allotment.storage.database import Tx
+
+_CHUNK = 400
+_decode_event = msgspec.json.Decoder(float_hook=Decimal)
+
+
+@dataclass(slots=True)
+class _Cell:
+    count: int
+    sum: Decimal | None
+    min: Decimal | None
+    max: Decimal | None
+    latest_time: int | None
+    latest_value: Decimal | None
+
+
+Target = tuple[str, MeterDefinition, int | None]
+"""(meter id, definition, eventFrom in µs or None)"""
+
+
+class Rollup:
+    """Aggregates events in memory per (meter, subject, minute, group), then upserts once."""
+
+    def __init__(self) -> None:
+        self._cells: dict[tuple[str, str, int, tuple[tuple[str, str], ...]], _Cell] = {}
+        self._unique: set[tuple[str, str, int, tuple[tuple[str, str], ...], str]] = set()
+
+    def add(
+        self, meter_id: str, meter: MeterDefinition, subject: str, time_us: int, data: Any
+    ) -> None:
+        result = extract(meter, data)
+        if isinstance(result, str):
+            return
+        self.add_extracted(meter_id, meter.aggregation, subject, time_us, result)
+
+    def add_extracted(
+        self, meter_id: str, aggregation: Aggregation, subject: str, time_us: int, ex: Extracted
+    ) -> None:
+        groups = tuple(sorted(ex.groups.items())) if ex.groups else ()
+        minute = floor_minute_us(time_us)
+        key = (meter_id, subject, minute, groups)
+        cell = self._cells.get(key)
+        value = ex.value
+        if cell is None:
+            if value is None:
+                cell = _Cell(1, None, None, None, None, None)
+            else:
+                cell = _Cell(1, value, value, value, time_us, value)
+            self._cells[key] = cell
+        else:
+            cell.count += 1
+            if value is not None:
+                if cell.sum is None or cell.min is None or cell.max is None:
+                    cell.sum, cell.min, cell.max = value, value, value
+                else:
+                    cell.sum += value
+                    if value < cell.min:
+                        cell.min = value
+                    if value > cell.max:
+                        cell.max = value
+                if cell.latest_time is None or time_us >= cell.latest_time:
+                    cell.latest_time, cell.latest_value = time_us, value
+        if aggregation is Aggregation.UNIQUE_COUNT and ex.unique is not None:
+            self._unique.add((meter_id, subject, minute, groups, ex.unique))
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    def flush(self, tx: Tx) -> None:
+        """Upsert everything accumulated (sorted, so concurrent writers lock rows in order)."""
+        rows = []
+        for (meter_id, subject, minute, groups), c in sorted(self._cells.items(), key=_cell_order):
+            rows.append(
+                (
+                    meter_id,
+                    subject,
+                    minute,
+                    group_key(dict(groups)),
+                    c.count,
+                    c.sum,
+                    c.min,
+                    c.max,
+                    c.latest_time,
+                    c.latest_value,
+                )
+            )
+        for start in range(0, len(rows), _CHUNK):
+            chunk = rows[start : start + _CHUNK]
+            tx.execute(
+                "INSERT INTO usage_minute (meter_id, subject, minute, group_key, count, sum, min, "
+                "max, latest_time, latest_value) VALUES "
+                + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
+                + " ON CONFLICT (meter_id, subject, minute, group_key) DO UPDATE SET "
+                "count = usage_minute.count + excluded.count, "
+                "sum = dec_add(usage_minute.sum, excluded.sum), "
+                "min = dec_min(usage_minute.min, excluded.min), "
+                "max = dec_max(usage_minute.max, excluded.max), "
+                "latest_value = CASE WHEN usage_minute.latest_time IS NULL "
+                "OR excluded.latest_time >= usage_minute.latest_time "
+                "THEN excluded.latest_value ELSE usage_minute.latest_value END, "
+                "latest_time = CASE WHEN usage_minute.latest_time IS NULL "
+                "OR excluded.latest_time >= usage_minute.latest_time "
+                "THEN excluded.latest_time ELSE usage_minute.latest_time END",
+                [v for row in chunk for v in row],
+            )
+        uniques = sorted(
+            (meter_id, subject, minute, group_key(dict(groups)), value)
+            for meter_id, subject, minute, groups, value in self._unique
+        )
+        for start in range(0, len(uniques), _CHUNK):
+            chunk2 = uniques[start : start + _CHUNK]
+            tx.execute(
+                "INSERT INTO usage_unique (meter_id, subject, minute, group_key, value) VALUES "
+                + ",".join(["(?,?,?,?,?)"] * len(chunk2))
+                + " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
+                [v for row in chunk2 for v in row],
+            )
+        self._cells.clear()
+        self._unique.clear()
+
+
+def _cell_order(item: tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], _Cell]) -> Any:
+    return item[0]
+
+
+def targets(meters: Iterable[tuple[str, MeterDefinition]]) -> dict[str, list[Target]]:
+    """Meters grouped by event type, ready for :func:`aggregate_events`."""
+    out: dict[str, list[Target]] = {}
+    for meter_id, meter in meters:
+        start = to_micros(meter.event_from) if meter.event_from is not None else None
+        out.setdefault(meter.event_type, []).append((meter_id, meter, start))
+    return out
+
+
+def aggregate_events(
+    tx: Tx,
+    by_type: Mapping[str, Sequence[Target]],
+    events: Iterable[tuple[str, str, int, Any]],
+) -> None:
+    """Fold ``(type, subject, time_us, data)`` events into the rollups of matching meters."""
+    rollup = Rollup()
+    for event_type, subject, time_us, data in events:
+        for meter_id, meter, start in by_type.get(event_type, ()):
+            if start is not None and time_us < start:
+                continue
+            rollup.add(meter_id, meter, subject, time_us, data)
+    rollup.flush(tx)
+
+
+def backfill(tx: Tx, meter_id: str, meter: MeterDefinition) -> None:
+    """Rebuild one meter's rollups from every stored event of its type (deletes first)."""
+    from allotment.storage import events_repo
+
+    delete_rollups(tx, meter_id)
+    start = to_micros(meter.event_from) if meter.event_from is not None else None
+    rollup = Rollup()
+    for page in events_repo.scan_type(tx, meter.event_type, start):
+        for subject, time_us, event_json in page:
+            event = _decode_event.decode(event_json)
+            rollup.add(meter_id, meter, subject, time_us, event.get("data"))
+        if len(rollup) > 20_000:
+            rollup.flush(tx)
+    rollup.flush(tx)
+
+
+def delete_rollups(tx: Tx, meter_id: str) -> None:
+    tx.execute("DELETE FROM usage_minute WHERE meter_id = ?", (meter_id,))
+    tx.execute("DELETE FROM usage_unique WHERE meter_id = ?", (meter_id,))
