@@ -15,10 +15,13 @@ any exception); reads through :meth:`Database.read`. A lost database surfaces as
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import re
 import sqlite3
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -32,6 +35,8 @@ from allotment.domain.errors import InvalidInput, Unavailable
 from allotment.storage import decimal_sql
 
 Row = tuple[Any, ...]
+
+log = logging.getLogger("allotment.storage")
 
 sqlite3.register_adapter(Decimal, str)
 
@@ -73,12 +78,28 @@ class Tx(ABC):
 
 @dataclass(frozen=True)
 class PoolSettings:
-    """Connection-pool settings (PostgreSQL); SQLite keeps one connection per thread."""
+    """PostgreSQL connection settings (SQLite keeps one connection per thread).
+
+    Config file ``database.pool.{minSize,maxSize,timeout,connectTimeout,statementTimeout}``,
+    environment ``ALLOTMENT_DB_POOL_{MIN_SIZE,MAX_SIZE,TIMEOUT,CONNECT_TIMEOUT,STATEMENT_TIMEOUT}``.
+    Every wait on the database is bounded by one of these (see docs/operations.md):
+
+    * ``timeout_seconds``: longest a request waits for a pooled connection. While the database
+      is known to be unreachable a request waits at most ``min(timeout, 1 s)``, then answers 503.
+    * ``connect_timeout_seconds``: longest a new connection attempt may take (libpq
+      ``connect_timeout``; libpq rounds values below 2 up to 2).
+    * ``statement_timeout_ms``: server-side bound on one statement, lock waits included.
+    """
 
     min_size: int = 2
     max_size: int = 10
     timeout_seconds: float = 5.0
     statement_timeout_ms: int = 30_000
+    connect_timeout_seconds: float = 5.0
+    reconnect_window_seconds: float = 10.0
+    """How long the pool keeps retrying one lost connection (1 s, 2 s, 4 s … apart) before it
+    gives up and lets the next request start a fresh attempt; keeps recovery after an outage
+    within a few seconds."""
 
 
 class Database(ABC):
@@ -105,27 +126,80 @@ class Database(ABC):
 # ---------------------------------------------------------------- SQLite
 
 
+# SQLite result codes (primary, low byte) that mean "the database cannot serve right now"
+# rather than "this SQL is wrong": busy/locked beyond the busy timeout, I/O error, disk full,
+# cannot open the file, read-only file system, out of memory, WAL protocol error.
+_SQLITE_TRANSIENT = {
+    5: "SQLITE_BUSY",
+    6: "SQLITE_LOCKED",
+    7: "SQLITE_NOMEM",
+    8: "SQLITE_READONLY",
+    10: "SQLITE_IOERR",
+    13: "SQLITE_FULL",
+    14: "SQLITE_CANTOPEN",
+    15: "SQLITE_PROTOCOL",
+}
+
+
+def sqlite_error(exc: sqlite3.Error) -> Exception:
+    """Translate a sqlite3 error: a unique-key clash, an outage (503), or the error itself (500).
+
+    Constraint violations become :class:`DuplicateKey`; busy/locked/I-O/full/cannot-open become
+    :class:`Unavailable` (the request is answered 503 with ``Retry-After``). Anything else —
+    SQL errors, a corrupt file — is a bug or a broken installation and stays a 500.
+    """
+    if isinstance(exc, sqlite3.IntegrityError):
+        return DuplicateKey(str(exc))
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None and (code & 0xFF) in _SQLITE_TRANSIENT:
+        return Unavailable(f"database unavailable: {_SQLITE_TRANSIENT[code & 0xFF]} ({exc})")
+    if code is None and isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        if (
+            "locked" in text
+            or "disk i/o" in text
+            or "disk is full" in text
+            or "unable to open" in text
+        ):
+            return Unavailable(f"database unavailable: {exc}")
+    return exc
+
+
+def _sqlite_exec(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+    try:
+        return conn.execute(sql, params)
+    except sqlite3.Error as exc:
+        mapped = sqlite_error(exc)
+        if mapped is exc:
+            raise
+        raise mapped from exc
+
+
 class _SqliteTx(Tx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cur = _sqlite_exec(self._conn, sql, params)
         try:
-            return self._conn.execute(sql, params).fetchall()
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateKey(str(exc)) from exc
+            return cur.fetchall()
+        except sqlite3.Error as exc:
+            mapped = sqlite_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             self._conn.executemany(sql, rows)
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateKey(str(exc)) from exc
+        except sqlite3.Error as exc:
+            mapped = sqlite_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
-        try:
-            return self._conn.execute(sql, params).rowcount
-        except sqlite3.IntegrityError as exc:
-            raise DuplicateKey(str(exc)) from exc
+        return _sqlite_exec(self._conn, sql, params).rowcount
 
 
 class SqliteDatabase(Database):
@@ -155,39 +229,55 @@ class SqliteDatabase(Database):
                 conn = sqlite3.connect(
                     self.path, isolation_level=None, check_same_thread=False, timeout=30.0
                 )
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 raise Unavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-            conn.execute("PRAGMA busy_timeout=30000")
-            conn.execute("PRAGMA temp_store=MEMORY")
-            conn.execute("PRAGMA cache_size=-65536")
+            try:
+                _sqlite_exec(conn, "PRAGMA busy_timeout=30000")
+                _sqlite_exec(conn, "PRAGMA journal_mode=WAL")
+                _sqlite_exec(conn, f"PRAGMA synchronous={self._synchronous}")
+                _sqlite_exec(conn, "PRAGMA temp_store=MEMORY")
+                _sqlite_exec(conn, "PRAGMA cache_size=-65536")
+            except BaseException:
+                conn.close()
+                raise
             decimal_sql.register(conn)
             self._local.conn = conn
             with self._all_lock:
                 self._all.append(conn)
         return conn
 
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        # SQLite may already have rolled back by itself (I/O error, disk full): never let a
+        # failing ROLLBACK hide the original error.
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                log.warning("SQLite rollback failed: %s", exc)
+
     @contextmanager
     def write(self) -> Iterator[Tx]:
         conn = self._conn()
         with self._write_lock:
-            conn.execute("BEGIN IMMEDIATE")
+            _sqlite_exec(conn, "BEGIN IMMEDIATE")
             try:
                 yield _SqliteTx(conn)
+                _sqlite_exec(conn, "COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise
-            conn.execute("COMMIT")
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
         conn = self._conn()
-        conn.execute("BEGIN")
+        _sqlite_exec(conn, "BEGIN")
         try:
             yield _SqliteTx(conn)
-        finally:
-            conn.execute("COMMIT")
+            _sqlite_exec(conn, "COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
 
     def close(self) -> None:
         with self._all_lock:
@@ -214,8 +304,40 @@ def to_postgres_sql(sql: str) -> str:
     return out
 
 
+class _Health:
+    """Whether the most recent connection attempt to PostgreSQL failed (thread-safe enough:
+    one float written atomically)."""
+
+    def __init__(self) -> None:
+        self.down_since: float | None = None
+
+    def up(self) -> None:
+        if self.down_since is not None:
+            log.warning("database reachable again after %.1f s", time.monotonic() - self.down_since)
+        self.down_since = None
+
+    def down(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            first_line = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            log.warning("database unreachable: %s", first_line)
+            self.down_since = time.monotonic()
+
+
 class PostgresDatabase(Database):
-    """PostgreSQL through a psycopg connection pool; see :class:`PoolSettings`."""
+    """PostgreSQL through a psycopg connection pool; see :class:`PoolSettings`.
+
+    Outage behaviour (tested in ``tests/ops/test_db_outage.py``):
+
+    * every connection taken from the pool is probed first (one empty round trip); a broken one
+      is closed and replaced in the background, and the next pooled connection is tried, so a
+      database restart costs no request;
+    * a failed connection attempt marks the database *down*: requests then wait at most
+      ``min(timeout, 1 s)`` for a connection before answering 503, instead of queueing;
+    * the pool retries lost connections 1 s, 2 s, 4 s … apart for ``reconnect_window_seconds``,
+      and any request starts a fresh attempt after that, so recovery needs no restart;
+    * a connection lost mid-transaction (or a statement timeout, deadlock or serialization
+      failure) rolls the transaction back and surfaces as :class:`Unavailable` (503).
+    """
 
     dialect = "postgresql"
 
@@ -225,24 +347,84 @@ class PostgresDatabase(Database):
 
         self._psycopg = psycopg
         self.url = url
-        settings = pool or PoolSettings()
+        self.settings = settings = pool or PoolSettings()
+        health = self._health = _Health()
+
+        class _TrackedConnection(psycopg.Connection):
+            """Records whether connecting works, so requests fail fast while it does not."""
+
+            @classmethod
+            def connect(cls, *args: Any, **kwargs: Any) -> Any:
+                try:
+                    conn = super().connect(*args, **kwargs)
+                except psycopg.OperationalError as exc:
+                    health.down(exc)
+                    raise
+                health.up()
+                return conn
+
+        idle_tx_ms = max(settings.statement_timeout_ms * 2, 60_000)
+        server_options = (
+            f"-c statement_timeout={settings.statement_timeout_ms}"
+            f" -c idle_in_transaction_session_timeout={idle_tx_ms}"
+        )
         self._pool = ConnectionPool(
             url,
+            connection_class=_TrackedConnection,
             min_size=settings.min_size,
             max_size=settings.max_size,
             timeout=settings.timeout_seconds,
+            reconnect_timeout=settings.reconnect_window_seconds,
             open=False,
+            name="allotment",
             kwargs={
                 "autocommit": False,
-                "connect_timeout": max(1, int(settings.timeout_seconds)),
-                "options": f"-c statement_timeout={settings.statement_timeout_ms}",
+                "connect_timeout": max(2, round(settings.connect_timeout_seconds)),
+                "options": server_options,
+                # A peer that vanished without closing the socket (host down, network cut) is
+                # noticed by TCP keepalive within about 5 + 3 * 2 = 11 s instead of hours.
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "application_name": "allotment",
             },
-            check=ConnectionPool.check_connection,
         )
         self._pool.open(wait=False)
 
+    @property
+    def is_down(self) -> bool:
+        return self._health.down_since is not None
+
     def _unavailable(self, exc: BaseException) -> Unavailable:
         return Unavailable(f"database unavailable: {exc.__class__.__name__}")
+
+    def _acquire(self) -> Any:
+        """A live pooled connection; broken idle ones are discarded without waiting."""
+        from psycopg_pool import PoolTimeout
+
+        psycopg = self._psycopg
+        budget = self.settings.timeout_seconds
+        if self.is_down:
+            budget = min(budget, 1.0)
+        deadline = time.monotonic() + budget
+        for _ in range(self.settings.max_size + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            conn = self._pool.getconn(timeout=remaining)
+            try:
+                conn.execute("")  # one round trip; fails at once on a dead socket
+                if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                    conn.rollback()
+            except psycopg.Error as exc:
+                log.info("discarding broken pooled connection: %s", exc.__class__.__name__)
+                with contextlib.suppress(Exception):
+                    conn.close()
+                self._pool.putconn(conn)  # closed: the pool replaces it in the background
+                continue
+            return conn
+        raise PoolTimeout(f"no working database connection within {budget:.1f} s")
 
     @contextmanager
     def _transaction(self) -> Iterator[Tx]:
@@ -250,10 +432,16 @@ class PostgresDatabase(Database):
 
         psycopg = self._psycopg
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            conn = self._acquire()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            with conn.transaction():
                 yield _PostgresTx(conn, psycopg)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
+        finally:
+            self._pool.putconn(conn)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -317,7 +505,9 @@ def split_statements(script: str) -> list[str]:
 _SQLITE_URL = re.compile(r"^sqlite:///(.+)$")
 
 
-def open_database(url: str, *, pool: PoolSettings | None = None, sqlite_synchronous: str = "FULL") -> Database:
+def open_database(
+    url: str, *, pool: PoolSettings | None = None, sqlite_synchronous: str = "FULL"
+) -> Database:
     """Open ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``postgresql://…``."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url, pool)

@@ -8,11 +8,12 @@ add a new one.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from importlib import resources
 
-from allotment.storage.database import Database, split_statements
+from allotment.storage.database import Database, Tx, split_statements
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+?)(?:\.(sqlite|postgresql))?\.sql$")
 
@@ -25,6 +26,11 @@ class Migration:
 
 
 def available(dialect: str) -> list[Migration]:
+    return list(_available(dialect))
+
+
+@functools.lru_cache(maxsize=4)
+def _available(dialect: str) -> tuple[Migration, ...]:
     found: dict[str, Migration] = {}
     folder = resources.files("allotment.storage") / "migrations"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
@@ -35,7 +41,7 @@ def available(dialect: str) -> list[Migration]:
         if only is not None and only != dialect:
             continue
         found[version] = Migration(version, name, entry.read_text(encoding="utf-8"))
-    return [found[v] for v in sorted(found)]
+    return tuple(found[v] for v in sorted(found))
 
 
 def _ensure_table(db: Database) -> None:
@@ -84,5 +90,24 @@ def migrate(db: Database, now_us: int) -> list[Migration]:
     return ran
 
 
+def _table_exists(db: Database, tx: Tx) -> bool:
+    if db.dialect == "postgresql":
+        return tx.one("SELECT to_regclass('schema_migrations') IS NOT NULL") == (True,)
+    found = tx.one(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
+    )
+    return found is not None
+
+
 def is_current(db: Database) -> bool:
-    return not pending(db)
+    """Whether every known migration is applied: one read, no lock, no DDL (for /readyz).
+
+    A database *ahead* of this build (a newer replica migrated it) counts as current as long as
+    everything this build knows is applied, so a rolling upgrade keeps old replicas ready.
+    """
+    wanted = {m.version for m in available(db.dialect)}
+    with db.read() as tx:
+        if not _table_exists(db, tx):
+            return not wanted
+        done = {row[0] for row in tx.execute("SELECT version FROM schema_migrations")}
+    return wanted <= done
