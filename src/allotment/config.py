@@ -84,6 +84,13 @@ def load_file(path: str) -> Settings:
                 min_size=int(pool.get("minSize", PoolSettings.min_size)),
                 max_size=int(pool.get("maxSize", PoolSettings.max_size)),
                 timeout_seconds=float(pool.get("timeout", PoolSettings.timeout_seconds)),
+                connect_timeout_seconds=float(
+                    pool.get("connectTimeout", PoolSettings.connect_timeout_seconds)
+                ),
+                statement_timeout_ms=round(
+                    1000
+                    * float(pool.get("statementTimeout", PoolSettings.statement_timeout_ms / 1000))
+                ),
             ),
         )
     except (TypeError, ValueError) as exc:
@@ -97,7 +104,10 @@ ENV_VARS = {
     "ALLOTMENT_PORT": "listen port",
     "ALLOTMENT_DB_POOL_MIN_SIZE": "PostgreSQL pool: connections kept open",
     "ALLOTMENT_DB_POOL_MAX_SIZE": "PostgreSQL pool: most connections",
-    "ALLOTMENT_DB_POOL_TIMEOUT": "PostgreSQL pool: seconds to wait for a connection/the database",
+    "ALLOTMENT_DB_POOL_TIMEOUT": "PostgreSQL pool: seconds a request waits for a connection (5)",
+    "ALLOTMENT_DB_POOL_CONNECT_TIMEOUT": "PostgreSQL: seconds one connection attempt may take (5)",
+    "ALLOTMENT_DB_POOL_STATEMENT_TIMEOUT": "PostgreSQL: seconds one SQL statement may take (30)",
+    "ALLOTMENT_CONFIG": "config file (what --config sets; used by --workers processes)",
     "ALLOTMENT_SQLITE_SYNCHRONOUS": "SQLite synchronous pragma: FULL (default, power-loss safe) or NORMAL",
     "ALLOTMENT_PORTAL_TOKEN_SECRET": "HS256 secret for portal tokens (default: generated, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
@@ -114,6 +124,15 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             min_size=int(env.get("ALLOTMENT_DB_POOL_MIN_SIZE", pool.min_size)),
             max_size=int(env.get("ALLOTMENT_DB_POOL_MAX_SIZE", pool.max_size)),
             timeout_seconds=float(env.get("ALLOTMENT_DB_POOL_TIMEOUT", pool.timeout_seconds)),
+            connect_timeout_seconds=float(
+                env.get("ALLOTMENT_DB_POOL_CONNECT_TIMEOUT", pool.connect_timeout_seconds)
+            ),
+            statement_timeout_ms=round(
+                1000
+                * float(
+                    env.get("ALLOTMENT_DB_POOL_STATEMENT_TIMEOUT", pool.statement_timeout_ms / 1000)
+                )
+            ),
         )
         return replace(
             settings,
@@ -140,6 +159,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError("ALLOTMENT_SQLITE_SYNCHRONOUS must be FULL, NORMAL or EXTRA")
     if settings.pool.min_size < 0 or settings.pool.max_size < max(1, settings.pool.min_size):
         raise ConfigError("database pool: need 0 <= minSize <= maxSize and maxSize >= 1")
+    if settings.pool.timeout_seconds <= 0 or settings.pool.connect_timeout_seconds <= 0:
+        raise ConfigError("database pool: timeout and connectTimeout must be > 0 seconds")
+    if settings.pool.statement_timeout_ms < 1:
+        raise ConfigError("database pool: statementTimeout must be > 0 seconds")
     seen: set[str] = set()
     for index, raw in enumerate(settings.meters):
         label = raw.get("slug") if isinstance(raw, Mapping) else None
