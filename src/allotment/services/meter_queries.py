@@ -1,20 +1,29 @@
 """Meter queries and usage reads: the OpenMeter meter query, subjects, groupBy values, and the
 in-memory usage series the entitlement engine burns from.
 
-Reads run in one read transaction; pure logic lives in ``domain.windows`` and
-``domain.usage_series``; SQL in ``storage.usage_read``.
+Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
+filters and the usage series in ``domain.usage_series``, SQL and folding in
+``storage.usage_read``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
+from allotment.domain.errors import InvalidInput
 from allotment.domain.meters import Aggregation, Meter, decode_group_key
-from allotment.domain.timeutil import require_aware, to_micros
+from allotment.domain.timeutil import (
+    MINUTE,
+    floor_minute_us,
+    from_micros,
+    require_aware,
+    to_micros,
+)
 from allotment.domain.usage_series import (
     GroupFilter,
     UsageSeries,
@@ -22,19 +31,66 @@ from allotment.domain.usage_series import (
     matches_all,
     merge_minute_rows,
 )
+from allotment.domain.windows import (
+    WindowGrid,
+    WindowSize,
+    check_window_count,
+    total_window,
+)
 from allotment.storage import usage_read
+from allotment.storage.usage_read import MinuteRow, UniqueRow
 
 if TYPE_CHECKING:
     from allotment.container import Container
 
+SUBJECT = "subject"
+GROUP_BY_VALUES_DEFAULT_RANGE = timedelta(hours=24)
 
-@lru_cache(maxsize=4096)
+
+@lru_cache(maxsize=8192)
 def _groups(key: str) -> Mapping[str, str]:
     return decode_group_key(key)
 
 
-def _keep(filters: tuple[GroupFilter, ...], key: str) -> bool:
+def _keep(filters: Sequence[GroupFilter], key: str) -> bool:
     return not filters or matches_all(filters, _groups(key))
+
+
+@dataclass(frozen=True)
+class MeterQuery:
+    """A validated-at-the-edge meter query (contract §3.3); meter-specific checks happen in
+    :meth:`MeterQueryService.query`. ``subjects`` None means no subject filter."""
+
+    from_: datetime | None = None
+    to: datetime | None = None
+    window_size: WindowSize | None = None
+    time_zone: tzinfo = UTC
+    subjects: tuple[str, ...] | None = None
+    group_by: tuple[str, ...] = ()
+    filters: tuple[GroupFilter, ...] = ()
+    filter_field: str = "filterGroupBy"
+
+
+@dataclass(frozen=True)
+class MeterQueryRow:
+    value: Decimal
+    window_start: datetime
+    window_end: datetime
+    subject: str | None
+    group_by: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeterQueryResult:
+    meter: Meter
+    query: MeterQuery
+    group_by_keys: tuple[str, ...]
+    """The requested meter groupBy keys (``subject`` excluded), in request order."""
+    by_subject: bool
+    rows: list[MeterQueryRow]
+
+
+CellKey = tuple[int, str, tuple[str, ...]]
 
 
 class MeterQueryService:
@@ -44,6 +100,100 @@ class MeterQueryService:
     def _meter(self, meter_id_or_slug: str) -> Meter:
         meter: Meter = self._c.meters.get(meter_id_or_slug)
         return meter
+
+    # ------------------------------------------------------------ meter query
+
+    def query(self, meter_id_or_slug: str, q: MeterQuery) -> MeterQueryResult:
+        _check_range(q.from_, q.to)
+        meter = self._meter(meter_id_or_slug)
+        keys, by_subject = _group_by_keys(meter, q)
+        _check_filters(meter, q)
+        if q.window_size is not None and q.from_ is not None and q.to is not None:
+            check_window_count(q.from_, q.to, q.window_size, q.time_zone)
+        lo = None if q.from_ is None else to_micros(q.from_)
+        hi = None if q.to is None else to_micros(q.to)
+        with self._c.db.read() as tx:
+            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects)
+        rows = [r for r in rows if _keep(q.filters, r.group_key)]
+        uniques = [u for u in uniques if _keep(q.filters, u.group_key)]
+        span = _minute_span(rows, uniques)
+        windows = _windows(q, span)
+        if windows is None:
+            return MeterQueryResult(meter, q, keys, by_subject, [])
+        index, window_of = windows
+
+        def key_of(subject: str, at: int, gkey: str) -> CellKey | None:
+            i = index(at)
+            if i is None:
+                return None
+            groups = _groups(gkey)
+            return i, subject if by_subject else "", tuple(groups.get(k, "") for k in keys)
+
+        cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
+        out = []
+        for (i, subject, values), value in sorted(cells.items()):
+            start, end = window_of(i)
+            out.append(
+                MeterQueryRow(
+                    value,
+                    start,
+                    end,
+                    subject if by_subject else None,
+                    dict(zip(keys, values, strict=True)),
+                )
+            )
+        return MeterQueryResult(meter, q, keys, by_subject, out)
+
+    # ------------------------------------------------------------ subjects, group-by values
+
+    def subjects(
+        self, meter_id_or_slug: str, from_: datetime | None, to: datetime | None
+    ) -> list[str]:
+        """Distinct subjects with usage of the meter in ``[from_, to)``, sorted."""
+        _check_range(from_, to)
+        meter = self._meter(meter_id_or_slug)
+        whole, edges = _split(from_, to)
+        found: set[str] = set()
+        with self._c.db.read() as tx:
+            if whole is not None:
+                found.update(usage_read.distinct_subjects(tx, meter.id, whole[0], whole[1]))
+            for lo, hi in edges:
+                rows, _ = usage_read.edge_rows(tx, meter, lo, hi, None)
+                found.update(r.subject for r in rows)
+        return sorted(found)
+
+    def group_by_values(
+        self,
+        meter_id_or_slug: str,
+        key: str,
+        from_: datetime | None,
+        to: datetime | None,
+        search: str | None = None,
+    ) -> list[str]:
+        """Distinct values of one groupBy key in ``[from_, to)`` (default: the last 24 h),
+        sorted; a missing value shows as ``""``. ``search`` keeps values containing it
+        (case-insensitive)."""
+        meter = self._meter(meter_id_or_slug)
+        if key not in meter.group_by:
+            raise InvalidInput(
+                f"groupByKey: {key!r} is not a groupBy key of meter {meter.slug}",
+                field="groupByKey",
+            )
+        if from_ is None:
+            from_ = (to or self._c.clock.now()) - GROUP_BY_VALUES_DEFAULT_RANGE
+        _check_range(from_, to)
+        whole, edges = _split(from_, to)
+        found: set[str] = set()
+        with self._c.db.read() as tx:
+            if whole is not None:
+                gkeys = usage_read.distinct_group_keys(tx, meter.id, whole[0], whole[1])
+                found.update(_groups(g).get(key, "") for g in gkeys)
+            for lo, hi in edges:
+                rows, _ = usage_read.edge_rows(tx, meter, lo, hi, None)
+                found.update(_groups(r.group_key).get(key, "") for r in rows)
+        if search:
+            found = {v for v in found if search.casefold() in v.casefold()}
+        return sorted(found)
 
     # ------------------------------------------------------------ entitlement usage
 
@@ -59,7 +209,7 @@ class MeterQueryService:
 
         ``group_filters`` are exact matches on the meter's groupBy values (a feature's
         meterGroupByFilters). SUM/COUNT answer ``total``, UNIQUE_COUNT ``unique``, LATEST
-        ``latest``; other aggregations answer ``total`` with the sum.
+        ``latest``; for other aggregations ``total`` is the sum of values.
         """
         meter = self._meter(meter_id_or_slug)
         start, end = require_aware(start, "start"), require_aware(end, "end")
@@ -87,3 +237,72 @@ class MeterQueryService:
         )
         values = [(u.minute, u.value) for u in uniques if _keep(filters, u.group_key)]
         return UsageSeries(start, end, merged, values)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _check_range(from_: datetime | None, to: datetime | None) -> None:
+    if from_ is not None and to is not None and from_ >= to:
+        raise InvalidInput(
+            f"from: must be before to (got from={from_.isoformat()}, to={to.isoformat()})",
+            field="from",
+        )
+
+
+def _split(
+    from_: datetime | None, to: datetime | None
+) -> tuple[tuple[int | None, int | None] | None, list[tuple[int, int]]]:
+    return usage_read.split_range(
+        None if from_ is None else to_micros(from_), None if to is None else to_micros(to)
+    )
+
+
+def _group_by_keys(meter: Meter, q: MeterQuery) -> tuple[tuple[str, ...], bool]:
+    keys: list[str] = []
+    for key in q.group_by:
+        if key != SUBJECT and key not in meter.group_by:
+            raise InvalidInput(f"groupBy: invalid group by: {key}", field="groupBy")
+        if key != SUBJECT and key not in keys:
+            keys.append(key)
+    return tuple(keys), q.subjects is not None or SUBJECT in q.group_by
+
+
+def _check_filters(meter: Meter, q: MeterQuery) -> None:
+    for f in q.filters:
+        if f.key not in meter.group_by:
+            raise InvalidInput(
+                f"{q.filter_field}: {f.key!r} is not a groupBy key of meter {meter.slug}",
+                field=q.filter_field,
+            )
+
+
+def _minute_span(rows: Sequence[MinuteRow], uniques: Sequence[UniqueRow]) -> tuple[int, int] | None:
+    minutes = [r.minute for r in rows] or [u.minute for u in uniques]
+    if not minutes:
+        return None
+    return floor_minute_us(min(minutes)), floor_minute_us(max(minutes))
+
+
+Windows = tuple[Callable[[int], int | None], Callable[[int], tuple[datetime, datetime]]]
+
+
+def _windows(q: MeterQuery, span: tuple[int, int] | None) -> Windows | None:
+    """How rows map to windows: ``(index_of(µs), window_of(index))``, or None when there is
+    nothing to report (no usage and an open range)."""
+    first = None if span is None else from_micros(span[0])
+    last = None if span is None else from_micros(span[1])
+    if q.window_size is None:
+        whole = total_window(q.from_, q.to, first, last)
+        if whole is None or span is None:
+            return None
+        return (lambda _at: 0), (lambda _i: whole)
+    if span is None:
+        return None
+    start = q.from_ if q.from_ is not None else first
+    end = q.to if q.to is not None else (None if last is None else last + MINUTE)
+    if start is None or end is None:
+        return None
+    check_window_count(start, end, q.window_size, q.time_zone)
+    grid = WindowGrid.build(start, end, q.window_size, q.time_zone)
+    return grid.index, grid.window

@@ -7,12 +7,18 @@ canonical ``group_key`` in Python (one decode per distinct key).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from decimal import Decimal
-from typing import Any
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any, TypeVar
 
+import msgspec
+
+from allotment.domain.meters import Aggregation, Meter, extract, group_key
+from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.storage.database import Tx, dec_or_none
+
+_US_PER_MINUTE = 60_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,3 +191,170 @@ def distinct_group_keys(
         [meter_id, *range_params],
     )
     return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------- partial minutes
+
+_decode_event = msgspec.json.Decoder(float_hook=Decimal)
+
+
+def split_range(
+    from_us: int | None, to_us: int | None
+) -> tuple[tuple[int | None, int | None] | None, list[tuple[int, int]]]:
+    """``[from_us, to_us)`` as a minute-aligned rollup range plus raw-event edge ranges.
+
+    The rollups answer whole minutes; a ``from``/``to`` inside a minute leaves a partial
+    minute at that edge, which is read from the raw ``events`` table instead. When both fall
+    in the same minute the rollup range is None and the whole range is raw.
+    """
+    lo = None if from_us is None else -(-from_us // _US_PER_MINUTE) * _US_PER_MINUTE
+    hi = None if to_us is None else floor_minute_us(to_us)
+    if from_us is not None and to_us is not None and lo is not None and hi is not None:
+        if lo >= hi:
+            return None, [(from_us, to_us)] if from_us < to_us else []
+    edges: list[tuple[int, int]] = []
+    if from_us is not None and lo is not None and lo != from_us:
+        edges.append((from_us, lo))
+    if to_us is not None and hi is not None and hi != to_us:
+        edges.append((hi, to_us))
+    return (lo, hi), edges
+
+
+def edge_rows(
+    tx: Tx, meter: Meter, start_us: int, end_us: int, subjects: Sequence[str] | None
+) -> tuple[list[MinuteRow], list[UniqueRow]]:
+    """Raw events in ``[start_us, end_us)`` as one-event rows (``minute`` = the event time),
+    extracted with the meter definition exactly as ingest rolls them up."""
+    if meter.event_from is not None:
+        start_us = max(start_us, to_micros(meter.event_from))
+    if start_us >= end_us:
+        return [], []
+    rows: list[MinuteRow] = []
+    uniques: list[UniqueRow] = []
+    for ev in raw_events(tx, meter.event_type, start_us, end_us, subjects):
+        decoded = _decode_event.decode(ev.event)
+        data = decoded.get("data") if isinstance(decoded, dict) else None
+        ex = extract(meter, data)
+        if isinstance(ex, str):
+            continue
+        key = group_key(ex.groups)
+        v = ex.value
+        rows.append(
+            MinuteRow(ev.subject, ev.time, key, 1, v, v, v, None if v is None else ev.time, v)
+        )
+        if ex.unique is not None and meter.aggregation is Aggregation.UNIQUE_COUNT:
+            uniques.append(UniqueRow(ev.subject, ev.time, key, ex.unique))
+    return rows, uniques
+
+
+def read_usage(
+    tx: Tx,
+    meter: Meter,
+    from_us: int | None,
+    to_us: int | None,
+    subjects: Sequence[str] | None = None,
+) -> tuple[list[MinuteRow], list[UniqueRow]]:
+    """Every usage row of ``meter`` in ``[from_us, to_us)``: rollup minutes for whole
+    minutes, raw events for partial edge minutes. Unique rows only for UNIQUE_COUNT."""
+    whole, edges = split_range(from_us, to_us)
+    unique = meter.aggregation is Aggregation.UNIQUE_COUNT
+    rows: list[MinuteRow] = []
+    uniques: list[UniqueRow] = []
+    if whole is not None:
+        if unique:
+            uniques = unique_rows(tx, meter.id, whole[0], whole[1], subjects)
+        else:
+            rows = minute_rows(tx, meter.id, whole[0], whole[1], subjects)
+    for lo, hi in edges:
+        more_rows, more_uniques = edge_rows(tx, meter, lo, hi, subjects)
+        if unique:
+            uniques.extend(more_uniques)
+        else:
+            rows.extend(more_rows)
+    return rows, uniques
+
+
+# ---------------------------------------------------------------- aggregation
+
+AVG_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN)
+"""AVG is the one inexact aggregation: ``sum / count`` rounded to 34 significant digits."""
+
+
+@dataclass(slots=True)
+class Accumulator:
+    """Folds usage rows of one (window, subject, groups) cell into the meter's value."""
+
+    count: int = 0
+    sum: Decimal | None = None
+    min: Decimal | None = None
+    max: Decimal | None = None
+    latest_time: int | None = None
+    latest_value: Decimal | None = None
+    uniques: set[str] = field(default_factory=set)
+
+    def add(self, r: MinuteRow) -> None:
+        self.count += r.count
+        if r.sum is not None:
+            self.sum = r.sum if self.sum is None else self.sum + r.sum
+        if r.min is not None and (self.min is None or r.min < self.min):
+            self.min = r.min
+        if r.max is not None and (self.max is None or r.max > self.max):
+            self.max = r.max
+        if (
+            r.latest_time is not None
+            and r.latest_value is not None
+            and (
+                self.latest_time is None
+                or self.latest_value is None
+                or (r.latest_time, r.latest_value) > (self.latest_time, self.latest_value)
+            )
+        ):
+            self.latest_time, self.latest_value = r.latest_time, r.latest_value
+
+    def value(self, aggregation: Aggregation) -> Decimal | None:
+        """The aggregate, or None when the cell has no usable value (the row is dropped)."""
+        if aggregation is Aggregation.COUNT:
+            return Decimal(self.count) if self.count else None
+        if aggregation is Aggregation.UNIQUE_COUNT:
+            return Decimal(len(self.uniques)) if self.uniques else None
+        if aggregation is Aggregation.AVG:
+            if self.sum is None or not self.count:
+                return None
+            return AVG_CONTEXT.divide(self.sum, Decimal(self.count))
+        by_kind = {
+            Aggregation.SUM: self.sum,
+            Aggregation.MIN: self.min,
+            Aggregation.MAX: self.max,
+            Aggregation.LATEST: self.latest_value,
+        }
+        return by_kind[aggregation]
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def fold(
+    aggregation: Aggregation,
+    rows: Iterable[MinuteRow],
+    uniques: Iterable[UniqueRow],
+    key_of: Callable[[str, int, str], K | None],
+) -> dict[K, Decimal]:
+    """Aggregate rows into cells keyed by ``key_of(subject, minute, group_key)`` (None skips
+    the row); cells without a usable value are left out."""
+    cells: dict[K, Accumulator] = {}
+    if aggregation is Aggregation.UNIQUE_COUNT:
+        for u in uniques:
+            key = key_of(u.subject, u.minute, u.group_key)
+            if key is not None:
+                cells.setdefault(key, Accumulator()).uniques.add(u.value)
+    else:
+        for r in rows:
+            key = key_of(r.subject, r.minute, r.group_key)
+            if key is not None:
+                cells.setdefault(key, Accumulator()).add(r)
+    out: dict[K, Decimal] = {}
+    for key, acc in cells.items():
+        value = acc.value(aggregation)
+        if value is not None:
+            out[key] = value
+    return out
