@@ -1,7 +1,300 @@
-"""HTTP routes: entitlements (placeholder, to be implemented)."""
+"""HTTP routes: entitlements per subject, the global entitlement list, value, history, reset.
+
+Also the small wire helpers shared with the feature and grant routes: exact-number JSON
+bodies, the array-or-envelope list rule (api-contract §1.7) and optional-field omission.
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
 
-ROUTES: list[BaseRoute] = []
+import msgspec
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from allotment.domain.entitlement_inputs import (
+    EntitlementType,
+    Paging,
+    make_paging,
+    parse_entitlement_create,
+    parse_reset,
+)
+from allotment.domain.errors import InvalidInput
+from allotment.domain.periods import interval_iso, interval_to_wire, parse_interval
+from allotment.domain.timeutil import format_rfc3339
+from allotment.http.params import get_bool, get_int, get_list, get_str, get_time, read_body
+from allotment.http.responses import json_response, no_content, num
+from allotment.http.runtime import call, container
+from allotment.services.entitlements import EntitlementView, HistoryView, ValueView
+
+# ---------------------------------------------------------------- shared wire helpers
+
+_decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+
+async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
+    """The JSON body with every non-integer number as an exact ``Decimal``."""
+    body = await read_body(request)
+    if not body.strip():
+        if allow_empty:
+            return {}
+        raise InvalidInput("request body is empty; a JSON document is required", field="body")
+    try:
+        return _decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
+
+
+def time_or_none(at: datetime | None) -> str | None:
+    return None if at is None else format_rfc3339(at)
+
+
+def compact(d: dict[str, Any]) -> dict[str, Any]:
+    """Drop unset optional fields (None) — they are absent on the wire, never null."""
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def paging_from(q: QueryParams, order_fields: tuple[str, ...], default_order_by: str) -> Paging:
+    return make_paging(
+        get_int(q, "page", None),
+        get_int(q, "pageSize", None),
+        get_int(q, "limit", None),
+        get_int(q, "offset", None),
+        get_str(q, "order"),
+        get_str(q, "orderBy"),
+        order_fields,
+        default_order_by,
+    )
+
+
+def list_response(items: Sequence[Any], total: int, paging: Paging) -> Response:
+    if paging.envelope:
+        return json_response(
+            {
+                "pageSize": paging.page_size,
+                "page": paging.page,
+                "totalCount": total,
+                "items": list(items),
+            }
+        )
+    return json_response(list(items))
+
+
+def usage_period_json(interval: str, anchor: datetime) -> dict[str, Any]:
+    duration = parse_interval(interval)
+    return {
+        "interval": interval_to_wire(duration),
+        "intervalISO": interval_iso(duration),
+        "anchor": format_rfc3339(anchor),
+    }
+
+
+# ---------------------------------------------------------------- entitlement wire form
+
+
+def entitlement_json(v: EntitlementView) -> dict[str, Any]:
+    r = v.record
+    out: dict[str, Any] = {
+        "id": r.id,
+        "type": r.type,
+        "featureId": r.feature_id,
+        "featureKey": r.feature_key,
+        "subjectKey": r.subject_key,
+        "metadata": dict(r.metadata) if r.metadata else None,
+        "annotations": dict(r.annotations) if r.annotations else None,
+        "activeFrom": format_rfc3339(r.active_from),
+        "activeTo": time_or_none(r.active_to),
+        "createdAt": format_rfc3339(r.created_at),
+        "updatedAt": format_rfc3339(r.updated_at),
+        "deletedAt": time_or_none(r.deleted_at),
+    }
+    if r.usage_period_interval and r.usage_period_anchor:
+        out["usagePeriod"] = usage_period_json(r.usage_period_interval, r.usage_period_anchor)
+    if v.current_usage_period is not None:
+        out["currentUsagePeriod"] = {
+            "from": format_rfc3339(v.current_usage_period.start),
+            "to": format_rfc3339(v.current_usage_period.end),
+        }
+    if r.type == EntitlementType.METERED:
+        out["isSoftLimit"] = r.is_soft_limit
+        out["isUnlimited"] = False
+        if r.issue_after_reset is not None:
+            out["issueAfterReset"] = num(r.issue_after_reset)
+            out["issueAfterResetPriority"] = r.issue_after_reset_priority
+        out["preserveOverageAtReset"] = r.preserve_overage_at_reset
+        out["lastReset"] = time_or_none(v.last_reset)
+        out["measureUsageFrom"] = time_or_none(r.measure_usage_from)
+    elif r.type == EntitlementType.STATIC:
+        out["config"] = r.config
+    return compact(out)
+
+
+def value_json(v: ValueView) -> dict[str, Any]:
+    if v.metered is not None:
+        m = v.metered
+        return {
+            "hasAccess": m.has_access,
+            "balance": num(m.balance),
+            "usage": num(m.usage),
+            "overage": num(m.overage),
+            "totalAvailableGrantAmount": num(m.total_available_grant_amount),
+        }
+    return compact({"hasAccess": v.has_access, "config": v.config})
+
+
+def _in_zone(at: datetime, tz: ZoneInfo) -> str:
+    if tz.key == "UTC":
+        return format_rfc3339(at)
+    return at.astimezone(tz).isoformat()
+
+
+def history_json(h: HistoryView) -> dict[str, Any]:
+    tz = h.tz
+    return {
+        "windowedHistory": [
+            {
+                "period": {"from": _in_zone(w.from_, tz), "to": _in_zone(w.to, tz)},
+                "usage": num(w.usage),
+                "balanceAtStart": num(w.balance_at_start),
+            }
+            for w in h.history.windowed
+        ],
+        "burndownHistory": [
+            {
+                "period": {"from": format_rfc3339(b.from_), "to": format_rfc3339(b.to)},
+                "usage": num(b.usage),
+                "overage": num(b.overage),
+                "balanceAtStart": num(b.balance_at_start),
+                "grantBalancesAtStart": {k: num(x) for k, x in b.grant_balances_at_start.items()},
+                "balanceAtEnd": num(b.balance_at_end),
+                "grantBalancesAtEnd": {k: num(x) for k, x in b.grant_balances_at_end.items()},
+                "grantUsages": [
+                    {"grantId": gid, "usage": num(u)} for gid, u in b.grant_usages.items()
+                ],
+            }
+            for b in h.history.burndown
+        ],
+    }
+
+
+# ---------------------------------------------------------------- handlers
+
+
+def _p(request: Request, name: str) -> str:
+    return str(request.path_params[name])
+
+
+async def create_entitlement(request: Request) -> Response:
+    inp = parse_entitlement_create(await read_json(request))
+    svc = container(request).entitlements
+    view = await call(svc.create, _p(request, "subjectIdOrKey"), inp)
+    return json_response(entitlement_json(view), status=201)
+
+
+async def list_subject_entitlements(request: Request) -> Response:
+    include_deleted = get_bool(request.query_params, "includeDeleted", False)
+    svc = container(request).entitlements
+    views = await call(svc.list_for_subject, _p(request, "subjectIdOrKey"), include_deleted)
+    return json_response([entitlement_json(v) for v in views])
+
+
+async def get_subject_entitlement(request: Request) -> Response:
+    svc = container(request).entitlements
+    view = await call(svc.get, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"))
+    return json_response(entitlement_json(view))
+
+
+async def delete_subject_entitlement(request: Request) -> Response:
+    svc = container(request).entitlements
+    await call(svc.delete, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"))
+    return no_content()
+
+
+async def override_entitlement(request: Request) -> Response:
+    inp = parse_entitlement_create(await read_json(request))
+    svc = container(request).entitlements
+    view = await call(
+        svc.override, _p(request, "subjectIdOrKey"), _p(request, "entitlementIdOrFeatureKey"), inp
+    )
+    return json_response(entitlement_json(view), status=201)
+
+
+async def entitlement_value(request: Request) -> Response:
+    at = get_time(request.query_params, "time")
+    svc = container(request).entitlements
+    value = await call(
+        svc.value, _p(request, "subjectIdOrKey"), _p(request, "entitlementIdOrFeatureKey"), at
+    )
+    return json_response(value_json(value))
+
+
+async def entitlement_history(request: Request) -> Response:
+    q = request.query_params
+    window_size = get_str(q, "windowSize")
+    if window_size is None:
+        raise InvalidInput(
+            "query parameter windowSize: required (MINUTE, HOUR, DAY or MONTH)",
+            field="windowSize",
+        )
+    svc = container(request).entitlements
+    result = await call(
+        svc.history, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"), window_size,
+        get_time(q, "from"), get_time(q, "to"), get_str(q, "windowTimeZone"),
+    )  # fmt: skip
+    return json_response(history_json(result))
+
+
+async def reset_entitlement(request: Request) -> Response:
+    inp = parse_reset(await read_json(request, allow_empty=True))
+    svc = container(request).entitlements
+    await call(svc.reset, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"), inp)
+    return no_content()
+
+
+_TYPES = tuple(t.value for t in EntitlementType)
+
+
+async def list_entitlements(request: Request) -> Response:
+    q = request.query_params
+    types = get_list(q, "entitlementType")
+    for t in types:
+        if t not in _TYPES:
+            raise InvalidInput(
+                f"query parameter entitlementType: {t!r} is not one of {', '.join(_TYPES)}",
+                field="entitlementType",
+            )
+    paging = paging_from(q, ("createdAt", "updatedAt"), "createdAt")
+    svc = container(request).entitlements
+    views, total = await call(
+        svc.list_all, get_list(q, "feature"), get_list(q, "subject"), types,
+        get_bool(q, "excludeInactive", False), paging,
+    )  # fmt: skip
+    return list_response([entitlement_json(v) for v in views], total, paging)
+
+
+async def get_entitlement(request: Request) -> Response:
+    svc = container(request).entitlements
+    view = await call(svc.get_by_id, _p(request, "entitlementId"))
+    return json_response(entitlement_json(view))
+
+
+_S = "/api/v1/subjects/{subjectIdOrKey}/entitlements"
+
+ROUTES: list[BaseRoute] = [
+    Route(_S, create_entitlement, methods=["POST"]),
+    Route(_S, list_subject_entitlements, methods=["GET"]),
+    Route(_S + "/{entitlementId}", get_subject_entitlement, methods=["GET"]),
+    Route(_S + "/{entitlementId}", delete_subject_entitlement, methods=["DELETE"]),
+    Route(_S + "/{entitlementIdOrFeatureKey}/override", override_entitlement, methods=["PUT"]),
+    Route(_S + "/{entitlementIdOrFeatureKey}/value", entitlement_value, methods=["GET"]),
+    Route(_S + "/{entitlementId}/history", entitlement_history, methods=["GET"]),
+    Route(_S + "/{entitlementId}/reset", reset_entitlement, methods=["POST"]),
+    Route("/api/v1/entitlements", list_entitlements, methods=["GET"]),
+    Route("/api/v1/entitlements/{entitlementId}", get_entitlement, methods=["GET"]),
+]
