@@ -42,6 +42,7 @@ Model (engine-semantics §5, in our words):
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -256,13 +257,14 @@ def _plan(
 ) -> tuple[list[_PhaseStep | _ResetStep], _Events]:
     _validate_run(start, until, resets)
     events = _collect_events(grants, start.at, until)
-    boundaries = events.boundaries()
+    boundaries = sorted(events.boundaries())
     cuts = [start.at, *(r.at for r in resets), until]
     steps: list[_PhaseStep | _ResetStep] = []
     period_start = start.period_start
     for i, (a, b) in enumerate(pairwise(cuts)):
         final = i == len(cuts) - 2
-        points = sorted({a, b} | {t for t in boundaries if a < t < b})
+        inner = boundaries[bisect_right(boundaries, a) : bisect_left(boundaries, b)]
+        points = [a, *inner, b] if a < b else [a]
         for p, q in pairwise(points):
             steps.append(_PhaseStep(Phase(period_start, p, q), p != a, q == b and not final))
         if final and a < b and events.raises_balance_at(b):

@@ -144,6 +144,8 @@ def validate_usage_period_interval(duration: Duration, field: str = "usagePeriod
 
 
 def _shift_months_clamped(at: datetime, months: int) -> datetime:
+    if months == 0:
+        return at
     index = at.year * 12 + (at.month - 1) + months
     year, month = divmod(index, 12)
     month += 1

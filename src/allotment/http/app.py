@@ -15,6 +15,7 @@ from allotment.http.routes import (
     events,
     features,
     grants,
+    meter_queries,
     meters,
     portal,
     subjects,
@@ -29,6 +30,7 @@ def all_routes() -> list[BaseRoute]:
     return [
         *system.ROUTES,
         *events.ROUTES,
+        *meter_queries.ROUTES,
         *meters.ROUTES,
         *subjects.ROUTES,
         *features.ROUTES,
