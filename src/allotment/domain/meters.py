@@ -58,7 +58,7 @@ MISSING: Final = _Missing()
 """What :func:`lookup` returns when the path does not exist in the document."""
 
 PathStep = str | int
-_NAME_STEP = re.compile(r"\.([^.\[\]]+)")
+_NAME_STEP = re.compile(r"\.([^.\[\]*]+)")
 _INDEX_STEP = re.compile(r"\[(\d+)\]")
 _QUOTED_STEP = re.compile(r"""\[(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\]""")
 _UNESCAPE = re.compile(r"\\(.)")

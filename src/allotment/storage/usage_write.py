@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 import msgspec
@@ -40,6 +40,8 @@ from allotment.storage.database import Tx
 
 _CHUNK = 400
 _decode_event = msgspec.json.Decoder(float_hook=Decimal)
+_EXACT = Context(prec=60)
+"""Sums inside one batch keep 60 significant digits (the default context keeps only 28)."""
 
 
 @dataclass(slots=True)
@@ -91,7 +93,7 @@ class Rollup:
                 if cell.sum is None or cell.min is None or cell.max is None:
                     cell.sum, cell.min, cell.max = value, value, value
                 else:
-                    cell.sum += value
+                    cell.sum = _EXACT.add(cell.sum, value)
                     if value < cell.min:
                         cell.min = value
                     if value > cell.max:
