@@ -13,7 +13,8 @@ resolves to that subject's key.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -133,6 +134,19 @@ def _window_fn(series: UsageSeries, aggregation: Aggregation, end: datetime) -> 
     return window
 
 
+@contextmanager
+def field_named() -> Iterator[None]:
+    """Make a domain rejection's detail start with the wire field it names."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if exc.field and exc.field not in exc.detail:
+            raise InvalidInput(
+                f"{exc.field}: {exc.detail}", field=exc.field, extensions=exc.extensions
+            ) from exc
+        raise
+
+
 class EntitlementService:
     def __init__(self, container: Container) -> None:
         self._c = container
@@ -231,7 +245,8 @@ class EntitlementService:
             assert inp.usage_period is not None
             assert anchor is not None
             rec = Recurrence(inp.usage_period.interval, anchor)
-            measure = em.resolve_measure_usage_from(inp.measure_usage_from, rec, now)
+            with field_named():
+                measure = em.resolve_measure_usage_from(inp.measure_usage_from, rec, now)
             if inp.issue_after_reset is not None:
                 priority = inp.issue_after_reset_priority or DEFAULT_ISSUE_AFTER_RESET_PRIORITY
             if inp.issue_after_reset is not None and inp.issue_after_reset > 0:
@@ -459,10 +474,11 @@ class EntitlementService:
             raise InvalidInput("from: must not be after to", field="from")
         end_at = ceil_minute(end)
         series = self._series(ctx, Period(spec.measure_usage_from, end_at))
-        result = em.history(
-            spec, [g.to_domain() for g in ctx.grants], ctx.resets, start, end, size, tz,
-            _usage_fn(series, aggregation), _window_fn(series, aggregation, end_at),
-        )  # fmt: skip
+        with field_named():
+            result = em.history(
+                spec, [g.to_domain() for g in ctx.grants], ctx.resets, start, end, size, tz,
+                _usage_fn(series, aggregation), _window_fn(series, aggregation, end_at),
+            )  # fmt: skip
         return HistoryView(result, tz)
 
     def reset(self, subject_id_or_key: str, entitlement_id: str, inp: ResetIn) -> None:
@@ -477,9 +493,10 @@ class EntitlementService:
                                    "entitlements can be reset")  # fmt: skip
             spec = spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
-            reset = em.validate_reset(
-                spec, resets, now, inp.effective_at, inp.retain_anchor, inp.preserve_overage
-            )
+            with field_named():
+                reset = em.validate_reset(
+                    spec, resets, now, inp.effective_at, inp.retain_anchor, inp.preserve_overage
+                )
             in_force = em.timeline(spec, resets).input_in_force(reset.at).recurrence
             anchor = in_force.anchor if reset.retain_anchor else reset.at
             entitlements_repo.insert_reset(

@@ -18,7 +18,7 @@ from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound
 from allotment.domain.ids import new_ulid
 from allotment.domain.periods import expiration_expires_at, interval_iso
 from allotment.domain.timeutil import floor_minute, to_micros
-from allotment.services.entitlements import spec_of
+from allotment.services.entitlements import field_named, spec_of
 from allotment.storage import entitlements_repo, features_repo, grants_repo
 from allotment.storage.grants_repo import GrantRecord
 
@@ -59,7 +59,8 @@ class GrantService:
                 )
             spec = spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
-            effective_at = em.validate_grant_effective_at(spec, resets, inp.effective_at, now)
+            with field_named():
+                effective_at = em.validate_grant_effective_at(spec, resets, inp.effective_at, now)
             expires_at = expiration_expires_at(
                 effective_at, inp.expiration_unit, inp.expiration_count
             )
@@ -120,5 +121,6 @@ class GrantService:
                 raise InvalidInput(f"grant {grant_id} is deleted (its entitlement was deleted)")
             spec = spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
-            void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
+            with field_named():
+                void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
             grants_repo.void(tx, grant.id, to_micros(void_at), to_micros(now))
