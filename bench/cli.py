@@ -1,0 +1,78 @@
+"""Command line of the benchmark harness."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.report import markdown_table, text_table
+from bench.run import Options, Run, log
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Allotment benchmark: ingest throughput, entitlement value latency and meter "
+        "query latency, each with its naive and floor references (issue 5).",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["quick", "full"],
+        default="quick",
+        help="quick: 10k-event data sets, under 2 minutes (CI); full: 10k and 10M",
+    )
+    p.add_argument(
+        "--backends",
+        default="sqlite,postgres",
+        help="comma-separated: sqlite, postgres (default: both)",
+    )
+    p.add_argument("--out", type=Path, help="JSON result file (default: bench/results/<mode>.json)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "allotment-bench",
+        help="where generated databases are cached between runs (default: %(default)s)",
+    )
+    p.add_argument(
+        "--pg-url",
+        help="use this PostgreSQL server (needs CREATEDB) instead of "
+        "starting a durable throwaway cluster under --data-dir",
+    )
+    p.add_argument("--sizes", help="override the data-set sizes, e.g. 10000,1000000")
+    p.add_argument("--rebuild", action="store_true", help="ignore cached data sets")
+    p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    args = p.parse_args(argv)
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    bad = set(backends) - {"sqlite", "postgres"}
+    if bad:
+        p.error(f"unknown backend(s): {', '.join(sorted(bad))}")
+    out = args.out or Path(__file__).resolve().parent / "results" / f"{args.mode}.json"
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else None
+    opts = Options(
+        mode=args.mode,
+        backends=backends,
+        out=out,
+        data_dir=args.data_dir.resolve(),
+        pg_url=args.pg_url,
+        sizes=sizes,
+        rebuild=args.rebuild,
+    )
+    opts.data_dir.mkdir(parents=True, exist_ok=True)
+    result = Run(opts).run()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(text_table(result))
+    if args.markdown:
+        print()
+        print(markdown_table(result))
+    log(f"\nJSON written to {out} ({result['meta']['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

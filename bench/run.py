@@ -1,0 +1,814 @@
+"""The benchmark run: builds (or reuses) the data sets, measures every figure with its two
+references, and returns one JSON-able result. See docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from bench import data as D
+from bench import project as P
+from bench.httpc import BlastResult, Conn, blast, build_request
+from bench.procs import DurablePostgres, RefApp, Server, pg_admin_database
+from bench.stores import Store, count_rows
+
+NAIVE_TABLE = "naive_events"
+FLOOR_TABLE = "floor_events"
+
+
+@dataclass
+class Plan:
+    """How much of everything a mode measures."""
+
+    sizes: list[int]
+    subjects: int
+    budget_s: float
+    """Most seconds one latency cell may take (it stops early, after at least 20 samples)."""
+    ingest_batch_events: int
+    ingest_single_events: int
+    floor_single_events: int
+    concurrency: int
+    value_http: int
+    value_heavy: int
+    value_inproc: int
+    value_throughput: int
+    query_one: int
+    query_all: int
+    query_all_naive: int
+    load_batch: int
+
+
+PLANS = {
+    "quick": Plan(
+        sizes=[10_000],
+        subjects=100,
+        budget_s=2.0,
+        ingest_batch_events=10_000,
+        ingest_single_events=1_000,
+        floor_single_events=200,
+        concurrency=16,
+        value_http=2_000,
+        value_heavy=200,
+        value_inproc=2_000,
+        value_throughput=1_000,
+        query_one=200,
+        query_all=5,
+        query_all_naive=3,
+        load_batch=1000,
+    ),
+    "full": Plan(
+        sizes=[10_000, 10_000_000],
+        subjects=D.SUBJECTS,
+        budget_s=60.0,
+        ingest_batch_events=1_000_000,
+        ingest_single_events=50_000,
+        floor_single_events=5_000,
+        concurrency=16,
+        value_http=20_000,
+        value_heavy=2_000,
+        value_inproc=20_000,
+        value_throughput=50_000,
+        query_one=500,
+        query_all=7,
+        query_all_naive=2,
+        load_batch=10_000,
+    ),
+}
+
+
+@dataclass
+class Options:
+    mode: str
+    backends: list[str]
+    out: Path
+    data_dir: Path
+    pg_url: str | None = None
+    sizes: list[int] | None = None
+    rebuild: bool = False
+    verbose: bool = True
+    plan: Plan = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.plan = PLANS[self.mode]
+        if self.sizes:
+            self.plan.sizes = sorted(self.sizes)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ statistics
+
+
+def pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
+    return s[k]
+
+
+def lat_stats(lat_us: list[float]) -> dict[str, Any]:
+    return {
+        "p50_ms": pct(lat_us, 0.5) / 1000,
+        "p99_ms": pct(lat_us, 0.99) / 1000,
+        "mean_ms": sum(lat_us) / len(lat_us) / 1000 if lat_us else None,
+        "n": len(lat_us),
+    }
+
+
+def rate_stats(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "rate": events / seconds if seconds > 0 else None,
+        "events": events,
+        "seconds": seconds,
+        **extra,
+    }
+
+
+def blast_stats(res: BlastResult, events_per_request: int) -> dict[str, Any]:
+    ok = sum(v for k, v in res.statuses.items() if 200 <= k < 300)
+    out = rate_stats(
+        ok * events_per_request,
+        res.seconds,
+        requests=res.requests,
+        statuses={str(k): v for k, v in res.statuses.items()},
+    )
+    out.update(
+        {"p50_ms": pct(res.latencies_us, 0.5) / 1000, "p99_ms": pct(res.latencies_us, 0.99) / 1000}
+    )
+    if ok != res.requests:
+        out["error"] = f"{res.requests - ok} of {res.requests} requests failed: {res.statuses}"
+    return out
+
+
+BUDGET = {"seconds": 60.0}
+"""Most seconds one latency cell may take; it stops early after at least MIN_SAMPLES."""
+MIN_SAMPLES = 20
+
+
+def timed_calls(fn: Callable[[str], Any], keys: list[str]) -> list[float]:
+    clock = time.perf_counter_ns
+    out = []
+    deadline = clock() + int(BUDGET["seconds"] * 1e9)
+    for k in keys:
+        t = clock()
+        fn(k)
+        done = clock()
+        out.append((done - t) / 1000)
+        if done > deadline and len(out) >= MIN_SAMPLES:
+            break
+    return out
+
+
+def http_latency(
+    base_url: str, paths: list[str], warmup: list[str] | None = None, expect: int = 200
+) -> dict[str, Any]:
+    """One keep-alive client, one request at a time; latency as the client sees it."""
+    conn = Conn(base_url)
+    try:
+        for p in warmup or []:
+            conn.request("GET", p)
+        reqs = [conn.prepare("GET", p) for p in paths]
+        status0, body0 = conn.send_raw(reqs[0])
+        if status0 != expect:
+            return {"error": f"GET {paths[0]} -> {status0}: {body0[:300]!r}"}
+        clock = time.perf_counter_ns
+        lat = []
+        bad = 0
+        deadline = clock() + int(BUDGET["seconds"] * 1e9)
+        for r in reqs:
+            t = clock()
+            status, _ = conn.send_raw(r)
+            done = clock()
+            lat.append((done - t) / 1000)
+            bad += status != expect
+            if done > deadline and len(lat) >= MIN_SAMPLES:
+                break
+        out = lat_stats(lat)
+        out["sample"] = body0[:300].decode(errors="replace")
+        if bad:
+            out["error"] = f"{bad} non-{expect} answers"
+        return out
+    finally:
+        conn.close()
+
+
+def http_throughput(base_url: str, paths: list[str], concurrency: int) -> dict[str, Any]:
+    reqs = [build_request(base_url, "GET", p) for p in paths]
+    blast(base_url, reqs[: min(len(reqs), 500)], concurrency)  # warm-up
+    res = blast(base_url, reqs, concurrency)
+    out = blast_stats(res, 1)
+    out["checks_per_s"] = out.pop("rate")
+    return out
+
+
+# ------------------------------------------------------------------ figures
+
+
+def figure(
+    fid: str,
+    label: str,
+    kind: str,
+    ours: dict[str, Any],
+    naive: dict[str, Any] | None,
+    floor: dict[str, Any] | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One row. ``kind`` is "rate" (higher is better) or "latency" (p50/p99, lower is better).
+
+    Ratios are speed ratios, ours ÷ reference, so > 1 means faster than the reference:
+    rate: ours/ref; latency: ref_p50/our_p50 (and the same for p99).
+    """
+    f: dict[str, Any] = {
+        "id": fid,
+        "label": label,
+        "kind": kind,
+        "ours": ours,
+        "naive": naive,
+        "floor": floor,
+        **extra,
+    }
+    for name, ref in (("naive", naive), ("floor", floor)):
+        f[f"vs_{name}"] = _ratio(kind, ours, ref)
+    return f
+
+
+def _ratio(kind: str, ours: dict[str, Any] | None, ref: dict[str, Any] | None) -> Any:
+    if not ours or not ref or "error" in ours or "error" in ref:
+        return None
+    try:
+        if kind == "rate":
+            return ours["rate"] / ref["rate"]
+        if kind == "throughput":
+            return ours["checks_per_s"] / ref["checks_per_s"]
+        return {"p50": ref["p50_ms"] / ours["p50_ms"], "p99": ref["p99_ms"] / ours["p99_ms"]}
+    except (KeyError, TypeError, ZeroDivisionError):
+        return None
+
+
+def guarded(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        return fn()
+    except Exception as exc:  # a missing endpoint or a failing piece must not stop the run
+        log(f"    ! {exc.__class__.__name__}: {exc}")
+        return {
+            "error": f"{exc.__class__.__name__}: {exc}"[:500],
+            "trace": traceback.format_exc()[-2000:],
+        }
+
+
+# ------------------------------------------------------------------ databases
+
+
+class Backend:
+    """Where one backend's databases live: SQLite files, or databases on one PostgreSQL server."""
+
+    def __init__(self, name: str, opts: Options) -> None:
+        self.name = name
+        self.opts = opts
+        self.dir = opts.data_dir / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pg: DurablePostgres | None = None
+        self.admin_url: str | None = None
+
+    def __enter__(self) -> Backend:
+        if self.name == "postgres":
+            if self.opts.pg_url:
+                self.admin_url = self.opts.pg_url
+            else:
+                self.pg = DurablePostgres(self.opts.data_dir / "pg-cluster").start()
+                self.admin_url = self.pg.url
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pg is not None:
+            self.pg.stop()
+
+    def db(self, name: str, *, fresh: bool) -> str:
+        if self.name == "sqlite":
+            path = self.dir / f"{name}.db"
+            if fresh:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(str(path) + suffix).unlink(missing_ok=True)
+            return f"sqlite:///{path}"
+        assert self.admin_url is not None
+        url, _ = pg_admin_database(self.admin_url, name, fresh=fresh)
+        return url
+
+    def marker(self, name: str) -> Path:
+        where = (
+            "local"
+            if self.name == "sqlite" or not self.opts.pg_url
+            else quote(self.opts.pg_url.rpartition("/")[0], safe="")
+        )
+        return self.opts.data_dir / "ready" / self.name / where / name
+
+    def ready(self, name: str) -> bool:
+        return not self.opts.rebuild and self.marker(name).exists()
+
+    def mark(self, name: str, info: dict[str, Any]) -> None:
+        m = self.marker(name)
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.write_text(json.dumps(info, indent=1))
+
+    def info(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.marker(name).read_text())  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            return {}
+
+
+# ------------------------------------------------------------------ the run
+
+
+class Run:
+    def __init__(self, opts: Options) -> None:
+        self.opts = opts
+        self.plan = opts.plan
+        self.config = P.write_config(opts.data_dir)
+        self.rss_max: dict[str, int] = {}
+        self.subjects = D.subjects(self.plan.subjects)
+        BUDGET["seconds"] = self.plan.budget_s
+
+    @contextmanager
+    def server(self, be: Backend, url: str, phase: str) -> Iterator[Server]:
+        with Server(url, self.config, P.clock_text()) as srv:
+            try:
+                yield srv
+            finally:
+                assert srv.rss is not None
+                srv.rss.stop()
+                kib = srv.rss.max_kib
+                self.rss_max[f"{be.name}:{phase}"] = kib
+                log(f"    server max RSS during {phase}: {kib / 1024:.0f} MiB")
+
+    # -------------------------------------------------------------- ingest
+
+    def ingest(self, be: Backend) -> list[dict[str, Any]]:
+        plan = self.plan
+        log(
+            f"[{be.name}] ingest: {plan.ingest_batch_events:,} events in 1000-event batches, "
+            f"{plan.ingest_single_events:,} single events, {plan.concurrency} clients"
+        )
+        batches = list(D.generate(plan.ingest_batch_events, seed=7, source="bench-ingest"))
+        singles = [
+            r
+            for b in D.generate(
+                plan.ingest_single_events, seed=8, batch=1000, source="bench-single"
+            )
+            for r in b
+        ]
+        batch_bodies = [D.batch_body(b, "bench-ingest") for b in batches]
+        single_bodies = [j.encode() for j in D.to_json(singles, "bench-single")]
+        ct_batch = "application/cloudevents-batch+json"
+        ct_single = "application/cloudevents+json"
+
+        def post(base: str, path: str, bodies: list[bytes], ct: str) -> list[bytes]:
+            return [build_request(base, "POST", path, b, ct) for b in bodies]
+
+        def measure(base: str, path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+            warm = D.batch_body(next(D.generate(100, seed=9, source="bench-warm")), "bench-warm")
+            blast(base, post(base, path, [warm], ct_batch), 1)
+            rb = blast(base, post(base, path, batch_bodies, ct_batch), plan.concurrency)
+            rs = blast(base, post(base, path, single_bodies, ct_single), plan.concurrency)
+            return blast_stats(rb, 1000), blast_stats(rs, 1)
+
+        # ours
+        url = be.db("bench_ingest", fresh=True)
+        ours_b: dict[str, Any]
+        ours_s: dict[str, Any]
+        try:
+            with self.server(be, url, "ingest") as srv:
+                ours_b, ours_s = measure(srv.url, "/api/v1/events")
+            stored = count_rows(Store(url), "events")
+            expected = plan.ingest_batch_events + plan.ingest_single_events + 100
+            if stored != expected:
+                ours_b.setdefault("error", f"events table holds {stored}, expected {expected}")
+            ours_b["events_stored"] = stored
+        except Exception as exc:
+            ours_b = ours_s = {"error": f"{exc.__class__.__name__}: {exc}"[:500]}
+
+        # naive: a Starlette endpoint doing json.loads + INSERT … ON CONFLICT DO NOTHING
+        nurl = be.db("bench_naive_ingest", fresh=True)
+        st = Store(nurl)
+        st.create_table(NAIVE_TABLE, jsonb=True, unique=True, index=True)
+        st.close()
+        with RefApp(ingest_url=nurl) as ref:
+            naive_b, naive_s = measure(ref.url, "/naive/events")
+            floor_http_b, floor_http_s = measure(ref.url, "/floor/events")
+
+        # floor: a raw insert of the same events, no dedup, no index, no rollups
+        furl = be.db("bench_floor", fresh=True)
+        st = Store(furl)
+        st.create_table(FLOOR_TABLE, jsonb=False, unique=False, index=False)
+        n, secs = st.insert_batches(FLOOR_TABLE, batches, source="bench-ingest")
+        floor_b = rate_stats(n, secs, method="COPY" if st.pg else "executemany")
+        one = [[r] for r in singles[: plan.floor_single_events]]
+        n1, secs1 = st.insert_batches(FLOOR_TABLE, one, source="bench-single-floor")
+        floor_s = rate_stats(n1, secs1, method="one row per transaction (one durable commit each)")
+        st.close()
+
+        return [
+            figure(
+                "ingest.batch",
+                "ingest, 1000-event batches over HTTP (events/s)",
+                "rate",
+                ours_b,
+                naive_b,
+                floor_b,
+                floor_http=floor_http_b,
+            ),
+            figure(
+                "ingest.single",
+                f"ingest, single events, {plan.concurrency} clients (events/s)",
+                "rate",
+                ours_s,
+                naive_s,
+                floor_s,
+                floor_http=floor_http_s,
+            ),
+        ]
+
+    # -------------------------------------------------------------- data sets
+
+    def dataset(self, be: Backend, size: int) -> tuple[str, str, dict[str, Any]]:
+        """(project database URL, naive database URL, build info), built once and cached."""
+        fp = P.schema_fingerprint()
+        name = f"allot_{size}_{self.plan.subjects}_{fp}"
+        nname = f"naive_{size}_{self.plan.subjects}"
+        info: dict[str, Any] = {}
+        if be.ready(name):
+            url = be.db(name, fresh=False)
+            info["project"] = {"cached": True, **be.info(name)}
+        else:
+            url = be.db(name, fresh=True)
+            log(f"[{be.name}] building data set {name}: {size:,} events through the ingest service")
+            container = P.build_container(url, self.config)
+            try:
+                stored, secs = P.load_events_service(
+                    container, size, self.plan.subjects, self.plan.load_batch, log
+                )
+            finally:
+                container.close()
+            log(f"    {stored:,} events in {secs:.1f} s ({stored / secs:,.0f} events/s)")
+            with self.server(be, url, f"setup-{size}") as srv:
+                t = time.perf_counter()
+                setup = P.setup_entitlements(srv.url, self.subjects)
+                setup["seconds"] = time.perf_counter() - t
+            built = {
+                "events": stored,
+                "load_seconds": secs,
+                "load_rate": stored / secs,
+                "load_batch": self.plan.load_batch,
+                "setup": setup,
+            }
+            be.mark(name, built)
+            info["project"] = {"cached": False, **built}
+        if be.ready(nname):
+            nurl = be.db(nname, fresh=False)
+            info["naive"] = {"cached": True, **be.info(nname)}
+        else:
+            nurl = be.db(nname, fresh=True)
+            log(f"[{be.name}] building naive reference {nname}")
+            st = Store(nurl)
+            st.create_table(NAIVE_TABLE, jsonb=True, unique=False, index=False)
+            n, secs = st.insert_batches(
+                NAIVE_TABLE, D.generate(size, batch=10_000, n_subjects=self.plan.subjects)
+            )
+            t = time.perf_counter()
+            st.create_index(NAIVE_TABLE)
+            st.ensure_point_table(self.subjects)
+            built = {"events": n, "insert_seconds": secs, "index_seconds": time.perf_counter() - t}
+            st.close()
+            be.mark(nname, built)
+            info["naive"] = {"cached": False, **built}
+        return url, nurl, info
+
+    # -------------------------------------------------------------- value checks + queries
+
+    def reads(self, be: Backend, size: int, with_queries: bool) -> list[dict[str, Any]]:
+        plan = self.plan
+        url, nurl, info = self.dataset(be, size)
+        rng = random.Random(size)
+        subjects = self.subjects
+        cycle = [subjects[rng.randrange(len(subjects))] for _ in range(plan.value_http)]
+        heavy = [D.HEAVY_SUBJECT] * plan.value_heavy
+        tp = [subjects[i % len(subjects)] for i in range(plan.value_throughput)]
+        tag = f"{size:,} events"
+        figs: list[dict[str, Any]] = []
+        log(f"[{be.name}] value checks and queries at {tag}")
+
+        q_from, q_to = quote(D.rfc3339(D.T0)), quote(D.rfc3339(D.T_END))
+        qbase = f"/api/v1/meters/{D.METER_SLUG}/query?from={q_from}&to={q_to}&windowSize=DAY"
+
+        with self.server(be, url, f"reads-{size}") as srv, RefApp(db_url=nurl) as ref:
+            vp = P.value_path
+            warm = [vp(s) for s in subjects]
+            ours = guarded(lambda: http_latency(srv.url, [vp(s) for s in cycle], warm))
+            naive = guarded(lambda: http_latency(ref.url, [f"/naive/value/{s}" for s in cycle]))
+            floor = guarded(lambda: http_latency(ref.url, ["/floor/value"] * len(cycle)))
+            figs.append(
+                figure(
+                    f"value.http.{size}",
+                    f"value check over HTTP, 1 keep-alive client, {tag}",
+                    "latency",
+                    ours,
+                    naive,
+                    floor,
+                    size=size,
+                )
+            )
+            ours = guarded(lambda: http_latency(srv.url, [vp(s) for s in heavy]))
+            naive = guarded(lambda: http_latency(ref.url, [f"/naive/value/{s}" for s in heavy]))
+            figs.append(
+                figure(
+                    f"value.http.heavy.{size}",
+                    f"value check over HTTP, heavy subject, {tag}",
+                    "latency",
+                    ours,
+                    naive,
+                    floor,
+                    size=size,
+                )
+            )
+            ours = guarded(lambda: http_throughput(srv.url, [vp(s) for s in tp], plan.concurrency))
+            naive = guarded(
+                lambda: http_throughput(
+                    ref.url,
+                    [f"/naive/value/{s}" for s in tp[: max(200, len(tp) // 10)]],
+                    plan.concurrency,
+                )
+            )
+            floor_tp = guarded(
+                lambda: http_throughput(ref.url, ["/floor/value"] * len(tp), plan.concurrency)
+            )
+            figs.append(
+                figure(
+                    f"value.http.throughput.{size}",
+                    f"value checks/s over HTTP, {plan.concurrency} clients, {tag}",
+                    "throughput",
+                    ours,
+                    naive,
+                    floor_tp,
+                    size=size,
+                )
+            )
+
+            if with_queries:
+                log(f"[{be.name}] meter queries at {tag}")
+                one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
+                ours = guarded(lambda: http_latency(srv.url, one, one[:20]))
+                naive = guarded(
+                    lambda: http_latency(
+                        ref.url, [f"/naive/query/one?subject={s}" for s in cycle[: plan.query_one]]
+                    )
+                )
+                figs.append(
+                    figure(
+                        f"query.one.{size}",
+                        f"meter query, one subject, 30 days, DAY windows, {tag}",
+                        "latency",
+                        ours,
+                        naive,
+                        floor,
+                        size=size,
+                    )
+                )
+                allq = f"{qbase}&groupBy=subject&groupBy=model"
+                ours = guarded(lambda: http_latency(srv.url, [allq] * plan.query_all, [allq]))
+                naive = guarded(
+                    lambda: http_latency(ref.url, ["/naive/query/all"] * plan.query_all_naive)
+                )
+                figs.append(
+                    figure(
+                        f"query.all.{size}",
+                        f"meter query, all subjects × model, DAY windows, {tag}",
+                        "latency",
+                        ours,
+                        naive,
+                        floor,
+                        size=size,
+                    )
+                )
+
+        # in process: the service method on a Container built on the same database
+        log(f"[{be.name}] in-process value checks at {tag}")
+        st = Store(nurl)
+
+        def inproc(keys: list[str]) -> dict[str, Any]:
+            container = P.build_container(url, self.config)
+            try:
+                fn, name = P.value_function(container)
+                for s in subjects:
+                    fn(s)
+                out = lat_stats(timed_calls(fn, keys))
+                out["method"] = name
+                out["sample"] = repr(fn(keys[0]))[:300]
+                return out
+            finally:
+                container.close()
+
+        def naive_inproc(keys: list[str]) -> dict[str, Any]:
+            def fn(s: str) -> Any:
+                return st.naive_usage(NAIVE_TABLE, s, D.T0_US, D.T_END_US)
+
+            fn(keys[0])
+            return lat_stats(timed_calls(fn, keys))
+
+        def floor_inproc(keys: list[str]) -> dict[str, Any]:
+            for s in subjects:
+                st.point_read(s)
+            out = lat_stats(timed_calls(st.point_read, keys))
+            out["method"] = "one primary-key row read (bench_point, 1000 rows)"
+            return out
+
+        keys = (
+            cycle[: plan.value_inproc]
+            if len(cycle) >= plan.value_inproc
+            else [subjects[rng.randrange(len(subjects))] for _ in range(plan.value_inproc)]
+        )
+        ours = guarded(lambda: inproc(keys))
+        naive = guarded(lambda: naive_inproc(keys))
+        floor = guarded(lambda: floor_inproc(keys))
+        figs.append(
+            figure(
+                f"value.inproc.{size}",
+                f"value check in process (service call), {tag}",
+                "latency",
+                ours,
+                naive,
+                floor,
+                size=size,
+            )
+        )
+        ours = guarded(lambda: inproc(heavy))
+        naive = guarded(lambda: naive_inproc(heavy))
+        figs.append(
+            figure(
+                f"value.inproc.heavy.{size}",
+                f"value check in process, heavy subject, {tag}",
+                "latency",
+                ours,
+                naive,
+                floor,
+                size=size,
+            )
+        )
+        st.close()
+        for f in figs:
+            f["dataset"] = info
+        return figs
+
+    # -------------------------------------------------------------- all
+
+    def backend(self, name: str) -> dict[str, Any]:
+        t = time.perf_counter()
+        out: dict[str, Any] = {"figures": []}
+        with Backend(name, self.opts) as be:
+            out["engine"] = engine_version(be)
+            out["figures"] += self.ingest(be)
+            sizes = self.plan.sizes
+            for size in sizes:
+                out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
+        out["figures"] += scale_figures(out["figures"], sizes)
+        out["server_max_rss_mib"] = {
+            k.split(":", 1)[1]: v / 1024
+            for k, v in self.rss_max.items()
+            if k.startswith(name + ":")
+        }
+        out["seconds"] = time.perf_counter() - t
+        return out
+
+    def run(self) -> dict[str, Any]:
+        t = time.perf_counter()
+        result: dict[str, Any] = {"meta": meta(self.opts), "backends": {}}
+        for name in self.opts.backends:
+            result["backends"][name] = self.backend(name)
+        result["meta"]["seconds"] = time.perf_counter() - t
+        return result
+
+
+def scale_figures(figs: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+    """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2)."""
+    if len(sizes) < 2:
+        return []
+    lo, hi = sizes[0], sizes[-1]
+    by_id = {f["id"]: f for f in figs}
+    out = []
+    for stem in ("value.http", "value.inproc", "value.http.heavy", "value.inproc.heavy"):
+        a, b = by_id.get(f"{stem}.{lo}"), by_id.get(f"{stem}.{hi}")
+        try:
+            ratio = b["ours"]["p50_ms"] / a["ours"]["p50_ms"]  # type: ignore[index]
+        except (KeyError, TypeError, ZeroDivisionError):
+            ratio = None
+        out.append(
+            {
+                "id": f"scale.{stem}",
+                "kind": "scale",
+                "value": ratio,
+                "label": f"{stem}: p50 at {hi:,} ÷ p50 at {lo:,} events",
+            }
+        )
+    return out
+
+
+def engine_version(be: Backend) -> str:
+    if be.name == "sqlite":
+        return f"SQLite {sqlite3.sqlite_version}"
+    import psycopg
+
+    assert be.admin_url is not None
+    with psycopg.connect(be.admin_url) as c:
+        row = c.execute("SHOW server_version").fetchone()
+        settings = {
+            k: c.execute(f"SHOW {k}").fetchone()[0]  # type: ignore[index]
+            for k in ("fsync", "synchronous_commit", "shared_buffers")
+        }
+    return f"PostgreSQL {row[0] if row else '?'} " + " ".join(
+        f"{k}={v}" for k, v in settings.items()
+    )
+
+
+def fsync_probe(directory: Path, n: int = 200) -> dict[str, float]:
+    """fdatasync after a 4 KiB append in the data directory: the durability floor right now
+    (limits.md measured 0.21–0.25 ms at p50 on an idle machine)."""
+    path = directory / "fsync-probe.bin"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lat = []
+    try:
+        for _ in range(n):
+            os.write(fd, b"x" * 4096)
+            t = time.perf_counter_ns()
+            os.fdatasync(fd)
+            lat.append((time.perf_counter_ns() - t) / 1000)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return {"p50_ms": pct(lat, 0.5) / 1000, "p99_ms": pct(lat, 0.99) / 1000}
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return ""
+
+
+def meta(opts: Options) -> dict[str, Any]:
+    def cmd(*args: str) -> str:
+        try:
+            return subprocess.run(
+                args, capture_output=True, text=True, check=False, cwd=P.ROOT
+            ).stdout.strip()
+        except OSError:
+            return ""
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return {
+        "mode": opts.mode,
+        "plan": asdict(opts.plan),
+        "backends": opts.backends,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "git": cmd("git", "rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(cmd("git", "status", "--porcelain", "--untracked-files=no")),
+        "machine": {
+            "cpu": cpu,
+            "cpus": os.cpu_count(),
+            "memory": mem,
+            "kernel": platform.release(),
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+        },
+        "data_dir": str(opts.data_dir),
+        "fdatasync_4k": fsync_probe(opts.data_dir),
+        "loadavg_at_start": loadavg(),
+        "data_window": [D.rfc3339(D.T0), D.rfc3339(D.T_END)],
+        "clock": P.clock_text(),
+    }
