@@ -20,13 +20,17 @@ from hypothesis import settings as hypothesis_settings
 
 from tests.support import PostgresCluster, ServerProcess, create_pg_database
 
-hypothesis_settings.register_profile("ci", max_examples=200, deadline=None, derandomize=True, print_blob=True)
+hypothesis_settings.register_profile(
+    "ci", max_examples=200, deadline=None, derandomize=True, print_blob=True
+)
 hypothesis_settings.register_profile("dev", max_examples=100, deadline=None, print_blob=True)
 hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--backends", default=os.environ.get("ALLOTMENT_TEST_BACKENDS", "sqlite,postgres"))
+    parser.addoption(
+        "--backends", default=os.environ.get("ALLOTMENT_TEST_BACKENDS", "sqlite,postgres")
+    )
     parser.addoption("--pg-url", default=os.environ.get("ALLOTMENT_TEST_PG_URL"))
 
 

@@ -1,4 +1,4 @@
-"""Test support: real server processes and throwaway PostgreSQL clusters. No mocks of our storage."""
+"""Test support: real server processes and throwaway PostgreSQL clusters (no storage mocks)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,16 @@ class ServerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="allotment-server-", suffix=".log")[1])
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
-        args = [sys.executable, "-m", "allotment", "serve", "--db", self.db_url, "--port", str(self.port)]
+        args = [
+            sys.executable,
+            "-m",
+            "allotment",
+            "serve",
+            "--db",
+            self.db_url,
+            "--port",
+            str(self.port),
+        ]
         if self.config is not None:
             args += ["--config", str(self.config)]
         args += ["--log-level", "warning", *self.extra_args]
@@ -105,7 +114,9 @@ class ServerProcess:
 
 
 def _pg_bindir() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -141,18 +152,56 @@ class PostgresCluster:
         subprocess.run([*self._as_user, *args], check=True, capture_output=True, cwd=str(self.base))
 
     def start(self) -> PostgresCluster:
-        self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres",
-                  "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
-        opts = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-w",
-                  "-l", str(self.base / "pg.log"), "start")
+        """Create the cluster (first call) and start it; later calls restart the same cluster
+        (same port, same data directory) after :meth:`halt`."""
+        if not (self.data / "PG_VERSION").exists():
+            self._run(
+                str(self.bindir / "initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            )
+        opts = (
+            f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c full_page_writes=off -c max_connections=300 -c shared_buffers=128MB"
+        )
+        self._run(
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            opts,
+            "-w",
+            "-l",
+            str(self.base / "pg.log"),
+            "start",
+        )
         return self
 
+    def halt(self, mode: str = "immediate") -> None:
+        """Stop the server but keep the cluster (``pg_ctl stop -m immediate``: an abrupt outage,
+        every client connection is cut); :meth:`start` brings it back on the same port."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+
     def stop(self) -> None:
+        """Stop the server and remove the cluster."""
         with contextlib.suppress(subprocess.CalledProcessError):
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+            self._run(
+                str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"
+            )
         shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> PostgresCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def create_pg_database(admin_url: str) -> str:

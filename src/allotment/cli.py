@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from allotment import __version__
 from allotment.config import (
@@ -48,6 +50,9 @@ def _serve(args: argparse.Namespace) -> int:
     from allotment.http.app import create_app
 
     settings = _settings(args)
+    if args.workers < 1:
+        print("error: --workers must be at least 1", file=sys.stderr)
+        return 2
     if args.workers != 1 and settings.db_url.startswith("sqlite"):
         print(
             "error: --workers > 1 needs PostgreSQL. The embedded SQLite database has one writer "
@@ -56,20 +61,35 @@ def _serve(args: argparse.Namespace) -> int:
         )
         return 2
     container = build_container(settings)
-    container.start()
-    log.info("serving on http://%s:%d (database: %s)", settings.host, settings.port, container.db.dialect)
-    app = create_app(container)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=args.log_level,
-        access_log=args.access_log,
-        server_header=False,
-        loop="auto",
-        http="auto",
-        timeout_keep_alive=30,
+    try:
+        container.start()
+    except BaseException:
+        container.close()
+        raise
+    log.info(
+        "serving on http://%s:%d (database: %s)", settings.host, settings.port, container.db.dialect
     )
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": args.log_level,
+        "access_log": args.access_log,
+        "server_header": False,
+        "timeout_keep_alive": 30,
+        "timeout_graceful_shutdown": 20,
+    }
+    if args.workers > 1:
+        # Migrated once above (fail fast); each worker builds its own app and pool from the
+        # environment, which carries what the flags and the config file said.
+        container.close()
+        os.environ["ALLOTMENT_DB_URL"] = settings.db_url
+        if settings.config_path:
+            os.environ["ALLOTMENT_CONFIG"] = os.path.abspath(settings.config_path)
+        uvicorn.run(
+            "allotment.http.asgi:create_app_from_env", factory=True, workers=args.workers, **common
+        )
+        return 0
+    uvicorn.run(create_app(container), **common)
     return 0
 
 
@@ -115,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--db", help=db_help)
     serve.add_argument("--host", help="listen address (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, help=f"listen port (default: {DEFAULT_PORT})")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (PostgreSQL only)")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="worker processes (PostgreSQL only; default 1)"
+    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.set_defaults(handler=_serve)
@@ -132,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

@@ -1,0 +1,36 @@
+"""ASGI entry point for ``allotment serve --workers N`` (and any ASGI server).
+
+``uvicorn --factory allotment.http.asgi:create_app_from_env`` builds one application per worker
+process from the environment: ``ALLOTMENT_CONFIG`` (config file), ``ALLOTMENT_DB_URL`` and the
+other ``ALLOTMENT_*`` variables (``allotment --help``). Each worker migrates (a no-op once the
+schema is current; concurrent starts are serialised by an advisory lock) and opens its own
+connection pool.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+
+from allotment.config import Settings, apply_env, load_file, validate
+
+
+def settings_from_env() -> Settings:
+    path = os.environ.get("ALLOTMENT_CONFIG")
+    settings = apply_env(load_file(path) if path else Settings())
+    validate(settings)
+    return settings
+
+
+def create_app_from_env() -> Starlette:
+    from allotment.container import build_container
+    from allotment.http.app import create_app
+
+    container = build_container(settings_from_env())
+    try:
+        container.start()
+    except BaseException:
+        container.close()
+        raise
+    return create_app(container)
