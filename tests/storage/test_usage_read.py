@@ -10,6 +10,9 @@ from decimal import Decimal
 
 import pytest
 
+from allotment.clock import FrozenClock
+from allotment.config import Settings
+from allotment.container import Container
 from allotment.domain.meters import Aggregation, Meter, group_key
 from allotment.domain.timeutil import to_micros
 from allotment.storage import migrate, usage_read
@@ -203,3 +206,65 @@ def test_listings(db: Database) -> None:
         assert sorted(keys) == [group_key({"model": "x"}), group_key({"model": "y"})]
         assert usage_read.minute_span(tx, m.id, None, None) == (us(0), us(90))
         assert usage_read.minute_span(tx, m.id, us(2), us(3)) is None
+
+
+@pytest.fixture
+def container(db_url: str) -> Iterator[Container]:
+    c = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(T0))
+    c.start()
+    yield c
+    c.close()
+
+
+def _service_meter(c: Container, aggregation: str) -> Meter:
+    body = {
+        "slug": f"s_{aggregation.lower()}",
+        "aggregation": aggregation,
+        "eventType": "ev",
+        "groupBy": {"model": "$.model"},
+    }
+    if aggregation != "COUNT":
+        body["valueProperty"] = "$.v"
+    return c.meters.create(body)
+
+
+def test_usage_series_through_the_service(container: Container) -> None:
+    c = container
+    m = _service_meter(c, "SUM")
+    put_minute(c.db, m.id, "a", us(0), "x", 2, "0.1", None, None, (us(0) + 5, "0.05"))
+    put_minute(c.db, m.id, "a", us(0), "y", 1, "0.2", None, None, (us(0) + 9, "0.2"))
+    put_minute(c.db, m.id, "a", us(5), "x", 1, "1", None, None, (us(5), "1"))
+    put_minute(c.db, m.id, "b", us(5), "x", 1, "100", None, None, (us(5), "100"))
+    end = T0 + timedelta(hours=1)
+    s = c.meter_queries.usage_series(m.slug, "a", None, T0, end)
+    assert s.total(T0, end) == Decimal("1.3")
+    assert s.total(T0, T0 + timedelta(minutes=5)) == Decimal("0.3")
+    only_x = c.meter_queries.usage_series(m.id, "a", {"model": "x"}, T0, end)
+    assert only_x.total(T0, end) == Decimal("1.1")
+    none = c.meter_queries.usage_series(m.id, "a", {"model": "zzz"}, T0, end)
+    assert none.total(T0, end) == 0
+
+
+def test_usage_series_count_latest_unique(container: Container) -> None:
+    c = container
+    end = T0 + timedelta(hours=1)
+    count = _service_meter(c, "COUNT")
+    put_minute(c.db, count.id, "a", us(1), "x", 3, None, None, None, None)
+    put_minute(c.db, count.id, "a", us(2), "y", 4, None, None, None, None)
+    assert c.meter_queries.usage_series(count.id, "a", None, T0, end).total(T0, end) == 7
+    latest = _service_meter(c, "LATEST")
+    put_minute(c.db, latest.id, "a", us(1), "x", 1, "5", None, None, (us(1) + 50, "5"))
+    put_minute(c.db, latest.id, "a", us(1), "y", 1, "7", None, None, (us(1) + 10, "7"))
+    put_minute(c.db, latest.id, "a", us(3), "y", 1, "-2.5", None, None, (us(3), "-2.5"))
+    s = c.meter_queries.usage_series(latest.id, "a", None, T0, end)
+    assert s.latest(T0, end) == Decimal("-2.5")
+    assert s.latest(T0, T0 + timedelta(minutes=3)) == 5
+    only_y = c.meter_queries.usage_series(latest.id, "a", {"model": "y"}, T0, end)
+    assert only_y.latest(T0, T0 + timedelta(minutes=3)) == 7
+    uniq = _service_meter(c, "UNIQUE_COUNT")
+    for minute, model, v in [(0, "x", "u1"), (0, "y", "u1"), (1, "x", "u2"), (5, "y", "u3")]:
+        put_unique(c.db, uniq.id, "a", us(minute), model, v)
+    s = c.meter_queries.usage_series(uniq.id, "a", None, T0, end)
+    assert s.unique(T0, end) == 3
+    assert s.unique(T0 + timedelta(minutes=1), end) == 2
+    assert c.meter_queries.usage_series(uniq.id, "a", {"model": "x"}, T0, end).unique(T0, end) == 2

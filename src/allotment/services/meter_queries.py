@@ -38,6 +38,7 @@ from allotment.domain.windows import (
     total_window,
 )
 from allotment.storage import usage_read
+from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
 if TYPE_CHECKING:
@@ -113,11 +114,14 @@ class MeterQueryService:
         lo = None if q.from_ is None else to_micros(q.from_)
         hi = None if q.to is None else to_micros(q.to)
         with self._c.db.read() as tx:
-            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects)
+            grid = _grid(tx, meter, q, lo, hi)
+            if grid is _NO_DATA:
+                return MeterQueryResult(meter, q, keys, by_subject, [])
+            fold = _bucketing(q, grid, by_subject, bool(keys or q.filters))
+            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects, fold)
         rows = [r for r in rows if _keep(q.filters, r.group_key)]
         uniques = [u for u in uniques if _keep(q.filters, u.group_key)]
-        span = _minute_span(rows, uniques)
-        windows = _windows(q, span)
+        windows = _windows(q, grid, _minute_span(rows, uniques))
         if windows is None:
             return MeterQueryResult(meter, q, keys, by_subject, [])
         index, window_of = windows
@@ -133,15 +137,8 @@ class MeterQueryService:
         out = []
         for (i, subject, values), value in sorted(cells.items()):
             start, end = window_of(i)
-            out.append(
-                MeterQueryRow(
-                    value,
-                    start,
-                    end,
-                    subject if by_subject else None,
-                    dict(zip(keys, values, strict=True)),
-                )
-            )
+            groups = dict(zip(keys, values, strict=True))
+            out.append(MeterQueryRow(value, start, end, subject if by_subject else None, groups))
         return MeterQueryResult(meter, q, keys, by_subject, out)
 
     # ------------------------------------------------------------ subjects, group-by values
@@ -216,27 +213,15 @@ class MeterQueryService:
         filters = exact_filters(group_filters)
         lo, hi = to_micros(start), to_micros(end)
         with self._c.db.read() as tx:
-            minutes = usage_read.minute_rows(tx, meter.id, lo, hi, [subject])
-            uniques = (
-                usage_read.unique_rows(tx, meter.id, lo, hi, [subject])
-                if meter.aggregation is Aggregation.UNIQUE_COUNT
-                else []
-            )
-        count = meter.aggregation is Aggregation.COUNT
-        merged = merge_minute_rows(
-            [
-                (
-                    r.minute,
-                    Decimal(r.count) if count else (r.sum or Decimal(0)),
-                    r.latest_time,
-                    r.latest_value,
-                )
-                for r in minutes
-                if _keep(filters, r.group_key)
-            ]
-        )
-        values = [(u.minute, u.value) for u in uniques if _keep(filters, u.group_key)]
-        return UsageSeries(start, end, merged, values)
+            keys = None
+            if filters:
+                found = usage_read.subject_group_keys(tx, meter, subject, lo, hi)
+                keys = [k for k in found if _keep(filters, k)]
+            if meter.aggregation is Aggregation.UNIQUE_COUNT:
+                uniques = usage_read.series_uniques(tx, meter, subject, lo, hi, keys)
+                return UsageSeries(start, end, [], uniques)
+            minutes = usage_read.series_minutes(tx, meter, subject, lo, hi, keys)
+        return UsageSeries(start, end, merge_minute_rows(minutes))
 
 
 # ---------------------------------------------------------------- helpers
@@ -278,31 +263,65 @@ def _check_filters(meter: Meter, q: MeterQuery) -> None:
 
 
 def _minute_span(rows: Sequence[MinuteRow], uniques: Sequence[UniqueRow]) -> tuple[int, int] | None:
-    minutes = [r.minute for r in rows] or [u.minute for u in uniques]
-    if not minutes:
+    items: Sequence[MinuteRow | UniqueRow] = rows or uniques
+    if not items:
         return None
-    return floor_minute_us(min(minutes)), floor_minute_us(max(minutes))
+    first = min(r.minute for r in items)
+    last = max(r.minute if r.last is None else r.last for r in items)
+    return floor_minute_us(first), floor_minute_us(last)
+
+
+_NO_DATA = WindowGrid(())
+
+
+def _grid(tx: Tx, meter: Meter, q: MeterQuery, lo: int | None, hi: int | None) -> WindowGrid | None:
+    """The windows of a windowed query (None without ``windowSize``; ``_NO_DATA`` when an
+    open bound has no usage to close it). An open bound is closed by the subjects' usage
+    span; windows are tumbling, so a wider span never changes which window a row is in."""
+    if q.window_size is None:
+        return None
+    start, end = q.from_, q.to
+    if start is None or end is None:
+        span = usage_read.minute_span(tx, meter.id, lo, hi, q.subjects)
+        if span is None:
+            return _NO_DATA
+        start = start if start is not None else from_micros(span[0])
+        end = end if end is not None else from_micros(span[1]) + MINUTE
+    check_window_count(start, end, q.window_size, q.time_zone)
+    return WindowGrid.build(start, end, q.window_size, q.time_zone)
+
+
+_HOUR_US = 3_600_000_000
+_MINUTE_US = 60_000_000
+
+
+def _bucketing(
+    q: MeterQuery, grid: WindowGrid | None, by_subject: bool, by_group: bool
+) -> usage_read.Bucketing:
+    """SQL folds minutes per window (MINUTE, HOUR, total) or per hour/minute inside DAY and
+    MONTH windows (hours when every window boundary is on the hour grid of the first)."""
+    if grid is None:
+        return usage_read.Bucketing(0, 0, by_subject, by_group)
+    anchor = grid.bounds[0]
+    step = _MINUTE_US if q.window_size is WindowSize.MINUTE else _HOUR_US
+    if any((b - anchor) % step for b in grid.bounds):
+        step = _MINUTE_US
+    return usage_read.Bucketing(anchor, step, by_subject, by_group)
 
 
 Windows = tuple[Callable[[int], int | None], Callable[[int], tuple[datetime, datetime]]]
 
 
-def _windows(q: MeterQuery, span: tuple[int, int] | None) -> Windows | None:
+def _windows(
+    q: MeterQuery, grid: WindowGrid | None, span: tuple[int, int] | None
+) -> Windows | None:
     """How rows map to windows: ``(index_of(µs), window_of(index))``, or None when there is
-    nothing to report (no usage and an open range)."""
-    first = None if span is None else from_micros(span[0])
-    last = None if span is None else from_micros(span[1])
-    if q.window_size is None:
-        whole = total_window(q.from_, q.to, first, last)
-        if whole is None or span is None:
-            return None
-        return (lambda _at: 0), (lambda _i: whole)
+    nothing to report."""
     if span is None:
         return None
-    start = q.from_ if q.from_ is not None else first
-    end = q.to if q.to is not None else (None if last is None else last + MINUTE)
-    if start is None or end is None:
+    if grid is not None:
+        return grid.index, grid.window
+    whole = total_window(q.from_, q.to, from_micros(span[0]), from_micros(span[1]))
+    if whole is None:
         return None
-    check_window_count(start, end, q.window_size, q.time_zone)
-    grid = WindowGrid.build(start, end, q.window_size, q.time_zone)
-    return grid.index, grid.window
+    return (lambda _at: 0), (lambda _i: whole)

@@ -19,11 +19,13 @@ from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.storage.database import Tx, dec_or_none
 
 _US_PER_MINUTE = 60_000_000
+_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
 class MinuteRow:
-    """One ``usage_minute`` row."""
+    """One ``usage_minute`` row, or several folded in SQL (then ``minute`` is the first and
+    ``last`` the last minute folded in)."""
 
     subject: str
     minute: int
@@ -34,16 +36,19 @@ class MinuteRow:
     max: Decimal | None
     latest_time: int | None
     latest_value: Decimal | None
+    last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class UniqueRow:
-    """One ``usage_unique`` row: a distinct value seen in a minute."""
+    """One ``usage_unique`` row: a distinct value seen in a minute (or, folded in SQL, first
+    seen in ``minute`` and last in ``last``)."""
 
     subject: str
     minute: int
     group_key: str
     value: str
+    last: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,24 +252,128 @@ def edge_rows(
     return rows, uniques
 
 
+@dataclass(frozen=True)
+class Bucketing:
+    """How SQL may fold rollup minutes before Python sees them: per bucket
+    ``(minute - anchor) // step`` (one bucket when ``step`` is 0), per subject only when
+    ``by_subject``, per group only when ``by_group``. Buckets must never straddle a window."""
+
+    anchor: int = 0
+    step: int = 0
+    by_subject: bool = True
+    by_group: bool = True
+
+
+def _fold_sql(b: Bucketing) -> tuple[str, list[Any], str]:
+    """(select prefix ``subject, group_key, bucket``, its params, GROUP BY list)."""
+    bucket, params = ("0", []) if b.step == 0 else ("(minute - ?) / ?", [b.anchor, b.step])
+    subject = "subject" if b.by_subject else "''"
+    group = "group_key" if b.by_group else "'{}'"
+    keys = [c for c, on in (("subject", b.by_subject), ("group_key", b.by_group)) if on]
+    return f"{subject}, {group}, {bucket} AS bucket", params, ", ".join([*keys, "bucket"])
+
+
+_FOLDED_COLUMNS = {
+    Aggregation.SUM: "dec_sum(sum), NULL, NULL",
+    Aggregation.AVG: "dec_sum(sum), NULL, NULL",
+    Aggregation.MIN: "NULL, dec_minagg(min), NULL",
+    Aggregation.MAX: "NULL, NULL, dec_maxagg(max)",
+}
+
+
+def folded_minute_rows(
+    tx: Tx,
+    meter: Meter,
+    lo: int | None,
+    hi: int | None,
+    subjects: Sequence[str] | None,
+    b: Bucketing,
+) -> list[MinuteRow]:
+    """``usage_minute`` folded in SQL per :class:`Bucketing` (not for LATEST)."""
+    if subjects is not None and not subjects:
+        return []
+    head, head_params, group_by = _fold_sql(b)
+    amounts = _FOLDED_COLUMNS.get(meter.aggregation, "NULL, NULL, NULL")
+    subj_sql, subj_params = _subject_clause(subjects)
+    range_sql, range_params = _range_clause("minute", lo, hi)
+    rows = tx.execute(
+        f"SELECT {head}, min(minute), max(minute), sum(count), {amounts} FROM usage_minute"
+        f" WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}",
+        [*head_params, meter.id, *subj_params, *range_params],
+    )
+    return [
+        MinuteRow(
+            subject=r[0],
+            minute=int(r[3]),
+            group_key=r[1],
+            count=int(r[5]),
+            sum=dec_or_none(r[6]),
+            min=dec_or_none(r[7]),
+            max=dec_or_none(r[8]),
+            latest_time=None,
+            latest_value=None,
+            last=int(r[4]),
+        )
+        for r in rows
+    ]
+
+
+def folded_unique_rows(
+    tx: Tx,
+    meter: Meter,
+    lo: int | None,
+    hi: int | None,
+    subjects: Sequence[str] | None,
+    b: Bucketing,
+) -> list[UniqueRow]:
+    """``usage_unique`` deduplicated in SQL per bucket, subject, group and value."""
+    if subjects is not None and not subjects:
+        return []
+    head, head_params, group_by = _fold_sql(b)
+    subj_sql, subj_params = _subject_clause(subjects)
+    range_sql, range_params = _range_clause("minute", lo, hi)
+    rows = tx.execute(
+        f"SELECT {head}, value, min(minute), max(minute) FROM usage_unique"
+        f" WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}, value",
+        [*head_params, meter.id, *subj_params, *range_params],
+    )
+    return [UniqueRow(r[0], int(r[4]), r[1], r[3], int(r[5])) for r in rows]
+
+
+def _whole_minutes(
+    tx: Tx,
+    meter: Meter,
+    lo: int | None,
+    hi: int | None,
+    subjects: Sequence[str] | None,
+    b: Bucketing | None,
+) -> tuple[list[MinuteRow], list[UniqueRow]]:
+    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+        if b is None:
+            return [], unique_rows(tx, meter.id, lo, hi, subjects)
+        return [], folded_unique_rows(tx, meter, lo, hi, subjects, b)
+    if b is None or meter.aggregation is Aggregation.LATEST:
+        return minute_rows(tx, meter.id, lo, hi, subjects), []
+    return folded_minute_rows(tx, meter, lo, hi, subjects, b), []
+
+
 def read_usage(
     tx: Tx,
     meter: Meter,
     from_us: int | None,
     to_us: int | None,
     subjects: Sequence[str] | None = None,
+    bucketing: Bucketing | None = None,
 ) -> tuple[list[MinuteRow], list[UniqueRow]]:
     """Every usage row of ``meter`` in ``[from_us, to_us)``: rollup minutes for whole
-    minutes, raw events for partial edge minutes. Unique rows only for UNIQUE_COUNT."""
+    minutes (folded in SQL when ``bucketing`` is given, except for LATEST), raw events for
+    partial edge minutes. Unique rows only for UNIQUE_COUNT."""
     whole, edges = split_range(from_us, to_us)
     unique = meter.aggregation is Aggregation.UNIQUE_COUNT
     rows: list[MinuteRow] = []
     uniques: list[UniqueRow] = []
     if whole is not None:
-        if unique:
-            uniques = unique_rows(tx, meter.id, whole[0], whole[1], subjects)
-        else:
-            rows = minute_rows(tx, meter.id, whole[0], whole[1], subjects)
+        rows, uniques = _whole_minutes(tx, meter, whole[0], whole[1], subjects, bucketing)
     for lo, hi in edges:
         more_rows, more_uniques = edge_rows(tx, meter, lo, hi, subjects)
         if unique:
@@ -358,3 +467,82 @@ def fold(
         if value is not None:
             out[key] = value
     return out
+
+
+# ---------------------------------------------------------------- usage series
+
+SeriesRow = tuple[int, Decimal, int | None, Decimal | None]
+"""(minute, total, latest_time, latest_value)"""
+_IN_CHUNK = 500
+
+
+def _key_chunks(group_keys: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
+    if group_keys is None:
+        return [("", [])]
+    keys = list(group_keys)
+    return [
+        (
+            " AND group_key IN (" + ", ".join("?" for _ in chunk) + ")",
+            list(chunk),
+        )
+        for chunk in (keys[i : i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK))
+    ]
+
+
+def series_minutes(
+    tx: Tx, meter: Meter, subject: str, lo: int, hi: int, group_keys: Sequence[str] | None
+) -> list[SeriesRow]:
+    """One subject's minutes in ``[lo, hi)``, folded per minute in SQL (LATEST: one row per
+    group, merged by the caller). ``group_keys`` None = every group; otherwise only these."""
+    if meter.aggregation is Aggregation.LATEST:
+        sql = "SELECT minute, NULL, latest_time, latest_value FROM usage_minute"
+        tail = ""
+    else:
+        total = "sum(count)" if meter.aggregation is Aggregation.COUNT else "dec_sum(sum)"
+        sql = f"SELECT minute, {total}, NULL, NULL FROM usage_minute"
+        tail = " GROUP BY minute"
+    out: list[SeriesRow] = []
+    for key_sql, key_params in _key_chunks(group_keys):
+        rows = tx.execute(
+            sql
+            + " WHERE meter_id = ? AND subject = ? AND minute >= ? AND minute < ?"
+            + key_sql
+            + tail,
+            [meter.id, subject, lo, hi, *key_params],
+        )
+        out.extend(
+            (
+                int(r[0]),
+                dec_or_none(r[1]) or _ZERO,
+                None if r[2] is None else int(r[2]),
+                dec_or_none(r[3]),
+            )
+            for r in rows
+        )
+    return out
+
+
+def series_uniques(
+    tx: Tx, meter: Meter, subject: str, lo: int, hi: int, group_keys: Sequence[str] | None
+) -> list[tuple[int, str]]:
+    """(minute, value) pairs of one subject in ``[lo, hi)`` (distinct per minute)."""
+    out: list[tuple[int, str]] = []
+    for key_sql, key_params in _key_chunks(group_keys):
+        rows = tx.execute(
+            "SELECT DISTINCT minute, value FROM usage_unique WHERE meter_id = ? AND subject = ?"
+            " AND minute >= ? AND minute < ?" + key_sql,
+            [meter.id, subject, lo, hi, *key_params],
+        )
+        out.extend((int(r[0]), r[1]) for r in rows)
+    return out
+
+
+def subject_group_keys(tx: Tx, meter: Meter, subject: str, lo: int, hi: int) -> list[str]:
+    """Distinct ``group_key`` of one subject's minutes in ``[lo, hi)``."""
+    table = "usage_unique" if meter.aggregation is Aggregation.UNIQUE_COUNT else "usage_minute"
+    rows = tx.execute(
+        f"SELECT DISTINCT group_key FROM {table} WHERE meter_id = ? AND subject = ?"
+        " AND minute >= ? AND minute < ?",
+        [meter.id, subject, lo, hi],
+    )
+    return [r[0] for r in rows]
