@@ -159,3 +159,22 @@ def test_total_window_rules() -> None:
     assert total_window(t, t + timedelta(hours=1), None, None) == (t, t + timedelta(hours=1))
     assert total_window(None, None, None, None) is None
     assert total_window(t, None, None, None) is None
+
+
+def test_sql_buckets_never_straddle_a_window() -> None:
+    from allotment.services.meter_queries import MeterQuery, _bucketing
+
+    def step(size: WindowSize, zone: str, lo: datetime, hi: datetime) -> int:
+        tz = parse_time_zone(zone)
+        grid = WindowGrid.build(lo, hi, size, tz)
+        b = _bucketing(MeterQuery(window_size=size, time_zone=tz), grid, True, True)
+        assert all((x - b.anchor) % b.step == 0 for x in grid.bounds)
+        return b.step
+
+    hour, minute = 3_600_000_000, 60_000_000
+    assert step(WindowSize.DAY, "Europe/Budapest", utc(2024, 3, 1), utc(2024, 4, 30)) == hour
+    assert step(WindowSize.DAY, "Asia/Kolkata", utc(2024, 3, 1), utc(2024, 4, 30)) == hour
+    assert step(WindowSize.MONTH, "America/New_York", utc(2024, 1, 1), utc(2025, 1, 1)) == hour
+    # Lord Howe moves its clocks by 30 minutes: only minute buckets fit
+    assert step(WindowSize.DAY, "Australia/Lord_Howe", utc(2024, 3, 1), utc(2024, 4, 30)) == minute
+    assert step(WindowSize.MINUTE, "UTC", utc(2024, 3, 1), utc(2024, 3, 2)) == minute
