@@ -156,11 +156,13 @@ def test_sdk_events_meters_and_queries(sdk: None, server: ServerProcess) -> None
     assert len(out["subjectsTokens"]) == len(set(out["subjectsTokens"]))
 
 
-def test_sdk_events_list(sdk: None, clock_server: Callable[[str], ServerProcess]) -> None:
+def test_sdk_events_list_and_meter_create(
+    sdk: None, clock_server: Callable[[str], ServerProcess]
+) -> None:
     now = "2024-01-05T00:00:00Z"
     server = clock_server(now)
-    s = unique("sub")
-    out = run_scenario("events", server.url, {"s": s})
+    s, meter = unique("sub"), unique("compute")
+    out = run_scenario("events", server.url, {"s": s, "meter": meter})
     for key in ("ingestReadme", "ingestMinimal", "ingestBatch", "ingestDuplicate"):
         assert out[key] == UNDEFINED, key
     # rejected by the SDK itself, no request made
@@ -216,24 +218,36 @@ def test_sdk_events_list(sdk: None, clock_server: Callable[[str], ServerProcess]
         },
     ]
     for got, expected in zip(events, expected_events, strict=True):
-        event = dict(got["event"])
-        # datacontenttype: echoed when sent; a server may also fill in the default
-        if "datacontenttype" not in expected and "datacontenttype" in event:
-            assert event.pop("datacontenttype") == "application/json", got
-        assert event == expected
-        assert got["ingestedAt"] == now
-        extra = set(got) - {"event", "ingestedAt"}
-        assert extra <= {"storedAt", "validationError"}, got
-        if "storedAt" in got:
-            assert got["storedAt"] == now
+        assert got["event"] == expected  # datacontenttype only where it was sent
+        rest = {k: v for k, v in got.items() if k != "event"}
         if expected["type"] == "my-type":
             # no meter has event type my-type (contract §2.2)
-            assert got.get("validationError", "no meter found for event type: my-type") == (
-                "no meter found for event type: my-type"
-            )
+            assert rest == {
+                "validationError": "no meter found for event type: my-type",
+                "ingestedAt": now,
+                "storedAt": now,
+            }
         else:
-            assert "validationError" not in got, got
+            assert rest == {"ingestedAt": now, "storedAt": now}
     assert out["listLimit"] == events[:2]
+
+    created = out["meterCreate"]
+    assert created == {
+        "id": assert_ulid(created["id"]),
+        "slug": meter,
+        "name": meter,
+        "description": "Seconds of compute",
+        "aggregation": "SUM",
+        "eventType": "compute",
+        "valueProperty": "$.seconds",
+        "groupBy": {"region": "$.region"},
+        "createdAt": now,
+        "updatedAt": now,
+    }
+    assert out["meterGet"] == created
+    assert sorted(m["slug"] for m in out["meterList"]) == sorted(
+        ["api_requests_total", meter, "tokens_total"]
+    )
 
 
 def test_sdk_subjects(sdk: None, server: ServerProcess) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.compat.sdk import UNDEFINED, assert_raw_problem, run_scenario
+from tests.compat.sdk import UNDEFINED, assert_raw_problem, run_scenario, set_clock
 from tests.support import ServerProcess, unique
 
 NOW = "2024-01-01T00:00:00Z"
@@ -95,3 +95,13 @@ def test_sdk_portal_tokens(sdk: None, clock_server: Callable[[str], ServerProces
     # README: invalidateTokens() with no argument sends {} -> every token
     assert out["invalidateAll"] == UNDEFINED
     assert_raw_problem(out["queryO1AfterAll"], 401)
+    # a new token after the invalidation works
+    _token(out["tokenO3"], o, IN_ONE_HOUR)
+    _ok(out["queryO3"], o_rows)
+
+    # expiry (default 1h): valid one second before expiresAt, refused from expiresAt on
+    token = out["tokenO3"]["token"]
+    set_clock(server.url, "2024-01-01T00:59:59Z")
+    _ok(run_scenario("portal", server.url, {"token": token}, "query"), o_rows)
+    set_clock(server.url, IN_ONE_HOUR)
+    assert_raw_problem(run_scenario("portal", server.url, {"token": token}, "query"), 401)

@@ -52,6 +52,33 @@ EXPECTED_STATUS = {
     "portalUnknownSlug": 404,
 }
 
+# the detail names the offending field or value (docs/contributing.md "Errors")
+DETAIL_NAMES = {
+    "meterGetUnknown": "no_such_meter",
+    "queryBadGroupBy": "nope",
+    "queryBadFilter": "nope",
+    "queryBadTimeZone": "Mars/Olympus",
+    "queryBadWindowSize": "windowSize",
+    "queryFromEqualsTo": "from",
+    "ingestEmptySubject": "subject",
+    "ingestBatchOneBad": "type",
+    "listLimitTooBig": "limit",
+    "subjectBadStripe": "stripeCustomerId",
+    "featureUnknownMeter": "no_such_meter",
+    "featureBadKey": "key",
+    "featureBadFilter": "nope",
+    "entitlementNoPeriod": "usagePeriod",
+    "entitlementStaticBadConfig": "config",
+    "entitlementListBadType": "entitlementType",
+    "historyNoWindowSize": "windowSize",
+    "resetInFuture": "effectiveAt",
+    "grantZeroAmount": "amount",
+    "grantBadExpiration": "expiration",
+    "grantListBadPageSize": "pageSize",
+    "portalEmptySlugs": "allowedMeterSlugs",
+    "portalUnknownSlug": "no_such_meter",
+}
+
 
 def test_sdk_errors_are_parsed_problems(sdk: None, server: ServerProcess) -> None:
     s, f, fb = unique("customer"), unique("tokens"), unique("flag")
@@ -60,7 +87,7 @@ def test_sdk_errors_are_parsed_problems(sdk: None, server: ServerProcess) -> Non
     failures = []
     for case, status in EXPECTED_STATUS.items():
         try:
-            assert_problem(out[case], status)
+            assert_problem(out[case], status, DETAIL_NAMES.get(case))
         except AssertionError as exc:
             failures.append(f"{case}: expected {status}: {exc}")
     assert not failures, "\n".join(failures)

@@ -3,7 +3,7 @@
 import { failure, recorder, run } from './lib.mjs';
 
 run({
-  async main(om, { s }) {
+  async main(om, { s, meter }) {
     const { out, rec } = recorder();
     // The README / seed 004 example, verbatim apart from the subject and the time.
     await rec('ingestReadme', () =>
@@ -53,6 +53,20 @@ run({
     );
     await rec('list', () => om.events.list());
     await rec('listLimit', () => om.events.list({ limit: 2 }));
+
+    // meters.create (POST /api/v1/meters; OpenMeter HEAD answers 200), then get it back
+    await rec('meterCreate', () =>
+      om.meters.create({
+        slug: meter,
+        description: 'Seconds of compute',
+        eventType: 'compute',
+        aggregation: 'SUM',
+        valueProperty: '$.seconds',
+        groupBy: { region: '$.region' },
+      }),
+    );
+    await rec('meterGet', () => om.meters.get(meter));
+    await rec('meterList', () => om.meters.list());
     return out;
   },
 });

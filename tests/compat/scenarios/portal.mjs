@@ -45,6 +45,17 @@ run({
     // README: await openmeter.portal.invalidateTokens()  -> body {} -> every token
     await rec('invalidateAll', () => om.portal.invalidateTokens());
     out.queryO1AfterAll = await query('tokens_total', o1.token);
+
+    // a token created after an invalidation works (invalidation is not a ban on the subject)
+    const o3 = await rec('tokenO3', () => om.portal.createToken({ subject: o }));
+    out.queryO3 = await query('tokens_total', o3.token);
     return out;
+  },
+
+  // the Python side moves the test clock, then asks again with the same token
+  async query(om, { token }, { baseUrl }) {
+    return rawFetch(new URL('/api/v1/portal/meters/tokens_total/query', baseUrl), {
+      headers: { Authorization: `Bearer ${token}` },
+    });
   },
 });
