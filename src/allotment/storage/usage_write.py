@@ -76,7 +76,7 @@ class Rollup:
     def add_extracted(
         self, meter_id: str, aggregation: Aggregation, subject: str, time_us: int, ex: Extracted
     ) -> None:
-        groups = tuple(sorted(ex.groups.items())) if ex.groups else ()
+        groups = tuple(ex.groups.items())  # extract() fills them in sorted key order
         minute = floor_minute_us(time_us)
         key = (meter_id, subject, minute, groups)
         cell = self._cells.get(key)
