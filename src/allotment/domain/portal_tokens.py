@@ -119,7 +119,7 @@ def verify_token(token: str, secret: bytes, now_seconds: int) -> PortalClaims:
     parts = token.split(".")
     if len(parts) != 3:
         raise Unauthorized("portal token: malformed token (expected header.payload.signature)")
-    if not all(part and _B64URL.match(part) for part in parts):
+    if not (parts[0] and parts[1]) or not all(_B64URL.match(part) for part in parts):
         raise Unauthorized("portal token: malformed token (not base64url)")
     header_b64, payload_b64, signature_b64 = parts
     header = _decode_json_segment(header_b64, "header")
