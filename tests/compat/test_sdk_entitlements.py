@@ -197,6 +197,8 @@ def test_sdk_entitlements_full(sdk: None, clock_server: Callable[[str], ServerPr
     s = unique("customer")
     names = {
         "s": s,
+        "s2": unique("customer"),
+        "s3": unique("customer") + " with space",
         "fp": unique("tokens"),
         "fg": unique("gpt4"),
         "fb": unique("sso"),
@@ -307,6 +309,26 @@ def test_sdk_entitlements_full(sdk: None, clock_server: Callable[[str], ServerPr
         activeFrom=T0,
         **stamps,
     )
+
+    # subjectIdOrKey resolution: the id of an upserted subject means that subject's key
+    (upserted,) = out["upsertS2"]
+    assert upserted["key"] == names["s2"]
+    for key, subject, config in (
+        ("staticBySubjectId", names["s2"], "{}"),
+        ("staticSpaceKey", names["s3"], "[1]"),
+    ):
+        _entitlement(
+            out[key],
+            type="static",
+            featureId=models["id"],
+            featureKey=fs,
+            subjectKey=subject,
+            config=config,
+            activeFrom=T0,
+            **stamps,
+        )
+    assert out["valueSpaceKey"] == {"hasAccess": True, "config": "[1]"}
+    assert out["valueBySubjectId"] == {"hasAccess": True, "config": "{}"}
 
     # The README grant: anchor and effectiveAt truncated to the minute (contract §1.6);
     # nextRecurrence = first recurrence instant >= now.

@@ -80,6 +80,15 @@ def test_sdk_portal_tokens(sdk: None, clock_server: Callable[[str], ServerProces
     assert_raw_problem(out["queryA1Forbidden"], 401)  # meter not in allowedMeterSlugs
     _ok(out["queryA2"], [_row(150, "2023-12-31T10:00:00Z", "2023-12-31T11:01:00Z", s)])
     assert_raw_problem(out["queryNoToken"], 401)
+    # ?subject=<other> is ignored or refused, never honoured
+    other = out["queryA2OtherSubject"]
+    if other["status"] == 400:
+        assert_raw_problem(other, 400)
+    else:
+        _ok(other, [_row(150, "2023-12-31T10:00:00Z", "2023-12-31T11:01:00Z", s)])
+    _ok(
+        out["queryA2GroupBySubject"], [_row(150, "2023-12-31T10:00:00Z", "2023-12-31T11:01:00Z", s)]
+    )
     o_rows = [_row(999, "2023-12-31T10:30:00Z", "2023-12-31T10:31:00Z", o)]
     _ok(out["queryO2"], o_rows)
 

@@ -9,7 +9,7 @@ import { failure, recorder, run } from './lib.mjs';
 const T0 = '2023-01-01T00:00:00Z';
 
 run({
-  async setup(om, { s, fp, fg, fb, fs }) {
+  async setup(om, { s, s2, s3, fp, fg, fb, fs }) {
     const { out, rec } = recorder();
     await rec('featurePlain', () =>
       om.features.create({ key: fp, name: 'Plain Tokens', meterSlug: 'tokens_total', metadata: { team: 'ai' } }),
@@ -58,6 +58,16 @@ run({
       }),
     );
     await rec('boolean', () => om.subjects.createEntitlement(s, { type: 'boolean', featureKey: fb }));
+    // subjectIdOrKey: the ULID of an upserted subject, and a key with a space (sent as %20)
+    const [upserted] = await rec('upsertS2', () => om.subjects.upsert([{ key: s2 }]));
+    await rec('staticBySubjectId', () =>
+      om.subjects.createEntitlement(upserted.id, { type: 'static', featureKey: fs, config: '{}' }),
+    );
+    await rec('staticSpaceKey', () =>
+      om.subjects.createEntitlement(s3, { type: 'static', featureKey: fs, config: '[1]' }),
+    );
+    await rec('valueSpaceKey', () => om.subjects.getEntitlementValue(s3, fs));
+    await rec('valueBySubjectId', () => om.subjects.getEntitlementValue(upserted.id, fs));
 
     // The SDK README's grant example, verbatim (recurrence, rollover and expiration).
     await rec('grantReadme', () =>

@@ -29,6 +29,9 @@ run({
     out.queryA1 = await query('tokens_total', a1.token, '?groupBy=model');
     out.queryA1Forbidden = await query('api_requests_total', a1.token);
     out.queryA2 = await query('tokens_total', a2.token);
+    // a token never reads another subject's usage, whatever the query string says
+    out.queryA2OtherSubject = await query('tokens_total', a2.token, `?subject=${encodeURIComponent(o)}`);
+    out.queryA2GroupBySubject = await query('tokens_total', a2.token, '?groupBy=subject');
     out.queryNoToken = await query('tokens_total', null);
     out.queryO2 = await query('tokens_total', o2.token);
 
