@@ -153,6 +153,7 @@ def test_sdk_seed_documents(sdk: None, server: ServerProcess) -> None:
     (grant,) = _grants(out["grants"], customer)
     assert_ulid(grant["id"])
     _assert_default_grant(grant, ent, 10_000_000, 1)
+    assert parse_time(grant["expiresAt"]).year - parse_time(ent["createdAt"]).year == 100
     assert _by(out["entitlements"]).keys() == {ent["id"], out["entitlementGpt4"]["id"]}
     assert _by(out["entitlements"])[ent["id"]] == ent
     assert out["getEntitlement"] == ent
@@ -166,7 +167,11 @@ def test_sdk_seed_documents(sdk: None, server: ServerProcess) -> None:
 
 
 def _assert_default_grant(
-    grant: dict[str, Any], ent: dict[str, Any], amount: int, priority: int
+    grant: dict[str, Any],
+    ent: dict[str, Any],
+    amount: int,
+    priority: int,
+    expires_at: str | None = None,
 ) -> None:
     """The grant issued by issueAfterReset (contract §7, engine-semantics §7)."""
     expected = {
@@ -181,9 +186,12 @@ def _assert_default_grant(
         "createdAt": ent["createdAt"],
         "updatedAt": ent["createdAt"],
     }
-    # no expiration: OpenMeter HEAD still fills expiresAt (contract §7)
-    if "expiresAt" in grant:
-        expected["expiresAt"] = assert_time(grant["expiresAt"])
+    # No expiration. OpenMeter HEAD's v1 mapping still fills expiresAt = now + 100 years
+    # (contract §7) and expiration = {"duration": "YEAR", "count": 100}; the SDK's
+    # EntitlementGrant type declares `expiration` required. Allotment sends expiresAt only.
+    expected["expiresAt"] = expires_at or assert_time(grant["expiresAt"])
+    if "expiration" in grant:
+        expected["expiration"] = {"duration": "YEAR", "count": 100}
     assert grant == expected
 
 
@@ -384,7 +392,7 @@ def test_sdk_entitlements_full(sdk: None, clock_server: Callable[[str], ServerPr
     assert _by(_grants(out["grantsByKey"], s)) == _by([readme_expected, promo_expected])
     assert _by(_grants(out["grantsById"], s)) == _by([readme_expected, promo_expected])
     (default_grant,) = _grants(out["grantsGpt4"], s)
-    _assert_default_grant(default_grant, gpt4_ent, 100, 5)
+    _assert_default_grant(default_grant, gpt4_ent, 100, 5, "2123-01-02T00:00:00Z")  # D1 + 100y
     assert isinstance(out["grantsList"], list)
     assert _by(_grants(out["grantsList"], s)) == _by(
         [readme_expected, promo_expected, default_grant]
