@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -11,7 +13,13 @@ import httpx
 import pytest
 
 from allotment.domain.errors import Unauthorized
-from allotment.domain.portal_tokens import b64url_decode, b64url_encode, verify_token
+from allotment.domain.portal_tokens import (
+    PortalClaims,
+    b64url_decode,
+    b64url_encode,
+    encode_token,
+    verify_token,
+)
 from allotment.domain.timeutil import format_rfc3339, parse_rfc3339
 from tests.support import ServerProcess, unique
 
@@ -89,8 +97,8 @@ def test_create_minimal_token(client: httpx.Client) -> None:
     expires = parse_rfc3339(t["expiresAt"], "expiresAt")
     assert expires - created == timedelta(hours=1)
     header, payload, _ = t["token"].split(".")
-    assert __import__("json").loads(b64url_decode(header))["alg"] == "HS256"
-    claims = __import__("json").loads(b64url_decode(payload))
+    assert json.loads(b64url_decode(header))["alg"] == "HS256"
+    claims = json.loads(b64url_decode(payload))
     assert claims["sub"] == subject
     assert claims["id"] == t["id"]
     assert "allowedMeterSlugs" not in claims
@@ -155,6 +163,19 @@ def test_configured_secret_signs_tokens_and_foreign_tokens_fail(
         _unauthorized(_query(client, t["token"]), "signature")
         mine = _create(client, subject=unique("s"))["token"]
         _unauthorized(_query(c, mine), "signature")
+        # correctly signed, but the database row is the authority
+        secret = b"configured-secret"
+        restricted = _create(c, subject=unique("r"), allowedMeterSlugs=[METER])
+        later = now + 3600
+
+        def forge(sub: str, token_id: str, slugs: tuple[str, ...] | None) -> str:
+            return encode_token(PortalClaims(sub, token_id, now, later, slugs), secret)
+
+        _ok(_query(c, forge(restricted["subject"], restricted["id"], (METER,))))
+        _unauthorized(_query(c, forge("s", "01ARZ3NDEKTSV4RRFFQ69G5FAV", None)), "unknown")
+        _unauthorized(_query(c, forge("someone-else", restricted["id"], None)), "unknown")
+        widened = forge(restricted["subject"], restricted["id"], None)
+        _unauthorized(_query(c, widened, meter=OTHER_METER), OTHER_METER)
 
 
 # ---------------------------------------------------------------- list
@@ -247,9 +268,9 @@ def test_query_401_variants(client: httpx.Client) -> None:
     _unauthorized(_query(client, "not-a-jwt"), "malformed")
     _unauthorized(_query(client, "a.b.c"))
     head, payload, sig = token.split(".")
-    forged_claims = __import__("json").loads(b64url_decode(payload))
+    forged_claims = json.loads(b64url_decode(payload))
     forged_claims["sub"] = unique("victim")
-    forged = b64url_encode(__import__("json").dumps(forged_claims).encode())
+    forged = b64url_encode(json.dumps(forged_claims).encode())
     _unauthorized(_query(client, f"{head}.{forged}.{sig}"), "signature")
     _unauthorized(_query(client, f"{head}.{payload}.{sig[:-2]}AA"), "signature")
     none_head = b64url_encode(b'{"alg":"none","typ":"JWT"}')
@@ -337,8 +358,12 @@ def test_two_processes_share_secret_and_invalidation(
 ) -> None:
     one, two = make_server(db_url=db_url), make_server(db_url=db_url)
     with one.client() as c1, two.client() as c2:
-        t1 = _create(c1, subject=unique("s"))
-        t2 = _create(c2, subject=unique("s"))
+        # the first tokens on a fresh database, created at once: both processes race to
+        # generate the secret, and must end up with the same one
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            f1 = pool.submit(_create, c1, subject=unique("s"))
+            f2 = pool.submit(_create, c2, subject=unique("s"))
+            t1, t2 = f1.result(), f2.result()
         for c in (c1, c2):
             _ok(_query(c, t1["token"]))
             _ok(_query(c, t2["token"]))
