@@ -119,6 +119,16 @@ def test_sdk_events_meters_and_queries(sdk: None, server: ServerProcess) -> None
             _row(25, "2024-01-01T23:00:00Z", "2024-01-02T23:00:00Z", a),
         ],
     }
+    # DST: the local day of 2024-03-31 is 23 hours long (23:00Z .. 22:00Z)
+    assert out["dstBudapest"] == {
+        "from": "2024-03-30T23:00:00Z",
+        "to": "2024-04-01T22:00:00Z",
+        "windowSize": "DAY",
+        "data": [
+            _row(11, "2024-03-30T23:00:00Z", "2024-03-31T22:00:00Z", b),
+            _row(13, "2024-03-31T22:00:00Z", "2024-04-01T22:00:00Z", b),
+        ],
+    }
     assert {k: v for k, v in out["twoSubjects"].items() if k != "data"} == {
         "from": day1,
         "to": day3,

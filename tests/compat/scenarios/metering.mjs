@@ -31,6 +31,9 @@ run({
         prompt(a, '2024-01-01T01:30:00.000Z', 200, 'gpt-3.5', 'input'),
         prompt(a, '2024-01-02T10:00:30.500Z', 25, 'gpt-4', 'input'),
         prompt(b, '2024-01-01T00:15:00.000Z', 7, 'gpt-4', 'input'),
+        // around the spring-forward day in Budapest (2024-03-31 has 23 hours)
+        prompt(b, '2024-03-31T21:30:00.000Z', 11, 'gpt-4', 'input'),
+        prompt(b, '2024-03-31T22:30:00.000Z', 13, 'gpt-4', 'input'),
         { type: 'request', subject: a, time: new Date('2024-01-01T00:01:00Z'), data: { method: 'GET', route: '/a' } },
         { type: 'request', subject: a, time: new Date('2024-01-01T00:02:00Z'), data: { method: 'POST', route: '/a' } },
         { type: 'request', subject: a, time: new Date('2024-01-01T00:03:00Z'), data: { method: 'GET', route: '/b' } },
@@ -79,6 +82,15 @@ run({
         subject: [a],
         from: new Date('2023-12-31T23:00:00Z'),
         to: new Date('2024-01-02T23:00:00Z'),
+        windowSize: WindowSize.DAY,
+        windowTimeZone: 'Europe/Budapest',
+      }),
+    );
+    await rec('dstBudapest', () =>
+      om.meters.query('tokens_total', {
+        subject: [b],
+        from: new Date('2024-03-30T23:00:00Z'),
+        to: new Date('2024-04-01T22:00:00Z'),
         windowSize: WindowSize.DAY,
         windowTimeZone: 'Europe/Budapest',
       }),
