@@ -7,6 +7,7 @@ cannot both slip past a check.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -27,9 +28,27 @@ if TYPE_CHECKING:
     from allotment.services.entitlements import EntitlementService
 
 
+GRANTS_LIMIT_ENV = "ALLOTMENT_GRANTS_PER_ENTITLEMENT_MAX"
+"""Tests only: lowers ``limits.GRANTS_PER_ENTITLEMENT_MAX`` so the limit can be tested at N and
+N + 1 without creating a thousand grants. Read once, when the service is built."""
+
+
+def grants_limit(env: dict[str, str] | None = None) -> int:
+    raw = (os.environ if env is None else env).get(GRANTS_LIMIT_ENV)
+    if raw is None or raw == "":
+        return limits.GRANTS_PER_ENTITLEMENT_MAX
+    value = int(raw)
+    if not 1 <= value <= limits.GRANTS_PER_ENTITLEMENT_MAX:
+        raise InvalidInput(
+            f"{GRANTS_LIMIT_ENV} must be between 1 and {limits.GRANTS_PER_ENTITLEMENT_MAX}"
+        )
+    return value
+
+
 class GrantService:
     def __init__(self, container: Container) -> None:
         self._c = container
+        self.max_grants = grants_limit()
 
     @property
     def _ents(self) -> EntitlementService:
@@ -52,10 +71,10 @@ class GrantService:
                     f"entitlement {record.id} is {record.type}; grants are only supported "
                     "for metered entitlements"
                 )
-            if grants_repo.count_live(tx, record.id) >= limits.GRANTS_PER_ENTITLEMENT_MAX:
+            if grants_repo.count_live(tx, record.id) >= self.max_grants:
                 raise LimitExceeded(
-                    f"entitlement {record.id} already has {limits.GRANTS_PER_ENTITLEMENT_MAX} "
-                    "grants (GRANTS_PER_ENTITLEMENT_MAX)"
+                    f"entitlement {record.id} already has {self.max_grants} grants, the most "
+                    "allowed (GRANTS_PER_ENTITLEMENT_MAX)"
                 )
             spec = spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
