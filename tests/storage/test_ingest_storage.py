@@ -14,7 +14,7 @@ import pytest
 from allotment.clock import FrozenClock
 from allotment.config import Settings
 from allotment.container import Container
-from allotment.domain.errors import Conflict, InvalidInput, NotFound
+from allotment.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from allotment.domain.events import CloudEvent, validate_event
 from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.services.events import EventQuery
@@ -207,7 +207,13 @@ def test_concurrent_retries_from_two_processes_count_once(make_container: MakeCo
     def run(c: Container, order: list[list[CloudEvent]]) -> None:
         try:
             for batch in order:
-                c.events.ingest(batch)
+                for attempt in range(5):  # a client retries a 503 (safe: exactly once)
+                    try:
+                        c.events.ingest(batch)
+                        break
+                    except Unavailable:
+                        if attempt == 4:
+                            raise
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
