@@ -1,0 +1,185 @@
+"""History (engine-semantics §10) and reset (§8) through the API, on the test clock."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from allotment.domain import limits
+from tests.api import test_features as shared
+from tests.api.test_entitlement_value import Ent
+from tests.api.test_features import create_feature, ok, problem, set_clock
+from tests.support import unique
+
+clock_server = shared.clock_server  # fixtures: a module-scoped server on the test clock
+tc = shared.tc
+
+
+# ---------------------------------------------------------------- history
+
+
+def test_hourly_history(tc: httpx.Client) -> None:
+    ent = Ent(tc, usagePeriod={"interval": "DAY"})
+    g = ent.grant(100)
+    ent.event("2024-01-01T00:30:00Z", value=10)
+    ent.event("2024-01-01T02:10:00Z", value=5)
+    set_clock(tc, "2024-01-01T03:00:00Z")
+    h = ok(tc.get(ent.base + "/history", params={"windowSize": "HOUR"}))
+    assert h["windowedHistory"] == [
+        {"period": {"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T01:00:00Z"},
+         "usage": 10, "balanceAtStart": 100},
+        {"period": {"from": "2024-01-01T01:00:00Z", "to": "2024-01-01T02:00:00Z"},
+         "usage": 0, "balanceAtStart": 90},
+        {"period": {"from": "2024-01-01T02:00:00Z", "to": "2024-01-01T03:00:00Z"},
+         "usage": 5, "balanceAtStart": 90},
+    ]  # fmt: skip
+    assert h["burndownHistory"] == [
+        {"period": {"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T03:00:00Z"},
+         "usage": 15, "overage": 0, "balanceAtStart": 100,
+         "grantBalancesAtStart": {g["id"]: 100}, "balanceAtEnd": 85,
+         "grantBalancesAtEnd": {g["id"]: 85}, "grantUsages": [{"grantId": g["id"], "usage": 15}]},
+    ]  # fmt: skip
+
+
+def test_history_window_sizes_and_time_zone(tc: httpx.Client) -> None:
+    ent = Ent(tc)
+    ent.grant(100)
+    ent.event("2024-01-01T00:01:00Z", value=1)
+    set_clock(tc, "2024-01-03T00:00:00Z")
+    params: dict[str, Any] = {"from": "2024-01-01T00:00:00Z", "to": "2024-01-01T00:03:00Z"}
+    minute = ok(tc.get(ent.base + "/history", params={**params, "windowSize": "MINUTE"}))
+    assert [w["usage"] for w in minute["windowedHistory"]] == [0, 1, 0]
+    day = ok(tc.get(ent.base + "/history", params={"windowSize": "DAY"}))
+    assert [w["usage"] for w in day["windowedHistory"]] == [1, 0]
+    month = ok(tc.get(ent.base + "/history", params={"windowSize": "MONTH"}))
+    assert len(month["windowedHistory"]) == 1
+    zoned = ok(tc.get(ent.base + "/history", params={
+        "windowSize": "DAY", "from": "2024-01-01T05:00:00Z", "windowTimeZone": "America/New_York",
+    }))  # fmt: skip
+    first = zoned["windowedHistory"][0]["period"]
+    assert first == {"from": "2024-01-01T00:00:00-05:00", "to": "2024-01-02T00:00:00-05:00"}
+
+
+def test_history_defaults_from_last_reset(tc: httpx.Client) -> None:
+    ent = Ent(tc)
+    ent.grant(100, maxRolloverAmount=100)
+    ent.event("2024-01-01T00:10:00Z", value=10)
+    set_clock(tc, "2024-01-01T05:00:00Z")
+    ok(tc.post(ent.base + "/reset", json={"effectiveAt": "2024-01-01T04:00:00Z"}), 204)
+    h = ok(tc.get(ent.base + "/history", params={"windowSize": "HOUR"}))
+    assert [w["period"]["from"] for w in h["windowedHistory"]] == ["2024-01-01T04:00:00Z"]
+    assert h["windowedHistory"][0]["balanceAtStart"] == 90
+
+
+@pytest.mark.parametrize(
+    ("params", "word"),
+    [
+        ({}, "windowSize"),
+        ({"windowSize": "WEEK"}, "windowSize"),
+        ({"windowSize": "HOUR", "windowTimeZone": "Mars/Olympus"}, "windowTimeZone"),
+        ({"windowSize": "HOUR", "from": "2023-12-31T23:00:00Z"}, "from"),
+        ({"windowSize": "HOUR", "from": "2024-01-01T02:00:00Z", "to": "2024-01-01T01:00:00Z"},
+         "from"),
+        ({"windowSize": "HOUR", "to": "noon"}, "to"),
+    ],
+)  # fmt: skip
+def test_history_rejects(tc: httpx.Client, params: dict[str, Any], word: str) -> None:
+    ent = Ent(tc)
+    set_clock(tc, "2024-01-01T05:00:00Z")
+    problem(tc.get(ent.base + "/history", params=params), 400, word)
+
+
+def test_history_window_limit_at_n_and_n_plus_1(tc: httpx.Client) -> None:
+    n = limits.HISTORY_WINDOWS_MAX
+    ent = Ent(tc)
+    set_clock(tc, "2024-02-01T00:00:00Z")
+    start = "2024-01-01T00:00:00Z"
+    end_n = f"2024-01-{1 + n // 1440:02d}T{n % 1440 // 60:02d}:{n % 60:02d}:00Z"
+    h = ok(tc.get(ent.base + "/history", params={"windowSize": "MINUTE", "from": start,
+                                                 "to": end_n}))  # fmt: skip
+    assert len(h["windowedHistory"]) == n
+    n1 = n + 1
+    end_n1 = f"2024-01-{1 + n1 // 1440:02d}T{n1 % 1440 // 60:02d}:{n1 % 60:02d}:00Z"
+    params = {"windowSize": "MINUTE", "from": start, "to": end_n1}
+    problem(tc.get(ent.base + "/history", params=params), 400, "HISTORY_WINDOWS_MAX")
+
+
+def test_history_needs_a_metered_entitlement(tc: httpx.Client) -> None:
+    f = create_feature(tc)
+    s = unique("s")
+    e = ok(tc.post(f"/api/v1/subjects/{s}/entitlements",
+                   json={"type": "boolean", "featureKey": f["key"]}), 201)  # fmt: skip
+    path = f"/api/v1/subjects/{s}/entitlements/{e['id']}/history"
+    problem(tc.get(path, params={"windowSize": "HOUR"}), 400, "metered")
+    problem(tc.get(f"/api/v1/subjects/{s}/entitlements/{unique('x')}/history",
+                   params={"windowSize": "HOUR"}), 404)  # fmt: skip
+
+
+# ---------------------------------------------------------------- reset
+
+
+def test_reset_starts_a_new_period(tc: httpx.Client) -> None:
+    ent = Ent(tc, issueAfterReset=50)
+    ent.grant(100, maxRolloverAmount=30)
+    ent.event("2024-01-01T01:00:00Z", value=60)  # the expiring grant burns first
+    set_clock(tc, "2024-01-10T00:00:30Z")
+    assert ent.value()["balance"] == 90  # 40 + 50
+    ok(tc.post(ent.base + "/reset", json={}), 204)
+    got = ent.value()
+    assert got["usage"] == 0
+    assert got["balance"] == 80  # default grant refilled to 50, + min(30, 40) rolled over
+    e = ok(tc.get(ent.base))
+    assert e["lastReset"] == "2024-01-10T00:00:00Z"
+    assert e["currentUsagePeriod"] == {"from": "2024-01-10T00:00:00Z",
+                                       "to": "2024-02-10T00:00:00Z"}  # fmt: skip
+    assert e["usagePeriod"]["anchor"] == "2024-01-01T00:00:00Z"  # input 0 is shown
+    assert ent.value("2024-01-05T00:00:00Z")["usage"] == 60  # history is kept
+
+
+def test_reset_retain_anchor(tc: httpx.Client) -> None:
+    ent = Ent(tc)
+    set_clock(tc, "2024-01-10T00:00:00Z")
+    ok(tc.post(ent.base + "/reset", json={"retainAnchor": True}), 204)
+    e = ok(tc.get(ent.base))
+    assert e["currentUsagePeriod"] == {"from": "2024-01-10T00:00:00Z",
+                                       "to": "2024-02-01T00:00:00Z"}  # fmt: skip
+
+
+def test_reset_preserve_overage(tc: httpx.Client) -> None:
+    ent = Ent(tc, issueAfterReset=100)
+    ent.event("2024-01-01T01:00:00Z", value=130)
+    set_clock(tc, "2024-01-02T00:00:00Z")
+    ok(tc.post(ent.base + "/reset", json={"preserveOverage": True,
+                                          "effectiveAt": "2024-01-01T12:00:00Z"}), 204)  # fmt: skip
+    got = ent.value()
+    assert got["balance"] == 70
+    assert got["overage"] == 0
+    other = Ent(tc, issueAfterReset=100)
+    other.event("2024-01-02T00:00:00Z", value=130)
+    set_clock(tc, "2024-01-03T00:00:00Z")
+    ok(tc.post(other.base + "/reset", json={}), 204)
+    assert other.value()["balance"] == 100  # overage forgiven by default
+
+
+def test_reset_rejects(tc: httpx.Client) -> None:
+    ent = Ent(tc, usagePeriod={"interval": "DAY"})
+    set_clock(tc, "2024-01-03T10:00:00Z")
+    problem(tc.post(ent.base + "/reset", json={"effectiveAt": "2024-01-03T10:01:00Z"}),
+            400, "future")  # fmt: skip
+    problem(tc.post(ent.base + "/reset", json={"effectiveAt": "2024-01-02T23:00:00Z"}),
+            400, "period")  # fmt: skip
+    problem(tc.post(ent.base + "/reset", json={"effectiveAt": "soon"}), 400, "effectiveAt")
+    problem(tc.post(ent.base + "/reset", json={"retainAnchor": "yes"}), 400, "retainAnchor")
+    ok(tc.post(ent.base + "/reset", json={"effectiveAt": "2024-01-03T09:00:00Z"}), 204)
+    problem(tc.post(ent.base + "/reset", json={"effectiveAt": "2024-01-03T09:00:40Z"}),
+            400, "last reset")  # fmt: skip
+    assert ok(tc.get(ent.base))["lastReset"] == "2024-01-03T09:00:00Z"
+    f = create_feature(tc)
+    s = unique("s")
+    b = ok(tc.post(f"/api/v1/subjects/{s}/entitlements",
+                   json={"type": "boolean", "featureKey": f["key"]}), 201)  # fmt: skip
+    problem(tc.post(f"/api/v1/subjects/{s}/entitlements/{b['id']}/reset", json={}), 400,
+            "metered")  # fmt: skip
+    problem(tc.post(f"/api/v1/subjects/{s}/entitlements/{unique('x')}/reset", json={}), 404)
