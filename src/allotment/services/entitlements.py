@@ -271,12 +271,15 @@ class EntitlementService:
         return record, default
 
     def _insert(self, tx: Tx, record: EntitlementRecord, default: GrantRecord | None) -> None:
-        try:
-            entitlements_repo.insert(tx, record)
-        except DuplicateKey:
-            raise self._conflict(tx, record) from None
+        entitlements_repo.insert(tx, record)
         if default is not None:
             grants_repo.insert(tx, default)
+
+    def _raced(self, record: EntitlementRecord) -> Conflict:
+        """A concurrent create won the unique index: name it, read in a fresh transaction
+        (the failed one is unusable on PostgreSQL)."""
+        with self._c.db.read() as tx:
+            return self._conflict(tx, record)
 
     @staticmethod
     def _conflict(tx: Tx, record: EntitlementRecord) -> Conflict:
@@ -294,12 +297,15 @@ class EntitlementService:
             subject = self.subject_key(tx, subject_id_or_key)
             feature = self._feature_for(tx, inp)
         record, default = self._build(subject, inp, feature, now)
-        with self._c.db.write() as tx:
-            existing = entitlements_repo.live_for(tx, subject, feature.key)
-            if existing is not None:
-                raise self._conflict(tx, record)
-            self._insert(tx, record, default)
-            return self.view(tx, record, now)
+        try:
+            with self._c.db.write() as tx:
+                existing = entitlements_repo.live_for(tx, subject, feature.key)
+                if existing is not None:
+                    raise self._conflict(tx, record)
+                self._insert(tx, record, default)
+                return self.view(tx, record, now)
+        except DuplicateKey:
+            raise self._raced(record) from None
 
     def override(
         self, subject_id_or_key: str, id_or_feature_key: str, inp: EntitlementCreate
@@ -318,15 +324,18 @@ class EntitlementService:
                 field="featureKey",
             )
         record, default = self._build(old.subject_key, inp, feature, now)
-        with self._c.db.write() as tx:
-            locked = entitlements_repo.lock(tx, old.id, self._c.db.dialect)
-            if locked is None or locked.deleted_at is not None:
-                raise InvalidInput(f"entitlement {old.id} is already deleted")
-            now_us = to_micros(now)
-            entitlements_repo.soft_delete(tx, old.id, now_us)
-            grants_repo.delete_for_entitlement(tx, old.id, now_us)
-            self._insert(tx, record, default)
-            return self.view(tx, record, now)
+        try:
+            with self._c.db.write() as tx:
+                locked = entitlements_repo.lock(tx, old.id, self._c.db.dialect)
+                if locked is None or locked.deleted_at is not None:
+                    raise InvalidInput(f"entitlement {old.id} is already deleted")
+                now_us = to_micros(now)
+                entitlements_repo.soft_delete(tx, old.id, now_us)
+                grants_repo.delete_for_entitlement(tx, old.id, now_us)
+                self._insert(tx, record, default)
+                return self.view(tx, record, now)
+        except DuplicateKey:
+            raise self._raced(record) from None
 
     def delete(self, subject_id_or_key: str, entitlement_id: str) -> None:
         now = self._now()
