@@ -43,6 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "starting a durable throwaway cluster under --data-dir",
     )
     p.add_argument("--sizes", help="override the data-set sizes, e.g. 10000,1000000")
+    p.add_argument(
+        "--loader",
+        choices=["auto", "service", "bulk"],
+        default="auto",
+        help="how data sets are loaded: the project's ingest service (exact by "
+        "construction), or bulk (events by executemany/COPY with indexes "
+        "rebuilt after, rollups by ingest's own aggregate_events); auto: "
+        "service up to 200k events, bulk above",
+    )
     p.add_argument("--rebuild", action="store_true", help="ignore cached data sets")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = p.parse_args(argv)

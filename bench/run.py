@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench import bulk
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
@@ -63,7 +64,7 @@ PLANS = {
         value_http=2_000,
         value_heavy=200,
         value_inproc=2_000,
-        value_throughput=1_000,
+        value_throughput=500,
         query_one=200,
         query_all=5,
         query_all_naive=3,
@@ -98,6 +99,7 @@ class Options:
     pg_url: str | None = None
     sizes: list[int] | None = None
     rebuild: bool = False
+    loader: str = "auto"
     verbose: bool = True
     plan: Plan = field(init=False)
 
@@ -107,8 +109,11 @@ class Options:
             self.plan.sizes = sorted(self.sizes)
 
 
+_T_START = time.monotonic()
+
+
 def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    print(f"[{time.monotonic() - _T_START:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------ statistics
@@ -210,7 +215,7 @@ def http_latency(
 
 def http_throughput(base_url: str, paths: list[str], concurrency: int) -> dict[str, Any]:
     reqs = [build_request(base_url, "GET", p) for p in paths]
-    blast(base_url, reqs[: min(len(reqs), 500)], concurrency)  # warm-up
+    blast(base_url, reqs[: min(len(reqs), 100)], concurrency)  # warm-up
     res = blast(base_url, reqs, concurrency)
     out = blast_stats(res, 1)
     out["checks_per_s"] = out.pop("rate")
@@ -403,6 +408,7 @@ class Run:
         except Exception as exc:
             ours_b = ours_s = {"error": f"{exc.__class__.__name__}: {exc}"[:500]}
 
+        log("    ours done")
         # naive: a Starlette endpoint doing json.loads + INSERT … ON CONFLICT DO NOTHING
         nurl = be.db("bench_naive_ingest", fresh=True)
         st = Store(nurl)
@@ -412,6 +418,7 @@ class Run:
             naive_b, naive_s = measure(ref.url, "/naive/events")
             floor_http_b, floor_http_s = measure(ref.url, "/floor/events")
 
+        log("    naive and HTTP floor done")
         # floor: a raw insert of the same events, no dedup, no index, no rollups
         furl = be.db("bench_floor", fresh=True)
         st = Store(furl)
@@ -457,21 +464,35 @@ class Run:
             info["project"] = {"cached": True, **be.info(name)}
         else:
             url = be.db(name, fresh=True)
-            log(f"[{be.name}] building data set {name}: {size:,} events through the ingest service")
+            loader = self.opts.loader
+            if loader == "auto":
+                loader = "service" if size <= 200_000 else "bulk"
+            log(f"[{be.name}] building data set {name}: {size:,} events ({loader} loader)")
             container = P.build_container(url, self.config)
             try:
-                stored, secs = P.load_events_service(
-                    container, size, self.plan.subjects, self.plan.load_batch, log
-                )
+                if loader == "service":
+                    stored, secs = P.load_events_service(
+                        container, size, self.plan.subjects, self.plan.load_batch, log
+                    )
+                    checked = bulk.verify(container, self.subjects[:6])
+                else:
+                    res = bulk.load(container, size, self.plan.subjects, log)
+                    stored, secs = res["events"], res["seconds"]
+                    checked = bulk.verify(container, self.subjects[:6])
             finally:
                 container.close()
-            log(f"    {stored:,} events in {secs:.1f} s ({stored / secs:,.0f} events/s)")
+            log(
+                f"    {stored:,} events in {secs:.1f} s ({stored / secs:,.0f} events/s); "
+                f"rollups verified on {len(checked['subjects_checked'])} subjects"
+            )
             with self.server(be, url, f"setup-{size}") as srv:
                 t = time.perf_counter()
                 setup = P.setup_entitlements(srv.url, self.subjects)
                 setup["seconds"] = time.perf_counter() - t
             built = {
                 "events": stored,
+                "loader": loader,
+                "verified": checked,
                 "load_seconds": secs,
                 "load_rate": stored / secs,
                 "load_batch": self.plan.load_batch,
@@ -569,6 +590,7 @@ class Run:
                 )
             )
 
+            log("    value checks over HTTP done")
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
