@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rebuilt after, rollups by ingest's own aggregate_events); auto: "
         "service up to 200k events, bulk above",
     )
+    p.add_argument(
+        "--budget", type=float, help="most seconds per latency/throughput cell (quick: 2, full: 60)"
+    )
     p.add_argument("--rebuild", action="store_true", help="ignore cached data sets")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = p.parse_args(argv)
@@ -72,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         rebuild=args.rebuild,
     )
     opts.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.budget:
+        opts.plan.budget_s = args.budget
     result = Run(opts).run()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -132,7 +132,12 @@ class BlastResult:
 
 
 async def _worker(
-    host: str, port: int, requests: list[bytes], statuses: dict[int, int], latencies: list[float]
+    host: str,
+    port: int,
+    requests: list[bytes],
+    statuses: dict[int, int],
+    latencies: list[float],
+    deadline: float,
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
     sock = writer.get_extra_info("socket")
@@ -149,14 +154,20 @@ async def _worker(
                 raise HttpError("chunked responses are not supported by the bench client")
             if length:
                 await reader.readexactly(length)
-            latencies.append((clock() - t) * 1e6)
+            done = clock()
+            latencies.append((done - t) * 1e6)
             statuses[status] = statuses.get(status, 0) + 1
+            if done > deadline:
+                break
     finally:
         writer.close()
 
 
-def blast(base_url: str, requests: list[bytes], concurrency: int) -> BlastResult:
-    """Send ``requests`` over ``concurrency`` keep-alive connections (round-robin split)."""
+def blast(
+    base_url: str, requests: list[bytes], concurrency: int, budget_s: float | None = None
+) -> BlastResult:
+    """Send ``requests`` over ``concurrency`` keep-alive connections (round-robin split); with
+    ``budget_s``, each connection stops after its first answer past the budget."""
     parts = urlsplit(base_url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     shares = [requests[i::concurrency] for i in range(concurrency)]
@@ -165,7 +176,10 @@ def blast(base_url: str, requests: list[bytes], concurrency: int) -> BlastResult
 
     async def main() -> float:
         t = time.perf_counter()
-        await asyncio.gather(*(_worker(host, port, s, statuses, latencies) for s in shares if s))
+        deadline = t + budget_s if budget_s is not None else float("inf")
+        await asyncio.gather(
+            *(_worker(host, port, s, statuses, latencies, deadline) for s in shares if s)
+        )
         return time.perf_counter() - t
 
     try:
@@ -174,7 +188,7 @@ def blast(base_url: str, requests: list[bytes], concurrency: int) -> BlastResult
         seconds = uvloop.run(main())
     except ImportError:  # pragma: no cover
         seconds = asyncio.run(main())
-    return BlastResult(len(requests), seconds, statuses, latencies)
+    return BlastResult(sum(statuses.values()), seconds, statuses, latencies)
 
 
 def build_request(
