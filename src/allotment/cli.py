@@ -38,7 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     if overrides:
         from dataclasses import replace
 
-        settings = replace(settings, **overrides)  # type: ignore[arg-type]
+        settings = replace(settings, **overrides)
     validate(settings)
     return settings
 
@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="allotment",
         description="Usage metering and entitlements, wire-compatible with OpenMeter's v1 API.",
-        epilog=f"Environment variables (override the config file; flags override both):\n{env_help}",
+        epilog=f"Environment variables (override the config file; flags override both):"
+        f"\n{env_help}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"allotment {__version__}")

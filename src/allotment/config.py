@@ -108,8 +108,10 @@ ENV_VARS = {
     "ALLOTMENT_DB_POOL_CONNECT_TIMEOUT": "PostgreSQL: seconds one connection attempt may take (5)",
     "ALLOTMENT_DB_POOL_STATEMENT_TIMEOUT": "PostgreSQL: seconds one SQL statement may take (30)",
     "ALLOTMENT_CONFIG": "config file (what --config sets; used by --workers processes)",
-    "ALLOTMENT_SQLITE_SYNCHRONOUS": "SQLite synchronous pragma: FULL (default, power-loss safe) or NORMAL",
-    "ALLOTMENT_PORTAL_TOKEN_SECRET": "HS256 secret for portal tokens (default: generated, kept in the database)",
+    "ALLOTMENT_SQLITE_SYNCHRONOUS": "SQLite synchronous pragma: FULL (default, power-loss safe)"
+    " or NORMAL",
+    "ALLOTMENT_PORTAL_TOKEN_SECRET": "HS256 secret for portal tokens"
+    " (default: generated once, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
     "ALLOTMENT_MAX_BODY_BYTES": "largest request body in bytes (default 16 MiB); 413 above it",
 }

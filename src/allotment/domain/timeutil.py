@@ -37,17 +37,25 @@ def parse_rfc3339(value: str, field: str) -> datetime:
                 raise ValueError("offset out of range")
             from datetime import timezone
 
-            tz = timezone(sign * timedelta(hours=hours, minutes=mins))  # type: ignore[assignment]
+            tz = timezone(sign * timedelta(hours=hours, minutes=mins))
         sec = int(second)
         leap = sec == 60
         dt = datetime(
-            int(year), int(month), int(day), int(hour), int(minute),
-            59 if leap else sec, micros, tzinfo=tz,
+            int(year),
+            int(month),
+            int(day),
+            int(hour),
+            int(minute),
+            59 if leap else sec,
+            micros,
+            tzinfo=tz,
         )
         if leap:
             dt += timedelta(seconds=1)
     except ValueError as exc:
-        raise InvalidInput(f"{field}: {value!r} is not a valid date-time ({exc})", field=field) from exc
+        raise InvalidInput(
+            f"{field}: {value!r} is not a valid date-time ({exc})", field=field
+        ) from exc
     return dt.astimezone(UTC)
 
 

@@ -50,7 +50,7 @@ def create_app(container: Container) -> Starlette:
 
     app = Starlette(
         routes=all_routes(),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.container = container

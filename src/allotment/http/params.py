@@ -38,7 +38,11 @@ def get_bool(q: QueryParams, name: str, default: bool) -> bool:
 
 
 def get_int(
-    q: QueryParams, name: str, default: int | None, *, minimum: int | None = None,
+    q: QueryParams,
+    name: str,
+    default: int | None,
+    *,
+    minimum: int | None = None,
     maximum: int | None = None,
 ) -> int | None:
     value = q.get(name)
@@ -47,11 +51,17 @@ def get_int(
     try:
         number = int(value)
     except ValueError as exc:
-        raise InvalidInput(f"query parameter {name}: {value!r} is not an integer", field=name) from exc
+        raise InvalidInput(
+            f"query parameter {name}: {value!r} is not an integer", field=name
+        ) from exc
     if minimum is not None and number < minimum:
-        raise InvalidInput(f"query parameter {name}: must be >= {minimum}, got {number}", field=name)
+        raise InvalidInput(
+            f"query parameter {name}: must be >= {minimum}, got {number}", field=name
+        )
     if maximum is not None and number > maximum:
-        raise InvalidInput(f"query parameter {name}: must be <= {maximum}, got {number}", field=name)
+        raise InvalidInput(
+            f"query parameter {name}: must be <= {maximum}, got {number}", field=name
+        )
     return number
 
 
@@ -62,7 +72,9 @@ def get_time(q: QueryParams, name: str) -> datetime | None:
     return parse_rfc3339(value, f"query parameter {name}")
 
 
-def get_enum(q: QueryParams, name: str, allowed: tuple[str, ...], default: str | None = None) -> str | None:
+def get_enum(
+    q: QueryParams, name: str, allowed: tuple[str, ...], default: str | None = None
+) -> str | None:
     value = q.get(name)
     if value is None or value == "":
         return default
@@ -90,7 +102,9 @@ async def read_body(request: Request, max_bytes: int = limits.REQUEST_BODY_BYTES
     """The whole body, refusing (413) anything over ``max_bytes`` before buffering it all."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes")
+        raise PayloadTooLarge(
+            f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes"
+        )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():

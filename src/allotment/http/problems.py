@@ -34,7 +34,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
 def status_for(exc: errors.DomainError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return 500
 
 
@@ -51,7 +51,11 @@ async def domain_error_handler(request: Request, exc: Exception) -> Response:
         return problem_response(status, instance=_instance(request))
     headers = {"Retry-After": "1"} if status == 503 else None
     return problem_response(
-        status, exc.detail, extensions=exc.extensions or None, instance=_instance(request), headers=headers
+        status,
+        exc.detail,
+        extensions=exc.extensions or None,
+        instance=_instance(request),
+        headers=headers,
     )
 
 
@@ -62,7 +66,9 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
         detail = f"no route for {request.method} {request.url.path}"
     elif exc.status_code == 405 and detail == "Method Not Allowed":
         detail = f"method {request.method} is not allowed on {request.url.path}"
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+    return problem_response(
+        exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None
+    )
 
 
 async def decode_error_handler(request: Request, exc: Exception) -> Response:

@@ -31,7 +31,9 @@ def num(value: Decimal) -> Decimal:
     return plain(value)
 
 
-def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(
+    payload: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     return Response(encode(payload), status_code=status, media_type=JSON, headers=headers)
 
 

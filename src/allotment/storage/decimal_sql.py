@@ -3,13 +3,14 @@
 SQLite has no decimal type: amounts are stored as TEXT and combined through these Python
 functions, registered on every connection, so ``SUM`` never goes through a float.
 PostgreSQL stores NUMERIC and defines ``dec_add``/``dec_min``/``dec_max`` in its migration; the
-aggregates ``dec_sum``/``dec_minagg``/``dec_maxagg`` are rewritten to native ``sum``/``min``/``max``.
+aggregates ``dec_sum``/``dec_minagg``/``dec_maxagg`` become native ``sum``/``min``/``max``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from decimal import Decimal
+from typing import Any, cast
 
 
 def _dec(value: object) -> Decimal:
@@ -80,6 +81,6 @@ def register(conn: sqlite3.Connection) -> None:
     conn.create_function("dec_add", 2, dec_add, deterministic=True)
     conn.create_function("dec_min", 2, dec_min, deterministic=True)
     conn.create_function("dec_max", 2, dec_max, deterministic=True)
-    conn.create_aggregate("dec_sum", 1, _DecSum)
-    conn.create_aggregate("dec_minagg", 1, _DecMin)
-    conn.create_aggregate("dec_maxagg", 1, _DecMax)
+    conn.create_aggregate("dec_sum", 1, cast(Any, _DecSum))
+    conn.create_aggregate("dec_minagg", 1, cast(Any, _DecMin))
+    conn.create_aggregate("dec_maxagg", 1, cast(Any, _DecMax))
