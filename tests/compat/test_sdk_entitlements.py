@@ -186,12 +186,11 @@ def _assert_default_grant(
         "createdAt": ent["createdAt"],
         "updatedAt": ent["createdAt"],
     }
-    # No expiration. OpenMeter HEAD's v1 mapping still fills expiresAt = now + 100 years
-    # (contract §7) and expiration = {"duration": "YEAR", "count": 100}; the SDK's
-    # EntitlementGrant type declares `expiration` required. Allotment sends expiresAt only.
+    # No expiration: like OpenMeter HEAD's v1 mapping, Allotment shows expiresAt 100 years
+    # ahead and expiration = {"duration": "YEAR", "count": 100}, because the SDK's
+    # EntitlementGrant type declares `expiration` required.
     expected["expiresAt"] = expires_at or assert_time(grant["expiresAt"])
-    if "expiration" in grant:
-        expected["expiration"] = {"duration": "YEAR", "count": 100}
+    expected["expiration"] = {"duration": "YEAR", "count": 100}
     assert grant == expected
 
 

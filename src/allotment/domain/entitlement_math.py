@@ -50,7 +50,7 @@ from allotment.domain.periods import (
     period_at,
     validate_usage_period_interval,
 )
-from allotment.domain.timeutil import ceil_minute, floor_minute
+from allotment.domain.timeutil import ceil_minute, floor_minute, format_rfc3339
 
 ZERO = Decimal(0)
 WindowUsageFn = Callable[[datetime, datetime], Decimal]
@@ -351,17 +351,23 @@ def validate_reset(
     requested = (effective_at or now).astimezone(UTC)
     at = floor_minute(requested)
     if at == floor_minute(last_reset(spec, manual_resets)):
-        raise InvalidInput(f"reset at {at} must be after last reset", field="effectiveAt")
+        raise InvalidInput(
+            f"reset at {format_rfc3339(at)} must be after last reset", field="effectiveAt"
+        )
     if requested > now:
-        raise InvalidInput(f"cannot reset at {at} in the future", field="effectiveAt")
+        raise InvalidInput(
+            f"cannot reset at {format_rfc3339(at)} in the future", field="effectiveAt"
+        )
     if at < current_period_start(spec, manual_resets, now):
         raise InvalidInput(
-            f"reset at {at} is before current usage period start", field="effectiveAt"
+            f"reset at {format_rfc3339(at)} is before current usage period start",
+            field="effectiveAt",
         )
     later = timeline(spec, manual_resets).resets_between(at, floor_minute(now))
     if later:
         raise InvalidInput(
-            f"reset at {at} is before last reset at {later[-1]}", field="effectiveAt"
+            f"reset at {format_rfc3339(at)} is before last reset at {format_rfc3339(later[-1])}",
+            field="effectiveAt",
         )
     preserve = spec.preserve_overage_at_reset if preserve_overage is None else preserve_overage
     return ManualReset(at, retain_anchor, preserve)

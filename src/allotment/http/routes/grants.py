@@ -50,6 +50,10 @@ def grant_json(g: GrantRecord, now: datetime) -> dict[str, Any]:
     }
     if g.expiration_duration is not None and g.expiration_count is not None:
         out["expiration"] = {"duration": g.expiration_duration, "count": g.expiration_count}
+    else:
+        # The SDK types `expiration` as required; OpenMeter shows a never-expiring grant as
+        # 100 years, matching expiresAt above.
+        out["expiration"] = {"duration": "YEAR", "count": 100}
     rec = g.recurrence()
     if rec is not None and g.recurrence_interval is not None:
         out["recurrence"] = usage_period_json(g.recurrence_interval, rec.anchor)
