@@ -13,7 +13,7 @@ resolves to that subject's key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +42,7 @@ from allotment.domain.periods import (
 )
 from allotment.domain.timeutil import ceil_minute, floor_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
-from allotment.storage import entitlements_repo, features_repo, grants_repo
+from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage.database import DuplicateKey, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
@@ -148,8 +148,20 @@ def field_named() -> Iterator[None]:
 
 
 class EntitlementService:
-    def __init__(self, container: Container) -> None:
+    def __init__(self, container: Container, value_cache: bool | None = None) -> None:
+        """``value_cache``: serve value checks through the in-process cache
+        (``services/value_cache.py``); None: on unless ``ALLOTMENT_VALUE_CACHE=off``."""
+        from allotment.services.value_cache import ValueCache, enabled
+
         self._c = container
+        on = enabled() if value_cache is None else value_cache
+        self.cache: ValueCache | None = ValueCache(container, self) if on else None
+
+    @property
+    def inline_reads(self) -> bool:
+        """Whether a cached value check may run on the event loop: its one read is a local
+        SQLite point read of a few microseconds (PostgreSQL needs a round trip)."""
+        return self.cache is not None and self._c.db.dialect == "sqlite"
 
     # ------------------------------------------------------------ helpers
 
@@ -303,6 +315,7 @@ class EntitlementService:
                 if existing is not None:
                     raise self._conflict(tx, record)
                 self._insert(tx, record, default)
+                usage_marks.bump_scope(tx, subject, feature.key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
@@ -333,6 +346,7 @@ class EntitlementService:
                 entitlements_repo.soft_delete(tx, old.id, now_us)
                 grants_repo.delete_for_entitlement(tx, old.id, now_us)
                 self._insert(tx, record, default)
+                usage_marks.bump_scope(tx, old.subject_key, old.feature_key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
@@ -347,6 +361,7 @@ class EntitlementService:
             now_us = to_micros(now)
             entitlements_repo.soft_delete(tx, found.id, now_us)
             grants_repo.delete_for_entitlement(tx, found.id, now_us)
+            usage_marks.bump_scope(tx, locked.subject_key, locked.feature_key)
 
     # ------------------------------------------------------------ reads
 
@@ -416,6 +431,41 @@ class EntitlementService:
     def value(
         self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
     ) -> ValueView:
+        """The entitlement value at ``at`` (default now): from the value cache when it is on
+        and can answer, else the plain computation. Both give identical results."""
+        at = (at or self._now()).astimezone(UTC)
+        if self.cache is not None:
+            answer = self.cache.serve(subject_id_or_key, id_or_feature_key, at, allow_io=True)
+            if answer is not None:
+                return answer.view
+        return self.plain_value(subject_id_or_key, id_or_feature_key, at)
+
+    def cached_value_body(
+        self,
+        subject_id_or_key: str,
+        id_or_feature_key: str,
+        at: datetime | None,
+        render: Callable[[ValueView], bytes],
+    ) -> bytes | None:
+        """The rendered value when the cache answers after its one version read (no other IO);
+        None otherwise (call :meth:`value`). ``render`` is memoised per cached answer."""
+        if self.cache is None:
+            return None
+        answer = self.cache.serve(
+            subject_id_or_key, id_or_feature_key, (at or self._now()).astimezone(UTC),
+            allow_io=False,
+        )  # fmt: skip
+        if answer is None:
+            return None
+        body = answer.body
+        if body is None:
+            body = answer.body = render(answer.view)
+        return body
+
+    def plain_value(
+        self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
+    ) -> ValueView:
+        """The value computed from the stored rows alone (no cache): the reference."""
         at = (at or self._now()).astimezone(UTC)
         with self._c.db.read() as tx:
             record = self.resolve(tx, subject_id_or_key, id_or_feature_key, at)
@@ -512,3 +562,4 @@ class EntitlementService:
                 tx, self._new_id(), record.id, reset, anchor, interval_iso(in_force.interval),
                 to_micros(now),
             )  # fmt: skip
+            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)

@@ -9,7 +9,7 @@ from allotment.domain.entitlement_inputs import FeatureCreate, Paging
 from allotment.domain.errors import Conflict, NotFound
 from allotment.domain.features import Feature, validate_meter_for_feature
 from allotment.domain.ids import new_ulid
-from allotment.storage import features_repo
+from allotment.storage import features_repo, usage_marks
 from allotment.storage.database import DuplicateKey
 
 if TYPE_CHECKING:
@@ -53,6 +53,7 @@ class FeatureService:
                 if existing is not None:
                     raise self._conflict(existing)
                 features_repo.insert(tx, feature)
+                usage_marks.bump_catalog(tx)
         except DuplicateKey:
             with self._c.db.read() as tx:
                 existing = features_repo.live_by_key(tx, inp.key)
@@ -83,6 +84,7 @@ class FeatureService:
             found = features_repo.live_by_id_or_key(tx, id_or_key)
             if found is None or not features_repo.archive(tx, found.id, now_us):
                 raise NotFound(f"feature {id_or_key!r} not found")
+            usage_marks.bump_catalog(tx)
 
     def list(
         self, meter_slugs: Sequence[str], include_archived: bool, paging: Paging

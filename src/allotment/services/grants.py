@@ -20,7 +20,7 @@ from allotment.domain.ids import new_ulid
 from allotment.domain.periods import expiration_expires_at, interval_iso
 from allotment.domain.timeutil import floor_minute, to_micros
 from allotment.services.entitlements import field_named, spec_of
-from allotment.storage import entitlements_repo, features_repo, grants_repo
+from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage.grants_repo import GrantRecord
 
 if TYPE_CHECKING:
@@ -100,6 +100,7 @@ class GrantService:
             )  # fmt: skip
             grant.to_domain()  # the engine's invariants hold before anything is written
             grants_repo.insert(tx, grant)
+            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
             return grant
 
     def list_for_entitlement(
@@ -143,3 +144,4 @@ class GrantService:
             with field_named():
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
             grants_repo.void(tx, grant.id, to_micros(void_at), to_micros(now))
+            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)

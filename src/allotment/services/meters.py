@@ -26,7 +26,7 @@ from allotment.domain.meters import (
     parse_meter_definition,
 )
 from allotment.domain.timeutil import to_micros
-from allotment.storage import meters_repo, usage_write
+from allotment.storage import meters_repo, usage_marks, usage_write
 from allotment.storage.database import DuplicateKey, Tx
 
 if TYPE_CHECKING:
@@ -137,6 +137,7 @@ class MeterService:
                     f"meter with slug {meter.slug!r} already exists", field="slug"
                 ) from exc
             usage_write.backfill(tx, meter.id, meter)
+            usage_marks.bump_catalog(tx)  # value caches reload (docs/api/entitlements.md)
         return meter
 
     def update(self, id_or_slug: str, body: Mapping[str, Any]) -> Meter:
@@ -159,6 +160,7 @@ class MeterService:
             updated = self._apply_update(current, body)
             self._check_features(tx, current, updated)
             meters_repo.update(tx, updated)
+            usage_marks.bump_catalog(tx)
             if _definition_key(updated) != _definition_key(current):
                 usage_write.backfill(tx, updated.id, updated)
         return updated
@@ -232,6 +234,7 @@ class MeterService:
             now = self._c.clock.now()
             meters_repo.update(tx, replace(current, deleted_at=now, updated_at=now))
             usage_write.delete_rollups(tx, current.id)
+            usage_marks.bump_catalog(tx)
 
     # ------------------------------------------------------------ config
 
@@ -248,6 +251,7 @@ class MeterService:
         db = self._c.db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
+            usage_marks.bump_catalog(tx)
             wanted = {d.slug for d in definitions}
             for d, meta in zip(definitions, metadata, strict=True):
                 current = meters_repo.get_live_by_slug(tx, d.slug)

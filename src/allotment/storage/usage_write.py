@@ -36,6 +36,7 @@ import msgspec
 
 from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
+from allotment.storage import usage_marks
 from allotment.storage.database import Tx
 
 _CHUNK = 400
@@ -184,6 +185,7 @@ def aggregate_events(
             if start is not None and time_us < start:
                 continue
             rollup.add(meter_id, meter, subject, time_us, data)
+    usage_marks.bump(tx, rollup)  # value-cache freshness, same transaction (value_cache.py)
     rollup.flush(tx)
 
 

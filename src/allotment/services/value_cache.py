@@ -1,0 +1,406 @@
+"""The in-process value-check cache: exact answers at the cost of one small SQL read.
+
+What is cached, per process (see docs/api/entitlements.md, "Performance"):
+
+* per (subject key, feature key) — a *scope* — every entitlement of that subject for that
+  feature key, and for a metered one its spec, grants, resets and meter, tagged with the
+  versions ``(catalog, scope)`` they were read under;
+* per metered SUM/COUNT entitlement, a *checkpoint*: the engine state at a minute-aligned
+  instant C, plus the subject's minute usage for ``[C, C + HORIZON)``, tagged with the
+  (meter, subject) usage mark it was read under; a value at ``T >= C`` resumes the pure
+  engine from C (equal to a run from ``measureUsageFrom``), and each answer is kept per
+  ``ceil_minute(T)``.
+
+Every check first reads, in one statement, the catalog and scope versions and the usage mark
+(``storage/usage_marks.py``). Equal versions: answer from memory. A newer usage mark whose
+missed versions all lie at or after C: re-read the open minutes only; otherwise (or when that
+is unknown): recompute the checkpoint. Newer definitions: reload them. Reads never write.
+
+UNIQUE_COUNT and LATEST meters, reads before the checkpoint or past the horizon, and anything
+that fails to load take the plain path (``EntitlementService.plain_value``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from allotment.domain import entitlement_math as em
+from allotment.domain import value_cache as rules
+from allotment.domain.engine import Aggregation, EngineState, Phase
+from allotment.domain.entitlement_inputs import EntitlementType
+from allotment.domain.errors import DomainError
+from allotment.domain.grants import Grant
+from allotment.domain.ids import is_ulid
+from allotment.domain.periods import Period
+from allotment.domain.timeutil import ceil_minute, to_micros
+from allotment.domain.usage_series import UsageSeries
+from allotment.services import entitlements as ents
+from allotment.storage import entitlements_repo, usage_marks
+from allotment.storage.entitlements_repo import EntitlementRecord
+
+if TYPE_CHECKING:
+    from allotment.container import Container
+
+ENV = "ALLOTMENT_VALUE_CACHE"
+ENTRIES_ENV = "ALLOTMENT_VALUE_CACHE_ENTRIES"
+DEFAULT_ENTRIES = 20_000
+_CACHEABLE = (Aggregation.SUM, Aggregation.COUNT)
+_ANSWERS_MAX = 16
+
+
+def enabled(env: Mapping[str, str] | None = None) -> bool:
+    """``ALLOTMENT_VALUE_CACHE=off`` (or 0/false/no) turns the cache off."""
+    raw = (os.environ if env is None else env).get(ENV, "on").strip().lower()
+    return raw not in ("off", "0", "false", "no")
+
+
+def max_entries(env: Mapping[str, str] | None = None) -> int:
+    raw = (os.environ if env is None else env).get(ENTRIES_ENV, "")
+    return max(1, int(raw)) if raw.strip() else DEFAULT_ENTRIES
+
+
+@dataclass(slots=True)
+class Answer:
+    """One cached answer; ``body`` is the rendered wire form, filled by the first renderer."""
+
+    view: ents.ValueView
+    body: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Alias:
+    """What a request's path parameters name: the scope, and the entitlement id when the
+    second parameter was one. ``subject_id`` is the first parameter when it is a ULID (its
+    key is re-checked on every read: subjects can change), ``subject_found`` the key it had."""
+
+    subject_key: str
+    feature_key: str
+    entitlement_id: str | None = None
+    subject_id: str | None = None
+    subject_found: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Metered:
+    record: EntitlementRecord
+    spec: em.MeteredSpec
+    grants: tuple[Grant, ...]
+    resets: tuple[em.ManualReset, ...]
+    meter_id: str
+    meter_slug: str
+    group_filters: Mapping[str, str] | None
+
+
+@dataclass(slots=True)
+class _Scope:
+    versions: tuple[int, int]
+    """(catalog, scope) when loaded."""
+    records: tuple[EntitlementRecord, ...]
+    metered: dict[str, _Metered | None] = field(default_factory=dict)
+    """Per record id; None: not cacheable (the plain path answers)."""
+
+
+@dataclass(slots=True)
+class _Checkpoint:
+    scope: _Scope
+    """The definitions it was computed with (identity)."""
+    mark: int
+    at: datetime
+    state: EngineState
+    series: UsageSeries
+    """Minute usage over ``[series start <= at, horizon)``."""
+    horizon: datetime
+    answers: dict[datetime, Answer] = field(default_factory=dict)
+
+
+class ValueCache:
+    def __init__(self, container: Container, service: ents.EntitlementService) -> None:
+        self._c = container
+        self._svc = service
+        self._max = max_entries()
+        self._lock = threading.Lock()
+        self._aliases: dict[tuple[str, str], _Alias] = {}
+        self._scopes: dict[tuple[str, str], _Scope] = {}
+        self._checkpoints: dict[str, _Checkpoint] = {}
+
+    # ------------------------------------------------------------ bookkeeping
+
+    def clear(self) -> None:
+        with self._lock:
+            self._aliases.clear()
+            self._scopes.clear()
+            self._checkpoints.clear()
+
+    def _put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        with self._lock:
+            table.pop(key, None)
+            table[key] = value
+            while len(table) > self._max:
+                del table[next(iter(table))]
+
+    def _drop(self, table: dict[Any, Any], key: Any) -> None:
+        with self._lock:
+            table.pop(key, None)
+
+    # ------------------------------------------------------------ the check
+
+    def serve(
+        self, subject_param: str, key_param: str, at: datetime, *, allow_io: bool
+    ) -> Answer | None:
+        """The value at ``at`` (aware UTC), or None when the plain path must answer (or,
+        without ``allow_io``, when answering would need more than the one version read)."""
+        for _ in range(3):
+            answer = self._serve(subject_param, key_param, at, allow_io)
+            if not isinstance(answer, _Retry):
+                return answer
+        return None
+
+    def _serve(
+        self, subject_param: str, key_param: str, at: datetime, allow_io: bool
+    ) -> Answer | _Retry | None:
+        alias = self._aliases.get((subject_param, key_param))
+        if alias is None:
+            if not allow_io and (is_ulid(subject_param) or is_ulid(key_param)):
+                return None
+            alias = self._load_alias(subject_param, key_param)
+            if alias is None:
+                return None
+        scope_key = (alias.subject_key, alias.feature_key)
+        scope = self._scopes.get(scope_key)
+        if scope is None:
+            if not allow_io:
+                return None
+            scope = self._load_scope(scope_key)
+        record = _resolve(scope, alias, at)
+        if record is None:
+            return None  # the plain path says NotFound
+        metered: _Metered | None = None
+        cacheable_metered = False
+        if record.type == EntitlementType.METERED and record.active_at(at):
+            if record.id not in scope.metered:
+                if not allow_io:
+                    return None
+                self._load_metered(scope_key, scope, record)
+            metered = scope.metered.get(record.id)
+            if metered is None:
+                return None
+            cacheable_metered = True
+        with self._c.db.read() as tx:
+            catalog, scope_v, mark, found = usage_marks.versions(
+                tx, alias.subject_key, alias.feature_key,
+                metered.meter_id if metered is not None else None, alias.subject_id,
+            )  # fmt: skip
+        if found != alias.subject_found:
+            self._drop(self._aliases, (subject_param, key_param))
+            return _RETRY if allow_io else None
+        if (catalog, scope_v) != scope.versions:
+            self._drop(self._scopes, scope_key)
+            return _RETRY if allow_io else None
+        if not record.active_at(at):
+            return Answer(ents.ValueView(False))
+        if record.type == EntitlementType.BOOLEAN:
+            return Answer(ents.ValueView(True))
+        if record.type == EntitlementType.STATIC:
+            return Answer(ents.ValueView(True, config=record.config))
+        assert cacheable_metered
+        assert metered is not None
+        return self._metered_value(scope, metered, mark, ceil_minute(at), allow_io)
+
+    def _metered_value(
+        self, scope: _Scope, m: _Metered, mark: int, until: datetime, allow_io: bool
+    ) -> Answer | None:
+        cp = self._checkpoints.get(m.record.id)
+        if cp is None or cp.scope is not scope or cp.mark != mark or not cp.at <= until:
+            if not allow_io:
+                return None
+            cp = self._refresh(scope, m, cp, until)
+            if cp is None:
+                return None
+        elif until >= cp.horizon:
+            if not allow_io:
+                return None
+            cp = self._refresh(scope, m, cp, until)
+            if cp is None:
+                return None
+        answer = cp.answers.get(until)
+        if answer is None:
+            answer = Answer(_view(_resume(m, cp, until)))
+            if len(cp.answers) >= _ANSWERS_MAX:
+                cp.answers.clear()
+            cp.answers[until] = answer
+        return answer
+
+    # ------------------------------------------------------------ loading (IO)
+
+    def _load_alias(self, subject_param: str, key_param: str) -> _Alias | None:
+        if not is_ulid(subject_param) and not is_ulid(key_param):
+            alias = _Alias(subject_param, key_param)
+        else:
+            with self._c.db.read() as tx:
+                found = None
+                if is_ulid(subject_param):
+                    found = entitlements_repo.subject_key_of_id(tx, subject_param)
+                subject_key = found or subject_param
+                subject_id = subject_param if is_ulid(subject_param) else None
+                if is_ulid(key_param):
+                    record = entitlements_repo.by_id(tx, key_param)
+                    if record is None or record.subject_key != subject_key:
+                        return None  # a feature key that looks like an id: plain path
+                    alias = _Alias(subject_key, record.feature_key, record.id, subject_id, found)
+                else:
+                    alias = _Alias(subject_key, key_param, None, subject_id, found)
+        self._put(self._aliases, (subject_param, key_param), alias)
+        return alias
+
+    def _load_scope(self, scope_key: tuple[str, str]) -> _Scope:
+        with self._c.db.read() as tx:
+            catalog, scope_v, _, _ = usage_marks.versions(tx, *scope_key)
+            records = usage_marks.entitlements_of(tx, *scope_key)
+        scope = _Scope((catalog, scope_v), tuple(records))
+        self._put(self._scopes, scope_key, scope)
+        return scope
+
+    def _load_metered(
+        self, scope_key: tuple[str, str], scope: _Scope, record: EntitlementRecord
+    ) -> None:
+        """Fill ``scope.metered[record.id]`` (None when the plain path must answer)."""
+        found: _Metered | None = None
+        try:
+            with self._c.db.read() as tx:
+                catalog, scope_v, _, _ = usage_marks.versions(tx, *scope_key)
+                if (catalog, scope_v) != scope.versions:
+                    return  # changed meanwhile: leave it unknown, the next read reloads
+                ctx = self._svc.metered_context(tx, record)
+            meter: Any = self._c.meters.get(str(ctx.feature.meter_slug))
+            aggregation = Aggregation(str(getattr(meter.aggregation, "value", meter.aggregation)))
+            if aggregation in _CACHEABLE:
+                found = _Metered(
+                    record, ents.spec_of(record, aggregation),
+                    tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), str(meter.id),
+                    str(meter.slug), ctx.feature.group_filters,
+                )  # fmt: skip
+        except DomainError:
+            found = None
+        with self._lock:
+            scope.metered[record.id] = found
+
+    def _refresh(
+        self, scope: _Scope, m: _Metered, old: _Checkpoint | None, until: datetime
+    ) -> _Checkpoint | None:
+        """A checkpoint serving ``until``: the old one rolled forward when no event it missed
+        lies before it, else a new one. None: the plain path answers."""
+        now = ceil_minute(self._c.clock.now().astimezone(UTC))
+        at = rules.checkpoint_for(until, now, m.spec.measure_usage_from)
+        if at is None:
+            return None
+        horizon = at + rules.HORIZON
+        with self._c.db.read() as tx:
+            mark, slots = usage_marks.mark(tx, m.meter_id, m.record.subject_key)
+        earliest = None if old is None else rules.earliest_touched(old.mark, mark, slots)
+        keep = (
+            old is not None
+            and old.scope is scope
+            and old.at <= at
+            and earliest is not None
+            and earliest >= to_micros(old.at)
+        )
+        if keep:
+            assert old is not None
+            series = self._series(m, old.at, horizon)
+            state = _run_to(m, old.state, at, series)
+        else:
+            state = self._checkpoint_state(m, at)
+            series = self._series(m, at, horizon)
+        cp = _Checkpoint(scope, mark, at, state, series, horizon)
+        self._put(self._checkpoints, m.record.id, cp)
+        return cp
+
+    def _series(self, m: _Metered, start: datetime, end: datetime) -> UsageSeries:
+        series: UsageSeries = self._c.meter_queries.usage_series(
+            m.meter_slug, m.record.subject_key, m.group_filters, start, end
+        )
+        return series
+
+    def _checkpoint_state(self, m: _Metered, at: datetime) -> EngineState:
+        """The engine state at ``at`` from ``measureUsageFrom``, one usage total per phase."""
+        plan = em.plan_value(m.spec, m.grants, m.resets, at)
+        ranges = [(p.from_, p.to) for p in plan.phases]
+        usage = dict(zip(ranges, self._totals(m, ranges, plan.usage_range), strict=True))
+
+        def per_phase(phase: Phase) -> Decimal:
+            return usage[phase.from_, phase.to]
+
+        return em.value_from_usage(m.spec, m.grants, plan, per_phase).state
+
+    def _totals(
+        self, m: _Metered, ranges: Sequence[tuple[datetime, datetime]], whole: Period
+    ) -> list[Decimal]:
+        if not ranges:
+            return []
+        totals = getattr(self._c.meter_queries, "usage_totals", None)
+        if totals is not None:
+            out: list[Decimal] = totals(m.meter_slug, m.record.subject_key, m.group_filters, ranges)
+            return out
+        series = self._series(m, whole.start, whole.end)
+        return [series.total(a, b) for a, b in ranges]
+
+
+class _Retry:
+    pass
+
+
+_RETRY = _Retry()
+
+
+def _resolve(scope: _Scope, alias: _Alias, at: datetime) -> EntitlementRecord | None:
+    """``EntitlementService.resolve`` on the cached rows: the named entitlement, or the newest
+    one for the feature key active at ``at`` (same rule as the SQL)."""
+    if alias.entitlement_id is not None:
+        for r in scope.records:
+            if r.id == alias.entitlement_id:
+                return r
+        return None
+    best: EntitlementRecord | None = None
+    for r in scope.records:
+        if (
+            r.active_from <= at
+            and (r.active_to is None or r.active_to > at)
+            and (r.deleted_at is None or r.deleted_at > at)
+            and (best is None or (r.active_from, r.id) > (best.active_from, best.id))
+        ):
+            best = r
+    return best
+
+
+def _run_to(m: _Metered, start: EngineState, at: datetime, series: UsageSeries) -> EngineState:
+    if at == start.at:
+        return start
+    return _value_at(m, start, at, series).state
+
+
+def _value_at(
+    m: _Metered, start: EngineState, until: datetime, series: UsageSeries
+) -> em.MeteredValue:
+    plan = em.plan_value(m.spec, m.grants, m.resets, until, start)
+
+    def per_phase(phase: Phase) -> Decimal:
+        return series.total(phase.from_, phase.to)
+
+    return em.value_from_usage(m.spec, m.grants, plan, per_phase)
+
+
+def _resume(m: _Metered, cp: _Checkpoint, until: datetime) -> em.MeteredValue:
+    return _value_at(m, cp.state, until, cp.series)
+
+
+def _view(value: em.MeteredValue) -> ents.ValueView:
+    return ents.ValueView(value.has_access, value)
+
+
+Renderer = Callable[[ents.ValueView], bytes]

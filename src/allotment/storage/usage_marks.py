@@ -1,0 +1,137 @@
+"""Freshness marks for the value-check cache (migration 0450; docs/api/entitlements.md).
+
+Three version counters, each bumped inside the transaction of the write it announces:
+
+* ``usage_marks(meter_id, subject)``: every ingest transaction that folds events into a
+  (meter, subject)'s rollups bumps ``version`` and records, in the ring slot
+  ``m{version % RING}``, the earliest minute it touched. The upsert holds the row until
+  commit, so versions are commit-ordered per (meter, subject) on PostgreSQL too (a global
+  sequence or ``max(seq)`` would not be: a smaller number may commit later).
+* ``value_versions(subject_key, feature_key)``: every write to that subject's entitlements
+  for that feature key (create, override, delete, reset, grant create and void).
+* ``value_catalog``: one row, every feature and meter write (meter writes rebuild rollups).
+
+Readers read the counters *before* the data they cache, so what they cache includes at least
+everything the counters announce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from allotment.domain.value_cache import RING
+from allotment.storage import entitlements_repo
+from allotment.storage.database import Tx
+from allotment.storage.entitlements_repo import EntitlementRecord
+
+if TYPE_CHECKING:
+    from allotment.storage.usage_write import Rollup
+
+_CHUNK = 200
+_SLOTS = ", ".join(f"m{i}" for i in range(RING))
+_ROW = "(?, ?, 1, " + ", ".join("?" if i == 1 else "NULL" for i in range(RING)) + ")"
+_UPSERT_HEAD = f"INSERT INTO usage_marks (meter_id, subject, version, {_SLOTS}) VALUES "
+_UPSERT_TAIL = (
+    " ON CONFLICT (meter_id, subject) DO UPDATE SET version = usage_marks.version + 1, "
+    + ", ".join(
+        f"m{i} = CASE WHEN (usage_marks.version + 1) % {RING} = {i} "
+        f"THEN excluded.m1 ELSE usage_marks.m{i} END"
+        for i in range(RING)
+    )
+)
+
+# ---------------------------------------------------------------- writers
+
+
+def bump(tx: Tx, rollup: Rollup) -> None:
+    """Announce what an ingest ``Rollup`` is about to fold (call before ``rollup.flush``)."""
+    touched: dict[tuple[str, str], int] = {}
+    for meter_id, subject, minute, _groups in rollup._cells:
+        key = (meter_id, subject)
+        seen = touched.get(key)
+        if seen is None or minute < seen:
+            touched[key] = minute
+    bump_touched(tx, touched)
+
+
+def bump_touched(tx: Tx, touched: Mapping[tuple[str, str], int]) -> None:
+    """Bump each (meter, subject) and record the earliest minute (epoch µs) touched, in key
+    order (so concurrent writers lock rows in the same order)."""
+    rows = sorted(touched.items())
+    for start in range(0, len(rows), _CHUNK):
+        chunk = rows[start : start + _CHUNK]
+        tx.execute(
+            _UPSERT_HEAD + ",".join([_ROW] * len(chunk)) + _UPSERT_TAIL,
+            [v for (meter_id, subject), minute in chunk for v in (meter_id, subject, minute)],
+        )
+
+
+def bump_scope(tx: Tx, subject_key: str, feature_key: str) -> None:
+    """A subject's entitlements for a feature key (or their grants or resets) changed."""
+    tx.execute(
+        "INSERT INTO value_versions (subject_key, feature_key, version) VALUES (?, ?, 1) "
+        "ON CONFLICT (subject_key, feature_key) DO UPDATE "
+        "SET version = value_versions.version + 1",
+        (subject_key, feature_key),
+    )
+
+
+def bump_catalog(tx: Tx) -> None:
+    """A feature or a meter changed (meter writes also rebuild rollups)."""
+    tx.execute("UPDATE value_catalog SET version = version + 1 WHERE id = 1")
+
+
+# ---------------------------------------------------------------- readers
+
+_CATALOG = "(SELECT version FROM value_catalog WHERE id = 1)"
+_SCOPE = "(SELECT version FROM value_versions WHERE subject_key = ? AND feature_key = ?)"
+_MARK = "(SELECT version FROM usage_marks WHERE meter_id = ? AND subject = ?)"
+_SUBJECT = "(SELECT key FROM subjects WHERE id = ? AND deleted_at IS NULL)"
+_VERSIONS = {
+    (meter, subject): "SELECT "
+    + ", ".join([_CATALOG, _SCOPE, *([_MARK] if meter else []), *([_SUBJECT] if subject else [])])
+    for meter in (False, True)
+    for subject in (False, True)
+}
+
+
+def versions(
+    tx: Tx,
+    subject_key: str,
+    feature_key: str,
+    meter_id: str | None = None,
+    subject_id: str | None = None,
+) -> tuple[int, int, int, str | None]:
+    """One statement: (catalog, scope, usage mark of (meter_id, subject_key), key of the live
+    subject with id ``subject_id``). Missing rows read as 0 (None for the subject key)."""
+    params: list[str] = [subject_key, feature_key]
+    if meter_id is not None:
+        params += [meter_id, subject_key]
+    if subject_id is not None:
+        params.append(subject_id)
+    row = tx.execute(_VERSIONS[meter_id is not None, subject_id is not None], params)[0]
+    mark = row[2] if meter_id is not None else None
+    found = row[-1] if subject_id is not None else None
+    return int(row[0] or 0), int(row[1] or 0), int(mark or 0), found
+
+
+def mark(tx: Tx, meter_id: str, subject: str) -> tuple[int, tuple[int | None, ...]]:
+    """(version, ring slots) of one (meter, subject); (0, all None) when it has no usage."""
+    row = tx.one(
+        f"SELECT version, {_SLOTS} FROM usage_marks WHERE meter_id = ? AND subject = ?",
+        (meter_id, subject),
+    )
+    if row is None:
+        return 0, (None,) * RING
+    return int(row[0]), tuple(None if v is None else int(v) for v in row[1:])
+
+
+def entitlements_of(tx: Tx, subject_key: str, feature_key: str) -> list[EntitlementRecord]:
+    """Every entitlement (deleted ones too) of a subject for a feature key."""
+    rows: Sequence[tuple[object, ...]] = tx.execute(
+        f"SELECT {entitlements_repo._COLUMNS} FROM entitlements "
+        "WHERE subject_key = ? AND feature_key = ?",
+        (subject_key, feature_key),
+    )
+    return [entitlements_repo._record(r) for r in rows]
