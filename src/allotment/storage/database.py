@@ -296,9 +296,13 @@ _PG_AGGREGATES = {"dec_sum(": "sum(", "dec_minagg(": "min(", "dec_maxagg(": "max
 
 
 @functools.lru_cache(maxsize=1024)
-def to_postgres_sql(sql: str) -> str:
-    """Rewrite the shared SQL dialect for psycopg: ``?`` → ``%s`` and native aggregates."""
-    out = sql.replace("%", "%%").replace("?", "%s")
+def to_postgres_sql(sql: str, *, with_params: bool = True) -> str:
+    """Rewrite the shared SQL dialect for psycopg: ``?`` → ``%s`` and native aggregates.
+
+    psycopg only interprets ``%`` when parameters are passed, so a statement run without any
+    (a migration step, a constant query) keeps its ``%`` operators and literals as written.
+    """
+    out = sql.replace("%", "%%").replace("?", "%s") if with_params else sql
     for ours, native in _PG_AGGREGATES.items():
         out = out.replace(ours, native)
     return out
@@ -466,7 +470,9 @@ class _PostgresTx(Tx):
 
     def _run(self, sql: str, params: Sequence[Any]) -> Any:
         try:
-            return self._conn.execute(to_postgres_sql(sql), params or None, prepare=None)
+            if not params:
+                return self._conn.execute(to_postgres_sql(sql, with_params=False), prepare=None)
+            return self._conn.execute(to_postgres_sql(sql), params, prepare=None)
         except self._psycopg.errors.IntegrityError as exc:
             raise DuplicateKey(str(exc)) from exc
 
