@@ -15,7 +15,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from allotment.domain.errors import InvalidInput
+from allotment.domain.errors import InvalidInput, check
 from allotment.domain.meters import Aggregation, Meter, decode_group_key
 from allotment.domain.timeutil import (
     MINUTE,
@@ -222,6 +222,40 @@ class MeterQueryService:
                 return UsageSeries(start, end, [], uniques)
             minutes = usage_read.series_minutes(tx, meter, subject, lo, hi, keys)
         return UsageSeries(start, end, merge_minute_rows(minutes))
+
+    def usage_totals(
+        self,
+        meter_id_or_slug: str,
+        subject: str,
+        group_filters: Mapping[str, str] | None,
+        ranges: Sequence[tuple[datetime, datetime]],
+    ) -> list[Decimal]:
+        """One subject's usage total in each minute-aligned ``[from_, to)`` of ``ranges``, in
+        one SQL statement: COUNT meters the number of events, other aggregations the sum of
+        values (what :meth:`UsageSeries.total` answers; not for UNIQUE_COUNT or LATEST).
+
+        Each range reads whole UTC days from ``usage_day``, whole hours from ``usage_hour``
+        and minutes only at its ragged edges, so the cost does not grow with event volume.
+        ``group_filters`` are exact matches on the meter's groupBy values.
+        """
+        meter = self._meter(meter_id_or_slug)
+        check(
+            meter.aggregation not in (Aggregation.UNIQUE_COUNT, Aggregation.LATEST),
+            f"usage_totals: not defined for {meter.aggregation} meters (use usage_series)",
+        )
+        spans: list[tuple[int, int]] = []
+        for from_, to in ranges:
+            lo = to_micros(require_aware(from_, "from_"))
+            hi = to_micros(require_aware(to, "to"))
+            check(
+                lo % _MINUTE_US == 0 and hi % _MINUTE_US == 0 and lo <= hi,
+                f"usage_totals: [{from_}, {to}) is not a minute-aligned range",
+            )
+            spans.append((lo, hi))
+        filters = exact_filters(group_filters)
+        keep = (lambda key: _keep(filters, key)) if filters else None
+        with self._c.db.read() as tx:
+            return usage_read.range_totals(tx, meter, subject, spans, keep)
 
 
 # ---------------------------------------------------------------- helpers

@@ -7,6 +7,7 @@ canonical ``group_key`` in Python (one decode per distinct key).
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
@@ -14,9 +15,20 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from allotment.domain.errors import check
 from allotment.domain.meters import Aggregation, Meter, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
-from allotment.storage.database import Tx, dec_or_none
+from allotment.storage.database import Tx, dec, dec_or_none
+from allotment.storage.usage_write import (
+    DAY_GRAIN,
+    DAY_US,
+    GRAINS,
+    HOUR_GRAIN,
+    HOUR_US,
+    MINUTE_GRAIN,
+    MINUTE_US,
+    Grain,
+)
 
 _US_PER_MINUTE = 60_000_000
 _ZERO = Decimal(0)
@@ -546,3 +558,113 @@ def subject_group_keys(tx: Tx, meter: Meter, subject: str, lo: int, hi: int) -> 
         [meter.id, subject, lo, hi],
     )
     return [r[0] for r in rows]
+
+
+# ---------------------------------------------------------------- grains
+
+Segment = tuple[Grain, int, int]
+"""Rows of one grain table with ``lo <= bucket < hi`` (both multiples of the grain's step)."""
+
+
+_WIDE = Context(prec=60)
+"""Additions of partial sums keep 60 significant digits, like ingest (the default keeps 28)."""
+
+
+def _ceil(us: int, step: int) -> int:
+    return -(-us // step) * step
+
+
+def _floor(us: int, step: int) -> int:
+    return us - us % step
+
+
+def decompose(lo: int, hi: int) -> list[Segment]:
+    """Minute-aligned ``[lo, hi)`` as the fewest rollup rows: whole UTC days from
+    ``usage_day``, whole hours from ``usage_hour``, minutes at the ragged edges."""
+    check(lo % MINUTE_US == 0 and hi % MINUTE_US == 0, "decompose: range not minute-aligned")
+    if lo >= hi:
+        return []
+    h_lo, h_hi = _ceil(lo, HOUR_US), _floor(hi, HOUR_US)
+    if h_lo >= h_hi:
+        return [(MINUTE_GRAIN, lo, hi)]
+    out: list[Segment] = []
+    d_lo, d_hi = _ceil(h_lo, DAY_US), _floor(h_hi, DAY_US)
+    if d_lo >= d_hi:
+        out.append((HOUR_GRAIN, h_lo, h_hi))
+    else:
+        out += [(HOUR_GRAIN, h_lo, d_lo), (DAY_GRAIN, d_lo, d_hi), (HOUR_GRAIN, d_hi, h_hi)]
+    out += [(MINUTE_GRAIN, lo, h_lo), (MINUTE_GRAIN, h_hi, hi)]
+    return [s for s in out if s[1] < s[2]]
+
+
+def _is_overflow(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc).lower()
+
+
+def _sum_columns(fast: bool, alias: str = "") -> str:
+    """``sum(isum), dec_sum(sum of the rest)`` (fast) or ``NULL, dec_sum(sum)`` (after SQLite
+    reported an integer overflow in the fast form). Their total is the exact sum."""
+    if fast:
+        return f"sum({alias}isum), dec_sum(CASE WHEN {alias}isum IS NULL THEN {alias}sum END)"
+    return f"NULL, dec_sum({alias}sum)"
+
+
+def exact_sum(isum: Any, rest: Any) -> Decimal | None:
+    """The exact total of ``_sum_columns`` (None when no row had a value)."""
+    if isum is None and rest is None:
+        return None
+    total = _ZERO if rest is None else dec(rest)
+    return _WIDE.add(total, int(isum)) if isum is not None else total
+
+
+def range_totals(
+    tx: Tx,
+    meter: Meter,
+    subject: str,
+    ranges: Sequence[tuple[int, int]],
+    keep: Callable[[str], bool] | None = None,
+) -> list[Decimal]:
+    """One subject's usage total per minute-aligned range, in one statement: COUNT meters the
+    number of events, every other aggregation the sum of values. Each range is read through
+    :func:`decompose`; ``keep`` (None = every group) filters groups by ``group_key``."""
+    segments: dict[Grain, list[tuple[int, int, int]]] = {g: [] for g in GRAINS}
+    for i, (lo, hi) in enumerate(ranges):
+        for grain, a, b in decompose(lo, hi):
+            segments[grain].append((i, a, b))
+    totals = [_ZERO] * len(ranges)
+    used = [(g, segs) for g, segs in segments.items() if segs]
+    if not used:
+        return totals
+    count = meter.aggregation is Aggregation.COUNT
+
+    def statement(fast: bool) -> tuple[str, list[Any]]:
+        ctes, selects, params, tail = [], [], [], []
+        gk = "u.group_key" if keep is not None else "''"
+        amounts = "NULL, NULL" if count else _sum_columns(fast, "u.")
+        for n, (grain, segs) in enumerate(used):
+            ctes.append(f"r{n}(i, lo, hi) AS (VALUES " + ",".join(["(?,?,?)"] * len(segs)) + ")")
+            params += [v for seg in segs for v in seg]
+            selects.append(
+                f"SELECT r{n}.i, {gk}, sum(u.count), {amounts} FROM r{n} CROSS JOIN "
+                f"{grain.table} u WHERE u.meter_id = ? AND u.subject = ? AND "
+                f"u.{grain.column} >= r{n}.lo AND u.{grain.column} < r{n}.hi "
+                f"GROUP BY r{n}.i" + (", u.group_key" if keep is not None else "")
+            )
+            tail += [meter.id, subject]
+        return "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), params + tail
+
+    try:
+        rows = tx.execute(*statement(True))
+    except sqlite3.OperationalError as exc:
+        if not _is_overflow(exc):
+            raise
+        rows = tx.execute(*statement(False))
+    for r in rows:
+        if keep is not None and not keep(r[1]):
+            continue
+        i = int(r[0])
+        if count:
+            totals[i] += int(r[2] or 0)
+        else:
+            totals[i] = _WIDE.add(totals[i], exact_sum(r[3], r[4]) or _ZERO)
+    return totals

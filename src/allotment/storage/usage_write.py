@@ -1,6 +1,6 @@
 """Usage rollups, maintained at ingest (and rebuilt on meter create / groupBy change).
 
-Tables (schema in migration 0001):
+Tables (schema in migrations 0001 and 0400):
 
 ``usage_minute(meter_id, subject, minute, group_key, count, sum, min, max, latest_time,
 latest_value)``
@@ -16,6 +16,13 @@ latest_value)``
       AVG = ``sum / count`` over the rows of a window.
     * ``latest_time``/``latest_value``: the value of the event with the greatest time (ties:
       the one ingested last); NULL for COUNT and UNIQUE_COUNT.
+
+    * ``isum``: ``sum`` as an integer when it is one within ``±ISUM_MAX``, else NULL (so
+      SQLite can add integer sums natively and send only the rest through ``dec_sum``).
+
+``usage_hour`` / ``usage_day`` (``bucket`` instead of ``minute``)
+    The same columns per UTC hour / UTC day: the fold of the minute rows inside the bucket.
+    Each batch is folded per grain in Python first, so each grain gets one upsert per key.
 
 ``usage_unique(meter_id, subject, minute, group_key, value)``
     UNIQUE_COUNT meters only: each distinct stringified value seen in that minute and group.
@@ -40,6 +47,12 @@ from allotment.storage import usage_marks
 from allotment.storage.database import Tx
 
 _CHUNK = 400
+MINUTE_US = 60_000_000
+HOUR_US = 3_600_000_000
+DAY_US = 86_400_000_000
+ISUM_MAX = 2**53
+"""Bound of ``isum``: native SQLite ``sum()`` over up to 1024 such rows cannot overflow (and
+a read that does overflow is re-run on the exact decimals, see ``usage_read``)."""
 _decode_event = msgspec.json.Decoder(float_hook=Decimal)
 _EXACT = Context(prec=60)
 """Sums inside one batch keep 60 significant digits (the default context keeps only 28)."""
@@ -57,6 +70,52 @@ class _Cell:
 
 Target = tuple[str, MeterDefinition, int | None]
 """(meter id, definition, eventFrom in µs or None)"""
+
+
+@dataclass(frozen=True, slots=True)
+class Grain:
+    """One rollup table: ``column`` holds the bucket start (epoch µs, UTC), ``step`` long."""
+
+    table: str
+    column: str
+    step: int
+
+    @property
+    def upsert_head(self) -> str:
+        return (
+            f"INSERT INTO {self.table} (meter_id, subject, {self.column}, group_key, count, sum,"
+            " min, max, latest_time, latest_value, isum) VALUES "
+        )
+
+    @property
+    def upsert_tail(self) -> str:
+        t = self.table
+        return (
+            f" ON CONFLICT (meter_id, subject, {self.column}, group_key) DO UPDATE SET "
+            f"count = {t}.count + excluded.count, "
+            f"sum = dec_add({t}.sum, excluded.sum), "
+            f"min = dec_min({t}.min, excluded.min), "
+            f"max = dec_max({t}.max, excluded.max), "
+            f"latest_value = CASE WHEN {t}.latest_time IS NULL "
+            f"OR excluded.latest_time >= {t}.latest_time "
+            f"THEN excluded.latest_value ELSE {t}.latest_value END, "
+            f"latest_time = CASE WHEN {t}.latest_time IS NULL "
+            f"OR excluded.latest_time >= {t}.latest_time "
+            f"THEN excluded.latest_time ELSE {t}.latest_time END, "
+            # both sides within ±2^53, so the sum cannot overflow before it is checked
+            f"isum = CASE WHEN {t}.isum IS NOT NULL AND excluded.isum IS NOT NULL "
+            f"AND abs({t}.isum + excluded.isum) <= {ISUM_MAX} "
+            f"THEN {t}.isum + excluded.isum END"
+        )
+
+
+MINUTE_GRAIN = Grain("usage_minute", "minute", MINUTE_US)
+HOUR_GRAIN = Grain("usage_hour", "bucket", HOUR_US)
+DAY_GRAIN = Grain("usage_day", "bucket", DAY_US)
+GRAINS = (MINUTE_GRAIN, HOUR_GRAIN, DAY_GRAIN)
+"""Finest first. Every grain holds the same usage: a coarser row is the fold of the finer
+rows inside its bucket (migration 0400)."""
+_ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
 
 
 class Rollup:
@@ -108,42 +167,20 @@ class Rollup:
         return len(self._cells)
 
     def flush(self, tx: Tx) -> None:
-        """Upsert everything accumulated (sorted, so concurrent writers lock rows in order)."""
-        rows = []
-        for (meter_id, subject, minute, groups), c in sorted(self._cells.items(), key=_cell_order):
-            rows.append(
-                (
-                    meter_id,
-                    subject,
-                    minute,
-                    group_key(dict(groups)),
-                    c.count,
-                    c.sum,
-                    c.min,
-                    c.max,
-                    c.latest_time,
-                    c.latest_value,
+        """Upsert everything accumulated into every grain (minute, hour, day), one upsert per
+        key and grain, each sorted so concurrent writers lock rows in the same order."""
+        minute_cells: dict[tuple[str, str, int, str], _Cell] = {}
+        for (meter_id, subject, minute, groups), c in self._cells.items():
+            minute_cells[meter_id, subject, minute, group_key(dict(groups))] = c
+        for grain in GRAINS:
+            cells = minute_cells if grain.step == MINUTE_US else _coarsen(minute_cells, grain.step)
+            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                tx.execute(
+                    grain.upsert_head + ",".join([_ROW] * len(chunk)) + grain.upsert_tail,
+                    [v for row in chunk for v in row],
                 )
-            )
-        for start in range(0, len(rows), _CHUNK):
-            chunk = rows[start : start + _CHUNK]
-            tx.execute(
-                "INSERT INTO usage_minute (meter_id, subject, minute, group_key, count, sum, min, "
-                "max, latest_time, latest_value) VALUES "
-                + ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * len(chunk))
-                + " ON CONFLICT (meter_id, subject, minute, group_key) DO UPDATE SET "
-                "count = usage_minute.count + excluded.count, "
-                "sum = dec_add(usage_minute.sum, excluded.sum), "
-                "min = dec_min(usage_minute.min, excluded.min), "
-                "max = dec_max(usage_minute.max, excluded.max), "
-                "latest_value = CASE WHEN usage_minute.latest_time IS NULL "
-                "OR excluded.latest_time >= usage_minute.latest_time "
-                "THEN excluded.latest_value ELSE usage_minute.latest_value END, "
-                "latest_time = CASE WHEN usage_minute.latest_time IS NULL "
-                "OR excluded.latest_time >= usage_minute.latest_time "
-                "THEN excluded.latest_time ELSE usage_minute.latest_time END",
-                [v for row in chunk for v in row],
-            )
         uniques = sorted(
             (meter_id, subject, minute, group_key(dict(groups)), value)
             for meter_id, subject, minute, groups, value in self._unique
@@ -158,6 +195,47 @@ class Rollup:
             )
         self._cells.clear()
         self._unique.clear()
+
+
+def int_sum(value: Decimal | None) -> int | None:
+    """The ``isum`` column for a sum: the integer when ``value`` is one with
+    ``|value| <= ISUM_MAX``, else None (then readers use the exact decimal ``sum``)."""
+    if value is None or not value.is_finite() or abs(value) > ISUM_MAX:
+        return None
+    as_int = int(value)
+    return as_int if as_int == value else None
+
+
+def _columns(c: _Cell) -> tuple[Any, ...]:
+    return (c.count, c.sum, c.min, c.max, c.latest_time, c.latest_value, int_sum(c.sum))
+
+
+def _merge(into: _Cell, c: _Cell) -> None:
+    """Fold ``c`` (a cell of a later or earlier minute) into ``into``, as the upsert would."""
+    into.count += c.count
+    if c.sum is not None:
+        into.sum = c.sum if into.sum is None else _EXACT.add(into.sum, c.sum)
+    if c.min is not None and (into.min is None or c.min < into.min):
+        into.min = c.min
+    if c.max is not None and (into.max is None or c.max > into.max):
+        into.max = c.max
+    if c.latest_time is not None and (into.latest_time is None or c.latest_time > into.latest_time):
+        # distinct minutes never tie on latest_time: the greatest one is unique
+        into.latest_time, into.latest_value = c.latest_time, c.latest_value
+
+
+def _coarsen(
+    cells: Mapping[tuple[str, str, int, str], _Cell], step: int
+) -> dict[tuple[str, str, int, str], _Cell]:
+    out: dict[tuple[str, str, int, str], _Cell] = {}
+    for (meter_id, subject, minute, gkey), c in cells.items():
+        key = (meter_id, subject, minute - minute % step, gkey)
+        have = out.get(key)
+        if have is None:
+            out[key] = _Cell(c.count, c.sum, c.min, c.max, c.latest_time, c.latest_value)
+        else:
+            _merge(have, c)
+    return out
 
 
 def _cell_order(item: tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], _Cell]) -> Any:
@@ -206,5 +284,6 @@ def backfill(tx: Tx, meter_id: str, meter: MeterDefinition) -> None:
 
 
 def delete_rollups(tx: Tx, meter_id: str) -> None:
-    tx.execute("DELETE FROM usage_minute WHERE meter_id = ?", (meter_id,))
+    for grain in GRAINS:
+        tx.execute(f"DELETE FROM {grain.table} WHERE meter_id = ?", (meter_id,))
     tx.execute("DELETE FROM usage_unique WHERE meter_id = ?", (meter_id,))
