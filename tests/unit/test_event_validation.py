@@ -117,3 +117,115 @@ def test_dedupe_keeps_first_of_each_source_and_id() -> None:
     a2 = validate_event(_ev(id="a", data={"v": 2}), "e", NOW)
     b = validate_event(_ev(id="a", source="other"), "e", NOW)
     assert dedupe([a1, a2, b]) == [a1, b]
+
+
+# ---------------------------------------------------------------- the ingest fast path
+
+_TIMES = [
+    "2025-01-01T00:00:00Z",
+    "2025-01-01T00:00:00.000Z",
+    "2025-01-01T00:00:00.120Z",
+    "2025-01-01T00:00:00.123456789Z",
+    "2025-01-01T00:00:00.1000000Z",
+    "2024-02-29T23:59:59.999999Z",
+    "2025-12-31T23:59:59.5Z",
+    "2025-01-01T00:00:60Z",
+    "2025-01-01t00:00:00Z",
+    "2025-01-01T00:00:00z",
+    "2025-01-01 00:00:00Z",
+    "2025-01-01T00:00:00+00:00",
+    "2025-01-01T01:00:00+01:00",
+    "2025-02-29T00:00:00Z",
+    "2025-13-01T00:00:00Z",
+    "2025-01-01T24:00:00Z",
+    "2025-01-01T00:60:00Z",
+    "2025-01-01T00:00:00.Z",
+    "2025-01-01T00:00:00.1a2Z",
+    "2025-01-01T00:00:0Z",
+    "2025-01-01T00:00:00",
+    "２０２５-01-01T00:00:00Z",
+    "2025-01-01T00:00:00.١٢٣Z",
+    "",
+]
+
+
+@pytest.mark.parametrize("text", _TIMES)
+def test_stored_time_agrees_with_parse_and_format(text: str) -> None:
+    from allotment.domain.events import stored_time
+    from allotment.domain.timeutil import format_rfc3339, parse_rfc3339, to_micros
+
+    fast = stored_time(text)
+    try:
+        at = parse_rfc3339(text, "time")
+    except InvalidInput:
+        assert fast is None  # the general path words the error
+        return
+    if fast is not None:
+        assert fast == (to_micros(at), format_rfc3339(at))
+
+
+def test_stored_time_property() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from allotment.domain.events import stored_time
+    from allotment.domain.timeutil import format_rfc3339, parse_rfc3339, to_micros
+
+    @given(
+        st.datetimes(
+            min_value=datetime(1000, 1, 1),  # noqa: DTZ001 (hypothesis wants naive bounds)
+            max_value=datetime(9999, 12, 31),  # noqa: DTZ001
+        ),
+        st.text("0123456789", max_size=12),
+    )
+    def check(at: datetime, digits: str) -> None:
+        text = at.strftime("%Y-%m-%dT%H:%M:%S") + (f".{digits}" if digits else "") + "Z"
+        parsed = parse_rfc3339(text, "time")
+        assert stored_time(text) == (to_micros(parsed), format_rfc3339(parsed))
+
+    check()
+
+
+def test_fast_path_stores_exactly_what_the_general_path_stores() -> None:
+    import msgspec
+
+    from allotment.clock import FrozenClock
+    from allotment.domain.events import build_event
+    from allotment.http.routes.events import decode_events
+    from allotment.services.events import prepare
+
+    class _C:
+        clock = FrozenClock(NOW)
+
+    events = [
+        _ev(id="a"),
+        _ev(id="b", time=None),
+        _ev(id="c", time="2025-01-01T00:00:00.120Z", datacontenttype="application/json"),
+        _ev(id="d", time="2025-01-01T01:00:00+01:00", dataschema="https://x/y"),
+        _ev(id="e", data={"tokens": 1.50, "n": "2", "big": 12345678901234567890.5e-3}),
+        _ev(id="f", data=None, extension=1),
+        _ev(id="g", data={}, time="2025-01-01T00:00:60Z"),
+    ]
+    body = msgspec.json.encode(events).replace(b"1.5,", b"1.50,")
+    fast = decode_events(body, "batch", _C())  # type: ignore[arg-type]
+    raw = msgspec.json.Decoder(float_hook=__import__("decimal").Decimal).decode(body)
+    general = [
+        prepare(
+            build_event(
+                f"events[{i}]",
+                specversion=r.get("specversion"),
+                id=r.get("id"),
+                source=r.get("source"),
+                type=r.get("type"),
+                subject=r.get("subject"),
+                time=r.get("time"),
+                datacontenttype=r.get("datacontenttype"),
+                dataschema=r.get("dataschema"),
+                data=r.get("data"),
+                now=NOW,
+            )
+        )
+        for i, r in enumerate(raw)
+    ]
+    assert fast == general
+    assert b'"tokens":1.50' in fast[4][5].encode()

@@ -20,6 +20,13 @@ SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
 _REQUIRED = ("id", "source", "type", "subject")
 
+PreparedEvent = tuple[str, str, str, str, int, str, Any]
+"""A valid event ready to store: ``(source, id, type, subject, time_us, event_json, data)``.
+
+``event_json`` is exactly ``msgspec.json.encode(event.to_wire())`` (decimals as numbers) and
+``data`` the decoded payload (numbers with a fraction or exponent as :class:`Decimal`).
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class CloudEvent:
@@ -156,3 +163,55 @@ def dedupe(events: Sequence[CloudEvent]) -> list[CloudEvent]:
             seen.add(key)
             out.append(event)
     return out
+
+
+# ---------------------------------------------------------------- the stored time, fast
+
+_SECONDS = {f"{s:02d}": s * 1_000_000 for s in range(60)}
+_minutes: dict[str, int] = {}
+_MINUTES_MAX = 100_000
+
+
+def stored_time(text: str) -> tuple[int, str] | None:
+    """``(epoch µs, stored form)`` of a plain UTC RFC 3339 time, or None for anything else.
+
+    Handles ``YYYY-MM-DDTHH:MM:SS[.fraction]Z`` with ASCII digits, seconds 00–59 and any
+    number of fraction digits; the result equals ``(to_micros(t), format_rfc3339(t))`` for
+    ``t = parse_rfc3339(text)`` (fraction cut to microseconds, trailing zeros trimmed), and is
+    ``text`` itself when it is already in that form. Anything else (offsets, ``t``/``z``/space,
+    leap seconds, bad dates) gets None and takes the general path (:func:`parse_rfc3339`, which
+    also words the errors). Each minute prefix is parsed by :func:`parse_rfc3339` once and
+    remembered (bounded).
+    """
+    n = len(text)
+    if n < 20 or text[-1] != "Z" or text[10] != "T" or text[16] != ":":
+        return None
+    sec = _SECONDS.get(text[17:19])
+    if sec is None:
+        return None
+    frac = 0
+    if n > 20:
+        digits = text[20:-1]
+        if text[19] != "." or not digits or not digits.isdigit() or not digits.isascii():
+            return None
+        if len(digits) > 6:
+            digits = digits[:6]
+        frac = int(digits) * 10 ** (6 - len(digits))
+        trimmed = digits.rstrip("0")
+        if len(trimmed) != n - 21:
+            text = f"{text[:19]}.{trimmed}Z" if trimmed else text[:19] + "Z"
+    prefix = text[:16]
+    base = _minutes.get(prefix)
+    if base is None:
+        if not prefix.isascii():
+            return None
+        try:
+            at = parse_rfc3339(prefix + ":00Z", "time")
+        except InvalidInput:
+            return None
+        if format_rfc3339(at) != prefix + ":00Z":
+            return None
+        if len(_minutes) >= _MINUTES_MAX:
+            _minutes.clear()
+        base = _minutes[prefix] = to_micros(at)
+    return base + sec + frac, text

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from allotment.domain import limits
-from allotment.domain.errors import InvalidInput
-from allotment.domain.events import CloudEvent, dedupe
+from allotment.domain.errors import InvalidInput, Unavailable
+from allotment.domain.events import CloudEvent, PreparedEvent
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
 from allotment.storage import events_repo, meters_repo, usage_write
@@ -20,8 +26,18 @@ from allotment.storage import events_repo, meters_repo, usage_write
 if TYPE_CHECKING:
     from allotment.container import Container
 
+log = logging.getLogger("allotment.ingest")
+
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _decoder = msgspec.json.Decoder(float_hook=Decimal)
+
+GROUP_MAX_EVENTS = 20_000
+"""Most events one group commit writes (several requests; one request is never split)."""
+GROUP_MAX_WAIT_S = 0.0
+"""How long the writer waits for more requests once the queue is empty (0: commit at once;
+requests that arrive during a commit form the next group)."""
+
+_by_key = itemgetter(0, 1)
 
 
 @dataclass(frozen=True)
@@ -38,51 +54,212 @@ class EventQuery:
     limit: int = limits.EVENTS_LIST_LIMIT_DEFAULT
 
 
+def prepare(e: CloudEvent) -> PreparedEvent:
+    """A validated :class:`CloudEvent` in its storable form."""
+    return (
+        e.source,
+        e.id,
+        e.type,
+        e.subject,
+        e.time_us,
+        _encoder.encode(e.to_wire()).decode(),
+        e.data,
+    )
+
+
+class _Pending:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[PreparedEvent], future: Future[int]) -> None:
+        self.events = events
+        self.future = future
+
+
+class GroupCommitter:
+    """One writer thread per process: commits the batches queued by many requests together.
+
+    :meth:`submit` queues an already validated batch and returns a future. The writer takes
+    the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
+    at most ``max_wait_s`` for more once the queue is empty), writes them in ONE transaction
+    with ``write`` and resolves each future with its own count only after the commit returned.
+    So one fsync serves many requests, and the writer's connection keeps its page cache warm.
+
+    A group that fails with :class:`Unavailable` (the database cannot serve) fails every
+    request in it (clients retry; exactly-once makes that safe). Any other failure retries each
+    request of the group alone, so one request that cannot be written never fails the others.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[Sequence[PreparedEvent]]], list[int]],
+        *,
+        max_events: int = GROUP_MAX_EVENTS,
+        max_wait_s: float = GROUP_MAX_WAIT_S,
+        name: str = "allotment-ingest-writer",
+    ) -> None:
+        self._write = write
+        self.max_events = max_events
+        self.max_wait_s = max_wait_s
+        self._name = name
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0
+        """Transactions committed (for tests and diagnostics)."""
+
+    def submit(self, events: Sequence[PreparedEvent]) -> Future[int]:
+        future: Future[int] = Future()
+        if not events:
+            future.set_result(0)
+            return future
+        if self._thread is None:
+            self._start()
+        self._queue.put(_Pending(events, future))
+        return future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the writer finish what is queued, then stop it."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        q = self._queue
+        carry: _Pending | None = None
+        stopping = False
+        while not stopping:
+            item = carry if carry is not None else q.get()
+            carry = None
+            if item is None:
+                return
+            group: list[_Pending] = []
+            size = 0
+            deadline: float | None = None
+            while item is not None:
+                if item.future.set_running_or_notify_cancel():  # skip abandoned requests
+                    group.append(item)
+                    size += len(item.events)
+                if size >= self.max_events:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    if self.max_wait_s <= 0:
+                        break
+                    if deadline is None:
+                        deadline = time.monotonic() + self.max_wait_s
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is None:
+                    stopping = True
+                elif group and size + len(item.events) > self.max_events:
+                    carry, item = item, None
+            if group:
+                self._commit(group)
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            counts = self._write([p.events for p in group])
+        except Unavailable as exc:
+            for p in group:
+                p.future.set_exception(exc)
+            return
+        except BaseException as exc:
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            log.warning("group commit of %d requests failed (%r); retrying each", len(group), exc)
+            for p in group:
+                try:
+                    (n,) = self._write([p.events])
+                except BaseException as one:
+                    p.future.set_exception(one)
+                else:
+                    p.future.set_result(n)
+            return
+        self.groups += 1
+        for p, n in zip(group, counts, strict=True):
+            p.future.set_result(n)
+
+
 class EventService:
     def __init__(self, container: Container) -> None:
         self._c = container
+        self.committer = GroupCommitter(self.write_batches)
 
     # ------------------------------------------------------------ ingest
 
     def ingest(self, events: Sequence[CloudEvent]) -> int:
-        """Store a validated batch exactly once and fold the new events into the rollups.
-
-        Everything happens in one transaction: when this returns, the events are durable and
-        counted; repeats of an already stored ``(source, id)`` (earlier, in this batch, or
-        concurrently from another process) are skipped and never counted twice. Returns the
-        number of events actually stored.
-        """
+        """Store a validated batch exactly once and fold the new events into the rollups,
+        in one transaction on the caller's thread. Returns the number of events stored."""
         if not events:
             return 0
-        unique = dedupe(events)
-        unique.sort(key=lambda e: (e.source, e.id))
-        now_us = self._c.now_us()
-        rows = [
-            (
-                e.source,
-                e.id,
-                e.type,
-                e.subject,
-                e.time_us,
-                now_us,
-                _encoder.encode(e.to_wire()).decode(),
-            )
-            for e in unique
-        ]
+        return self.write_batches([[prepare(e) for e in events]])[0]
+
+    def submit(self, events: Sequence[PreparedEvent]) -> Future[int]:
+        """Queue a validated batch for the process's group commit; the future resolves to the
+        number of events stored once they are durable (see :class:`GroupCommitter`)."""
+        return self.committer.submit(events)
+
+    def close(self) -> None:
+        self.committer.close()
+
+    def write_batches(self, batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
+        """Store several validated batches exactly once, in ONE transaction, and fold the new
+        events into the rollups; return how many events of each batch were stored.
+
+        When this returns, the events are durable and counted. An event whose ``(source, id)``
+        is already stored (earlier, by an earlier batch of this call or earlier in its own
+        batch, or concurrently by another process) is skipped and never counted twice: the
+        first one wins, whatever its time or payload.
+        """
+        owner: dict[tuple[str, str], int] = {}
+        rows: list[PreparedEvent] = []
+        for index, batch in enumerate(batches):
+            for ev in batch:
+                key = (ev[0], ev[1])
+                if key not in owner:
+                    owner[key] = index
+                    rows.append(ev)
+        counts = [0] * len(batches)
+        if not rows:
+            return counts
+        # one (source, id) order for every writer: concurrent PostgreSQL transactions then take
+        # the unique-index locks in the same order and cannot deadlock
+        rows.sort(key=_by_key)
         db = self._c.db
+        now_us = self._c.now_us()
         with db.write() as tx:
             meters_repo.lock_for_ingest(tx, db.dialect)
-            inserted = events_repo.insert_new(tx, rows)
-            if not inserted:
-                return 0
-            fresh = [e for e in unique if (e.source, e.id) in inserted]
-            meters = meters_repo.live_by_event_types(tx, {e.type for e in fresh})
-            if meters:
-                by_type = usage_write.targets((m.id, m) for m in meters)
-                usage_write.aggregate_events(
-                    tx, by_type, ((e.type, e.subject, e.time_us, e.data) for e in fresh)
-                )
-        return len(inserted)
+            inserted = events_repo.insert_new(tx, db.dialect, rows, now_us)
+            fresh = rows if inserted is None else [r for r in rows if (r[0], r[1]) in inserted]
+            if fresh:
+                meters = meters_repo.live_by_event_types(tx, {r[2] for r in fresh})
+                if meters:
+                    by_type = usage_write.targets((m.id, m) for m in meters)
+                    usage_write.aggregate_events(
+                        tx, by_type, ((r[2], r[3], r[4], r[6]) for r in fresh)
+                    )
+        if len(batches) == 1:
+            counts[0] = len(fresh)
+        else:
+            for r in fresh:
+                counts[owner[(r[0], r[1])]] += 1
+        return counts
 
     # ------------------------------------------------------------ list
 

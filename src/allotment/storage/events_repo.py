@@ -10,34 +10,62 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+from allotment.domain.events import PreparedEvent
 from allotment.storage.database import Tx
 
-EventRow = tuple[str, str, str, str, int, int, str]
-"""(source, id, type, subject, time_us, ingested_at_us, event_json)"""
-
 _INSERT_CHUNK = 500
-"""Rows per multi-row INSERT: 7 parameters each, far below SQLite's and PostgreSQL's limits."""
+"""Rows per multi-row INSERT on PostgreSQL: 7 parameters each, far below its limit."""
+
+_INSERT = (
+    "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (source, id) DO NOTHING"
+)
 
 
-def insert_new(tx: Tx, rows: Sequence[EventRow]) -> set[tuple[str, str]]:
-    """Insert the rows whose ``(source, id)`` is new; return the keys actually inserted.
+def insert_new(
+    tx: Tx, dialect: str, rows: Sequence[PreparedEvent], ingested_at_us: int
+) -> set[tuple[str, str]] | None:
+    """Insert the rows whose ``(source, id)`` is new; return the keys actually inserted, or
+    None when every row was inserted (the common case, reported without building a set).
 
     A key already stored (by an earlier request, or by a concurrent transaction that commits
-    first) is skipped: first one wins. Callers pass rows sorted by ``(source, id)`` so that
-    concurrent PostgreSQL transactions take the unique-index locks in the same order.
+    first) is skipped: first one wins. ``rows`` hold distinct keys, sorted by ``(source, id)``
+    so that concurrent PostgreSQL transactions take the unique-index locks in the same order.
+
+    SQLite: the caller's write transaction excludes every other writer, so the rows are
+    appended with one ``executemany`` and only counted (``total_changes()``); when some were
+    skipped, the inserted ones are exactly those above the largest ``seq`` seen before.
+    PostgreSQL (many processes may insert the same key at once): multi-row
+    ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
     """
+    if dialect == "sqlite":
+        before = tx.one("SELECT coalesce(max(seq), 0), total_changes() FROM events")
+        assert before is not None
+        tx.execute_many(_INSERT, [(*r[:5], ingested_at_us, r[5]) for r in rows])
+        after = tx.one("SELECT total_changes()")
+        assert after is not None
+        if int(after[0]) - int(before[1]) == len(rows):
+            return None
+        return {
+            (str(s), str(i))
+            for s, i in tx.execute("SELECT source, id FROM events WHERE seq > ?", (before[0],))
+        }
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
         values = ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
-        params = [value for row in chunk for value in row]
+        params: list[object] = []
+        for r in chunk:
+            params.extend(r[:5])
+            params.append(ingested_at_us)
+            params.append(r[5])
         result = tx.execute(
             "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
             f"VALUES {values} ON CONFLICT (source, id) DO NOTHING RETURNING source, id",
             params,
         )
         inserted.update((str(r[0]), str(r[1])) for r in result)
-    return inserted
+    return None if len(inserted) == len(rows) else inserted
 
 
 def scan_type(
