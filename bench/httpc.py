@@ -49,7 +49,7 @@ def _parse_head(head: bytes) -> tuple[int, int, bool]:
 class Conn:
     """One blocking keep-alive HTTP/1.1 connection."""
 
-    def __init__(self, base_url: str, timeout: float = 120.0) -> None:
+    def __init__(self, base_url: str, timeout: float = 900.0) -> None:
         parts = urlsplit(base_url)
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or 80
