@@ -1,5 +1,6 @@
 """Rollup reads on a real database (SQLite and PostgreSQL): every aggregation exact, partial
-edge minutes from raw events, subject/group listings. Rows are inserted directly."""
+edge minutes from raw events, subject/group listings. Rows are upserted directly (every grain),
+bypassing event extraction."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from allotment.domain.meters import Aggregation, Meter, group_key
 from allotment.domain.timeutil import to_micros
 from allotment.storage import migrate, usage_read
 from allotment.storage.database import Database, open_database
+from allotment.storage.usage_write import GRAINS, int_sum
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 US_MIN = 60_000_000
@@ -61,24 +63,27 @@ def put_minute(
     hi: str | None,
     latest: tuple[int, str] | None,
 ) -> None:
+    """One minute row, upserted into every grain exactly as ingest does (so the hour and day
+    rows stay the fold of the minute rows)."""
     d = lambda v: None if v is None else Decimal(v)  # noqa: E731
     with db.write() as tx:
-        tx.execute(
-            "INSERT INTO usage_minute (meter_id, subject, minute, group_key, count, sum, min, max,"
-            " latest_time, latest_value) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            [
-                meter_id,
-                subject,
-                minute,
-                group_key({"model": model}),
-                count,
-                d(total),
-                d(lo),
-                d(hi),
-                None if latest is None else latest[0],
-                None if latest is None else Decimal(latest[1]),
-            ],
-        )
+        for grain in GRAINS:
+            tx.execute(
+                grain.upsert_head + "(?,?,?,?,?,?,?,?,?,?,?)" + grain.upsert_tail,
+                [
+                    meter_id,
+                    subject,
+                    minute - minute % grain.step,
+                    group_key({"model": model}),
+                    count,
+                    d(total),
+                    d(lo),
+                    d(hi),
+                    None if latest is None else latest[0],
+                    None if latest is None else Decimal(latest[1]),
+                    int_sum(d(total)),
+                ],
+            )
 
 
 def put_unique(db: Database, meter_id: str, subject: str, minute: int, model: str, v: str) -> None:

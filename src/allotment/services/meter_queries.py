@@ -118,7 +118,8 @@ class MeterQueryService:
             if grid is _NO_DATA:
                 return MeterQueryResult(meter, q, keys, by_subject, [])
             fold = _bucketing(q, grid, by_subject, bool(keys or q.filters))
-            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects, fold)
+            cuts = _cuts(q, grid)
+            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects, fold, cuts)
         rows = [r for r in rows if _keep(q.filters, r.group_key)]
         uniques = [u for u in uniques if _keep(q.filters, u.group_key)]
         windows = _windows(q, grid, _minute_span(rows, uniques))
@@ -341,6 +342,18 @@ def _bucketing(
     if any((b - anchor) % step for b in grid.bounds):
         step = _MINUTE_US
     return usage_read.Bucketing(anchor, step, by_subject, by_group)
+
+
+def _cuts(q: MeterQuery, grid: WindowGrid | None) -> list[int] | None:
+    """Where rollup rows must not straddle (the window bounds), so ``read_usage`` may use
+    hour and day rows; None (minute rows only) when every row's own minute matters: a total
+    with an open ``from``/``to`` (its window comes from the first/last minute with usage),
+    or a window bound inside a minute (historical zone offsets with seconds)."""
+    if grid is None:
+        return [] if q.from_ is not None and q.to is not None else None
+    if any(b % _MINUTE_US for b in grid.bounds):
+        return None
+    return list(grid.bounds)
 
 
 Windows = tuple[Callable[[int], int | None], Callable[[int], tuple[datetime, datetime]]]

@@ -7,6 +7,7 @@ canonical ``group_key`` in Python (one decode per distinct key).
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -72,11 +73,11 @@ class RawEvent:
     event: str
 
 
-def _subject_clause(subjects: Sequence[str] | None) -> tuple[str, list[Any]]:
+def _subject_clause(subjects: Sequence[str] | None, alias: str = "") -> tuple[str, list[Any]]:
     if subjects is None:
         return "", []
     marks = ", ".join("?" for _ in subjects)
-    return f" AND subject IN ({marks})", list(subjects)
+    return f" AND {alias}subject IN ({marks})", list(subjects)
 
 
 def _range_clause(column: str, start_us: int | None, end_us: int | None) -> tuple[str, list[Any]]:
@@ -107,20 +108,48 @@ def minute_rows(
         " FROM usage_minute WHERE meter_id = ?" + subj_sql + range_sql,
         [meter_id, *subj_params, *range_params],
     )
-    return [
-        MinuteRow(
-            subject=r[0],
-            minute=int(r[1]),
-            group_key=r[2],
-            count=int(r[3]),
-            sum=dec_or_none(r[4]),
-            min=dec_or_none(r[5]),
-            max=dec_or_none(r[6]),
-            latest_time=None if r[7] is None else int(r[7]),
-            latest_value=dec_or_none(r[8]),
-        )
-        for r in rows
-    ]
+    return [_plain_row(r) for r in rows]
+
+
+def _plain_row(r: Sequence[Any]) -> MinuteRow:
+    return MinuteRow(
+        subject=r[0],
+        minute=int(r[1]),
+        group_key=r[2],
+        count=int(r[3]),
+        sum=dec_or_none(r[4]),
+        min=dec_or_none(r[5]),
+        max=dec_or_none(r[6]),
+        latest_time=None if r[7] is None else int(r[7]),
+        latest_value=dec_or_none(r[8]),
+    )
+
+
+def grain_rows(
+    tx: Tx,
+    meter_id: str,
+    grain: Grain,
+    spans: Sequence[tuple[int, int]],
+    subjects: Sequence[str] | None = None,
+) -> list[MinuteRow]:
+    """Rows of one grain table with a bucket in one of the (disjoint) ``spans``; ``minute``
+    is the bucket start."""
+    if (subjects is not None and not subjects) or not spans:
+        return []
+    subj_sql, subj_params = _subject_clause(subjects, "u.")
+    col = grain.column
+    rows = tx.execute(
+        _spans_cte(spans)
+        + f"SELECT u.subject, u.{col}, u.group_key, u.count, u.sum, u.min, u.max, "
+        f"u.latest_time, u.latest_value FROM r CROSS JOIN {grain.table} u "
+        f"WHERE u.meter_id = ?{subj_sql} AND u.{col} >= r.lo AND u.{col} < r.hi",
+        [*(v for span in spans for v in span), meter_id, *subj_params],
+    )
+    return [_plain_row(r) for r in rows]
+
+
+def _spans_cte(spans: Sequence[tuple[int, int]]) -> str:
+    return "WITH r(lo, hi) AS (VALUES " + ",".join(["(?,?)"] * len(spans)) + ") "
 
 
 def unique_rows(
@@ -276,21 +305,35 @@ class Bucketing:
     by_group: bool = True
 
 
-def _fold_sql(b: Bucketing) -> tuple[str, list[Any], str]:
+def _fold_sql(b: Bucketing, column: str = "minute") -> tuple[str, list[Any], str]:
     """(select prefix ``subject, group_key, bucket``, its params, GROUP BY list)."""
-    bucket, params = ("0", []) if b.step == 0 else ("(minute - ?) / ?", [b.anchor, b.step])
+    bucket, params = ("0", []) if b.step == 0 else (f"({column} - ?) / ?", [b.anchor, b.step])
     subject = "subject" if b.by_subject else "''"
     group = "group_key" if b.by_group else "'{}'"
     keys = [c for c, on in (("subject", b.by_subject), ("group_key", b.by_group)) if on]
     return f"{subject}, {group}, {bucket} AS bucket", params, ", ".join([*keys, "bucket"])
 
 
-_FOLDED_COLUMNS = {
-    Aggregation.SUM: "dec_sum(sum), NULL, NULL",
-    Aggregation.AVG: "dec_sum(sum), NULL, NULL",
-    Aggregation.MIN: "NULL, dec_minagg(min), NULL",
-    Aggregation.MAX: "NULL, NULL, dec_maxagg(max)",
-}
+def _folded_columns(aggregation: Aggregation, fast: bool) -> str:
+    """``isum total, decimal sum rest, min, max`` for a folded select."""
+    if aggregation in (Aggregation.SUM, Aggregation.AVG):
+        return _sum_columns(fast) + ", NULL, NULL"
+    if aggregation is Aggregation.MIN:
+        return "NULL, NULL, dec_minagg(min), NULL"
+    if aggregation is Aggregation.MAX:
+        return "NULL, NULL, NULL, dec_maxagg(max)"
+    return "NULL, NULL, NULL, NULL"
+
+
+def execute_summing(tx: Tx, statement: Callable[[bool], tuple[str, list[Any]]]) -> list[Any]:
+    """Run ``statement(fast=True)``; if SQLite's integer ``sum()`` overflowed, run
+    ``statement(fast=False)`` (exact decimals only) instead."""
+    try:
+        return tx.execute(*statement(True))
+    except sqlite3.OperationalError as exc:
+        if not _is_overflow(exc):
+            raise
+        return tx.execute(*statement(False))
 
 
 def folded_minute_rows(
@@ -300,33 +343,49 @@ def folded_minute_rows(
     hi: int | None,
     subjects: Sequence[str] | None,
     b: Bucketing,
+    grain: Grain = MINUTE_GRAIN,
+    spans: Sequence[tuple[int, int]] | None = None,
 ) -> list[MinuteRow]:
-    """``usage_minute`` folded in SQL per :class:`Bucketing` (not for LATEST)."""
+    """Rows of one grain table (``usage_minute`` by default, ``lo <= minute < hi``; or the
+    buckets inside the disjoint ``spans``) folded in SQL per :class:`Bucketing` (not for
+    LATEST). ``minute``/``last`` are the first/last bucket start folded in."""
     if subjects is not None and not subjects:
         return []
-    head, head_params, group_by = _fold_sql(b)
-    amounts = _FOLDED_COLUMNS.get(meter.aggregation, "NULL, NULL, NULL")
+    if spans is not None and not spans:
+        return []
+    col = grain.column
+    head, head_params, group_by = _fold_sql(b, col)
     subj_sql, subj_params = _subject_clause(subjects)
-    range_sql, range_params = _range_clause("minute", lo, hi)
-    rows = tx.execute(
-        f"SELECT {head}, min(minute), max(minute), sum(count), {amounts} FROM usage_minute"
-        f" WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}",
-        [*head_params, meter.id, *subj_params, *range_params],
-    )
+    if spans is None:
+        cte, cte_params, join = "", [], ""
+        range_sql, range_params = _range_clause(col, lo, hi)
+    else:
+        cte, cte_params = _spans_cte(spans), [v for span in spans for v in span]
+        join = "r CROSS JOIN "
+        range_sql, range_params = f" AND {col} >= r.lo AND {col} < r.hi", []
+
+    def statement(fast: bool) -> tuple[str, list[Any]]:
+        amounts = _folded_columns(meter.aggregation, fast)
+        return (
+            f"{cte}SELECT {head}, min({col}), max({col}), sum(count), {amounts} FROM {join}"
+            f"{grain.table} WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}",
+            [*cte_params, *head_params, meter.id, *subj_params, *range_params],
+        )
+
     return [
         MinuteRow(
             subject=r[0],
             minute=int(r[3]),
             group_key=r[1],
             count=int(r[5]),
-            sum=dec_or_none(r[6]),
-            min=dec_or_none(r[7]),
-            max=dec_or_none(r[8]),
+            sum=exact_sum(r[6], r[7]),
+            min=dec_or_none(r[8]),
+            max=dec_or_none(r[9]),
             latest_time=None,
             latest_value=None,
             last=int(r[4]),
         )
-        for r in rows
+        for r in execute_summing(tx, statement)
     ]
 
 
@@ -369,6 +428,50 @@ def _whole_minutes(
     return folded_minute_rows(tx, meter, lo, hi, subjects, b), []
 
 
+SPANS_MAX = 400
+"""More disjoint spans than this in one grain: read one grain for the whole range instead."""
+
+
+def plan_grains(lo: int, hi: int, cuts: Sequence[int]) -> list[Segment]:
+    """Minute-aligned ``[lo, hi)``, cut at every ``cuts`` point inside it (window bounds), as
+    rollup rows that never straddle a cut: each piece by :func:`decompose`, adjacent spans of
+    a grain merged. With too many spans, the coarsest grain aligned with every cut instead."""
+    points = sorted({lo, hi, *(c for c in cuts if lo < c < hi)})
+    by_grain: dict[Grain, list[tuple[int, int]]] = {g: [] for g in GRAINS}
+    for a, b in itertools.pairwise(points):
+        for grain, x, y in decompose(a, b):
+            spans = by_grain[grain]
+            if spans and spans[-1][1] == x:
+                spans[-1] = (spans[-1][0], y)
+            else:
+                spans.append((x, y))
+    if max(len(spans) for spans in by_grain.values()) <= SPANS_MAX:
+        return [(g, x, y) for g, spans in by_grain.items() for x, y in spans]
+    for grain in reversed(GRAINS):
+        if all(p % grain.step == 0 for p in points):
+            return [(grain, lo, hi)]
+    return [(MINUTE_GRAIN, lo, hi)]
+
+
+def _whole_by_grain(
+    tx: Tx,
+    meter: Meter,
+    segments: Sequence[Segment],
+    subjects: Sequence[str] | None,
+    b: Bucketing | None,
+) -> list[MinuteRow]:
+    rows: list[MinuteRow] = []
+    for grain in GRAINS:
+        spans = [(x, y) for g, x, y in segments if g is grain]
+        if not spans:
+            continue
+        if b is None or meter.aggregation is Aggregation.LATEST:
+            rows += grain_rows(tx, meter.id, grain, spans, subjects)
+        else:
+            rows += folded_minute_rows(tx, meter, None, None, subjects, b, grain, spans)
+    return rows
+
+
 def read_usage(
     tx: Tx,
     meter: Meter,
@@ -376,18 +479,30 @@ def read_usage(
     to_us: int | None,
     subjects: Sequence[str] | None = None,
     bucketing: Bucketing | None = None,
+    cuts: Sequence[int] | None = None,
 ) -> tuple[list[MinuteRow], list[UniqueRow]]:
-    """Every usage row of ``meter`` in ``[from_us, to_us)``: rollup minutes for whole
-    minutes (folded in SQL when ``bucketing`` is given, except for LATEST), raw events for
-    partial edge minutes. Unique rows only for UNIQUE_COUNT."""
+    """Every usage row of ``meter`` in ``[from_us, to_us)``: rollups for whole minutes
+    (folded in SQL when ``bucketing`` is given, except for LATEST), raw events for partial
+    edge minutes. Unique rows only for UNIQUE_COUNT.
+
+    With ``cuts`` (the window bounds, sorted; ``[]`` for one window) the whole minutes are
+    read from the coarsest rollups that never straddle a cut (:func:`plan_grains`; an open
+    ``from``/``to`` is closed by the first/last cut), and a row's ``minute`` is its bucket
+    start. Without, every row is a minute row (callers that need each row's minute).
+    """
     whole, edges = split_range(from_us, to_us)
     unique = meter.aggregation is Aggregation.UNIQUE_COUNT
     rows: list[MinuteRow] = []
     uniques: list[UniqueRow] = []
     if whole is not None:
-        rows, uniques = _whole_minutes(tx, meter, whole[0], whole[1], subjects, bucketing)
-    for lo, hi in edges:
-        more_rows, more_uniques = edge_rows(tx, meter, lo, hi, subjects)
+        lo = whole[0] if whole[0] is not None or not cuts else cuts[0]
+        hi = whole[1] if whole[1] is not None or not cuts else cuts[-1]
+        if cuts is None or unique or lo is None or hi is None:
+            rows, uniques = _whole_minutes(tx, meter, whole[0], whole[1], subjects, bucketing)
+        elif lo < hi:
+            rows = _whole_by_grain(tx, meter, plan_grains(lo, hi, cuts), subjects, bucketing)
+    for a, b in edges:
+        more_rows, more_uniques = edge_rows(tx, meter, a, b, subjects)
         if unique:
             uniques.extend(more_uniques)
         else:
@@ -505,32 +620,35 @@ def series_minutes(
     tx: Tx, meter: Meter, subject: str, lo: int, hi: int, group_keys: Sequence[str] | None
 ) -> list[SeriesRow]:
     """One subject's minutes in ``[lo, hi)``, folded per minute in SQL (LATEST: one row per
-    group, merged by the caller). ``group_keys`` None = every group; otherwise only these."""
-    if meter.aggregation is Aggregation.LATEST:
-        sql = "SELECT minute, NULL, latest_time, latest_value FROM usage_minute"
-        tail = ""
-    else:
-        total = "sum(count)" if meter.aggregation is Aggregation.COUNT else "dec_sum(sum)"
-        sql = f"SELECT minute, {total}, NULL, NULL FROM usage_minute"
-        tail = " GROUP BY minute"
+    group, merged by the caller). ``group_keys`` None = every group; otherwise only these.
+    Integer sums are added natively (``isum``); only the rest goes through ``dec_sum``."""
+    latest = meter.aggregation is Aggregation.LATEST
+    count = meter.aggregation is Aggregation.COUNT
     out: list[SeriesRow] = []
     for key_sql, key_params in _key_chunks(group_keys):
-        rows = tx.execute(
-            sql
-            + " WHERE meter_id = ? AND subject = ? AND minute >= ? AND minute < ?"
-            + key_sql
-            + tail,
-            [meter.id, subject, lo, hi, *key_params],
-        )
-        out.extend(
-            (
-                int(r[0]),
-                dec_or_none(r[1]) or _ZERO,
-                None if r[2] is None else int(r[2]),
-                dec_or_none(r[3]),
+
+        def statement(
+            fast: bool, key_sql: str = key_sql, key_params: list[Any] = key_params
+        ) -> tuple[str, list[Any]]:
+            if latest:
+                head, tail = "minute, NULL, NULL, NULL, latest_time, latest_value", ""
+            elif count:
+                head, tail = "minute, sum(count), NULL, NULL, NULL, NULL", " GROUP BY minute"
+            else:
+                head = f"minute, NULL, {_sum_columns(fast)}, NULL, NULL"
+                tail = " GROUP BY minute"
+            return (
+                f"SELECT {head} FROM usage_minute WHERE meter_id = ? AND subject = ?"
+                " AND minute >= ? AND minute < ?" + key_sql + tail,
+                [meter.id, subject, lo, hi, *key_params],
             )
-            for r in rows
-        )
+
+        for r in execute_summing(tx, statement):
+            if count:
+                total = Decimal(int(r[1] or 0))
+            else:
+                total = exact_sum(r[2], r[3]) or _ZERO
+            out.append((int(r[0]), total, None if r[4] is None else int(r[4]), dec_or_none(r[5])))
     return out
 
 
@@ -550,11 +668,16 @@ def series_uniques(
 
 
 def subject_group_keys(tx: Tx, meter: Meter, subject: str, lo: int, hi: int) -> list[str]:
-    """Distinct ``group_key`` of one subject's minutes in ``[lo, hi)``."""
-    table = "usage_unique" if meter.aggregation is Aggregation.UNIQUE_COUNT else "usage_minute"
+    """Distinct ``group_key`` of one subject's minutes in ``[lo, hi)``, or a superset: for
+    every aggregation but UNIQUE_COUNT, the keys of the UTC days overlapping the range (day
+    rows hold every group of their minutes, and are 1/1440 as many)."""
+    if meter.aggregation is Aggregation.UNIQUE_COUNT:
+        table, column = "usage_unique", "minute"
+    else:
+        table, column, lo = "usage_day", "bucket", _floor(lo, DAY_US)
     rows = tx.execute(
         f"SELECT DISTINCT group_key FROM {table} WHERE meter_id = ? AND subject = ?"
-        " AND minute >= ? AND minute < ?",
+        f" AND {column} >= ? AND {column} < ?",
         [meter.id, subject, lo, hi],
     )
     return [r[0] for r in rows]
