@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -35,8 +36,10 @@ from allotment.domain.entitlement_inputs import (
 from allotment.domain.errors import DomainError
 from allotment.domain.events import CloudEvent
 from allotment.domain.timeutil import format_rfc3339
+from allotment.domain.value_cache import RING, UNCHANGED, earliest_touched
 from allotment.http.routes.entitlements import value_json
 from allotment.services.entitlements import ValueView
+from allotment.storage import usage_marks
 from allotment.storage.database import open_database
 from tests.support import ServerProcess, unique
 
@@ -351,6 +354,97 @@ def test_reads_of_an_unchanged_entitlement_are_answered_from_memory(
     assert after.metered is not None
     assert after.metered.usage == 7
     assert after == svc.plain_value(walk.subject, key, None)
+
+
+def test_concurrent_ingest_and_reads_never_go_stale(
+    pair: tuple[Container, Container, FrozenClock],
+) -> None:
+    """Writers ingest (on time and late) while readers in the other container read: usage at
+    a fixed time never goes backwards, and once writes stop every cache equals the plain
+    computation (a missed version would leave a cache behind for good)."""
+    one, two, clock = pair
+    walk = Walk(one, two, clock, 11)
+    key = walk.keys[0]
+    clock.set(T0 + timedelta(hours=7, minutes=30))
+    fixed = T0 + timedelta(hours=7, minutes=31)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    sent: list[int] = []
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            for _ in range(40):
+                minutes = rng.choice([0, 1, 5, 30, 200, 440])
+                at = T0 + timedelta(hours=7, minutes=30) - timedelta(minutes=minutes)
+                data = {"value": rng.randint(1, 5), "model": "a"}
+                sent.append(data["value"])
+                event = CloudEvent(unique("e"), "w", walk.sum_meter["type"], walk.subject, at, data)
+                one.events.ingest([event])
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read(svc: Any) -> None:
+        last = Decimal(-1)
+        try:
+            while not stop.is_set():
+                v = svc.value(walk.subject, key, fixed)
+                assert v.metered is not None
+                assert v.metered.usage >= last
+                last = v.metered.usage
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    readers = [threading.Thread(target=read, args=(c.entitlements,)) for c in (one, two, two)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors
+    for at in (None, fixed, fixed + timedelta(hours=2)):
+        want = one.entitlements.plain_value(walk.subject, key, at)
+        assert want.metered is not None
+        if at is not None:  # now (7:30) rounds to 7:30: the events at 7:30 come after it
+            assert want.metered.usage == sum(sent)
+        assert one.entitlements.value(walk.subject, key, at) == want
+        assert two.entitlements.value(walk.subject, key, at) == want
+
+
+def test_usage_marks_ring(db_url: str) -> None:
+    """Each bump records its earliest minute in slot version % 8; a reader at most 8 versions
+    behind finds every minute it missed."""
+    db = open_database(db_url)
+    try:
+        Container(Settings(db_url=db_url), db, FrozenClock(T0)).start()
+        key = (unique("m"), unique("s"))
+        minutes = [(7 * v) % 50 * 60_000_000 for v in range(1, 20)]
+        for minute in minutes:
+            with db.write() as tx:
+                usage_marks.bump_touched(tx, {key: minute, (key[0], unique("x")): 0})
+            with db.read() as tx:
+                version, slots = usage_marks.mark(tx, *key)
+            assert version <= len(minutes)
+            for cached in range(max(0, version - RING), version + 1):
+                missed = minutes[cached:version]
+                expect = min(missed) if missed else UNCHANGED
+                assert earliest_touched(cached, version, slots) == expect
+            assert earliest_touched(version - RING - 1, version, slots) is None
+        meter_id, subject = key
+        current = usage_marks.current_versions(
+            db, subject, "nothing", meter_id, "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+        )
+        with db.read() as tx:
+            assert current == usage_marks.versions(
+                tx, subject, "nothing", meter_id, "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+            )
+        assert current[3] is None
+        assert current[2] == len(minutes)
+    finally:
+        db.close()
 
 
 def test_the_cache_can_be_turned_off(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -181,8 +181,8 @@ class ValueCache:
         if record is None:
             return None  # the plain path says NotFound
         metered: _Metered | None = None
-        cacheable_metered = False
-        if record.type == EntitlementType.METERED and record.active_at(at):
+        active = record.active_at(at)
+        if active and record.type == EntitlementType.METERED:
             if record.id not in scope.metered:
                 if not allow_io:
                     return None
@@ -190,27 +190,25 @@ class ValueCache:
             metered = scope.metered.get(record.id)
             if metered is None:
                 return None
-            cacheable_metered = True
-        with self._c.db.read() as tx:
-            catalog, scope_v, mark, found = usage_marks.versions(
-                tx, alias.subject_key, alias.feature_key,
-                metered.meter_id if metered is not None else None, alias.subject_id,
-            )  # fmt: skip
+        catalog, scope_v, mark, found = usage_marks.current_versions(
+            self._c.db, alias.subject_key, alias.feature_key,
+            metered.meter_id if metered is not None else None, alias.subject_id,
+        )  # fmt: skip
         if found != alias.subject_found:
             self._drop(self._aliases, (subject_param, key_param))
             return _RETRY if allow_io else None
         if (catalog, scope_v) != scope.versions:
             self._drop(self._scopes, scope_key)
             return _RETRY if allow_io else None
-        if not record.active_at(at):
+        if metered is not None:
+            return self._metered_value(scope, metered, mark, ceil_minute(at), allow_io)
+        if not active:
             return Answer(ents.ValueView(False))
         if record.type == EntitlementType.BOOLEAN:
             return Answer(ents.ValueView(True))
         if record.type == EntitlementType.STATIC:
             return Answer(ents.ValueView(True, config=record.config))
-        assert cacheable_metered
-        assert metered is not None
-        return self._metered_value(scope, metered, mark, ceil_minute(at), allow_io)
+        return None  # not reached: an active metered record has ``metered`` or returned above
 
     def _metered_value(
         self, scope: _Scope, m: _Metered, mark: int, until: datetime, allow_io: bool
