@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -37,7 +38,8 @@ from allotment.domain.errors import DomainError
 from allotment.domain.events import CloudEvent
 from allotment.domain.timeutil import format_rfc3339
 from allotment.domain.value_cache import RING, UNCHANGED, earliest_touched
-from allotment.http.routes.entitlements import value_json
+from allotment.http.app import create_app
+from allotment.http.routes.entitlements import value_body, value_fast_path, value_json
 from allotment.services.entitlements import ValueView
 from allotment.storage import usage_marks
 from allotment.storage.database import open_database
@@ -456,6 +458,61 @@ def test_the_cache_can_be_turned_off(db_url: str, monkeypatch: pytest.MonkeyPatc
         assert c.entitlements.cached_value_body("s", "f", None, _render) is None
     finally:
         c.close()
+
+
+def test_asgi_fast_path_answers_exactly_like_the_route(db_url: str) -> None:
+    """``value_fast_path`` (the wrapper that skips routing for cache hits) gives the same
+    status, content type and body as the routed app with the cache off, for hits and for
+    everything it must pass through."""
+    clock = FrozenClock(T0)
+    on = Container(Settings(db_url=db_url), open_database(db_url), clock)
+    on.start()
+    off = Container(Settings(db_url=db_url), open_database(db_url), clock)
+    off.entitlements.cache = None
+    try:
+        walk = Walk(on, on, clock, 5)
+        key = walk.keys[0]
+        walk.grant()
+        clock.set(T0 + timedelta(hours=3, seconds=5))
+        walk.ingest()
+        fast = value_fast_path(create_app(on), on.entitlements)
+        routed = create_app(off)
+        base = f"/api/v1/subjects/{walk.subject}/entitlements"
+        paths = [
+            f"{base}/{key}/value",
+            f"{base}/{key}/value?time=2024-03-01T02:59:30Z",
+            f"{base}/{key}/value?time=2024-03-01T03:20:00%2B01:00",
+            f"{base}/{key}/value?time=yesterday",
+            f"{base}/{key}/value?time=2024-03-01T02:00:00Z&x=1",
+            f"{base}/{key}/value/",
+            f"{base}/{walk.ids[key]}/value",
+            f"{base}/nope/value",
+            f"/api/v1/subjects//entitlements/{key}/value",
+            f"{base}/{key}",
+            "/api/v1/entitlements",
+        ]
+
+        async def answers(app: Any, method: str) -> list[tuple[int, str, bytes]]:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                out = []
+                for path in paths * 2:  # the second round is served from memory
+                    r = await client.request(method, path)
+                    out.append((r.status_code, r.headers.get("content-type", ""), r.content))
+                return out
+
+        for method in ("GET", "HEAD"):
+            got = asyncio.run(answers(fast, method))
+            want = asyncio.run(answers(routed, method))
+            for path, g, w in zip(paths * 2, got, want, strict=True):
+                if path.endswith("/api/v1/entitlements") or path.endswith(key):
+                    assert g[0] == w[0], path  # lists/entities: same status (bodies have ids)
+                else:
+                    assert g == w, path
+        assert on.entitlements.cached_value_body(walk.subject, key, None, value_body) is not None
+    finally:
+        on.close()
+        off.close()
 
 
 # ---------------------------------------------------------------- over HTTP, several servers
