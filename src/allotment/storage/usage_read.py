@@ -136,20 +136,15 @@ def grain_rows(
     is the bucket start."""
     if (subjects is not None and not subjects) or not spans:
         return []
-    subj_sql, subj_params = _subject_clause(subjects, "u.")
+    subj_sql, subj_params = _subject_clause(subjects)
     col = grain.column
-    rows = tx.execute(
-        _spans_cte(spans)
-        + f"SELECT u.subject, u.{col}, u.group_key, u.count, u.sum, u.min, u.max, "
-        f"u.latest_time, u.latest_value FROM r CROSS JOIN {grain.table} u "
-        f"WHERE u.meter_id = ?{subj_sql} AND u.{col} >= r.lo AND u.{col} < r.hi",
-        [*(v for span in spans for v in span), meter_id, *subj_params],
+    branch = (
+        f"SELECT subject, {col}, group_key, count, sum, min, max, latest_time, latest_value "
+        f"FROM {grain.table} WHERE meter_id = ?{subj_sql} AND {col} >= ? AND {col} < ?"
     )
+    params = [v for lo, hi in spans for v in (meter_id, *subj_params, lo, hi)]
+    rows = tx.execute(" UNION ALL ".join([branch] * len(spans)), params)
     return [_plain_row(r) for r in rows]
-
-
-def _spans_cte(spans: Sequence[tuple[int, int]]) -> str:
-    return "WITH r(lo, hi) AS (VALUES " + ",".join(["(?,?)"] * len(spans)) + ") "
 
 
 def unique_rows(
@@ -356,21 +351,21 @@ def folded_minute_rows(
     col = grain.column
     head, head_params, group_by = _fold_sql(b, col)
     subj_sql, subj_params = _subject_clause(subjects)
-    if spans is None:
-        cte, cte_params, join = "", [], ""
-        range_sql, range_params = _range_clause(col, lo, hi)
-    else:
-        cte, cte_params = _spans_cte(spans), [v for span in spans for v in span]
-        join = "r CROSS JOIN "
-        range_sql, range_params = f" AND {col} >= r.lo AND {col} < r.hi", []
+    ranges: list[tuple[int | None, int | None]] = [(lo, hi)] if spans is None else list(spans)
 
     def statement(fast: bool) -> tuple[str, list[Any]]:
+        # one branch per span (each an index range scan on both engines); a bucket never
+        # straddles a window, so rows of one bucket from two branches are folded by Python
         amounts = _folded_columns(meter.aggregation, fast)
-        return (
-            f"{cte}SELECT {head}, min({col}), max({col}), sum(count), {amounts} FROM {join}"
-            f"{grain.table} WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}",
-            [*cte_params, *head_params, meter.id, *subj_params, *range_params],
-        )
+        branches, params = [], []
+        for a, z in ranges:
+            range_sql, range_params = _range_clause(col, a, z)
+            branches.append(
+                f"SELECT {head}, min({col}), max({col}), sum(count), {amounts} FROM "
+                f"{grain.table} WHERE meter_id = ?{subj_sql}{range_sql} GROUP BY {group_by}"
+            )
+            params += [*head_params, meter.id, *subj_params, *range_params]
+        return " UNION ALL ".join(branches), params
 
     return [
         MinuteRow(
@@ -428,11 +423,13 @@ def _whole_minutes(
     return folded_minute_rows(tx, meter, lo, hi, subjects, b), []
 
 
-SPANS_MAX = 400
+SPANS_MAX = 64
 """More disjoint spans than this in one grain: read one grain for the whole range instead."""
+_PARAMS_MAX = 30_000
+"""Bound parameters per statement (SQLite allows 32 766 by default, PostgreSQL 65 535)."""
 
 
-def plan_grains(lo: int, hi: int, cuts: Sequence[int]) -> list[Segment]:
+def plan_grains(lo: int, hi: int, cuts: Sequence[int], spans_max: int = SPANS_MAX) -> list[Segment]:
     """Minute-aligned ``[lo, hi)``, cut at every ``cuts`` point inside it (window bounds), as
     rollup rows that never straddle a cut: each piece by :func:`decompose`, adjacent spans of
     a grain merged. With too many spans, the coarsest grain aligned with every cut instead."""
@@ -445,7 +442,7 @@ def plan_grains(lo: int, hi: int, cuts: Sequence[int]) -> list[Segment]:
                 spans[-1] = (spans[-1][0], y)
             else:
                 spans.append((x, y))
-    if max(len(spans) for spans in by_grain.values()) <= SPANS_MAX:
+    if max(len(spans) for spans in by_grain.values()) <= spans_max:
         return [(g, x, y) for g, spans in by_grain.items() for x, y in spans]
     for grain in reversed(GRAINS):
         if all(p % grain.step == 0 for p in points):
@@ -500,7 +497,9 @@ def read_usage(
         if cuts is None or unique or lo is None or hi is None:
             rows, uniques = _whole_minutes(tx, meter, whole[0], whole[1], subjects, bucketing)
         elif lo < hi:
-            rows = _whole_by_grain(tx, meter, plan_grains(lo, hi, cuts), subjects, bucketing)
+            per_span = len(subjects or ()) + 5
+            plan = plan_grains(lo, hi, cuts, min(SPANS_MAX, _PARAMS_MAX // per_span))
+            rows = _whole_by_grain(tx, meter, plan, subjects, bucketing)
     for a, b in edges:
         more_rows, more_uniques = edge_rows(tx, meter, a, b, subjects)
         if unique:
@@ -728,7 +727,8 @@ def _sum_columns(fast: bool, alias: str = "") -> str:
     """``sum(isum), dec_sum(sum of the rest)`` (fast) or ``NULL, dec_sum(sum)`` (after SQLite
     reported an integer overflow in the fast form). Their total is the exact sum."""
     if fast:
-        return f"sum({alias}isum), dec_sum(CASE WHEN {alias}isum IS NULL THEN {alias}sum END)"
+        # FILTER, not CASE: SQLite then never calls the Python aggregate for integer rows
+        return f"sum({alias}isum), dec_sum({alias}sum) FILTER (WHERE {alias}isum IS NULL)"
     return f"NULL, dec_sum({alias}sum)"
 
 
@@ -761,27 +761,22 @@ def range_totals(
     count = meter.aggregation is Aggregation.COUNT
 
     def statement(fast: bool) -> tuple[str, list[Any]]:
-        ctes, selects, params, tail = [], [], [], []
-        gk = "u.group_key" if keep is not None else "''"
-        amounts = "NULL, NULL" if count else _sum_columns(fast, "u.")
-        for n, (grain, segs) in enumerate(used):
-            ctes.append(f"r{n}(i, lo, hi) AS (VALUES " + ",".join(["(?,?,?)"] * len(segs)) + ")")
-            params += [v for seg in segs for v in seg]
-            selects.append(
-                f"SELECT r{n}.i, {gk}, sum(u.count), {amounts} FROM r{n} CROSS JOIN "
-                f"{grain.table} u WHERE u.meter_id = ? AND u.subject = ? AND "
-                f"u.{grain.column} >= r{n}.lo AND u.{grain.column} < r{n}.hi "
-                f"GROUP BY r{n}.i" + (", u.group_key" if keep is not None else "")
-            )
-            tail += [meter.id, subject]
-        return "WITH " + ", ".join(ctes) + " " + " UNION ALL ".join(selects), params + tail
+        # one branch per (range, grain span): each an index range scan on both engines
+        gk = "group_key" if keep is not None else "''"
+        amounts = "NULL, NULL" if count else _sum_columns(fast)
+        tail = " GROUP BY group_key" if keep is not None else ""
+        selects, params = [], []
+        for grain, segs in used:
+            col = grain.column
+            for i, a, b in segs:
+                selects.append(
+                    f"SELECT {int(i)}, {gk}, sum(count), {amounts} FROM {grain.table} "
+                    f"WHERE meter_id = ? AND subject = ? AND {col} >= ? AND {col} < ?{tail}"
+                )
+                params += [meter.id, subject, a, b]
+        return " UNION ALL ".join(selects), params
 
-    try:
-        rows = tx.execute(*statement(True))
-    except sqlite3.OperationalError as exc:
-        if not _is_overflow(exc):
-            raise
-        rows = tx.execute(*statement(False))
+    rows = execute_summing(tx, statement)
     for r in rows:
         if keep is not None and not keep(r[1]):
             continue
