@@ -14,9 +14,14 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:
+    from allotment.container import Container
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "examples" / "config.yaml"
@@ -222,3 +227,19 @@ def running_server(db_url: str, **kwargs: object) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def frozen_container(db_url: str, now: datetime) -> Iterator[Container]:
+    """A started in-process container on ``db_url`` whose clock stands still at ``now``."""
+    from allotment.clock import FrozenClock
+    from allotment.config import Settings
+    from allotment.container import Container
+    from allotment.storage.database import open_database
+
+    c = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(now))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()

@@ -15,8 +15,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.clock import FrozenClock
-from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.errors import InvariantViolation
 from allotment.domain.events import CloudEvent, validate_event
@@ -27,6 +25,7 @@ from allotment.services.meter_queries import MeterQuery
 from allotment.storage import migrate, usage_read
 from allotment.storage.database import open_database
 from allotment.storage.usage_write import DAY_US, HOUR_US, ISUM_MAX, MINUTE_US, int_sum
+from tests.support import frozen_container
 
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 T0 = datetime(2025, 6, 1, 0, 0, tzinfo=UTC)
@@ -35,10 +34,8 @@ GRAIN_TABLES = (("usage_minute", "minute"), ("usage_hour", "bucket"), ("usage_da
 
 @pytest.fixture
 def c(db_url: str) -> Iterator[Container]:
-    container = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(NOW))
-    container.start()
-    yield container
-    container.close()
+    with frozen_container(db_url, NOW) as container:
+        yield container
 
 
 _ids = iter(range(10**9))

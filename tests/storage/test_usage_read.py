@@ -11,14 +11,13 @@ from decimal import Decimal
 
 import pytest
 
-from allotment.clock import FrozenClock
-from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.meters import Aggregation, Meter, group_key
 from allotment.domain.timeutil import to_micros
 from allotment.storage import migrate, usage_read
 from allotment.storage.database import Database, open_database
 from allotment.storage.usage_write import GRAINS, int_sum
+from tests.support import frozen_container
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 US_MIN = 60_000_000
@@ -215,10 +214,8 @@ def test_listings(db: Database) -> None:
 
 @pytest.fixture
 def container(db_url: str) -> Iterator[Container]:
-    c = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(T0))
-    c.start()
-    yield c
-    c.close()
+    with frozen_container(db_url, T0) as c:
+        yield c
 
 
 def _service_meter(c: Container, aggregation: str) -> Meter:

@@ -202,6 +202,14 @@ class _SqliteTx(Tx):
         return _sqlite_exec(self._conn, sql, params).rowcount
 
 
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 16_384
+"""Checkpoint the WAL into the database file once it holds this many pages (64 MiB of 4 KiB
+pages; SQLite's default is 1 000). An ingest commit dirties pages all over the rollup and dedup
+indexes; a larger WAL lets a page rewritten by many commits be checkpointed once: 10–35 % less
+writer time per event measured in process (docs/api/events.md). The WAL file is
+reset, not grown, after each checkpoint that no reader blocks."""
+
+
 class SqliteDatabase(Database):
     """Embedded SQLite in WAL mode: one connection per thread, one writer at a time.
 
@@ -237,6 +245,7 @@ class SqliteDatabase(Database):
                 _sqlite_exec(conn, f"PRAGMA synchronous={self._synchronous}")
                 _sqlite_exec(conn, "PRAGMA temp_store=MEMORY")
                 _sqlite_exec(conn, "PRAGMA cache_size=-65536")
+                _sqlite_exec(conn, f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
             except BaseException:
                 conn.close()
                 raise

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
@@ -32,9 +32,6 @@ from allotment.storage.database import (
     to_postgres_sql,
 )
 from allotment.storage.entitlements_repo import EntitlementRecord
-
-if TYPE_CHECKING:
-    from allotment.storage.usage_write import Rollup
 
 _CHUNK = 200
 _SLOTS = ", ".join(f"m{i}" for i in range(RING))
@@ -50,17 +47,6 @@ _UPSERT_TAIL = (
 )
 
 # ---------------------------------------------------------------- writers
-
-
-def bump(tx: Tx, rollup: Rollup) -> None:
-    """Announce what an ingest ``Rollup`` is about to fold (call before ``rollup.flush``)."""
-    touched: dict[tuple[str, str], int] = {}
-    for meter_id, subject, minute, _groups in rollup._cells:
-        key = (meter_id, subject)
-        seen = touched.get(key)
-        if seen is None or minute < seen:
-            touched[key] = minute
-    bump_touched(tx, touched)
 
 
 def bump_touched(tx: Tx, touched: Mapping[tuple[str, str], int]) -> None:

@@ -66,6 +66,20 @@ class _Cell:
     max: Decimal | None
     latest_time: int | None
     latest_value: Decimal | None
+    latest_key: tuple[str, str] = ("", "")
+    """``(source, id)`` of the latest event: breaks a tie on ``latest_time`` when two folds
+    made apart are merged (the greater key was inserted later in the same transaction)."""
+
+    def copy(self) -> _Cell:
+        return _Cell(
+            self.count,
+            self.sum,
+            self.min,
+            self.max,
+            self.latest_time,
+            self.latest_value,
+            self.latest_key,
+        )
 
 
 Target = tuple[str, MeterDefinition, int | None]
@@ -117,36 +131,142 @@ GRAINS = (MINUTE_GRAIN, HOUR_GRAIN, DAY_GRAIN)
 rows inside its bucket (migration 0400)."""
 _ROW = "(?,?,?,?,?,?,?,?,?,?,?)"
 
+CellKey = tuple[str, str, int, str]
+"""(meter id, subject, bucket start µs, group key)"""
+UniqueKey = tuple[str, str, int, str, str]
+"""(meter id, subject, minute µs, group key, value)"""
+
+_group_keys: dict[tuple[tuple[str, str], ...], str] = {}
+_GROUP_KEYS_MAX = 50_000
+
+
+def _group_key_of(groups: tuple[tuple[str, str], ...]) -> str:
+    """:func:`group_key`, memoised (a meter's events share a handful of group values)."""
+    key = _group_keys.get(groups)
+    if key is None:
+        if len(_group_keys) >= _GROUP_KEYS_MAX:
+            _group_keys.clear()
+        key = _group_keys[groups] = group_key(dict(groups))
+    return key
+
+
+class Folded:
+    """What a set of events adds to the rollups, per grain, ready to upsert: no IO to build,
+    so request threads build it while the writer is busy (see ``EventService.prefold``).
+
+    ``touched`` holds, per (meter, subject), the earliest minute touched (for the usage
+    marks). Folds are combined with :meth:`combine`, which never mutates its inputs.
+    """
+
+    __slots__ = ("grains", "touched", "uniques")
+
+    def __init__(
+        self,
+        grains: tuple[dict[CellKey, _Cell], ...],
+        uniques: set[UniqueKey],
+        touched: dict[tuple[str, str], int],
+    ) -> None:
+        self.grains = grains
+        self.uniques = uniques
+        self.touched = touched
+
+    @classmethod
+    def combine(cls, parts: Sequence[Folded]) -> Folded:
+        """One fold equal to folding every part's events together (inputs left untouched)."""
+        if len(parts) == 1:
+            return parts[0]
+        grains: list[dict[CellKey, _Cell]] = []
+        for g in range(len(GRAINS)):
+            out: dict[CellKey, _Cell] = {}
+            for part in parts:
+                for key, cell in part.grains[g].items():
+                    have = out.get(key)
+                    if have is None:
+                        out[key] = cell
+                    else:
+                        merged = have.copy()
+                        _merge(merged, cell)
+                        out[key] = merged
+            grains.append(out)
+        uniques: set[UniqueKey] = set()
+        touched: dict[tuple[str, str], int] = {}
+        for part in parts:
+            uniques |= part.uniques
+            for mk, minute in part.touched.items():
+                seen = touched.get(mk)
+                if seen is None or minute < seen:
+                    touched[mk] = minute
+        return cls(tuple(grains), uniques, touched)
+
+    def __len__(self) -> int:
+        return len(self.grains[0])
+
+    def write(self, tx: Tx) -> None:
+        """Upsert every grain (minute, hour, day), one upsert per key and grain, each sorted so
+        concurrent writers lock rows in the same order; then the UNIQUE_COUNT values."""
+        for grain, cells in zip(GRAINS, self.grains, strict=True):
+            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
+            for start in range(0, len(rows), _CHUNK):
+                chunk = rows[start : start + _CHUNK]
+                tx.execute(
+                    grain.upsert_head + ",".join([_ROW] * len(chunk)) + grain.upsert_tail,
+                    [v for row in chunk for v in row],
+                )
+        uniques = sorted(self.uniques)
+        for start in range(0, len(uniques), _CHUNK):
+            chunk2 = uniques[start : start + _CHUNK]
+            tx.execute(
+                "INSERT INTO usage_unique (meter_id, subject, minute, group_key, value) VALUES "
+                + ",".join(["(?,?,?,?,?)"] * len(chunk2))
+                + " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
+                [v for row in chunk2 for v in row],
+            )
+
 
 class Rollup:
-    """Aggregates events in memory per (meter, subject, minute, group), then upserts once."""
+    """Aggregates events in memory per (meter, subject, minute, group), then folds them into
+    every grain (:meth:`fold`) or upserts them (:meth:`flush`)."""
 
     def __init__(self) -> None:
         self._cells: dict[tuple[str, str, int, tuple[tuple[str, str], ...]], _Cell] = {}
         self._unique: set[tuple[str, str, int, tuple[tuple[str, str], ...], str]] = set()
 
     def add(
-        self, meter_id: str, meter: MeterDefinition, subject: str, time_us: int, data: Any
+        self,
+        meter_id: str,
+        meter: MeterDefinition,
+        subject: str,
+        time_us: int,
+        data: Any,
+        key: tuple[str, str] = ("", ""),
     ) -> None:
         result = extract(meter, data)
         if isinstance(result, str):
             return
-        self.add_extracted(meter_id, meter.aggregation, subject, time_us, result)
+        self.add_extracted(meter_id, meter.aggregation, subject, time_us, result, key)
 
     def add_extracted(
-        self, meter_id: str, aggregation: Aggregation, subject: str, time_us: int, ex: Extracted
+        self,
+        meter_id: str,
+        aggregation: Aggregation,
+        subject: str,
+        time_us: int,
+        ex: Extracted,
+        key: tuple[str, str] = ("", ""),
     ) -> None:
+        """Add one event; events must come in insertion order (a later one wins a tie on
+        time for LATEST). ``key`` is the event's ``(source, id)`` when known."""
         groups = tuple(ex.groups.items())  # extract() fills them in sorted key order
         minute = floor_minute_us(time_us)
-        key = (meter_id, subject, minute, groups)
-        cell = self._cells.get(key)
+        ckey = (meter_id, subject, minute, groups)
+        cell = self._cells.get(ckey)
         value = ex.value
         if cell is None:
             if value is None:
                 cell = _Cell(1, None, None, None, None, None)
             else:
-                cell = _Cell(1, value, value, value, time_us, value)
-            self._cells[key] = cell
+                cell = _Cell(1, value, value, value, time_us, value, key)
+            self._cells[ckey] = cell
         else:
             cell.count += 1
             if value is not None:
@@ -159,42 +279,36 @@ class Rollup:
                     if value > cell.max:
                         cell.max = value
                 if cell.latest_time is None or time_us >= cell.latest_time:
-                    cell.latest_time, cell.latest_value = time_us, value
+                    cell.latest_time, cell.latest_value, cell.latest_key = time_us, value, key
         if aggregation is Aggregation.UNIQUE_COUNT and ex.unique is not None:
             self._unique.add((meter_id, subject, minute, groups, ex.unique))
 
     def __len__(self) -> int:
         return len(self._cells)
 
-    def flush(self, tx: Tx) -> None:
-        """Upsert everything accumulated into every grain (minute, hour, day), one upsert per
-        key and grain, each sorted so concurrent writers lock rows in the same order."""
-        minute_cells: dict[tuple[str, str, int, str], _Cell] = {}
+    def fold(self) -> Folded:
+        """Everything added so far, per grain (the accumulator is left as it is)."""
+        minute_cells: dict[CellKey, _Cell] = {}
+        touched: dict[tuple[str, str], int] = {}
         for (meter_id, subject, minute, groups), c in self._cells.items():
-            minute_cells[meter_id, subject, minute, group_key(dict(groups))] = c
-        for grain in GRAINS:
-            cells = minute_cells if grain.step == MINUTE_US else _coarsen(minute_cells, grain.step)
-            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
-            for start in range(0, len(rows), _CHUNK):
-                chunk = rows[start : start + _CHUNK]
-                tx.execute(
-                    grain.upsert_head + ",".join([_ROW] * len(chunk)) + grain.upsert_tail,
-                    [v for row in chunk for v in row],
-                )
-        uniques = sorted(
-            (meter_id, subject, minute, group_key(dict(groups)), value)
+            minute_cells[meter_id, subject, minute, _group_key_of(groups)] = c
+            mk = (meter_id, subject)
+            seen = touched.get(mk)
+            if seen is None or minute < seen:
+                touched[mk] = minute
+        hour_cells = _coarsen(minute_cells, HOUR_US)
+        day_cells = _coarsen(hour_cells, DAY_US)
+        uniques = {
+            (meter_id, subject, minute, _group_key_of(groups), value)
             for meter_id, subject, minute, groups, value in self._unique
-        )
-        for start in range(0, len(uniques), _CHUNK):
-            chunk2 = uniques[start : start + _CHUNK]
-            tx.execute(
-                "INSERT INTO usage_unique (meter_id, subject, minute, group_key, value) VALUES "
-                + ",".join(["(?,?,?,?,?)"] * len(chunk2))
-                + " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
-                [v for row in chunk2 for v in row],
-            )
-        self._cells.clear()
-        self._unique.clear()
+        }
+        return Folded((minute_cells, hour_cells, day_cells), uniques, touched)
+
+    def flush(self, tx: Tx) -> None:
+        """Upsert everything accumulated into every grain, then start afresh."""
+        self.fold().write(tx)
+        self._cells = {}
+        self._unique = set()
 
 
 def int_sum(value: Decimal | None) -> int | None:
@@ -211,7 +325,8 @@ def _columns(c: _Cell) -> tuple[Any, ...]:
 
 
 def _merge(into: _Cell, c: _Cell) -> None:
-    """Fold ``c`` (a cell of a later or earlier minute) into ``into``, as the upsert would."""
+    """Fold ``c`` into ``into`` as the upsert would; on a tie on ``latest_time`` the event
+    inserted later (the greater ``(source, id)``, see ``EventService.write_batches``) wins."""
     into.count += c.count
     if c.sum is not None:
         into.sum = c.sum if into.sum is None else _EXACT.add(into.sum, c.sum)
@@ -219,27 +334,28 @@ def _merge(into: _Cell, c: _Cell) -> None:
         into.min = c.min
     if c.max is not None and (into.max is None or c.max > into.max):
         into.max = c.max
-    if c.latest_time is not None and (into.latest_time is None or c.latest_time > into.latest_time):
-        # distinct minutes never tie on latest_time: the greatest one is unique
-        into.latest_time, into.latest_value = c.latest_time, c.latest_value
+    if c.latest_time is not None and (
+        into.latest_time is None
+        or c.latest_time > into.latest_time
+        or (c.latest_time == into.latest_time and c.latest_key > into.latest_key)
+    ):
+        into.latest_time, into.latest_value, into.latest_key = (
+            c.latest_time,
+            c.latest_value,
+            c.latest_key,
+        )
 
 
-def _coarsen(
-    cells: Mapping[tuple[str, str, int, str], _Cell], step: int
-) -> dict[tuple[str, str, int, str], _Cell]:
-    out: dict[tuple[str, str, int, str], _Cell] = {}
-    for (meter_id, subject, minute, gkey), c in cells.items():
-        key = (meter_id, subject, minute - minute % step, gkey)
+def _coarsen(cells: Mapping[CellKey, _Cell], step: int) -> dict[CellKey, _Cell]:
+    out: dict[CellKey, _Cell] = {}
+    for (meter_id, subject, start, gkey), c in cells.items():
+        key = (meter_id, subject, start - start % step, gkey)
         have = out.get(key)
         if have is None:
-            out[key] = _Cell(c.count, c.sum, c.min, c.max, c.latest_time, c.latest_value)
+            out[key] = c.copy()
         else:
             _merge(have, c)
     return out
-
-
-def _cell_order(item: tuple[tuple[str, str, int, tuple[tuple[str, str], ...]], _Cell]) -> Any:
-    return item[0]
 
 
 def targets(meters: Iterable[tuple[str, MeterDefinition]]) -> dict[str, list[Target]]:
@@ -251,20 +367,37 @@ def targets(meters: Iterable[tuple[str, MeterDefinition]]) -> dict[str, list[Tar
     return out
 
 
+def fold_events(
+    by_type: Mapping[str, Sequence[Target]],
+    events: Iterable[tuple[str, str, int, Any]] | Iterable[tuple[str, str, int, Any, str, str]],
+) -> Folded:
+    """What ``(type, subject, time_us, data[, source, id])`` events, in insertion order, add
+    to the rollups of the matching meters. Pure: no IO."""
+    rollup = Rollup()
+    for ev in events:
+        event_type, subject, time_us, data = ev[0], ev[1], ev[2], ev[3]
+        key = (ev[4], ev[5]) if len(ev) == 6 else ("", "")
+        for meter_id, meter, start in by_type.get(event_type, ()):
+            if start is not None and time_us < start:
+                continue
+            rollup.add(meter_id, meter, subject, time_us, data, key)
+    return rollup.fold()
+
+
+def write_folded(tx: Tx, folded: Folded) -> None:
+    """Announce (usage marks, for the value cache) and upsert a fold, in the caller's
+    transaction."""
+    usage_marks.bump_touched(tx, folded.touched)
+    folded.write(tx)
+
+
 def aggregate_events(
     tx: Tx,
     by_type: Mapping[str, Sequence[Target]],
     events: Iterable[tuple[str, str, int, Any]],
 ) -> None:
     """Fold ``(type, subject, time_us, data)`` events into the rollups of matching meters."""
-    rollup = Rollup()
-    for event_type, subject, time_us, data in events:
-        for meter_id, meter, start in by_type.get(event_type, ()):
-            if start is not None and time_us < start:
-                continue
-            rollup.add(meter_id, meter, subject, time_us, data)
-    usage_marks.bump(tx, rollup)  # value-cache freshness, same transaction (value_cache.py)
-    rollup.flush(tx)
+    write_folded(tx, fold_events(by_type, events))
 
 
 def backfill(tx: Tx, meter_id: str, meter: MeterDefinition) -> None:

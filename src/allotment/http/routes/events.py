@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -130,6 +131,12 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
     return _prepare(typed, now, single=False)
 
 
+def _decode_and_fold(body: bytes, shape: Shape, c: Container) -> Sequence[PreparedEvent]:
+    """Off the event loop: decode, validate, and fold the batch's rollup rows (so the single
+    writer only writes; see ``EventService.prefold``)."""
+    return c.events.prefold(decode_events(body, shape, c))
+
+
 def _prepare(events: list[_EventIn], now: Any, *, single: bool) -> list[PreparedEvent]:
     """The common case in one tight loop; an event it cannot vouch for goes through
     :func:`build_event`, which raises the exact error or normalizes it."""
@@ -185,10 +192,11 @@ async def ingest(request: Request) -> Response:
     c = container(request)
     shape = body_shape(request.headers.get("content-type"))
     body = await read_body(request, c.settings.max_body_bytes)
+    events: Sequence[PreparedEvent]
     if len(body) <= _INLINE_BODY_BYTES:
         events = decode_events(body, shape, c)
     else:
-        events = await call(decode_events, body, shape, c)
+        events = await call(_decode_and_fold, body, shape, c)
     await asyncio.wrap_future(c.events.submit(events))
     return no_content()
 
