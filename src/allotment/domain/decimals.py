@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 from allotment.domain.errors import InvalidInput
 
 _ONE = Decimal(1)
+
+EXACT = Context(prec=60)
+"""The context of every sum and rendering of usage amounts outside the engine (which has its
+own, also 60 digits): the default context keeps only 28 significant digits and would round."""
 
 
 def plain(value: Decimal) -> Decimal:
     """The same number without trailing zeros or exponent notation (``100``, not ``1E+2``)."""
     if value.is_zero():
         return Decimal(0)
-    normalized = value.normalize()
+    normalized = value.normalize(EXACT)
     if normalized.as_tuple().exponent > 0:  # type: ignore[operator]
-        return normalized.quantize(_ONE)
+        return normalized.quantize(_ONE, context=EXACT)
     return normalized
 
 

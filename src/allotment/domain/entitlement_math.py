@@ -21,12 +21,13 @@ from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
 from allotment.domain import limits
 from allotment.domain.engine import (
+    ENGINE_CONTEXT,
     Aggregation,
     EngineState,
     Phase,
@@ -253,13 +254,15 @@ def _value_of(
     spec: MeteredSpec, grants: Sequence[Grant], state: EngineState, at: datetime
 ) -> MeteredValue:
     active = {g.id: state.balances.get(g.id, ZERO) for g in grants if g.active_at(at)}
-    balance = sum(active.values(), ZERO)
+    with localcontext(ENGINE_CONTEXT):  # 60 digits, as inside the engine
+        balance = sum(active.values(), ZERO)
+        total_available = state.total_grant_usage + balance
     return MeteredValue(
         has_access=spec.is_soft_limit or balance > 0,
         balance=balance,
         usage=state.usage_in_period,
         overage=state.overage,
-        total_available_grant_amount=state.total_grant_usage + balance,
+        total_available_grant_amount=total_available,
         grant_balances=active,
         start_of_period=max(state.period_start, spec.measure_usage_from),
         state=state,
@@ -494,6 +497,28 @@ def _balance_at(
 
 
 def history(
+    spec: MeteredSpec,
+    grants: Sequence[Grant],
+    manual_resets: Sequence[ManualReset],
+    from_: datetime,
+    to: datetime,
+    window_size: WindowSize,
+    tz: ZoneInfo,
+    usage_fn: UsageFn,
+    window_usage_fn: WindowUsageFn,
+    start_state: EngineState | None = None,
+) -> History:
+    """Windowed usage with the exact balance at each window start, plus the burn-down
+    segments of an engine run from the first window start to ``to`` (§10). All arithmetic
+    under the engine's 60-digit context."""
+    with localcontext(ENGINE_CONTEXT):
+        return _history(
+            spec, grants, manual_resets, from_, to, window_size, tz, usage_fn,
+            window_usage_fn, start_state,
+        )  # fmt: skip
+
+
+def _history(
     spec: MeteredSpec,
     grants: Sequence[Grant],
     manual_resets: Sequence[ManualReset],

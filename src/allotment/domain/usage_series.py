@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from allotment.domain.decimals import EXACT
 from allotment.domain.errors import InvalidInput, check
 from allotment.domain.timeutil import to_micros
 
@@ -167,7 +168,7 @@ class UsageSeries:
 def _prefix_sums(values: Iterable[Decimal]) -> list[Decimal]:
     out = [ZERO]
     for v in values:
-        out.append(out[-1] + v)
+        out.append(EXACT.add(out[-1], v))
     return out
 
 
@@ -201,5 +202,5 @@ def merge_minute_rows(
             )
         )
         best_t, best_v = (prev.latest_time, prev.latest_value) if keep_prev else (lt, lv)
-        merged[minute] = MinuteBucket(minute, prev.total + total, best_t, best_v)
+        merged[minute] = MinuteBucket(minute, EXACT.add(prev.total, total), best_t, best_v)
     return [merged[m] for m in sorted(merged)]

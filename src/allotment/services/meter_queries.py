@@ -126,20 +126,36 @@ class MeterQueryService:
         if windows is None:
             return MeterQueryResult(meter, q, keys, by_subject, [])
         index, window_of = windows
+        # rows repeat a few bucket starts and group keys: map each distinct one once
+        index_of: dict[int, int | None] = {}
+        values_of: dict[str, tuple[str, ...]] = {}
 
         def key_of(subject: str, at: int, gkey: str) -> CellKey | None:
-            i = index(at)
+            i = index_of.get(at, -1)
+            if i == -1:
+                i = index_of[at] = index(at)
             if i is None:
                 return None
-            groups = _groups(gkey)
-            return i, subject if by_subject else "", tuple(groups.get(k, "") for k in keys)
+            values = values_of.get(gkey)
+            if values is None:
+                groups = _groups(gkey)
+                values = values_of[gkey] = tuple(groups.get(k, "") for k in keys)
+            return i, subject if by_subject else "", values
 
         cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
         out = []
+        windows_of: dict[int, tuple[datetime, datetime]] = {}
+        groups_of: dict[tuple[str, ...], dict[str, str]] = {}
         for (i, subject, values), value in sorted(cells.items()):
-            start, end = window_of(i)
-            groups = dict(zip(keys, values, strict=True))
-            out.append(MeterQueryRow(value, start, end, subject if by_subject else None, groups))
+            window = windows_of.get(i)
+            if window is None:
+                window = windows_of[i] = window_of(i)
+            groups = groups_of.get(values)
+            if groups is None:  # shared by the rows of one group: never mutated
+                groups = groups_of[values] = dict(zip(keys, values, strict=True))
+            out.append(
+                MeterQueryRow(value, window[0], window[1], subject if by_subject else None, groups)
+            )
         return MeterQueryResult(meter, q, keys, by_subject, out)
 
     # ------------------------------------------------------------ subjects, group-by values

@@ -1,7 +1,8 @@
 """Exact decimal arithmetic inside SQLite.
 
 SQLite has no decimal type: amounts are stored as TEXT and combined through these Python
-functions, registered on every connection, so ``SUM`` never goes through a float.
+functions, registered on every connection, so ``SUM`` never goes through a float. Sums keep 60
+significant digits (:data:`allotment.domain.decimals.EXACT`), not the default 28.
 PostgreSQL stores NUMERIC and defines ``dec_add``/``dec_min``/``dec_max`` in its migration; the
 aggregates ``dec_sum``/``dec_minagg``/``dec_maxagg`` become native ``sum``/``min``/``max``.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from decimal import Decimal
 from typing import Any, cast
+
+from allotment.domain.decimals import EXACT
 
 
 def _dec(value: object) -> Decimal:
@@ -26,7 +29,7 @@ def dec_add(a: object, b: object) -> str | None:
         return None if b is None else _text(_dec(b))
     if b is None:
         return _text(_dec(a))
-    return _text(_dec(a) + _dec(b))
+    return _text(EXACT.add(_dec(a), _dec(b)))
 
 
 def dec_min(a: object, b: object) -> str | None:
@@ -49,7 +52,7 @@ class _DecSum:
 
     def step(self, value: object) -> None:
         if value is not None:
-            self.total = _dec(value) if self.total is None else self.total + _dec(value)
+            self.total = _dec(value) if self.total is None else EXACT.add(self.total, _dec(value))
 
     def finalize(self) -> str | None:
         return None if self.total is None else _text(self.total)

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from allotment.domain.decimals import EXACT
 from allotment.domain.errors import check
 from allotment.domain.meters import Aggregation, Meter, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
@@ -530,7 +531,7 @@ class Accumulator:
     def add(self, r: MinuteRow) -> None:
         self.count += r.count
         if r.sum is not None:
-            self.sum = r.sum if self.sum is None else self.sum + r.sum
+            self.sum = r.sum if self.sum is None else _WIDE.add(self.sum, r.sum)
         if r.min is not None and (self.min is None or r.min < self.min):
             self.min = r.min
         if r.max is not None and (self.max is None or r.max > self.max):
@@ -556,13 +557,13 @@ class Accumulator:
             if self.sum is None or not self.count:
                 return None
             return AVG_CONTEXT.divide(self.sum, Decimal(self.count))
-        by_kind = {
-            Aggregation.SUM: self.sum,
-            Aggregation.MIN: self.min,
-            Aggregation.MAX: self.max,
-            Aggregation.LATEST: self.latest_value,
-        }
-        return by_kind[aggregation]
+        if aggregation is Aggregation.SUM:
+            return self.sum
+        if aggregation is Aggregation.MIN:
+            return self.min
+        if aggregation is Aggregation.MAX:
+            return self.max
+        return self.latest_value
 
 
 K = TypeVar("K", bound=Hashable)
@@ -581,12 +582,18 @@ def fold(
         for u in uniques:
             key = key_of(u.subject, u.minute, u.group_key)
             if key is not None:
-                cells.setdefault(key, Accumulator()).uniques.add(u.value)
+                acc = cells.get(key)
+                if acc is None:
+                    acc = cells[key] = Accumulator()
+                acc.uniques.add(u.value)
     else:
         for r in rows:
             key = key_of(r.subject, r.minute, r.group_key)
             if key is not None:
-                cells.setdefault(key, Accumulator()).add(r)
+                acc = cells.get(key)
+                if acc is None:
+                    acc = cells[key] = Accumulator()
+                acc.add(r)
     out: dict[K, Decimal] = {}
     for key, acc in cells.items():
         value = acc.value(aggregation)
@@ -688,7 +695,7 @@ Segment = tuple[Grain, int, int]
 """Rows of one grain table with ``lo <= bucket < hi`` (both multiples of the grain's step)."""
 
 
-_WIDE = Context(prec=60)
+_WIDE = EXACT
 """Additions of partial sums keep 60 significant digits, like ingest (the default keeps 28)."""
 
 

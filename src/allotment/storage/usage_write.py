@@ -36,11 +36,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 import msgspec
 
+from allotment.domain.decimals import EXACT
 from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.storage import usage_marks
@@ -54,7 +55,7 @@ ISUM_MAX = 2**53
 """Bound of ``isum``: native SQLite ``sum()`` over up to 1024 such rows cannot overflow (and
 a read that does overflow is re-run on the exact decimals, see ``usage_read``)."""
 _decode_event = msgspec.json.Decoder(float_hook=Decimal)
-_EXACT = Context(prec=60)
+_EXACT = EXACT
 """Sums inside one batch keep 60 significant digits (the default context keeps only 28)."""
 
 

@@ -176,11 +176,19 @@ def result_json(result: MeterQueryResult) -> dict[str, Any]:
         out["to"] = format_rfc3339(q.to)
     if q.window_size is not None:
         out["windowSize"] = str(q.window_size)
+    times: dict[datetime, str] = {}  # rows share a few window bounds: format each once
+
+    def rfc3339(at: datetime) -> str:
+        text = times.get(at)
+        if text is None:
+            text = times[at] = format_rfc3339(at)
+        return text
+
     out["data"] = [
         {
             "value": num(r.value),
-            "windowStart": format_rfc3339(r.window_start),
-            "windowEnd": format_rfc3339(r.window_end),
+            "windowStart": rfc3339(r.window_start),
+            "windowEnd": rfc3339(r.window_end),
             "subject": r.subject,
             "groupBy": r.group_by,
         }
