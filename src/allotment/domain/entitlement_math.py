@@ -17,12 +17,14 @@ so it can fetch minute buckets once and answer from memory.
 
 from __future__ import annotations
 
+import functools
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, localcontext
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 from zoneinfo import ZoneInfo
 
 from allotment.domain import limits
@@ -219,6 +221,21 @@ def _usage_range(spec: MeteredSpec, start: EngineState, until: datetime) -> Peri
     if spec.aggregation is Aggregation.UNIQUE_COUNT:
         return Period(start.period_start, until)
     return Period(start.at, until)
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _under_engine_context(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``fn`` under the engine's 60-digit decimal context (the default keeps 28)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with localcontext(ENGINE_CONTEXT):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def plan_value(
@@ -496,6 +513,7 @@ def _balance_at(
     return max(total - demand, ZERO)
 
 
+@_under_engine_context
 def history(
     spec: MeteredSpec,
     grants: Sequence[Grant],
@@ -511,27 +529,6 @@ def history(
     """Windowed usage with the exact balance at each window start, plus the burn-down
     segments of an engine run from the first window start to ``to`` (§10). All arithmetic
     under the engine's 60-digit context."""
-    with localcontext(ENGINE_CONTEXT):
-        return _history(
-            spec, grants, manual_resets, from_, to, window_size, tz, usage_fn,
-            window_usage_fn, start_state,
-        )  # fmt: skip
-
-
-def _history(
-    spec: MeteredSpec,
-    grants: Sequence[Grant],
-    manual_resets: Sequence[ManualReset],
-    from_: datetime,
-    to: datetime,
-    window_size: WindowSize,
-    tz: ZoneInfo,
-    usage_fn: UsageFn,
-    window_usage_fn: WindowUsageFn,
-    start_state: EngineState | None = None,
-) -> History:
-    """Windowed usage with the exact balance at each window start, plus the burn-down
-    segments of an engine run from the first window start to ``to`` (§10)."""
     start_at, end_at = floor_minute(from_.astimezone(UTC)), ceil_minute(to.astimezone(UTC))
     if start_at < spec.measure_usage_from:
         raise InvalidInput("from must not be before measureUsageFrom", field="from")
