@@ -52,6 +52,7 @@ class Container:
             sync(self.settings.meters)
 
     def close(self) -> None:
+        self.events.close()  # the group-commit writer finishes what is queued first
         self.db.close()
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from allotment.clock import FrozenClock
 from allotment.config import Settings
@@ -39,7 +40,7 @@ from allotment.domain.events import CloudEvent
 from allotment.domain.timeutil import format_rfc3339
 from allotment.domain.value_cache import RING, UNCHANGED, earliest_touched
 from allotment.http.app import create_app
-from allotment.http.routes.entitlements import value_body, value_fast_path, value_json
+from allotment.http.routes.entitlements import value_body, value_json
 from allotment.services.entitlements import ValueView
 from allotment.storage import usage_marks
 from allotment.storage.database import open_database
@@ -475,8 +476,10 @@ def test_asgi_fast_path_answers_exactly_like_the_route(db_url: str) -> None:
         walk.grant()
         clock.set(T0 + timedelta(hours=3, seconds=5))
         walk.ingest()
-        fast = value_fast_path(create_app(on), on.entitlements)
-        routed = create_app(off)
+        fast = create_app(on)  # the server's app: wrapped in value_fast_path on SQLite
+        routed = create_app(off)  # no cache: the plain Starlette app
+        assert isinstance(fast, Starlette) is not on.entitlements.inline_reads
+        assert isinstance(routed, Starlette)
         base = f"/api/v1/subjects/{walk.subject}/entitlements"
         paths = [
             f"{base}/{key}/value",

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp
 
 from allotment.http.problems import EXCEPTION_HANDLERS
 from allotment.http.routes import (
@@ -40,7 +41,7 @@ def all_routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(container: Container) -> Starlette:
+def create_app(container: Container) -> ASGIApp:
     """Build the app around an already-started container (migrated, config synced)."""
 
     @asynccontextmanager
@@ -54,4 +55,5 @@ def create_app(container: Container) -> Starlette:
         lifespan=lifespan,
     )
     app.state.container = container
-    return app
+    # cache hits of the value check are answered before Starlette's routing (same answers)
+    return entitlements.value_fast_path(app, container.entitlements)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from starlette.applications import Starlette
+from starlette.types import ASGIApp
 
 from allotment.config import Settings, apply_env, load_file, validate
 
@@ -23,7 +23,7 @@ def settings_from_env() -> Settings:
     return settings
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> ASGIApp:
     from allotment.container import build_container
     from allotment.http.app import create_app
 
