@@ -59,6 +59,9 @@ def dec_or_none(value: Any) -> Decimal | None:
 class Tx(ABC):
     """One open transaction (or read snapshot)."""
 
+    dialect: str = ""
+    """``sqlite`` or ``postgresql`` (the :class:`Database`'s)."""
+
     @abstractmethod
     def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Run one statement; return all rows it produced (empty for writes)."""
@@ -176,6 +179,8 @@ def _sqlite_exec(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ())
 
 
 class _SqliteTx(Tx):
+    dialect = "sqlite"
+
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
@@ -473,6 +478,8 @@ class PostgresDatabase(Database):
 
 
 class _PostgresTx(Tx):
+    dialect = "postgresql"
+
     def __init__(self, conn: Any, psycopg: Any) -> None:
         self._conn = conn
         self._psycopg = psycopg

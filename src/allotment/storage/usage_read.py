@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
@@ -310,10 +310,10 @@ def _fold_sql(b: Bucketing, column: str = "minute") -> tuple[str, list[Any], str
     return f"{subject}, {group}, {bucket} AS bucket", params, ", ".join([*keys, "bucket"])
 
 
-def _folded_columns(aggregation: Aggregation, fast: bool) -> str:
+def _folded_columns(aggregation: Aggregation, mode: SumMode) -> str:
     """``isum total, decimal sum rest, min, max`` for a folded select."""
     if aggregation in (Aggregation.SUM, Aggregation.AVG):
-        return _sum_columns(fast) + ", NULL, NULL"
+        return _sum_columns(mode) + ", NULL, NULL"
     if aggregation is Aggregation.MIN:
         return "NULL, NULL, dec_minagg(min), NULL"
     if aggregation is Aggregation.MAX:
@@ -321,15 +321,30 @@ def _folded_columns(aggregation: Aggregation, fast: bool) -> str:
     return "NULL, NULL, NULL, NULL"
 
 
-def execute_summing(tx: Tx, statement: Callable[[bool], tuple[str, list[Any]]]) -> list[Any]:
-    """Run ``statement(fast=True)``; if SQLite's integer ``sum()`` overflowed, run
-    ``statement(fast=False)`` (exact decimals only) instead."""
+SumMode = Literal["native", "fast", "exact"]
+
+
+def execute_summing(
+    tx: Tx, statement: Callable[[SumMode], tuple[str, list[Any]]], rest: int
+) -> list[Any]:
+    """Run a statement whose sums come from :func:`_sum_columns` (column ``rest`` holds the
+    decimal rest) in the cheapest form that is exact.
+
+    SQLite: first ``native`` (integer sums only, no Python aggregate at all; the rest column
+    flags groups that hold a non-integer sum); if any group is flagged, ``fast``; if SQLite's
+    integer ``sum()`` overflowed, ``exact`` (decimals only). PostgreSQL's sums are native in
+    every form: ``fast`` at once.
+    """
     try:
-        return tx.execute(*statement(True))
+        if tx.dialect == "sqlite":
+            rows = tx.execute(*statement("native"))
+            if all(r[rest] is None for r in rows):
+                return rows
+        return tx.execute(*statement("fast"))
     except sqlite3.OperationalError as exc:
         if not _is_overflow(exc):
             raise
-        return tx.execute(*statement(False))
+        return tx.execute(*statement("exact"))
 
 
 def folded_minute_rows(
@@ -354,10 +369,10 @@ def folded_minute_rows(
     subj_sql, subj_params = _subject_clause(subjects)
     ranges: list[tuple[int | None, int | None]] = [(lo, hi)] if spans is None else list(spans)
 
-    def statement(fast: bool) -> tuple[str, list[Any]]:
+    def statement(mode: SumMode) -> tuple[str, list[Any]]:
         # one branch per span (each an index range scan on both engines); a bucket never
         # straddles a window, so rows of one bucket from two branches are folded by Python
-        amounts = _folded_columns(meter.aggregation, fast)
+        amounts = _folded_columns(meter.aggregation, mode)
         branches, params = [], []
         for a, z in ranges:
             range_sql, range_params = _range_clause(col, a, z)
@@ -381,7 +396,7 @@ def folded_minute_rows(
             latest_value=None,
             last=int(r[4]),
         )
-        for r in execute_summing(tx, statement)
+        for r in execute_summing(tx, statement, rest=7)
     ]
 
 
@@ -634,14 +649,14 @@ def series_minutes(
     for key_sql, key_params in _key_chunks(group_keys):
 
         def statement(
-            fast: bool, key_sql: str = key_sql, key_params: list[Any] = key_params
+            mode: SumMode, key_sql: str = key_sql, key_params: list[Any] = key_params
         ) -> tuple[str, list[Any]]:
             if latest:
                 head, tail = "minute, NULL, NULL, NULL, latest_time, latest_value", ""
             elif count:
                 head, tail = "minute, sum(count), NULL, NULL, NULL, NULL", " GROUP BY minute"
             else:
-                head = f"minute, NULL, {_sum_columns(fast)}, NULL, NULL"
+                head = f"minute, NULL, {_sum_columns(mode)}, NULL, NULL"
                 tail = " GROUP BY minute"
             return (
                 f"SELECT {head} FROM usage_minute WHERE meter_id = ? AND subject = ?"
@@ -649,7 +664,7 @@ def series_minutes(
                 [meter.id, subject, lo, hi, *key_params],
             )
 
-        for r in execute_summing(tx, statement):
+        for r in execute_summing(tx, statement, rest=3):
             if count:
                 total = Decimal(int(r[1] or 0))
             else:
@@ -730,10 +745,17 @@ def _is_overflow(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc).lower()
 
 
-def _sum_columns(fast: bool, alias: str = "") -> str:
-    """``sum(isum), dec_sum(sum of the rest)`` (fast) or ``NULL, dec_sum(sum)`` (after SQLite
-    reported an integer overflow in the fast form). Their total is the exact sum."""
-    if fast:
+def _sum_columns(mode: SumMode, alias: str = "") -> str:
+    """Two columns whose total is the exact sum: ``sum(isum), dec_sum(sum of the rest)``
+    (``fast``); ``NULL, dec_sum(sum)`` (``exact``, after SQLite reported an integer overflow);
+    or ``sum(isum), flag`` (``native``: no Python aggregate; ``flag`` is non-NULL when the group
+    holds a sum that is not an integer, and then the caller runs the ``fast`` form)."""
+    if mode == "native":
+        return (
+            f"sum({alias}isum), CASE WHEN count(*) FILTER "
+            f"(WHERE {alias}isum IS NULL AND {alias}sum IS NOT NULL) > 0 THEN 'decimal' END"
+        )
+    if mode == "fast":
         # FILTER, not CASE: SQLite then never calls the Python aggregate for integer rows
         return f"sum({alias}isum), dec_sum({alias}sum) FILTER (WHERE {alias}isum IS NULL)"
     return f"NULL, dec_sum({alias}sum)"
@@ -767,10 +789,10 @@ def range_totals(
         return totals
     count = meter.aggregation is Aggregation.COUNT
 
-    def statement(fast: bool) -> tuple[str, list[Any]]:
+    def statement(mode: SumMode) -> tuple[str, list[Any]]:
         # one branch per (range, grain span): each an index range scan on both engines
         gk = "group_key" if keep is not None else "''"
-        amounts = "NULL, NULL" if count else _sum_columns(fast)
+        amounts = "NULL, NULL" if count else _sum_columns(mode)
         tail = " GROUP BY group_key" if keep is not None else ""
         selects, params = [], []
         for grain, segs in used:
@@ -783,7 +805,7 @@ def range_totals(
                 params += [meter.id, subject, a, b]
         return " UNION ALL ".join(selects), params
 
-    rows = execute_summing(tx, statement)
+    rows = execute_summing(tx, statement, rest=4)
     for r in rows:
         if keep is not None and not keep(r[1]):
             continue
