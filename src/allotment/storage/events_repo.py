@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from allotment.domain.events import PreparedEvent
 from allotment.storage.database import Tx
 
-_INSERT_CHUNK = 500
-"""Rows per multi-row INSERT on PostgreSQL: 7 parameters each, far below its limit."""
+_INSERT_CHUNK = 10_000
+"""Rows per array INSERT on PostgreSQL."""
 
 _INSERT = (
     "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
@@ -35,8 +35,8 @@ def insert_new(
     SQLite: the caller's write transaction excludes every other writer, so the rows are
     appended with one ``executemany`` and only counted (``total_changes()``); when some were
     skipped, the inserted ones are exactly those above the largest ``seq`` seen before.
-    PostgreSQL (many processes may insert the same key at once): multi-row
-    ``INSERT … ON CONFLICT DO NOTHING RETURNING``.
+    PostgreSQL (many processes may insert the same key at once): ``INSERT … SELECT FROM
+    unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order.
     """
     if dialect == "sqlite":
         before = tx.one("SELECT coalesce(max(seq), 0), total_changes() FROM events")
@@ -53,16 +53,21 @@ def insert_new(
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
-        values = ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
-        params: list[object] = []
-        for r in chunk:
-            params.extend(r[:5])
-            params.append(ingested_at_us)
-            params.append(r[5])
+        # one statement of arrays: parsing and planning do not grow with the rows
         result = tx.execute(
             "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
-            f"VALUES {values} ON CONFLICT (source, id) DO NOTHING RETURNING source, id",
-            params,
+            "SELECT s, i, t, u, w, ?, e FROM unnest(?::text[], ?::text[], ?::text[], "
+            "?::text[], ?::bigint[], ?::text[]) AS r(s, i, t, u, w, e) "
+            "ON CONFLICT (source, id) DO NOTHING RETURNING source, id",
+            [
+                ingested_at_us,
+                [r[0] for r in chunk],
+                [r[1] for r in chunk],
+                [r[2] for r in chunk],
+                [r[3] for r in chunk],
+                [r[4] for r in chunk],
+                [r[5] for r in chunk],
+            ],
         )
         inserted.update((str(r[0]), str(r[1])) for r in result)
     return None if len(inserted) == len(rows) else inserted

@@ -37,6 +37,11 @@ _CHUNK = 200
 _SLOTS = ", ".join(f"m{i}" for i in range(RING))
 _ROW = "(?, ?, 1, " + ", ".join("?" if i == 1 else "NULL" for i in range(RING)) + ")"
 _UPSERT_HEAD = f"INSERT INTO usage_marks (meter_id, subject, version, {_SLOTS}) VALUES "
+_UNNEST_SELECT = (
+    "SELECT m, s, 1, "
+    + ", ".join("x" if i == 1 else "NULL::bigint" for i in range(RING))
+    + " FROM unnest(?::text[], ?::text[], ?::bigint[]) AS r(m, s, x)"
+)
 _UPSERT_TAIL = (
     " ON CONFLICT (meter_id, subject) DO UPDATE SET version = usage_marks.version + 1, "
     + ", ".join(
@@ -53,6 +58,12 @@ def bump_touched(tx: Tx, touched: Mapping[tuple[str, str], int]) -> None:
     """Bump each (meter, subject) and record the earliest minute (epoch µs) touched, in key
     order (so concurrent writers lock rows in the same order)."""
     rows = sorted(touched.items())
+    if tx.dialect == "postgresql" and rows:  # one statement of arrays
+        tx.execute(
+            _UPSERT_HEAD.replace(" VALUES ", " ") + _UNNEST_SELECT + _UPSERT_TAIL,
+            [[m for (m, _s), _x in rows], [s for (_m, s), _x in rows], [x for _k, x in rows]],
+        )
+        return
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
         tx.execute(

@@ -204,7 +204,13 @@ class Folded:
 
     def write(self, tx: Tx) -> None:
         """Upsert every grain (minute, hour, day), one upsert per key and grain, each sorted so
-        concurrent writers lock rows in the same order; then the UNIQUE_COUNT values."""
+        concurrent writers lock rows in the same order; then the UNIQUE_COUNT values.
+
+        PostgreSQL gets one statement per grain whose rows are arrays (``unnest``): parsing
+        and planning no longer grow with the rows, as multi-row ``VALUES`` lists do."""
+        if tx.dialect == "postgresql":
+            self._write_arrays(tx)
+            return
         for grain, cells in zip(GRAINS, self.grains, strict=True):
             rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
             for start in range(0, len(rows), _CHUNK):
@@ -222,6 +228,33 @@ class Folded:
                 + " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
                 [v for row in chunk2 for v in row],
             )
+
+    def _write_arrays(self, tx: Tx) -> None:
+        for grain, cells in zip(GRAINS, self.grains, strict=True):
+            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
+            for start in range(0, len(rows), _ARRAY_CHUNK):
+                chunk = rows[start : start + _ARRAY_CHUNK]
+                tx.execute(
+                    grain.upsert_head.replace(" VALUES ", " ") + _UNNEST_CELLS + grain.upsert_tail,
+                    [list(column) for column in zip(*chunk, strict=True)],
+                )
+        uniques = sorted(self.uniques)
+        for start in range(0, len(uniques), _ARRAY_CHUNK):
+            chunk2 = uniques[start : start + _ARRAY_CHUNK]
+            tx.execute(
+                "INSERT INTO usage_unique (meter_id, subject, minute, group_key, value) "
+                "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::text[])"
+                " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
+                [list(column) for column in zip(*chunk2, strict=True)],
+            )
+
+
+_ARRAY_CHUNK = 10_000
+"""Rows per array statement on PostgreSQL."""
+_UNNEST_CELLS = (
+    "SELECT * FROM unnest(?::text[], ?::text[], ?::bigint[], ?::text[], ?::bigint[], "
+    "?::numeric[], ?::numeric[], ?::numeric[], ?::bigint[], ?::numeric[], ?::bigint[])"
+)
 
 
 class Rollup:
