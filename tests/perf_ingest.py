@@ -52,7 +52,8 @@ def main() -> int:
     ap.add_argument("--singles", type=int, default=5000)
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--preload", type=int, default=0)
-    ap.add_argument("--profile", help="py-spy flame graph of the server during the batch phase")
+    ap.add_argument("--profile", help="py-spy flame graph of the server (raw stacks if .txt)")
+    ap.add_argument("--profile-phase", choices=["batch", "single"], default="batch")
     ap.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "allotment-perf"))
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -119,28 +120,7 @@ def main() -> int:
                 ],
                 1,
             )
-            spy = None
-            if args.profile:
-                pyspy = os.environ.get("PYSPY", "py-spy")
-                spy = subprocess.Popen(
-                    [
-                        pyspy,
-                        "record",
-                        "-p",
-                        str(srv.pid),
-                        "-o",
-                        args.profile,
-                        "-r",
-                        "200",
-                        "--threads",
-                        "--nonblocking",
-                        "-f",
-                        "raw" if args.profile.endswith(".txt") else "flamegraph",
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                time.sleep(1.0)
+            spy = _spy(args, srv.pid) if args.profile_phase == "batch" else None
             cpu0 = _cpu(srv.pid)
             rb = blast(srv.url, reqs, args.conns)
             cpu1 = _cpu(srv.pid)
@@ -151,7 +131,12 @@ def main() -> int:
                 build_request(srv.url, "POST", "/api/v1/events", b, "application/cloudevents+json")
                 for b in single_bodies
             ]
+            if args.profile_phase == "single":
+                spy = _spy(args, srv.pid)
             rs = blast(srv.url, sreqs, args.conns)
+            if spy is not None:
+                spy.send_signal(2)
+                spy.wait(timeout=60)
         after, rolled = _counts(url)
         expected = before + args.batches * 1000 + args.singles + 100
         ok = rb.statuses == {204: len(reqs)} and rs.statuses == {204: len(sreqs)}
@@ -176,6 +161,22 @@ def main() -> int:
     finally:
         if pg is not None:
             pg.stop()
+
+
+def _spy(args: argparse.Namespace, pid: int) -> subprocess.Popen[bytes] | None:
+    if not args.profile:
+        return None
+    spy = subprocess.Popen(
+        [
+            os.environ.get("PYSPY", "py-spy"), "record", "-p", str(pid), "-o", args.profile,
+            "-r", "200", "--threads", "--nonblocking",
+            "-f", "raw" if args.profile.endswith(".txt") else "flamegraph",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(1.0)
+    return spy
 
 
 def _cpu(pid: int) -> float:
