@@ -57,6 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--rebuild", action="store_true", help="ignore cached data sets")
     p.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
+    p.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="build and cache the data sets, measure nothing (then measure on an idle machine)",
+    )
     args = p.parse_args(argv)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -77,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     if args.budget:
         opts.plan.budget_s = args.budget
+    if args.prepare_only:
+        Run(opts).prepare()
+        log("data sets ready")
+        return 0
     result = Run(opts).run()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1, default=str) + "\n")

@@ -722,6 +722,13 @@ class Run:
         out["seconds"] = time.perf_counter() - t
         return out
 
+    def prepare(self) -> None:
+        """Build and cache every data set of the plan (what a run would build), measure nothing."""
+        for name in self.opts.backends:
+            with Backend(name, self.opts) as be:
+                for size in self.plan.sizes:
+                    self.dataset(be, size)
+
     def run(self) -> dict[str, Any]:
         t = time.perf_counter()
         result: dict[str, Any] = {"meta": meta(self.opts), "backends": {}}

@@ -59,6 +59,13 @@ def test_quick_mode_produces_every_figure(request: pytest.FixtureRequest, tmp_pa
     if "postgres" in backends:
         args += ["--pg-url", request.getfixturevalue("pg_admin_url")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # --prepare-only builds the data sets and measures nothing; the run then reuses them
+    prep = subprocess.run(
+        [*args, "--prepare-only"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+    )
+    assert prep.returncode == 0, prep.stderr[-5000:]
+    assert "data sets ready" in prep.stdout + prep.stderr
+    assert not out.exists()
     proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "vs naive" in proc.stdout
@@ -75,6 +82,7 @@ def test_quick_mode_produces_every_figure(request: pytest.FixtureRequest, tmp_pa
                 assert _measured(f["kind"], f[side]), (name, fid, side, f[side])
             assert f["vs_naive"] is not None, (name, fid)
             assert f["vs_floor"] is not None, (name, fid)
+        assert figs["value.inproc.10000"]["dataset"]["project"]["cached"] is True, name
         assert figs["ingest.batch"]["ours"]["events_stored"] == 10_000 + 1_000 + 100
         assert figs["value.inproc.10000"]["ours"]["method"].startswith("entitlements.")
         rss = b["server_max_rss_mib"]
