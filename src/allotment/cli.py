@@ -47,6 +47,7 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from allotment.container import build_container
+    from allotment.gc_tuning import tune_gc
     from allotment.http.app import create_app
 
     settings = _settings(args)
@@ -89,7 +90,9 @@ def _serve(args: argparse.Namespace) -> int:
             "allotment.http.asgi:create_app_from_env", factory=True, workers=args.workers, **common
         )
         return 0
-    uvicorn.run(create_app(container), **common)
+    app = create_app(container)
+    tune_gc()
+    uvicorn.run(app, **common)
     return 0
 
 

@@ -25,6 +25,7 @@ def settings_from_env() -> Settings:
 
 def create_app_from_env() -> ASGIApp:
     from allotment.container import build_container
+    from allotment.gc_tuning import tune_gc
     from allotment.http.app import create_app
 
     container = build_container(settings_from_env())
@@ -33,4 +34,6 @@ def create_app_from_env() -> ASGIApp:
     except BaseException:
         container.close()
         raise
-    return create_app(container)
+    app = create_app(container)
+    tune_gc()
+    return app
