@@ -4,7 +4,8 @@ rendering, on a benchmark database (docs/api/meter-queries.md, "Many rows").
     .venv/bin/python -m bench.query_rows /tmp/allotment-bench/sqlite/allot_10000_100_<fp>.db
 
 Prints the median of ``--runs`` warm runs of ``MeterQueryService.query`` (all subjects ×
-model, DAY windows over the data window) and of ``result_json`` + encoding.
+model, DAY windows over the data window) and of ``result_json`` + encoding, with the
+garbage collector tuned as ``allotment serve`` tunes it (``--gc default`` leaves it alone).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.query_rows")
     ap.add_argument("db", help="a benchmark SQLite file, or a postgresql:// URL")
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--gc", choices=["serve", "default"], default="serve")
     args = ap.parse_args()
     from allotment.domain.windows import WindowSize
     from allotment.http.responses import json_response
@@ -31,6 +33,10 @@ def main() -> int:
     url = args.db if "://" in args.db else f"sqlite:///{args.db}"
     config = P.write_config(Path(args.db).parent if "://" not in args.db else Path("."))
     c = P.build_container(url, config)
+    if args.gc == "serve":
+        from allotment.gc_tuning import tune_gc
+
+        tune_gc()
     q = MeterQuery(
         from_=D.T0, to=D.T_END, window_size=WindowSize.DAY, group_by=("subject", "model")
     )

@@ -9,12 +9,13 @@ filters and the usage series in ``domain.usage_series``, SQL and folding in
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
+from allotment.domain.decimals import plain
 from allotment.domain.errors import InvalidInput, check
 from allotment.domain.meters import Aggregation, Meter, decode_group_key
 from allotment.domain.timeutil import (
@@ -37,7 +38,7 @@ from allotment.domain.windows import (
     check_window_count,
     total_window,
 )
-from allotment.storage import usage_read
+from allotment.storage import query_totals, usage_read
 from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
@@ -72,13 +73,15 @@ class MeterQuery:
     filter_field: str = "filterGroupBy"
 
 
-@dataclass(frozen=True)
-class MeterQueryRow:
+class MeterQueryRow(NamedTuple):
+    """One row of a meter query; ``value`` in plain form (``100``, not ``1E+2``). A named
+    tuple: a query may build 100 000 of them."""
+
     value: Decimal
     window_start: datetime
     window_end: datetime
     subject: str | None
-    group_by: dict[str, str] = field(default_factory=dict)
+    group_by: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -119,44 +122,38 @@ class MeterQueryService:
                 return MeterQueryResult(meter, q, keys, by_subject, [])
             fold = _bucketing(q, grid, by_subject, bool(keys or q.filters))
             cuts = _cuts(q, grid)
-            rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects, fold, cuts)
-        rows = [r for r in rows if _keep(q.filters, r.group_key)]
-        uniques = [u for u in uniques if _keep(q.filters, u.group_key)]
-        windows = _windows(q, grid, _minute_span(rows, uniques))
+            totals = None
+            if cuts is not None:
+                totals = query_totals.read_totals(tx, meter, lo, hi, q.subjects, fold, cuts)
+            if totals is None:
+                rows, uniques = usage_read.read_usage(tx, meter, lo, hi, q.subjects, fold, cuts)
+        if totals is not None:
+            # the totals lane (SUM, COUNT, AVG with known windows): plain tuples
+            if q.filters:
+                totals = [t for t in totals if _keep(q.filters, t[1])]
+            span = _total_span(totals)
+        else:
+            rows = [r for r in rows if _keep(q.filters, r.group_key)]
+            uniques = [u for u in uniques if _keep(q.filters, u.group_key)]
+            span = _minute_span(rows, uniques)
+        windows = _windows(q, grid, span)
         if windows is None:
             return MeterQueryResult(meter, q, keys, by_subject, [])
         index, window_of = windows
-        # rows repeat a few bucket starts and group keys: map each distinct one once
-        index_of: dict[int, int | None] = {}
-        values_of: dict[str, tuple[str, ...]] = {}
 
-        def key_of(subject: str, at: int, gkey: str) -> CellKey | None:
-            i = index_of.get(at, -1)
-            if i == -1:
-                i = index_of[at] = index(at)
-            if i is None:
-                return None
-            values = values_of.get(gkey)
-            if values is None:
-                groups = _groups(gkey)
-                values = values_of[gkey] = tuple(groups.get(k, "") for k in keys)
-            return i, subject if by_subject else "", values
+        def values_of(gkey: str) -> tuple[str, ...]:
+            groups = _groups(gkey)
+            return tuple(groups.get(k, "") for k in keys)
 
-        cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
-        out = []
-        windows_of: dict[int, tuple[datetime, datetime]] = {}
-        groups_of: dict[tuple[str, ...], dict[str, str]] = {}
-        for (i, subject, values), value in sorted(cells.items()):
-            window = windows_of.get(i)
-            if window is None:
-                window = windows_of[i] = window_of(i)
-            groups = groups_of.get(values)
-            if groups is None:  # shared by the rows of one group: never mutated
-                groups = groups_of[values] = dict(zip(keys, values, strict=True))
-            out.append(
-                MeterQueryRow(value, window[0], window[1], subject if by_subject else None, groups)
+        if totals is not None:
+            cells = query_totals.fold_totals(
+                meter.aggregation, totals, index, values_of, by_subject
             )
-        return MeterQueryResult(meter, q, keys, by_subject, out)
+        else:
+            cells = _fold_rows(meter, rows, uniques, index, values_of, by_subject)
+        return MeterQueryResult(
+            meter, q, keys, by_subject, _result_rows(cells, window_of, keys, by_subject)
+        )
 
     # ------------------------------------------------------------ subjects, group-by values
 
@@ -311,6 +308,63 @@ def _check_filters(meter: Meter, q: MeterQuery) -> None:
                 f"{q.filter_field}: {f.key!r} is not a groupBy key of meter {meter.slug}",
                 field=q.filter_field,
             )
+
+
+def _result_rows(
+    cells: Mapping[CellKey, Decimal],
+    window_of: Callable[[int], tuple[datetime, datetime]],
+    keys: tuple[str, ...],
+    by_subject: bool,
+) -> list[MeterQueryRow]:
+    """One row per cell, ordered by window, subject and group values. Rows of one window
+    share its datetimes and rows of one group its ``groupBy`` dict (never mutated)."""
+    order = sorted(cells)  # the keys alone: cheaper to compare than (key, value) pairs
+    starts: dict[int, datetime] = {}
+    ends: dict[int, datetime] = {}
+    for i in {k[0] for k in order}:
+        starts[i], ends[i] = window_of(i)
+    groups = {v: dict(zip(keys, v, strict=True)) for v in {k[2] for k in order}}
+    if by_subject:
+        return [
+            MeterQueryRow(cells[k], starts[k[0]], ends[k[0]], k[1], groups[k[2]]) for k in order
+        ]
+    return [MeterQueryRow(cells[k], starts[k[0]], ends[k[0]], None, groups[k[2]]) for k in order]
+
+
+def _fold_rows(
+    meter: Meter,
+    rows: Sequence[MinuteRow],
+    uniques: Sequence[UniqueRow],
+    index: Callable[[int], int | None],
+    values_of: Callable[[str], tuple[str, ...]],
+    by_subject: bool,
+) -> dict[CellKey, Decimal]:
+    """The general lane: fold rows per (window, subject, groups); values in plain form."""
+    # rows repeat a few bucket starts and group keys: map each distinct one once
+    index_of: dict[int, int | None] = {}
+    values_by_key: dict[str, tuple[str, ...]] = {}
+
+    def key_of(subject: str, at: int, gkey: str) -> CellKey | None:
+        i = index_of.get(at, -1)
+        if i == -1:
+            i = index_of[at] = index(at)
+        if i is None:
+            return None
+        values = values_by_key.get(gkey)
+        if values is None:
+            values = values_by_key[gkey] = values_of(gkey)
+        return i, subject if by_subject else "", values
+
+    cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
+    return {key: plain(value) for key, value in cells.items()}
+
+
+def _total_span(totals: Sequence[query_totals.TotalRow]) -> tuple[int, int] | None:
+    """Only whether there is usage matters here: the lane runs with both bounds known."""
+    if not totals:
+        return None
+    at = totals[0][2]
+    return floor_minute_us(at), floor_minute_us(at)
 
 
 def _minute_span(rows: Sequence[MinuteRow], uniques: Sequence[UniqueRow]) -> tuple[int, int] | None:

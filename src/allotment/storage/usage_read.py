@@ -74,7 +74,7 @@ class RawEvent:
     event: str
 
 
-def _subject_clause(subjects: Sequence[str] | None, alias: str = "") -> tuple[str, list[Any]]:
+def subject_clause(subjects: Sequence[str] | None, alias: str = "") -> tuple[str, list[Any]]:
     if subjects is None:
         return "", []
     marks = ", ".join("?" for _ in subjects)
@@ -102,7 +102,7 @@ def minute_rows(
     """``usage_minute`` rows of a meter with ``start_us <= minute < end_us``."""
     if subjects is not None and not subjects:
         return []
-    subj_sql, subj_params = _subject_clause(subjects)
+    subj_sql, subj_params = subject_clause(subjects)
     range_sql, range_params = _range_clause("minute", start_us, end_us)
     rows = tx.execute(
         "SELECT subject, minute, group_key, count, sum, min, max, latest_time, latest_value"
@@ -137,7 +137,7 @@ def grain_rows(
     is the bucket start."""
     if (subjects is not None and not subjects) or not spans:
         return []
-    subj_sql, subj_params = _subject_clause(subjects)
+    subj_sql, subj_params = subject_clause(subjects)
     col = grain.column
     branch = (
         f"SELECT subject, {col}, group_key, count, sum, min, max, latest_time, latest_value "
@@ -158,7 +158,7 @@ def unique_rows(
     """``usage_unique`` rows of a meter with ``start_us <= minute < end_us``."""
     if subjects is not None and not subjects:
         return []
-    subj_sql, subj_params = _subject_clause(subjects)
+    subj_sql, subj_params = subject_clause(subjects)
     range_sql, range_params = _range_clause("minute", start_us, end_us)
     rows = tx.execute(
         "SELECT subject, minute, group_key, value FROM usage_unique WHERE meter_id = ?"
@@ -179,7 +179,7 @@ def raw_events(
     """Stored events of a type with ``start_us <= time < end_us`` (for partial minutes)."""
     if subjects is not None and not subjects:
         return []
-    subj_sql, subj_params = _subject_clause(subjects)
+    subj_sql, subj_params = subject_clause(subjects)
     rows = tx.execute(
         "SELECT subject, time, event FROM events WHERE type = ? AND time >= ? AND time < ?"
         + subj_sql,
@@ -198,7 +198,7 @@ def minute_span(
     """The first and last minute with usage in the range, or None when there is none."""
     if subjects is not None and not subjects:
         return None
-    subj_sql, subj_params = _subject_clause(subjects)
+    subj_sql, subj_params = subject_clause(subjects)
     range_sql, range_params = _range_clause("minute", start_us, end_us)
     row = tx.one(
         "SELECT min(minute), max(minute) FROM usage_minute WHERE meter_id = ?"
@@ -301,7 +301,7 @@ class Bucketing:
     by_group: bool = True
 
 
-def _fold_sql(b: Bucketing, column: str = "minute") -> tuple[str, list[Any], str]:
+def fold_sql(b: Bucketing, column: str = "minute") -> tuple[str, list[Any], str]:
     """(select prefix ``subject, group_key, bucket``, its params, GROUP BY list)."""
     bucket, params = ("0", []) if b.step == 0 else (f"({column} - ?) / ?", [b.anchor, b.step])
     subject = "subject" if b.by_subject else "''"
@@ -313,7 +313,7 @@ def _fold_sql(b: Bucketing, column: str = "minute") -> tuple[str, list[Any], str
 def _folded_columns(aggregation: Aggregation, mode: SumMode) -> str:
     """``isum total, decimal sum rest, min, max`` for a folded select."""
     if aggregation in (Aggregation.SUM, Aggregation.AVG):
-        return _sum_columns(mode) + ", NULL, NULL"
+        return sum_columns(mode) + ", NULL, NULL"
     if aggregation is Aggregation.MIN:
         return "NULL, NULL, dec_minagg(min), NULL"
     if aggregation is Aggregation.MAX:
@@ -327,7 +327,7 @@ SumMode = Literal["native", "fast", "exact"]
 def execute_summing(
     tx: Tx, statement: Callable[[SumMode], tuple[str, list[Any]]], rest: int
 ) -> list[Any]:
-    """Run a statement whose sums come from :func:`_sum_columns` (column ``rest`` holds the
+    """Run a statement whose sums come from :func:`sum_columns` (column ``rest`` holds the
     decimal rest) in the cheapest form that is exact.
 
     SQLite: first ``native`` (integer sums only, no Python aggregate at all; the rest column
@@ -365,8 +365,8 @@ def folded_minute_rows(
     if spans is not None and not spans:
         return []
     col = grain.column
-    head, head_params, group_by = _fold_sql(b, col)
-    subj_sql, subj_params = _subject_clause(subjects)
+    head, head_params, group_by = fold_sql(b, col)
+    subj_sql, subj_params = subject_clause(subjects)
     ranges: list[tuple[int | None, int | None]] = [(lo, hi)] if spans is None else list(spans)
 
     def statement(mode: SumMode) -> tuple[str, list[Any]]:
@@ -411,8 +411,8 @@ def folded_unique_rows(
     """``usage_unique`` deduplicated in SQL per bucket, subject, group and value."""
     if subjects is not None and not subjects:
         return []
-    head, head_params, group_by = _fold_sql(b)
-    subj_sql, subj_params = _subject_clause(subjects)
+    head, head_params, group_by = fold_sql(b)
+    subj_sql, subj_params = subject_clause(subjects)
     range_sql, range_params = _range_clause("minute", lo, hi)
     rows = tx.execute(
         f"SELECT {head}, value, min(minute), max(minute) FROM usage_unique"
@@ -441,7 +441,7 @@ def _whole_minutes(
 
 SPANS_MAX = 64
 """More disjoint spans than this in one grain: read one grain for the whole range instead."""
-_PARAMS_MAX = 30_000
+PARAMS_MAX = 30_000
 """Bound parameters per statement (SQLite allows 32 766 by default, PostgreSQL 65 535)."""
 
 
@@ -514,7 +514,7 @@ def read_usage(
             rows, uniques = _whole_minutes(tx, meter, whole[0], whole[1], subjects, bucketing)
         elif lo < hi:
             per_span = len(subjects or ()) + 5
-            plan = plan_grains(lo, hi, cuts, min(SPANS_MAX, _PARAMS_MAX // per_span))
+            plan = plan_grains(lo, hi, cuts, min(SPANS_MAX, PARAMS_MAX // per_span))
             rows = _whole_by_grain(tx, meter, plan, subjects, bucketing)
     for a, b in edges:
         more_rows, more_uniques = edge_rows(tx, meter, a, b, subjects)
@@ -656,7 +656,7 @@ def series_minutes(
             elif count:
                 head, tail = "minute, sum(count), NULL, NULL, NULL, NULL", " GROUP BY minute"
             else:
-                head = f"minute, NULL, {_sum_columns(mode)}, NULL, NULL"
+                head = f"minute, NULL, {sum_columns(mode)}, NULL, NULL"
                 tail = " GROUP BY minute"
             return (
                 f"SELECT {head} FROM usage_minute WHERE meter_id = ? AND subject = ?"
@@ -745,7 +745,7 @@ def _is_overflow(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc).lower()
 
 
-def _sum_columns(mode: SumMode, alias: str = "") -> str:
+def sum_columns(mode: SumMode, alias: str = "") -> str:
     """Two columns whose total is the exact sum: ``sum(isum), dec_sum(sum of the rest)``
     (``fast``); ``NULL, dec_sum(sum)`` (``exact``, after SQLite reported an integer overflow);
     or ``sum(isum), flag`` (``native``: no Python aggregate; ``flag`` is non-NULL when the group
@@ -762,7 +762,7 @@ def _sum_columns(mode: SumMode, alias: str = "") -> str:
 
 
 def exact_sum(isum: Any, rest: Any) -> Decimal | None:
-    """The exact total of ``_sum_columns`` (None when no row had a value)."""
+    """The exact total of ``sum_columns`` (None when no row had a value)."""
     if isum is None and rest is None:
         return None
     total = _ZERO if rest is None else dec(rest)
@@ -792,7 +792,7 @@ def range_totals(
     def statement(mode: SumMode) -> tuple[str, list[Any]]:
         # one branch per (range, grain span): each an index range scan on both engines
         gk = "group_key" if keep is not None else "''"
-        amounts = "NULL, NULL" if count else _sum_columns(mode)
+        amounts = "NULL, NULL" if count else sum_columns(mode)
         tail = " GROUP BY group_key" if keep is not None else ""
         selects, params = [], []
         for grain, segs in used:

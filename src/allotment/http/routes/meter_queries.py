@@ -33,7 +33,7 @@ from allotment.http.params import (
     read_body,
     require_json_object,
 )
-from allotment.http.responses import json_response, num
+from allotment.http.responses import json_response
 from allotment.http.runtime import call, container
 from allotment.services.meter_queries import MeterQuery, MeterQueryResult
 from allotment.services.meters import check_id_or_slug
@@ -176,23 +176,19 @@ def result_json(result: MeterQueryResult) -> dict[str, Any]:
         out["to"] = format_rfc3339(q.to)
     if q.window_size is not None:
         out["windowSize"] = str(q.window_size)
-    times: dict[datetime, str] = {}  # rows share a few window bounds: format each once
-
-    def rfc3339(at: datetime) -> str:
-        text = times.get(at)
-        if text is None:
-            text = times[at] = format_rfc3339(at)
-        return text
-
+    rows = result.rows
+    # rows share a few window bounds: format each distinct one once
+    bounds = {r[1] for r in rows} | {r[2] for r in rows}
+    text = {at: format_rfc3339(at) for at in bounds}
     out["data"] = [
         {
-            "value": num(r.value),
-            "windowStart": rfc3339(r.window_start),
-            "windowEnd": rfc3339(r.window_end),
-            "subject": r.subject,
-            "groupBy": r.group_by,
+            "value": value,  # plain already (MeterQueryRow)
+            "windowStart": text[start],
+            "windowEnd": text[end],
+            "subject": subject,
+            "groupBy": group_by,
         }
-        for r in result.rows
+        for value, start, end, subject, group_by in rows
     ]
     return out
 
