@@ -78,7 +78,9 @@ class Conn:
     def send_raw(self, request: bytes) -> tuple[int, bytes]:
         sock = self.sock or self._connect()
         sock.sendall(request)
-        buf = self.buf
+        # a bytearray grows in place: `bytes +=` would copy the whole buffer per chunk,
+        # quadratic in the body (≈ 0.1 s of client time on a 13 MB meter query answer)
+        buf = bytearray(self.buf)
         while True:
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
@@ -88,7 +90,7 @@ class Conn:
                 self.close()
                 raise HttpError("connection closed by the server")
             buf += chunk
-        status, length, chunked = _parse_head(buf[:end])
+        status, length, chunked = _parse_head(bytes(buf[:end]))
         if chunked:
             raise HttpError("chunked responses are not supported by the bench client")
         start = end + 4
@@ -98,8 +100,8 @@ class Conn:
                 self.close()
                 raise HttpError("connection closed by the server")
             buf += chunk
-        body = buf[start : start + length]
-        self.buf = buf[start + length :]
+        body = bytes(buf[start : start + length])
+        self.buf = bytes(buf[start + length :])
         return status, body
 
     def request(

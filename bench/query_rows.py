@@ -40,12 +40,12 @@ def main() -> int:
     q = MeterQuery(
         from_=D.T0, to=D.T_END, window_size=WindowSize.DAY, group_by=("subject", "model")
     )
-    query_ms, render_ms, rows = [], [], 0
+    query_ms, render_ms, rows, body_bytes = [], [], 0, 0
     for _ in range(args.runs + 1):
         t0 = time.perf_counter()
         result = c.meter_queries.query(D.METER_SLUG, q)
         t1 = time.perf_counter()
-        json_response(result_json(result))
+        body_bytes = len(json_response(result_json(result)).body)
         t2 = time.perf_counter()
         query_ms.append((t1 - t0) * 1e3)
         render_ms.append((t2 - t1) * 1e3)
@@ -55,7 +55,7 @@ def main() -> int:
     r_med = statistics.median(render_ms[1:])
     print(
         f"{rows} rows: query {q_med:.1f} ms, render {r_med:.1f} ms, "
-        f"{(q_med + r_med) * 1e3 / max(rows, 1):.1f} µs per row"
+        f"{(q_med + r_med) * 1e3 / max(rows, 1):.1f} µs per row, body {body_bytes / 1e6:.1f} MB"
     )
     return 0
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -167,6 +168,17 @@ def _wants_csv(request: Request) -> bool:
     return False
 
 
+class _WireRow(msgspec.Struct, frozen=True, gc=False):
+    """A row as the contract spells it (``subject`` null when not grouped by subject): a
+    Struct encodes faster than a dict and is built faster than one."""
+
+    value: Decimal  # plain already (MeterQueryRow)
+    windowStart: str
+    windowEnd: str
+    subject: str | None
+    groupBy: dict[str, str]
+
+
 def result_json(result: MeterQueryResult) -> dict[str, Any]:
     q = result.query
     out: dict[str, Any] = {}
@@ -178,17 +190,11 @@ def result_json(result: MeterQueryResult) -> dict[str, Any]:
         out["windowSize"] = str(q.window_size)
     rows = result.rows
     # rows share a few window bounds: format each distinct one once
-    bounds = {r[1] for r in rows} | {r[2] for r in rows}
+    bounds = {r.window_start for r in rows} | {r.window_end for r in rows}
     text = {at: format_rfc3339(at) for at in bounds}
     out["data"] = [
-        {
-            "value": value,  # plain already (MeterQueryRow)
-            "windowStart": text[start],
-            "windowEnd": text[end],
-            "subject": subject,
-            "groupBy": group_by,
-        }
-        for value, start, end, subject, group_by in rows
+        _WireRow(r.value, text[r.window_start], text[r.window_end], r.subject, r.group_by)
+        for r in rows
     ]
     return out
 
