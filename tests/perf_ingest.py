@@ -133,7 +133,9 @@ def main() -> int:
             ]
             if args.profile_phase == "single":
                 spy = _spy(args, srv.pid)
+            cpu2, own2 = _cpu(srv.pid), time.process_time()
             rs = blast(srv.url, sreqs, args.conns)
+            cpu3, own3 = _cpu(srv.pid), time.process_time()
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(timeout=60)
@@ -151,7 +153,10 @@ def main() -> int:
         if lat:
             print(
                 f"single: {args.singles / rs.seconds:,.0f} events/s "
-                f"({rs.seconds:.2f} s, p50 {lat[len(lat) // 2] / 1000:.2f} ms) {rs.statuses}"
+                f"({rs.seconds:.2f} s, p50 {lat[len(lat) // 2] / 1000:.2f} ms, "
+                f"server CPU {(cpu3 - cpu2) / args.singles * 1e6:.0f} µs/event, "
+                f"load generator CPU {(own3 - own2) / args.singles * 1e6:.0f} µs/event) "
+                f"{rs.statuses}"
             )
         print(f"stored {after:,} (expected {expected:,}); rollup count {rolled:,}")
         if after != expected or rolled != after or not ok:
