@@ -41,8 +41,10 @@ def all_routes() -> list[BaseRoute]:
     ]
 
 
-def create_app(container: Container) -> ASGIApp:
-    """Build the app around an already-started container (migrated, config synced)."""
+def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
+    """Build the app around an already-started container (migrated, config synced).
+    ``fast_paths=False`` gives the plain routed Starlette app (the reference the fast paths
+    are tested against)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -55,5 +57,9 @@ def create_app(container: Container) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.container = container
-    # cache hits of the value check are answered before Starlette's routing (same answers)
-    return entitlements.value_fast_path(app, container.entitlements)
+    # cache hits of the value check and small valid event batches are answered before
+    # Starlette's routing (same answers; everything else goes through the routes)
+    if not fast_paths:
+        return app
+    fast = entitlements.value_fast_path(app, container.entitlements)
+    return events.ingest_fast_path(fast, container)

@@ -88,3 +88,13 @@ EXCEPTION_HANDLERS = {
     msgspec.DecodeError: decode_error_handler,
     Exception: unhandled_error_handler,
 }
+
+
+async def error_response(request: Request, exc: Exception) -> Response:
+    """The answer :data:`EXCEPTION_HANDLERS` give ``exc``, for the ASGI fast paths that run
+    outside Starlette's exception middleware (the handler of the nearest class in its MRO)."""
+    for cls in type(exc).__mro__:
+        handler = EXCEPTION_HANDLERS.get(cls)
+        if handler is not None:
+            return await handler(request, exc)
+    return await unhandled_error_handler(request, exc)  # not reached: Exception is mapped
