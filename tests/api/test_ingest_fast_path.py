@@ -150,7 +150,8 @@ def test_fast_path_answers_and_stores_exactly_like_the_route(
         assert g == w, name
     assert got[-1] == want[-1]  # the stored events, listed: identical
     stored = json.loads(got[-1][3])
-    assert sorted(e["event"]["id"] for e in stored) == [f"e{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 900)]
+    ids = sorted(e["event"]["id"] for e in stored)
+    assert ids == [f"e{i}" for i in (1, 2, 3, 4, 5, 6, 7, 8, 900)]
     assert [s for s, _, _ in REQUESTS if s not in FAST] == [r for r in inner.reached if r]
     statuses = dict(zip([n for n, _, _ in REQUESTS], [g[0] for g in got], strict=False))
     assert statuses["at the body limit"] == 204
