@@ -1,6 +1,7 @@
-"""Array parameters reach PostgreSQL exactly (``storage.database.to_postgres_sql`` sends
-``?::text[]``, ``?::bigint[]`` and ``?::numeric[]`` in binary): empty arrays, NULL elements,
-quotes, backslashes, braces and commas in text, 64-bit integers, 60-digit decimals."""
+"""List parameters reach PostgreSQL exactly (``storage.database.array_literal`` turns each into
+array input text for ``?::text[]``, ``?::bigint[]`` and ``?::numeric[]``): empty arrays, NULL
+elements, the text ``"NULL"``, quotes, backslashes, braces, commas and spaces in text, 64-bit
+and larger integers, 60-digit and exponent-form decimals, mixed ``int`` and ``Decimal``."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from allotment.storage.database import open_database, to_postgres_sql
+from allotment.storage.database import array_literal, open_database
 from tests.support import create_pg_database
 
 TEXTS = [
@@ -19,12 +22,17 @@ TEXTS = [
     "back\\slash",
     "{braces},commas",
     "NULL",
+    " padded ",
+    "}",
     "ünïcødé ✓",
     '{"model":"gpt-4o","tokens":12}',
     None,
 ]
 BIGINTS = [0, -1, 2**31, -(2**63), 2**63 - 1, None]
 NUMERICS: list[Any] = [
+    0,
+    7,
+    2**70,
     Decimal(0),
     Decimal("0.1"),
     Decimal("-12345678901234567890.123456789012345678901234567890"),
@@ -35,13 +43,19 @@ NUMERICS: list[Any] = [
 ]
 
 
-def test_the_placeholder_of_an_array_is_binary() -> None:
-    sql = "SELECT ?, a FROM unnest(?::text[], ?::bigint[], ?::numeric[]) AS r(a, b, c) WHERE a > ?"
-    assert to_postgres_sql(sql) == (
-        "SELECT %s, a FROM unnest(%b::text[], %b::bigint[], %b::numeric[]) AS r(a, b, c) "
-        "WHERE a > %s"
+def test_array_literal_text() -> None:
+    assert array_literal([]) == "{}"
+    assert array_literal([1, None, -2]) == "{1,NULL,-2}"
+    assert array_literal(["a", 'say "hi"', "back\\slash", "NULL", None]) == (
+        '{"a","say \\"hi\\"","back\\\\slash","NULL",NULL}'
     )
-    assert to_postgres_sql("SELECT 1 WHERE 'a' LIKE '%'", with_params=False).endswith("'%'")
+    assert array_literal([Decimal("1E+30"), Decimal("0.10")]) == "{1E+30,0.10}"
+    with pytest.raises(TypeError):
+        array_literal([True])
+    with pytest.raises(TypeError):
+        array_literal([1.5])
+    with pytest.raises(TypeError):
+        array_literal(["1", 2])  # text mixed with numbers: never unquoted text
 
 
 @pytest.mark.parametrize(
@@ -54,7 +68,6 @@ def test_the_placeholder_of_an_array_is_binary() -> None:
         ("bigint", []),
         ("numeric", []),
         ("numeric", [None]),
-        ("numeric", [1, 2**70]),  # ints alone are fine too
     ],
 )
 def test_array_parameters_round_trip(pg_admin_url: str, cast: str, values: list[Any]) -> None:
@@ -74,3 +87,32 @@ def test_array_parameters_round_trip(pg_admin_url: str, cast: str, values: list[
         ]
     finally:
         db.close()
+
+
+TEXT = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)))
+NUMBER = st.one_of(
+    st.integers(-(2**80), 2**80),
+    st.decimals(min_value=-(10**40), max_value=10**40, allow_nan=False, allow_infinity=False),
+    st.decimals(min_value=-(10**20), max_value=10**20, places=30),
+)
+
+
+@pytest.fixture(scope="module")
+def pg(pg_admin_url: str) -> Any:
+    db = open_database(create_pg_database(pg_admin_url))
+    yield db
+    db.close()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    texts=st.lists(st.one_of(st.none(), TEXT), max_size=12),
+    numbers=st.lists(st.one_of(st.none(), NUMBER), max_size=12),
+)
+def test_any_list_round_trips(pg: Any, texts: list[str | None], numbers: list[Any]) -> None:
+    with pg.read() as tx:
+        (row,) = tx.execute("SELECT ?::text[], ?::numeric[]", [texts, numbers])
+    assert list(row[0]) == texts
+    assert list(row[1]) == numbers
