@@ -20,6 +20,8 @@ from allotment.domain.meters import Aggregation
 from allotment.domain.timeutil import to_micros
 from allotment.domain.usage_series import GroupFilter
 from allotment.domain.windows import WindowSize, parse_time_zone
+from allotment.http.responses import encode
+from allotment.http.routes.meter_queries import csv_value
 from allotment.services.meter_queries import MeterQuery, MeterQueryRow
 from allotment.storage import query_totals, usage_read
 from allotment.storage.query_totals import add, fold_totals, total_value
@@ -165,6 +167,9 @@ def test_totals_lane_equals_the_general_lane(
     assert ran or (fast == general == [] and q.from_ is None)
     assert fast == general
     assert [str(r.value) for r in fast] == [str(r.value) for r in general]  # same plain form
+    # and the same bytes on the wire: an int value renders as its plain Decimal would
+    assert encode(fast) == encode(general)
+    assert [csv_value(r.value) for r in fast] == [csv_value(r.value) for r in general]
 
 
 @pytest.mark.parametrize(
@@ -289,3 +294,20 @@ def test_exact_adds_and_values() -> None:
         by_subject=True,
     )
     assert cells == {(0, "s", ()): Decimal("1.5")}
+    ints = fold_totals(
+        Aggregation.SUM,
+        [("s", "{}", 0, 1, 2**60), ("s", "{}", 5, 1, 1), ("t", "{}", 0, 2, None)],
+        lambda at: 0,
+        lambda gkey: (),
+        by_subject=True,
+    )
+    assert ints == {(0, "s", ()): 2**60 + 1}  # integer sums stay exact ints, no cell for t
+    assert type(ints[(0, "s", ())]) is int
+    counts = fold_totals(
+        Aggregation.COUNT,
+        [("s", "{}", 0, 3, None), ("s", "{}", 5, 4, Decimal("0.5"))],
+        lambda at: 0,
+        lambda gkey: (),
+        by_subject=False,
+    )
+    assert counts == {(0, "", ()): 7}

@@ -75,13 +75,18 @@ class MeterQuery:
     filter_field: str = "filterGroupBy"
 
 
-class MeterQueryRow(msgspec.Struct, frozen=True, gc=False):
-    """One row of a meter query; ``value`` in plain form (``100``, not ``1E+2``). A query
-    may build 100 000 of them: a Struct is built at plain-tuple speed (a NamedTuple costs
-    2.5× as much), and ``gc=False`` keeps the rows out of the cyclic garbage collector (they
-    hold only a Decimal, datetimes, a str and a shared dict, so they cannot form a cycle)."""
+class MeterQueryRow(msgspec.Struct, frozen=True, gc=False, rename="camel"):
+    """One row of a meter query, in the contract's shape: ``msgspec`` encodes a list of them
+    as the response's ``data`` as is (``windowStart``/``windowEnd`` in UTC with ``Z``,
+    ``subject`` null when not grouped by subject). ``value`` is in plain form (``100``, not
+    ``1E+2``); an integer sum or count stays an ``int``, which renders as the same number.
 
-    value: Decimal
+    A query may build 100 000 of them: a Struct is built at plain-tuple speed (a NamedTuple
+    costs 2.5× as much), and ``gc=False`` keeps the rows out of the cyclic garbage collector
+    (they hold only a number, datetimes, a str and a shared dict, so they cannot form a
+    cycle)."""
+
+    value: int | Decimal
     window_start: datetime
     window_end: datetime
     subject: str | None
@@ -315,7 +320,7 @@ def _check_filters(meter: Meter, q: MeterQuery) -> None:
 
 
 def _result_rows(
-    cells: Mapping[CellKey, Decimal],
+    cells: Mapping[CellKey, int | Decimal],
     window_of: Callable[[int], tuple[datetime, datetime]],
     keys: tuple[str, ...],
     by_subject: bool,
@@ -326,7 +331,8 @@ def _result_rows(
     starts: dict[int, datetime] = {}
     ends: dict[int, datetime] = {}
     for i in {k[0] for k in order}:
-        starts[i], ends[i] = window_of(i)
+        start, end = window_of(i)
+        starts[i], ends[i] = start.astimezone(UTC), end.astimezone(UTC)
     groups = {v: dict(zip(keys, v, strict=True)) for v in {k[2] for k in order}}
     if by_subject:
         return [
@@ -342,7 +348,7 @@ def _fold_rows(
     index: Callable[[int], int | None],
     values_of: Callable[[str], tuple[str, ...]],
     by_subject: bool,
-) -> dict[CellKey, Decimal]:
+) -> dict[CellKey, int | Decimal]:
     """The general lane: fold rows per (window, subject, groups); values in plain form."""
     # rows repeat a few bucket starts and group keys: map each distinct one once
     index_of: dict[int, int | None] = {}

@@ -164,16 +164,21 @@ def add(a: Amount, b: Amount) -> Amount:
     return EXACT.add(a, b)
 
 
-def total_value(aggregation: Aggregation, count: int, total: Amount | None) -> Decimal | None:
+Value = int | Decimal
+"""A cell's value in plain form: an integer sum or count stays an ``int`` (it renders as the
+same JSON number as its Decimal, and building 100 000 Decimals costs more than the fold)."""
+
+
+def total_value(aggregation: Aggregation, count: int, total: Amount | None) -> Value | None:
     """A cell's value from its event count and exact sum, in plain form (None: the row is
     left out), as :meth:`~allotment.storage.usage_read.Accumulator.value` answers it."""
     if aggregation is Aggregation.COUNT:
-        return Decimal(count) if count else None
+        return count if count else None
     if total is None:
         return None
     if aggregation is Aggregation.AVG:
         return plain(AVG_CONTEXT.divide(Decimal(total), Decimal(count))) if count else None
-    return Decimal(total) if isinstance(total, int) else plain(total)
+    return total if type(total) is int else plain(Decimal(total))
 
 
 G = TypeVar("G", bound=Hashable)
@@ -185,39 +190,70 @@ def fold_totals(
     window_of: Callable[[int], int | None],
     groups_of: Callable[[str], G],
     by_subject: bool,
-) -> dict[tuple[int, str, G], Decimal]:
+) -> dict[tuple[int, str, G], Value]:
     """:func:`~allotment.storage.usage_read.fold` for :data:`TotalRow` tuples, into cells
     keyed ``(window_of(at), subject or "", groups_of(group_key))`` (a None window skips the
-    row); each distinct ``at`` and ``group_key`` is mapped once. Values in plain form."""
+    row); each distinct ``at`` and ``group_key`` is mapped once. Values in plain form
+    (:data:`Value`).
+
+    SUM and COUNT keep one number per cell (the common all-subjects query folds 90 000 rows
+    into 90 000 cells: no per-cell list, no second pass unless a sum is a Decimal)."""
     windows: dict[int, int | None] = {}
     groups: dict[str, G] = {}
-    cells: dict[tuple[int, str, G], list[Any]] = {}
-    for subject, gkey, at, count, total in rows:
+
+    def key_of(subject: str, gkey: str, at: int) -> tuple[int, str, G] | None:
         i = windows.get(at, -1)
         if i == -1:
             i = windows[at] = window_of(at)
         if i is None:
-            continue
+            return None
         g = groups.get(gkey)
         if g is None:
             g = groups[gkey] = groups_of(gkey)
-        key = (i, subject if by_subject else "", g)
-        cell = cells.get(key)
+        return i, subject if by_subject else "", g
+
+    if aggregation is Aggregation.SUM or aggregation is Aggregation.COUNT:
+        counting = aggregation is Aggregation.COUNT
+        sums: dict[tuple[int, str, G], Amount] = {}
+        decimals = False
+        for subject, gkey, at, count, total in rows:
+            amount = count if counting else total
+            if amount is None:
+                continue  # no event of the row carried a value: adds nothing, makes no cell
+            i = windows.get(at, -1)  # key_of, inlined: this loop runs once per rollup row
+            if i == -1:
+                i = windows[at] = window_of(at)
+            if i is None:
+                continue
+            g = groups.get(gkey)
+            if g is None:
+                g = groups[gkey] = groups_of(gkey)
+            key = (i, subject if by_subject else "", g)
+            have = sums.get(key)
+            if have is None:
+                sums[key] = amount
+            else:
+                sums[key] = add(have, amount)
+            if type(amount) is not int:
+                decimals = True
+        if counting:
+            return {key: n for key, n in sums.items() if n}
+        if decimals:
+            return {key: v if type(v) is int else plain(Decimal(v)) for key, v in sums.items()}
+        return sums
+    cells: dict[tuple[int, str, G], list[Any]] = {}
+    for subject, gkey, at, count, total in rows:
+        found = key_of(subject, gkey, at)
+        if found is None:
+            continue
+        cell = cells.get(found)
         if cell is None:
-            cells[key] = [count, total]
+            cells[found] = [count, total]
             continue
         cell[0] += count
         if total is not None:
             cell[1] = total if cell[1] is None else add(cell[1], total)
-    if aggregation is Aggregation.COUNT:
-        return {key: Decimal(count) for key, (count, _) in cells.items() if count}
-    if aggregation is Aggregation.SUM:  # the common case, without a call per cell
-        return {
-            key: Decimal(total) if type(total) is int else plain(total)
-            for key, (_, total) in cells.items()
-            if total is not None
-        }
-    out: dict[tuple[int, str, G], Decimal] = {}
+    out: dict[tuple[int, str, G], Value] = {}
     for key, (count, total) in cells.items():
         value = total_value(aggregation, count, total)
         if value is not None:
