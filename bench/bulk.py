@@ -126,6 +126,10 @@ def load(
             progress(f"    bulk: {stored:,} / {n_events:,} events ({rate:,.0f}/s)")
     t_idx = time.perf_counter()
     with db.write() as tx:
+        if dialect == "postgresql":
+            # the server's statement timeout (30 s by default) bounds one request's statement;
+            # rebuilding the dedup index over 10 M random keys takes longer than that
+            tx.execute("SET LOCAL statement_timeout = 0")
         for _, sql in indexes:
             tx.execute(sql)
     if dialect == "postgresql":
