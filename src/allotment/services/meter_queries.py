@@ -110,7 +110,11 @@ class MeterQueryService:
     def __init__(self, container: Container) -> None:
         self._c = container
 
-    def _meter(self, meter_id_or_slug: str) -> Meter:
+    def _meter(self, meter_id_or_slug: str | Meter) -> Meter:
+        """The live meter; a :class:`Meter` the caller already holds is used as it is (the
+        value cache keeps it, guarded by the catalog version: no read per usage fetch)."""
+        if isinstance(meter_id_or_slug, Meter):
+            return meter_id_or_slug
         meter: Meter = self._c.meters.get(meter_id_or_slug)
         return meter
 
@@ -219,7 +223,7 @@ class MeterQueryService:
 
     def usage_series(
         self,
-        meter_id_or_slug: str,
+        meter_id_or_slug: str | Meter,
         subject: str,
         group_filters: Mapping[str, str] | None,
         start: datetime,
@@ -248,7 +252,7 @@ class MeterQueryService:
 
     def usage_totals(
         self,
-        meter_id_or_slug: str,
+        meter_id_or_slug: str | Meter,
         subject: str,
         group_filters: Mapping[str, str] | None,
         ranges: Sequence[tuple[datetime, datetime]],

@@ -41,7 +41,7 @@ from allotment.domain.periods import Period
 from allotment.domain.timeutil import ceil_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
 from allotment.services import entitlements as ents
-from allotment.storage import entitlements_repo, usage_marks
+from allotment.storage import entitlements_repo, meters_repo, usage_marks
 from allotment.storage.entitlements_repo import EntitlementRecord
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ class _Metered:
     grants: tuple[Grant, ...]
     resets: tuple[em.ManualReset, ...]
     meter_id: str
-    meter_slug: str
+    meter: Any
+    """The meter (a ``Meter``): usage reads take it as is instead of looking it up; a change
+    to any meter bumps the catalog version, which reloads the scope and this record."""
     group_filters: Mapping[str, str] | None
 
 
@@ -275,18 +277,24 @@ class ValueCache:
                 if (catalog, scope_v) != scope.versions:
                     return  # changed meanwhile: leave it unknown, the next read reloads
                 ctx = self._svc.metered_context(tx, record)
-            meter: Any = self._c.meters.get(str(ctx.feature.meter_slug))
+                meter: Any = meters_repo.get_live_by_slug(tx, str(ctx.feature.meter_slug))
+            if meter is None:  # the plain path answers (and says why)
+                self._set_metered(scope, record, None)
+                return
             aggregation = Aggregation(str(getattr(meter.aggregation, "value", meter.aggregation)))
             if aggregation in _CACHEABLE:
                 found = _Metered(
                     record, ents.spec_of(record, aggregation),
                     tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), str(meter.id),
-                    str(meter.slug), ctx.feature.group_filters,
+                    meter, ctx.feature.group_filters,
                 )  # fmt: skip
         except DomainError:
             found = None
+        self._set_metered(scope, record, found)
+
+    def _set_metered(self, scope: _Scope, record: EntitlementRecord, m: _Metered | None) -> None:
         with self._lock:
-            scope.metered[record.id] = found
+            scope.metered[record.id] = m
 
     def _refresh(
         self, scope: _Scope, m: _Metered, old: _Checkpoint | None, until: datetime
@@ -321,7 +329,7 @@ class ValueCache:
 
     def _series(self, m: _Metered, start: datetime, end: datetime) -> UsageSeries:
         series: UsageSeries = self._c.meter_queries.usage_series(
-            m.meter_slug, m.record.subject_key, m.group_filters, start, end
+            m.meter, m.record.subject_key, m.group_filters, start, end
         )
         return series
 
@@ -343,7 +351,7 @@ class ValueCache:
             return []
         totals = getattr(self._c.meter_queries, "usage_totals", None)
         if totals is not None:
-            out: list[Decimal] = totals(m.meter_slug, m.record.subject_key, m.group_filters, ranges)
+            out: list[Decimal] = totals(m.meter, m.record.subject_key, m.group_filters, ranges)
             return out
         series = self._series(m, whole.start, whole.end)
         return [series.total(a, b) for a, b in ranges]
