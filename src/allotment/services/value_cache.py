@@ -37,6 +37,7 @@ from allotment.domain.entitlement_inputs import EntitlementType
 from allotment.domain.errors import DomainError
 from allotment.domain.grants import Grant
 from allotment.domain.ids import is_ulid
+from allotment.domain.meters import Meter
 from allotment.domain.periods import Period
 from allotment.domain.timeutil import ceil_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
@@ -92,10 +93,9 @@ class _Metered:
     spec: em.MeteredSpec
     grants: tuple[Grant, ...]
     resets: tuple[em.ManualReset, ...]
-    meter_id: str
-    meter: Any
-    """The meter (a ``Meter``): usage reads take it as is instead of looking it up; a change
-    to any meter bumps the catalog version, which reloads the scope and this record."""
+    meter: Meter
+    """Usage reads take it as is instead of looking it up; a change to any meter bumps the
+    catalog version, which reloads the scope and this record."""
     group_filters: Mapping[str, str] | None
 
 
@@ -194,7 +194,7 @@ class ValueCache:
                 return None
         catalog, scope_v, mark, found = usage_marks.current_versions(
             self._c.db, alias.subject_key, alias.feature_key,
-            metered.meter_id if metered is not None else None, alias.subject_id,
+            metered.meter.id if metered is not None else None, alias.subject_id,
         )  # fmt: skip
         if found != alias.subject_found:
             self._drop(self._aliases, (subject_param, key_param))
@@ -277,7 +277,7 @@ class ValueCache:
                 if (catalog, scope_v) != scope.versions:
                     return  # changed meanwhile: leave it unknown, the next read reloads
                 ctx = self._svc.metered_context(tx, record)
-                meter: Any = meters_repo.get_live_by_slug(tx, str(ctx.feature.meter_slug))
+                meter = meters_repo.get_live_by_slug(tx, str(ctx.feature.meter_slug))
             if meter is None:  # the plain path answers (and says why)
                 self._set_metered(scope, record, None)
                 return
@@ -285,8 +285,8 @@ class ValueCache:
             if aggregation in _CACHEABLE:
                 found = _Metered(
                     record, ents.spec_of(record, aggregation),
-                    tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), str(meter.id),
-                    meter, ctx.feature.group_filters,
+                    tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), meter,
+                    ctx.feature.group_filters,
                 )  # fmt: skip
         except DomainError:
             found = None
@@ -307,7 +307,7 @@ class ValueCache:
             return None
         horizon = at + rules.HORIZON
         with self._c.db.read() as tx:
-            mark, slots = usage_marks.mark(tx, m.meter_id, m.record.subject_key)
+            mark, slots = usage_marks.mark(tx, m.meter.id, m.record.subject_key)
         earliest = None if old is None else rules.earliest_touched(old.mark, mark, slots)
         keep = (
             old is not None
