@@ -196,66 +196,46 @@ def fold_totals(
     row); each distinct ``at`` and ``group_key`` is mapped once. Values in plain form
     (:data:`Value`).
 
-    SUM and COUNT keep one number per cell (the common all-subjects query folds 90 000 rows
-    into 90 000 cells: no per-cell list, no second pass unless a sum is a Decimal)."""
+    One number per cell (the common all-subjects query folds 90 000 rows into 90 000 cells:
+    no per-cell list, no second pass unless a sum is a Decimal), plus, for AVG only, the
+    cell's event count."""
+    counting = aggregation is Aggregation.COUNT
+    averaging = aggregation is Aggregation.AVG
     windows: dict[int, int | None] = {}
     groups: dict[str, G] = {}
-
-    def key_of(subject: str, gkey: str, at: int) -> tuple[int, str, G] | None:
+    sums: dict[tuple[int, str, G], Amount] = {}
+    counts: dict[tuple[int, str, G], int] = {}
+    decimals = False
+    for subject, gkey, at, count, total in rows:
+        amount = count if counting else total
+        if amount is None and not averaging:
+            continue  # no event of the row carried a value: adds nothing, makes no cell
         i = windows.get(at, -1)
         if i == -1:
             i = windows[at] = window_of(at)
         if i is None:
-            return None
+            continue
         g = groups.get(gkey)
         if g is None:
             g = groups[gkey] = groups_of(gkey)
-        return i, subject if by_subject else "", g
-
-    if aggregation is Aggregation.SUM or aggregation is Aggregation.COUNT:
-        counting = aggregation is Aggregation.COUNT
-        sums: dict[tuple[int, str, G], Amount] = {}
-        decimals = False
-        for subject, gkey, at, count, total in rows:
-            amount = count if counting else total
-            if amount is None:
-                continue  # no event of the row carried a value: adds nothing, makes no cell
-            i = windows.get(at, -1)  # key_of, inlined: this loop runs once per rollup row
-            if i == -1:
-                i = windows[at] = window_of(at)
-            if i is None:
-                continue
-            g = groups.get(gkey)
-            if g is None:
-                g = groups[gkey] = groups_of(gkey)
-            key = (i, subject if by_subject else "", g)
-            have = sums.get(key)
-            if have is None:
-                sums[key] = amount
-            else:
-                sums[key] = add(have, amount)
-            if type(amount) is not int:
-                decimals = True
-        if counting:
-            return {key: n for key, n in sums.items() if n}
-        if decimals:
-            return {key: v if type(v) is int else plain(Decimal(v)) for key, v in sums.items()}
-        return sums
-    cells: dict[tuple[int, str, G], list[Any]] = {}
-    for subject, gkey, at, count, total in rows:
-        found = key_of(subject, gkey, at)
-        if found is None:
-            continue
-        cell = cells.get(found)
-        if cell is None:
-            cells[found] = [count, total]
-            continue
-        cell[0] += count
-        if total is not None:
-            cell[1] = total if cell[1] is None else add(cell[1], total)
-    out: dict[tuple[int, str, G], Value] = {}
-    for key, (count, total) in cells.items():
-        value = total_value(aggregation, count, total)
-        if value is not None:
-            out[key] = value
-    return out
+        key = (i, subject if by_subject else "", g)
+        if averaging:  # every event counts, with a value or not
+            counts[key] = counts.get(key, 0) + count
+        if amount is None:
+            continue  # (AVG only) counted above, no value to add
+        have = sums.get(key)
+        sums[key] = amount if have is None else add(have, amount)
+        if type(amount) is not int:
+            decimals = True
+    if counting:
+        return {key: n for key, n in sums.items() if n}
+    if averaging:
+        out: dict[tuple[int, str, G], Value] = {}
+        for key, total in sums.items():
+            value = total_value(aggregation, counts[key], total)
+            if value is not None:
+                out[key] = value
+        return out
+    if decimals:
+        return {key: v if type(v) is int else plain(Decimal(v)) for key, v in sums.items()}
+    return sums
