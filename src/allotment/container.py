@@ -11,6 +11,7 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -35,6 +36,7 @@ class Container:
         self.events = EventService(self)
         self.subjects = SubjectService(self)
         self.features = FeatureService(self)
+        self.customers = CustomerService(db, clock)
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
         self.portal = PortalService(self)
