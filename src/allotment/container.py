@@ -11,6 +11,7 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
@@ -39,6 +40,8 @@ class Container:
         self.customers = CustomerService(db, clock)
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
+        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements)
+        self.customers.add_guard(self.customer_entitlements)
         self.portal = PortalService(self)
 
     def now_us(self) -> int:
