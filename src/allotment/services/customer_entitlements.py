@@ -38,9 +38,10 @@ from allotment.domain.ids import new_ulid
 from allotment.domain.owners import Owner
 from allotment.domain.periods import interval_iso, parse_interval
 from allotment.domain.timeutil import floor_minute, to_micros
-from allotment.services.entitlements import EntitlementService, EntitlementView, spec_of
+from allotment.services.entitlements import EntitlementService, EntitlementView
 from allotment.storage import entitlements_repo, grants_repo, usage_marks
 from allotment.storage.database import Database, Tx
+from allotment.storage.entitlement_reads import spec_of
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
 

@@ -25,8 +25,10 @@ from typing import Any, Protocol
 from allotment.clock import Clock
 from allotment.domain import customers as rules
 from allotment.domain.customers import Customer, CustomerInput
+from allotment.domain.customers import customer_deleted as deleted
+from allotment.domain.customers import customer_not_found as not_found
 from allotment.domain.entitlement_inputs import Paging
-from allotment.domain.errors import Conflict, NotFound, PreconditionFailed
+from allotment.domain.errors import Conflict
 from allotment.domain.ids import new_ulid
 from allotment.domain.timeutil import to_micros
 from allotment.storage import customers_repo
@@ -44,18 +46,6 @@ class CustomerGuard(Protocol):
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
         """The customer's attributed subjects become ``subjects`` in this transaction (raise
         to refuse; or bump what depends on them)."""
-
-
-def deleted(customer: Customer) -> PreconditionFailed:
-    return PreconditionFailed(
-        f"customer is deleted [customer.id={customer.id}]",
-        field="customerIdOrKey",
-        extensions={"customerId": customer.id},
-    )
-
-
-def not_found(id_or_key: str) -> NotFound:
-    return NotFound(f"customer {id_or_key!r} not found", field="customerIdOrKey")
 
 
 class CustomerService:
@@ -89,10 +79,7 @@ class CustomerService:
     @staticmethod
     def subjects_in(tx: Tx, customer: Customer) -> tuple[str, ...]:
         """:meth:`subjects_of` inside the caller's transaction."""
-        if customer.is_deleted:
-            return ()
-        taken = customers_repo.live_keys_among(tx, customer.subject_keys, customer.id)
-        return rules.attributed_subjects(customer, taken)
+        return customers_repo.attributed_subjects(tx, customer)
 
     def subjects_of(self, customer: Customer | str) -> tuple[str, ...]:
         """The event subjects whose usage is the customer's (key first); () once deleted."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from allotment.domain.customers import Customer, CustomerInput
+from allotment.domain.customers import attributed_subjects as _attributed
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage.database import Row, Tx
 
@@ -134,6 +135,14 @@ def live_keys_among(tx: Tx, values: Sequence[str], exclude_id: str) -> set[str]:
         [exclude_id, *values],
     )
     return {str(r[0]) for r in rows}
+
+
+def attributed_subjects(tx: Tx, customer: Customer) -> tuple[str, ...]:
+    """The event subjects whose usage is the customer's now (its key and subject keys, less
+    those that are another live customer's key); () once it is deleted."""
+    if customer.is_deleted:
+        return ()
+    return _attributed(customer, live_keys_among(tx, customer.subject_keys, customer.id))
 
 
 def list_customers(
