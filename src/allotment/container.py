@@ -51,7 +51,7 @@ class Container:
         cache = ValueCache(db, clock, self.meter_queries) if value_cache_enabled() else None
         self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self.customers = CustomerService(db, clock)
-        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements)
+        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
         self.customers.add_guard(self.customer_entitlements)
 
     def now_us(self) -> int:

@@ -18,7 +18,7 @@ customers are checked inside it (and a lost race on a unique index is reported t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -53,6 +53,7 @@ class CustomerService:
         self._db = db
         self._clock = clock
         self._guards: list[CustomerGuard] = []
+        self._plan_members: Callable[[str], list[str]] | None = None
 
     def add_guard(self, guard: CustomerGuard, *, first: bool = False) -> None:
         """Guards run in order; ``first`` puts this one before those already added."""
@@ -60,6 +61,14 @@ class CustomerService:
             self._guards.insert(0, guard)
         else:
             self._guards.append(guard)
+
+    def set_plan_members(self, members: Callable[[str], list[str]]) -> None:
+        """The catalog tells which customers have an active subscription on a plan key (the
+        list's ``planKey`` filter); without a catalog no customer is on any plan."""
+        self._plan_members = members
+
+    def ids_on_plan(self, plan_key: str) -> list[str]:
+        return [] if self._plan_members is None else self._plan_members(plan_key)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -108,6 +117,17 @@ class CustomerService:
     def get_live(self, id_or_key: str) -> Customer:
         with self._db.read() as tx:
             return self.resolve(tx, id_or_key)
+
+    def keys_of(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Customer id → key (None when it has none), for the given ids that exist."""
+        with self._db.read() as tx:
+            return customers_repo.keys_of(tx, sorted(set(ids)))
+
+    def live_ids_by_keys(self, keys: Sequence[str]) -> list[str]:
+        """Ids of the live customers with these keys (unknown keys are skipped)."""
+        with self._db.read() as tx:
+            found = [customers_repo.live_by_key(tx, k) for k in keys]
+        return [c.id for c in found if c is not None]
 
     def by_key(self, key: str) -> Customer | None:
         with self._db.read() as tx:

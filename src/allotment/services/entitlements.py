@@ -268,7 +268,10 @@ class EntitlementService:
         owner_ref: OwnerRef,
         inp: EntitlementCreate,
         annotations: Mapping[str, Any] | None = None,
+        then: Callable[[Tx, EntitlementRecord, datetime], object] | None = None,
     ) -> EntitlementView:
+        """``then(tx, record, now)`` runs in the same write transaction right after the insert
+        (e.g. the grants a v2 create carries); if it raises, nothing is written."""
         now = self._now()
         with self._db.read() as tx:
             owner = reads.owner_of(tx, owner_ref)
@@ -281,6 +284,8 @@ class EntitlementService:
                 if existing is not None:
                     raise self._conflict(tx, record)
                 self._insert(tx, record, default)
+                if then is not None:
+                    then(tx, record, now)
                 usage_marks.bump_scope(tx, owner.scope, feature.key)
                 return self.view(tx, record, now)
         except DuplicateKey:

@@ -112,6 +112,17 @@ def by_id_or_key(tx: Tx, id_or_key: str) -> Customer | None:
     return _one(tx, row)
 
 
+def keys_of(tx: Tx, ids: Sequence[str]) -> dict[str, str | None]:
+    """Customer id → key, for those of ``ids`` that exist (deleted ones too)."""
+    out: dict[str, str | None] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in tx.execute(f"SELECT id, key FROM customers WHERE id IN ({marks})", chunk):
+            out[str(row[0])] = None if row[1] is None else str(row[1])
+    return out
+
+
 def subject_owners(tx: Tx, subject_keys: Sequence[str]) -> dict[str, str]:
     """Subject key → id of the live customer it is mapped to (for the given keys)."""
     if not subject_keys:
