@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 from tests.compat.sdk import (
@@ -185,7 +186,7 @@ def _assert_fresh_history(h: dict[str, Any], start: str, issued: int, used: int)
     assert segments, h
     for items in (windows, segments):
         assert parse_time(items[0]["period"]["from"]) == parse_time(start)
-        for a, b in zip(items, items[1:], strict=False):
+        for a, b in pairwise(items):
             assert a["period"]["to"] == b["period"]["from"]
         assert sum(item["usage"] for item in items) == used
     assert windows[0]["balanceAtStart"] == segments[0]["balanceAtStart"] == issued
