@@ -63,8 +63,12 @@ class RssSampler:
 class Server:
     """The project's ``allotment serve`` (tests.support.ServerProcess) with an RSS sampler."""
 
-    def __init__(self, db_url: str, config: Path, clock: str) -> None:
-        self.proc = ServerProcess(db_url, config=config, env={"ALLOTMENT_TEST_CLOCK": clock})
+    def __init__(
+        self, db_url: str, config: Path, clock: str, extra_args: list[str] | None = None
+    ) -> None:
+        self.proc = ServerProcess(
+            db_url, config=config, env={"ALLOTMENT_TEST_CLOCK": clock}, extra_args=extra_args
+        )
         self.rss: RssSampler | None = None
 
     def __enter__(self) -> Server:

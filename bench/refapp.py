@@ -8,17 +8,27 @@ Floor endpoints (no work at all):
   GET  /floor/value          a fixed JSON entitlement value
   POST /floor/events         reads the body, answers 204
 
-Naive endpoints (what a user would write; blocking SQL on the thread pool, like the project):
+Naive endpoints (what a user would write):
   GET  /naive/value/{subject}            one SUM over the period's raw events
   GET  /naive/query/one?subject=S        one subject, 30 days, DAY windows, over raw events
   GET  /naive/query/all                  all subjects × model × DAY, over raw events
-  POST /naive/events                     json.loads + INSERT … ON CONFLICT DO NOTHING
+  POST /naive/events                     :class:`NaiveIngest`: json.loads + executemany of
+                                         INSERT OR IGNORE / ON CONFLICT DO NOTHING, one commit,
+                                         inline in the async handler
+
+The reads run their blocking SQL on the thread pool, as the project does. The naive ingest
+does not: issue 18 asks for the reference to be as fast as a naive app can honestly be, and a
+thread hop per request only costs it (the one connection serialises the writes anyway).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +39,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bench import data as D
-from bench.stores import Store
+from bench.stores import Store, is_pg, sqlite_path
 
 FIXED_VALUE = b'{"hasAccess":true,"balance":5021000,"usage":2139000,"overage":0}'
 GRANTED = 7_160_000
@@ -42,9 +52,117 @@ def _num(v: Any) -> int | float:
     return v  # type: ignore[no-any-return]
 
 
+class NaiveIngest:
+    """The naive ingest app, whole: what a user writes in an afternoon, as fast as it honestly
+    gets (issue 18).
+
+    One table ``naive_events(source, id, type, subject, time BIGINT, data TEXT)`` with a unique
+    index on ``(source, id)`` and no other index (:func:`create_table`). Per request: the
+    standard library's ``json.loads`` of the body, one tuple per event (the timestamp parsed by
+    ``datetime.fromisoformat``, ``data`` re-serialised by ``json.dumps``), one ``executemany``
+    and one commit, in the async handler itself (no thread hop):
+
+    * SQLite: ``INSERT OR IGNORE`` on one connection opened at start, called inline (SQLite has
+      one writer, so an await would buy nothing);
+    * PostgreSQL: ``INSERT … ON CONFLICT DO NOTHING`` through psycopg 3's async connection
+      pool (16 autocommit connections, the clients' count; a batch is one transaction around
+      a pipelined executemany, a single event one autocommitted statement), awaited, so
+      requests overlap their round trips and the server groups their commits — the same app
+      called inline with one blocking connection measured 0.4–0.7× this on batches and
+      0.16–0.18× on single events (A/B in one run, 2026-12-03).
+
+    No validation beyond what ``json.loads`` and the key lookups do. Durable like the project:
+    SQLite WAL with ``synchronous=FULL``, PostgreSQL with the cluster's ``fsync=on`` and
+    ``synchronous_commit=on``.
+    """
+
+    POOL_SIZE = 16
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.pg = is_pg(url)
+        self.pool: Any = None
+        self.conn: sqlite3.Connection | None = None
+        if self.pg:
+            self.sql = (
+                f"INSERT INTO {NAIVE_TABLE} VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING"
+            )
+        else:
+            self.conn = sqlite3.connect(sqlite_path(url), isolation_level=None, timeout=60)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.sql = f"INSERT OR IGNORE INTO {NAIVE_TABLE} VALUES (?,?,?,?,?,?)"
+
+    @staticmethod
+    def create_table(url: str) -> None:
+        st = Store(url)
+        st.create_table(NAIVE_TABLE, jsonb=False, unique=True, index=False)
+        st.close()
+
+    async def open(self) -> None:
+        if self.pg:
+            from psycopg_pool import AsyncConnectionPool
+
+            self.pool = AsyncConnectionPool(
+                self.url,
+                min_size=self.POOL_SIZE,
+                max_size=self.POOL_SIZE,
+                kwargs={"autocommit": True},
+                open=False,
+            )
+            await self.pool.open(wait=True)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+
+    @staticmethod
+    def rows(body: bytes) -> list[tuple[Any, ...]]:
+        payload = json.loads(body)
+        events = payload if isinstance(payload, list) else [payload]
+        epoch = D.EPOCH
+        us = timedelta(microseconds=1)
+        dumps = json.dumps
+        return [
+            (
+                e["source"],
+                e["id"],
+                e["type"],
+                e["subject"],
+                (datetime.fromisoformat(e["time"]) - epoch) // us,
+                dumps(e.get("data")),
+            )
+            for e in events
+        ]
+
+    async def insert(self, body: bytes) -> None:
+        rows = self.rows(body)
+        if self.conn is not None:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self.conn.executemany(self.sql, rows)
+            self.conn.execute("COMMIT")
+            return
+        async with self.pool.connection() as conn:
+            if len(rows) == 1:  # autocommit: one statement, one round trip, one commit
+                await conn.execute(self.sql, rows[0])
+                return
+            async with conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(self.sql, rows)
+
+
 def create_app(db_url: str | None, ingest_url: str | None) -> Starlette:
     store = Store(db_url) if db_url else None
-    ingest = Store(ingest_url) if ingest_url else None
+    ingest = NaiveIngest(ingest_url) if ingest_url else None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if ingest is not None:
+            await ingest.open()
+        try:
+            yield
+        finally:
+            if ingest is not None:
+                await ingest.close()
 
     async def readyz(request: Request) -> Response:
         return Response(b'{"status":"ready"}', media_type="application/json")
@@ -110,9 +228,7 @@ def create_app(db_url: str | None, ingest_url: str | None) -> Starlette:
 
     async def naive_events(request: Request) -> Response:
         assert ingest is not None
-        payload = json.loads(await request.body())
-        events = payload if isinstance(payload, list) else [payload]
-        await run_in_threadpool(ingest.insert_json_events, NAIVE_TABLE, events)
+        await ingest.insert(await request.body())  # no thread hop (see NaiveIngest)
         return Response(status_code=204)
 
     return Starlette(
@@ -124,7 +240,8 @@ def create_app(db_url: str | None, ingest_url: str | None) -> Starlette:
             Route("/naive/query/one", naive_query_one),
             Route("/naive/query/all", naive_query_all),
             Route("/naive/events", naive_events, methods=["POST"]),
-        ]
+        ],
+        lifespan=lifespan,
     )
 
 

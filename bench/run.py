@@ -3,6 +3,7 @@ references, and returns one JSON-able result. See docs/benchmarks.md."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -24,6 +25,7 @@ from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
 from bench.procs import DurablePostgres, RefApp, Server, pg_admin_database
+from bench.refapp import NaiveIngest
 from bench.stores import Store, count_rows
 
 NAIVE_TABLE = "naive_events"
@@ -50,6 +52,9 @@ class Plan:
     query_all: int
     query_all_naive: int
     load_batch: int
+    ingest_replicas: tuple[int, ...] = ()
+    """PostgreSQL only: batch ingest again with ``allotment serve --workers N`` for each N."""
+    ingest_replica_events: int = 0
 
 
 PLANS = {
@@ -86,6 +91,8 @@ PLANS = {
         query_all=7,
         query_all_naive=2,
         load_batch=10_000,
+        ingest_replicas=(1, 2, 3),
+        ingest_replica_events=300_000,
     ),
 }
 
@@ -371,8 +378,10 @@ class Run:
         BUDGET["seconds"] = self.plan.budget_s
 
     @contextmanager
-    def server(self, be: Backend, url: str, phase: str) -> Iterator[Server]:
-        with Server(url, self.config, P.clock_text()) as srv:
+    def server(
+        self, be: Backend, url: str, phase: str, extra_args: list[str] | None = None
+    ) -> Iterator[Server]:
+        with Server(url, self.config, P.clock_text(), extra_args) as srv:
             try:
                 yield srv
             finally:
@@ -429,11 +438,10 @@ class Run:
             ours_b = ours_s = {"error": f"{exc.__class__.__name__}: {exc}"[:500]}
 
         log("    ours done")
-        # naive: a Starlette endpoint doing json.loads + INSERT … ON CONFLICT DO NOTHING
+        # naive: bench/refapp.py's NaiveIngest (json.loads + executemany of INSERT OR IGNORE /
+        # ON CONFLICT DO NOTHING on a unique (source, id), one commit, inline in the handler)
         nurl = be.db("bench_naive_ingest", fresh=True)
-        st = Store(nurl)
-        st.create_table(NAIVE_TABLE, jsonb=True, unique=True, index=True)
-        st.close()
+        NaiveIngest.create_table(nurl)
         with RefApp(ingest_url=nurl) as ref:
             naive_b, naive_s = measure(ref.url, "/naive/events")
             floor_http_b, floor_http_s = measure(ref.url, "/floor/events")
@@ -450,7 +458,7 @@ class Run:
         floor_s = rate_stats(n1, secs1, method="one row per transaction (one durable commit each)")
         st.close()
 
-        return [
+        figs = [
             figure(
                 "ingest.batch",
                 "ingest, 1000-event batches over HTTP (events/s)",
@@ -470,6 +478,42 @@ class Run:
                 floor_http=floor_http_s,
             ),
         ]
+        if be.name == "postgres":
+            for n in plan.ingest_replicas:
+                ours_n = guarded(functools.partial(self.ingest_replicated, be, n))
+                figs.append(
+                    figure(
+                        f"ingest.batch.replicas.{n}",
+                        f"ingest, 1000-event batches over HTTP, {n} worker process(es) (events/s)",
+                        "rate",
+                        ours_n,
+                        naive_b,
+                        floor_b,
+                        replicas=n,
+                    )
+                )
+        return figs
+
+    def ingest_replicated(self, be: Backend, n: int) -> dict[str, Any]:
+        """Batch ingest into a fresh database through ``allotment serve --workers n`` (each
+        worker its own process, pool and group-commit writer, all on one PostgreSQL)."""
+        plan = self.plan
+        events = plan.ingest_replica_events
+        log(f"[{be.name}] ingest with {n} worker process(es): {events:,} events")
+        batches = D.generate(plan.ingest_replica_events, seed=11, source=f"bench-replicas-{n}")
+        bodies = [D.batch_body(b, f"bench-replicas-{n}") for b in batches]
+        url = be.db(f"bench_ingest_replicas_{n}", fresh=True)
+        ct = "application/cloudevents-batch+json"
+        with self.server(be, url, f"ingest-replicas-{n}", ["--workers", str(n)]) as srv:
+            reqs = [build_request(srv.url, "POST", "/api/v1/events", b, ct) for b in bodies]
+            blast(srv.url, reqs[: max(2, n * 2)], plan.concurrency)  # every worker warm
+            res = blast(srv.url, reqs, plan.concurrency)
+        out = blast_stats(res, 1000)
+        stored = count_rows(Store(url), "events")
+        out["events_stored"] = stored
+        if stored != plan.ingest_replica_events:
+            out.setdefault("error", f"events table holds {stored}, expected all")
+        return out
 
     # -------------------------------------------------------------- data sets
 

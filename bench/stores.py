@@ -5,18 +5,15 @@
   with the project's durability settings (SQLite WAL + synchronous=FULL; PostgreSQL fsync on);
 * the **naive** way a user would write it: keep the events (payload as JSON) in one table with an
   index on (subject, type, time), and answer every value check / meter query with one SQL
-  aggregate over the raw events; ingest with ``INSERT … ON CONFLICT DO NOTHING`` on a unique
-  (source, id) key.
+  aggregate over the raw events (its ingest is ``bench.refapp.NaiveIngest``).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
 from typing import Any
 
 from bench import data as D
@@ -147,27 +144,6 @@ class Store:
             spent += time.perf_counter() - t
             n += len(rows)
         return n, spent
-
-    def insert_json_events(self, table: str, events: list[dict[str, Any]]) -> None:
-        """The naive ingest: decoded CloudEvents → INSERT … ON CONFLICT DO NOTHING, one commit."""
-        tuples = []
-        for e in events:
-            # what a user writes: let the standard library parse the timestamp
-            at = datetime.fromisoformat(e["time"].replace("Z", "+00:00"))
-            us = (at - D.EPOCH) // timedelta(microseconds=1)
-            tuples.append(
-                (e["source"], e["id"], e["type"], e["subject"], us, json.dumps(e.get("data")))
-            )
-        c = self.conn()
-        if self.pg:
-            with c.transaction():
-                c.cursor().executemany(
-                    f"INSERT INTO {table} VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING", tuples
-                )
-        else:
-            c.execute("BEGIN IMMEDIATE")
-            c.executemany(f"INSERT OR IGNORE INTO {table} VALUES (?,?,?,?,?,?)", tuples)
-            c.execute("COMMIT")
 
     # -- naive reads
 
