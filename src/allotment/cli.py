@@ -1,4 +1,4 @@
-"""The ``allotment`` command: serve, migrate, check-config."""
+"""The ``allotment`` command: serve, migrate, check-config, events import."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from allotment.config import (
     load_file,
     validate,
 )
+from allotment.domain import limits
 from allotment.domain.errors import DomainError
 
 log = logging.getLogger("allotment")
@@ -118,6 +119,43 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _events_import(args: argparse.Namespace) -> int:
+    import json
+
+    from allotment.container import build_container
+    from allotment.event_import import ImportSourceError, Source, run_import
+    from allotment.gc_tuning import tune_gc
+
+    settings = _settings(args)
+    try:
+        source = Source(args.file)
+    except ImportSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    container = build_container(settings)
+    try:
+        container.start()
+        tune_gc()  # as serve does: large batches build many objects
+        progress = None if args.no_progress else sys.stderr
+        result = run_import(container, source, batch_size=args.batch_size, progress_out=progress)
+    except ImportSourceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        source.close()
+        container.close()
+    if args.json:
+        print(json.dumps(result.as_json()))
+    else:
+        print(result.summary())
+    if result.interrupted:
+        return 130
+    return 1 if result.rejected else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     env_help = "\n".join(f"  {k:32} {v}" for k, v in ENV_VARS.items())
     parser = argparse.ArgumentParser(
@@ -154,6 +192,30 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", help="config file to check")
     check.set_defaults(handler=_check_config)
+
+    events = sub.add_parser("events", help="work with usage events")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    imp = events_sub.add_parser(
+        "import",
+        help="import CloudEvents from a file (NDJSON or a JSON array, optionally gzipped)",
+        description="Import historical usage: the same validation and exactly-once rules as "
+        "POST /api/v1/events. Invalid events are rejected (the first ones named) and the rest "
+        "stored; an event already stored is a duplicate, so rerunning an interrupted import "
+        "resumes it. Exit status: 0 all stored or duplicate, 1 some rejected, 2 unreadable "
+        "input or bad settings, 130 interrupted.",
+    )
+    imp.add_argument("file", help="NDJSON or JSON-array file, gzipped or not; - for stdin")
+    imp.add_argument("--config", help="config file (meters to load first, like serve)")
+    imp.add_argument("--db", help=db_help)
+    imp.add_argument(
+        "--batch-size",
+        type=int,
+        default=limits.EVENTS_PER_BATCH_MAX,
+        help=f"events per transaction (1–{limits.EVENTS_PER_BATCH_MAX}; default %(default)s)",
+    )
+    imp.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    imp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    imp.set_defaults(handler=_events_import)
     return parser
 
 

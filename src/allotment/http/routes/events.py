@@ -137,7 +137,10 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
     if typed is None:
         # slow path: find and name the offending event and field
-        payload = _untyped.decode(body)
+        try:
+            payload = _untyped.decode(body)
+        except msgspec.DecodeError as exc:  # the typed decode stopped at a field before this
+            raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
         if not isinstance(payload, list | dict):
             raise InvalidInput("request body must be a CloudEvent object or an array", field="body")
         _check_shape(payload, shape)

@@ -1,0 +1,343 @@
+"""``allotment events import FILE``: historical usage from a file, through the ingest door.
+
+The file is NDJSON (one CloudEvent per line) or one JSON array of CloudEvents, optionally
+gzipped (detected by its magic bytes, whatever its name); ``-`` reads standard input. Events go
+through exactly what ``POST /api/v1/events`` uses, and nothing else: ``decode_events`` of the
+one ingest door (``http/routes/events.py``: the same typed decode, validation and stored form)
+and the process's group commit (:meth:`EventService.submit`, after
+:meth:`EventService.prefold`), so validation, dedup on ``(source, id)`` with no expiry, the
+rollups and the usage marks are the HTTP route's. What differs is only the unit of failure: a
+request is all or nothing, an import rejects the events that are invalid, names the first
+ones (line or index, and field) and stores the rest.
+
+Events are decoded in chunks of ``batch_size`` (one chunk is one batch body to the door; when
+it is refused, its events are decoded one by one to tell the good from the bad), and at most
+:data:`IN_FLIGHT` chunks wait for their commit while the next one is decoded. Rerunning an
+import after an interrupt (Ctrl-C, SIGKILL, a lost database) counts nothing twice: every event
+already stored is a duplicate. A JSON array is read into memory whole (NDJSON is streamed).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import stat
+import sys
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+import msgspec
+
+from allotment.domain import limits
+from allotment.domain.errors import DomainError
+from allotment.domain.events import PreparedEvent
+from allotment.http.routes.events import decode_events
+
+if TYPE_CHECKING:
+    from allotment.container import Container
+
+BATCH_EVENTS_DEFAULT = limits.EVENTS_PER_BATCH_MAX
+"""Events per chunk (the largest batch the door takes)."""
+IN_FLIGHT = 2
+"""Most chunks queued for commit while the next one is decoded."""
+REJECTIONS_SHOWN = 10
+"""How many rejections the summary names."""
+_READ_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class Rejection:
+    where: str
+    """``line 12`` (NDJSON) or ``events[11]`` (JSON array)."""
+    field: str | None
+    """The CloudEvents attribute at fault (``subject``, ``time``, …), or None (not JSON)."""
+    detail: str
+
+
+@dataclass
+class ImportResult:
+    read: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    first_rejections: list[Rejection] = field(default_factory=list)
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "firstRejections": [
+                {"where": r.where, "field": r.field, "detail": r.detail}
+                for r in self.first_rejections
+            ],
+            "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted,
+        }
+
+    def summary(self) -> str:
+        rate = self.read / self.seconds if self.seconds > 0 else 0.0
+        head = "interrupted" if self.interrupted else "done"
+        lines = [
+            f"{head}: {self.read:,} events read in {self.seconds:.1f} s ({rate:,.0f} events/s): "
+            f"{self.accepted:,} accepted, {self.duplicates:,} duplicate, "
+            f"{self.rejected:,} rejected"
+        ]
+        if self.first_rejections:
+            shown = len(self.first_rejections)
+            more = f" (first {shown} of {self.rejected:,})" if self.rejected > shown else ""
+            lines.append(f"rejected{more}:")
+            lines += [f"  {r.detail}" for r in self.first_rejections]
+        if self.interrupted:
+            lines.append("rerun the same command to resume: events already stored are skipped")
+        return "\n".join(lines)
+
+
+class ImportSourceError(Exception):
+    """The input cannot be read as NDJSON or a JSON array of CloudEvents."""
+
+
+class Source:
+    """The input file (or standard input), gunzipped when it starts with gzip's magic bytes.
+
+    ``total`` is the size of the file as stored (compressed or not) when it is a regular file,
+    and :meth:`consumed` how much of it has been read, for the progress bar's ETA.
+    """
+
+    def __init__(self, path: str, stdin: IO[bytes] | None = None) -> None:
+        self.name = "standard input" if path == "-" else path
+        raw: IO[bytes] = (stdin or sys.stdin.buffer) if path == "-" else open(path, "rb")
+        self._raw = raw
+        self.total: int | None = None
+        self._start = 0
+        try:
+            st = os.fstat(raw.fileno())
+            if stat.S_ISREG(st.st_mode):
+                self.total = st.st_size - raw.tell()
+                self._start = raw.tell()
+        except (OSError, ValueError, io.UnsupportedOperation):
+            self.total = None
+        buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)
+        stream: Any = buffered
+        try:
+            if buffered.peek(2)[:2] == b"\x1f\x8b":
+                stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered), _READ_BUFFER)
+            head = stream.peek(4096).lstrip()
+        except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt gzip stream
+            self.close()
+            raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
+        self.stream: io.BufferedReader = stream
+        self.is_array = head.startswith(b"[")
+
+    def consumed(self) -> int | None:
+        if self.total is None:
+            return None
+        try:
+            return self._raw.tell() - self._start
+        except (OSError, ValueError):
+            return None
+
+    def items(self) -> Iterator[tuple[str, bytes]]:
+        """``(where, raw JSON of one event)`` in file order."""
+        if self.is_array:
+            try:
+                data = self.stream.read()
+            except (OSError, EOFError) as exc:
+                raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
+            try:
+                raws = msgspec.json.decode(data, type=list[msgspec.Raw])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise ImportSourceError(
+                    f"{self.name}: not a JSON array of CloudEvents: {exc}"
+                ) from exc
+            for index, raw in enumerate(raws):
+                yield f"events[{index}]", bytes(raw)
+            return
+        try:
+            for number, line in enumerate(self.stream, 1):
+                text = line.strip()
+                if text:
+                    yield f"line {number}", text
+        except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt gzip stream
+            raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
+
+    def close(self) -> None:
+        if self._raw is not sys.stdin.buffer:
+            self._raw.close()
+
+
+class Progress:
+    """A progress line on ``out`` (stderr): redrawn in place on a terminal, else one line every
+    :attr:`interval` seconds; events/s always, percent and ETA when the size is known."""
+
+    def __init__(self, out: IO[str] | None, source: Source, array_total: int | None) -> None:
+        self.out = out
+        self.source = source
+        self.tty = bool(out is not None and out.isatty())
+        self.interval = 0.2 if self.tty else 5.0
+        self.started = time.monotonic()
+        self._last = self.started
+        self._array_total = array_total
+
+    def _fraction(self, read: int) -> float | None:
+        if self._array_total:
+            return min(1.0, read / self._array_total)
+        consumed, total = self.source.consumed(), self.source.total
+        if consumed is None or not total:
+            return None
+        return min(1.0, consumed / total)
+
+    def update(self, result: ImportResult, *, final: bool = False) -> None:
+        if self.out is None:
+            return
+        now = time.monotonic()
+        if not final and now - self._last < self.interval:
+            return
+        self._last = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = result.read / elapsed
+        fraction = 1.0 if final and not result.interrupted else self._fraction(result.read)
+        parts = [
+            f"{result.read:,} events",
+            f"{rate:,.0f} ev/s",
+            f"{result.accepted:,} accepted",
+            f"{result.duplicates:,} dup",
+            f"{result.rejected:,} rejected",
+        ]
+        if fraction is not None:
+            width = 24
+            filled = round(width * fraction)
+            bar = f"[{'#' * filled}{'.' * (width - filled)}] {fraction * 100:5.1f}%"
+            if 0 < fraction < 1:
+                eta = int(elapsed * (1 - fraction) / fraction)
+                parts.append(f"ETA {eta // 3600}:{eta % 3600 // 60:02d}:{eta % 60:02d}")
+            parts.insert(0, bar)
+        text = "  ".join(parts)
+        if self.tty:
+            self.out.write("\r" + text + ("\n" if final else ""))
+        else:
+            self.out.write(text + "\n")
+        self.out.flush()
+
+
+def _rejection(where: str, exc: DomainError) -> Rejection:
+    detail = exc.detail
+    name = exc.field
+    if name is not None and name.startswith("event."):
+        name = name[len("event.") :]
+        detail = detail.removeprefix("event.")
+    elif detail.startswith("request body is not valid JSON"):
+        name = None
+        detail = detail.replace("request body is not valid JSON", "not valid JSON", 1)
+    else:
+        name = None
+    return Rejection(where, name, f"{where}: {detail}")
+
+
+def _decode_one(where: str, raw: bytes, c: Container) -> list[PreparedEvent] | Rejection:
+    if not raw.startswith(b"{"):
+        try:
+            msgspec.json.decode(raw)
+        except msgspec.DecodeError as exc:
+            return Rejection(where, None, f"{where}: not valid JSON: {exc}")
+        return Rejection(where, None, f"{where}: must be a JSON object (a CloudEvent)")
+    try:
+        return decode_events(raw, "single", c)
+    except DomainError as exc:
+        return _rejection(where, exc)
+
+
+def decode_chunk(
+    items: list[tuple[str, bytes]], c: Container
+) -> tuple[list[PreparedEvent], list[Rejection]]:
+    """The chunk's valid events (file order) and its rejections, through the ingest door."""
+    body = b"[" + b",".join(raw for _, raw in items) + b"]"
+    try:
+        events = decode_events(body, "batch", c)
+    except DomainError:
+        events = None
+    if events is not None and len(events) == len(items):  # a line holding `{…},{…}` is not one
+        return events, []
+    good: list[PreparedEvent] = []
+    bad: list[Rejection] = []
+    for where, raw in items:
+        one = _decode_one(where, raw, c)
+        if isinstance(one, Rejection):
+            bad.append(one)
+        else:
+            good.extend(one)
+    return good, bad
+
+
+def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
+    chunk: list[tuple[str, bytes]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def run_import(
+    c: Container,
+    source: Source,
+    *,
+    batch_size: int = BATCH_EVENTS_DEFAULT,
+    progress_out: IO[str] | None = None,
+) -> ImportResult:
+    """Import every event of ``source``; returns the counts (also when interrupted by Ctrl-C,
+    with ``interrupted`` set, after the chunks already queued are committed)."""
+    if not 1 <= batch_size <= limits.EVENTS_PER_BATCH_MAX:
+        raise ValueError(f"batch size must be between 1 and {limits.EVENTS_PER_BATCH_MAX}")
+    result = ImportResult()
+    started = time.monotonic()
+    items = source.items()
+    array_total: int | None = None
+    if source.is_array:  # read whole: the count is known before the first event
+        listed = list(items)
+        array_total = len(listed)
+        items = iter(listed)
+    progress = Progress(progress_out, source, array_total)
+    pending: deque[tuple[Future[int], int]] = deque()
+
+    def settle() -> None:
+        future, valid = pending.popleft()
+        stored = future.result()
+        result.accepted += stored
+        result.duplicates += valid - stored
+
+    events = c.events
+    try:
+        for chunk in _chunks(items, batch_size):
+            good, bad = decode_chunk(chunk, c)
+            result.read += len(chunk)
+            result.rejected += len(bad)
+            room = REJECTIONS_SHOWN - len(result.first_rejections)
+            if room > 0:
+                result.first_rejections += bad[:room]
+            if good:
+                pending.append((events.submit(events.prefold(good)), len(good)))
+            while len(pending) > IN_FLIGHT:
+                settle()
+            progress.update(result)
+    except KeyboardInterrupt:
+        result.interrupted = True
+    finally:
+        while pending:  # what is queued commits (or fails) either way; count it
+            try:
+                settle()
+            except KeyboardInterrupt:
+                result.interrupted = True
+        result.seconds = time.monotonic() - started
+    progress.update(result, final=True)
+    return result

@@ -1,0 +1,80 @@
+"""The import's input reader and progress line (no database): format and gzip detection,
+positions as the summary names them, events/s and ETA when the size is known."""
+
+from __future__ import annotations
+
+import gzip
+import io
+
+import pytest
+
+from allotment.event_import import ImportResult, ImportSourceError, Progress, Source
+
+NDJSON = b'{"id":"a"}\n\n  {"id":"b"}  \n{"id":"c"}'
+ARRAY = b' \n[{"id":"a"},\n {"id":"b"}]'
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_ndjson_lines_are_numbered_blank_lines_skipped(compress: bool) -> None:
+    data = gzip.compress(NDJSON) if compress else NDJSON
+    src = Source("-", stdin=io.BytesIO(data))
+    assert not src.is_array
+    assert list(src.items()) == [
+        ("line 1", b'{"id":"a"}'),
+        ("line 3", b'{"id":"b"}'),
+        ("line 4", b'{"id":"c"}'),
+    ]
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_json_array_elements_are_indexed(compress: bool) -> None:
+    data = gzip.compress(ARRAY) if compress else ARRAY
+    src = Source("-", stdin=io.BytesIO(data))
+    assert src.is_array
+    assert list(src.items()) == [("events[0]", b'{"id":"a"}'), ("events[1]", b'{"id":"b"}')]
+
+
+def test_a_broken_array_or_gzip_stream_is_a_source_error() -> None:
+    with pytest.raises(ImportSourceError, match="not a JSON array"):
+        list(Source("-", stdin=io.BytesIO(b'[{"id":"a"},')).items())
+    truncated = gzip.compress(NDJSON * 100)[:-20]
+    with pytest.raises(ImportSourceError, match="cannot be read"):
+        list(Source("-", stdin=io.BytesIO(truncated)).items())
+    big = gzip.compress(NDJSON * 100_000)  # the damage beyond the first block read
+    with pytest.raises(ImportSourceError, match="cannot be read"):
+        list(Source("-", stdin=io.BytesIO(big[:-20])).items())
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_shows_rate_percent_and_eta_when_the_size_is_known() -> None:
+    out = _Tty()
+    src = Source("-", stdin=io.BytesIO(ARRAY))
+    progress = Progress(out, src, array_total=200)
+    progress.started -= 10  # ten seconds ago
+    progress._last = 0.0
+    progress.update(ImportResult(read=50, accepted=40, duplicates=5, rejected=5))
+    line = out.getvalue()
+    assert line.startswith("\r[")
+    assert " 25.0%" in line
+    assert "50 events" in line
+    assert "5 ev/s" in line
+    assert "ETA 0:00:30" in line
+    assert "40 accepted" in line
+    assert "5 dup" in line
+    assert "5 rejected" in line
+
+
+def test_progress_without_a_size_has_no_eta_and_a_final_line() -> None:
+    out = io.StringIO()  # not a terminal: plain lines
+    src = Source("-", stdin=io.BytesIO(NDJSON))
+    assert src.total is None
+    progress = Progress(out, src, array_total=None)
+    progress.update(ImportResult(read=3, accepted=3), final=True)
+    line = out.getvalue()
+    assert "ETA" not in line
+    assert "100.0%" in line  # a finished import is whole
+    assert line.endswith("\n")
