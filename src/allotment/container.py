@@ -14,6 +14,8 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.customer_entitlements import CustomerEntitlements
+from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -48,6 +50,9 @@ class Container:
         )  # fmt: skip
         cache = ValueCache(db, clock, self.meter_queries) if value_cache_enabled() else None
         self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
+        self.customers = CustomerService(db, clock)
+        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
+        self.customers.add_guard(self.customer_entitlements)
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from allotment.http.problems import EXCEPTION_HANDLERS
 from allotment.http.routes import (
+    customers,
     entitlements,
     events,
     features,
@@ -21,6 +22,7 @@ from allotment.http.routes import (
     portal,
     subjects,
     system,
+    v2_entitlements,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ def all_routes() -> list[BaseRoute]:
         *entitlements.ROUTES,
         *grants.ROUTES,
         *portal.ROUTES,
+        *customers.ROUTES,
+        *v2_entitlements.ROUTES,
     ]
 
 

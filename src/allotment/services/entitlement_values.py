@@ -29,7 +29,7 @@ from allotment.domain.periods import Period
 from allotment.domain.timeutil import ceil_minute, floor_minute
 from allotment.domain.usage_series import UsageSeries
 from allotment.storage import entitlement_reads as reads
-from allotment.storage.entitlement_reads import MeteredContext
+from allotment.storage.entitlement_reads import MeteredContext, OwnerRef
 
 if TYPE_CHECKING:
     from allotment.clock import Clock
@@ -108,26 +108,24 @@ class EntitlementValues:
     def _series(self, ctx: MeteredContext, period: Period) -> UsageSeries:
         assert ctx.feature.meter_slug is not None
         series: UsageSeries = self._usage.usage_series(
-            ctx.feature.meter_slug, ctx.record.subject_key, ctx.feature.group_filters,
+            ctx.feature.meter_slug, ctx.subjects, ctx.feature.group_filters,
             period.start, period.end,
         )  # fmt: skip
         return series
 
-    def value(
-        self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
-    ) -> ValueView:
+    def value(self, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime | None) -> ValueView:
         """The entitlement value at ``at`` (default now): from the value cache when it is on
         and can answer, else the plain computation. Both give identical results."""
         at = (at or self._now()).astimezone(UTC)
         if self.cache is not None:
-            answer = self.cache.serve(subject_id_or_key, id_or_feature_key, at, allow_io=True)
+            answer = self.cache.serve(owner_ref, id_or_feature_key, at, allow_io=True)
             if answer is not None:
                 return answer.view
-        return self.plain_value(subject_id_or_key, id_or_feature_key, at)
+        return self.plain_value(owner_ref, id_or_feature_key, at)
 
     def cached_value_body(
         self,
-        subject_id_or_key: str,
+        owner_ref: OwnerRef,
         id_or_feature_key: str,
         at: datetime | None,
         render: Callable[[ValueView], bytes],
@@ -137,7 +135,7 @@ class EntitlementValues:
         if self.cache is None:
             return None
         answer = self.cache.serve(
-            subject_id_or_key, id_or_feature_key, (at or self._now()).astimezone(UTC),
+            owner_ref, id_or_feature_key, (at or self._now()).astimezone(UTC),
             allow_io=False,
         )  # fmt: skip
         if answer is None:
@@ -148,12 +146,12 @@ class EntitlementValues:
         return body
 
     def plain_value(
-        self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
+        self, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime | None
     ) -> ValueView:
         """The value computed from the stored rows alone (no cache): the reference."""
         at = (at or self._now()).astimezone(UTC)
         with self._db.read() as tx:
-            record = reads.resolve(tx, subject_id_or_key, id_or_feature_key, at)
+            record = reads.resolve(tx, owner_ref, id_or_feature_key, at)
             if not record.active_at(at):
                 return ValueView(False)
             if record.type == EntitlementType.BOOLEAN:
@@ -179,7 +177,7 @@ class EntitlementValues:
 
     def history(
         self,
-        subject_id_or_key: str,
+        owner_ref: OwnerRef,
         entitlement_id: str,
         window_size: str,
         from_: datetime | None,
@@ -202,7 +200,7 @@ class EntitlementValues:
             ) from exc
         now = self._now()
         with self._db.read() as tx:
-            record = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            record = reads.resolve(tx, owner_ref, entitlement_id, now)
             ctx = reads.metered_context(tx, record)
         aggregation = self.aggregation_of(ctx.feature)
         spec = reads.spec_of(record, aggregation)

@@ -7,18 +7,23 @@ entitlement's state (reset, delete, override, and the grant writes in ``GrantSer
 re-reads the entitlement under its lock inside the write transaction
 (``entitlements_repo.lock``).
 
-Owners: ``subjectIdOrKey`` is the subject key, used verbatim; it need not be a known
-subject. When it is the ULID of a live subject (upserted through ``/api/v1/subjects``), it
-resolves to that subject's key.
+Owners (``domain/owners.py``): every method taking an owner accepts either the
+``subjectIdOrKey`` of the subject routes — the subject key, used verbatim; it need not be a
+known subject; the ULID of a live subject (upserted through ``/api/v1/subjects``) resolves to
+that subject's key — or an :class:`Owner`. A customer owner (``Owner.customer(id)``) has the
+same entitlements, grants, value, history and reset; its usage is the meter's usage over the
+customer's key and subject keys as they are at read time (``entitlement_reads.usage_subjects``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from allotment.domain import entitlement_math as em
+from allotment.domain.customers import customer_deleted, customer_not_found
 from allotment.domain.entitlement_inputs import (
     EntitlementCreate,
     EntitlementType,
@@ -29,6 +34,7 @@ from allotment.domain.errors import Conflict, InvalidInput, NotFound, field_name
 from allotment.domain.features import Feature
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
 from allotment.domain.ids import new_ulid
+from allotment.domain.owners import Owner
 from allotment.domain.periods import (
     Period,
     Recurrence,
@@ -38,9 +44,16 @@ from allotment.domain.periods import (
 )
 from allotment.domain.timeutil import floor_minute, to_micros
 from allotment.services.entitlement_values import EntitlementValues
+from allotment.storage import (
+    customers_repo,
+    entitlements_repo,
+    features_repo,
+    grants_repo,
+    usage_marks,
+)
 from allotment.storage import entitlement_reads as reads
-from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage.database import DuplicateKey, Tx
+from allotment.storage.entitlement_reads import OwnerRef
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
 
@@ -95,7 +108,12 @@ class EntitlementService(EntitlementValues):
         return feature
 
     def _build(
-        self, subject: str, inp: EntitlementCreate, feature: Feature, now: datetime
+        self,
+        owner: Owner,
+        inp: EntitlementCreate,
+        feature: Feature,
+        now: datetime,
+        annotations: Mapping[str, Any] | None = None,
     ) -> tuple[EntitlementRecord, GrantRecord | None]:
         """The new entitlement (and its default grant) — pure, before any write."""
         eid = self._new_id()
@@ -121,7 +139,8 @@ class EntitlementService(EntitlementValues):
             if inp.issue_after_reset is not None and inp.issue_after_reset > 0:
                 amount = inp.issue_after_reset
                 default = GrantRecord(
-                    id=self._new_id(), entitlement_id=eid, subject_key=subject, amount=amount,
+                    id=self._new_id(), entitlement_id=eid, subject_key=owner.subject_key,
+                    amount=amount,
                     priority=priority or DEFAULT_ISSUE_AFTER_RESET_PRIORITY,
                     effective_at=measure, expiration_duration=None, expiration_count=None,
                     expires_at=None, max_rollover=amount, min_rollover=amount,
@@ -129,8 +148,10 @@ class EntitlementService(EntitlementValues):
                     annotations={"issueAfterReset": True}, created_at=now, updated_at=now,
                 )  # fmt: skip
         record = EntitlementRecord(
-            id=eid, subject_key=subject, feature_id=feature.id, feature_key=feature.key,
-            type=inp.type.value, metadata=inp.metadata, annotations=None, config=inp.config,
+            id=eid, subject_key=owner.subject_key, customer_id=owner.customer_id,
+            feature_id=feature.id, feature_key=feature.key,
+            type=inp.type.value, metadata=inp.metadata, annotations=annotations,
+            config=inp.config,
             usage_period_interval=interval, usage_period_anchor=anchor,
             measure_usage_from=measure, is_soft_limit=inp.is_soft_limit,
             issue_after_reset=inp.issue_after_reset, issue_after_reset_priority=priority,
@@ -152,37 +173,59 @@ class EntitlementService(EntitlementValues):
 
     @staticmethod
     def _conflict(tx: Tx, record: EntitlementRecord) -> Conflict:
-        existing = entitlements_repo.live_for(tx, record.subject_key, record.feature_key)
+        existing = entitlements_repo.live_for(tx, record.owner, record.feature_key)
         ext = {"conflictingEntityId": existing.id} if existing is not None else None
         return Conflict(
             f"entitlement with id {existing.id if existing else '?'} already exists for "
-            f"feature {record.feature_key!r} and subject {record.subject_key!r}",
+            f"feature {record.feature_key!r} and {record.owner.describe()}",
             extensions=ext,
         )
 
-    def create(self, subject_id_or_key: str, inp: EntitlementCreate) -> EntitlementView:
+    @staticmethod
+    def require_live_owner(tx: Tx, owner: Owner) -> None:
+        """A customer owner must exist and not be deleted (404 / 412)."""
+        if not owner.is_customer:
+            return
+        customer = customers_repo.by_id(tx, owner.customer_id)
+        if customer is None:
+            raise customer_not_found(owner.customer_id)
+        if customer.is_deleted:
+            raise customer_deleted(customer)
+
+    def create(
+        self,
+        owner_ref: OwnerRef,
+        inp: EntitlementCreate,
+        annotations: Mapping[str, Any] | None = None,
+        then: Callable[[Tx, EntitlementRecord, datetime], object] | None = None,
+    ) -> EntitlementView:
+        """``then(tx, record, now)`` runs in the same write transaction right after the insert
+        (e.g. the grants a v2 create carries); if it raises, nothing is written."""
         now = self._now()
         with self._db.read() as tx:
-            subject = reads.subject_key(tx, subject_id_or_key)
+            owner = reads.owner_of(tx, owner_ref)
             feature = self._feature_for(tx, inp)
-        record, default = self._build(subject, inp, feature, now)
+        record, default = self._build(owner, inp, feature, now, annotations)
         try:
             with self._db.write() as tx:
-                existing = entitlements_repo.live_for(tx, subject, feature.key)
+                self.require_live_owner(tx, owner)
+                existing = entitlements_repo.live_for(tx, owner, feature.key)
                 if existing is not None:
                     raise self._conflict(tx, record)
                 self._insert(tx, record, default)
-                usage_marks.bump_scope(tx, subject, feature.key)
+                if then is not None:
+                    then(tx, record, now)
+                usage_marks.bump_scope(tx, owner.scope, feature.key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
 
     def override(
-        self, subject_id_or_key: str, id_or_feature_key: str, inp: EntitlementCreate
+        self, owner_ref: OwnerRef, id_or_feature_key: str, inp: EntitlementCreate
     ) -> EntitlementView:
         now = self._now()
         with self._db.read() as tx:
-            old = reads.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+            old = reads.resolve(tx, owner_ref, id_or_feature_key, now)
             feature = self._feature_for(tx, inp)
         if old.deleted_at is not None:
             raise InvalidInput(f"entitlement {old.id} is already deleted")
@@ -193,9 +236,10 @@ class EntitlementService(EntitlementValues):
                 f"the override must be for the same feature ({old.feature_key!r})",
                 field="featureKey",
             )
-        record, default = self._build(old.subject_key, inp, feature, now)
+        record, default = self._build(old.owner, inp, feature, now)
         try:
             with self._db.write() as tx:
+                self.require_live_owner(tx, old.owner)
                 locked = entitlements_repo.lock(tx, old.id, self._db.dialect)
                 if locked is None or locked.deleted_at is not None:
                     raise InvalidInput(f"entitlement {old.id} is already deleted")
@@ -203,29 +247,29 @@ class EntitlementService(EntitlementValues):
                 entitlements_repo.soft_delete(tx, old.id, now_us)
                 grants_repo.delete_for_entitlement(tx, old.id, now_us)
                 self._insert(tx, record, default)
-                usage_marks.bump_scope(tx, old.subject_key, old.feature_key)
+                usage_marks.bump_scope(tx, old.owner.scope, old.feature_key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
 
-    def delete(self, subject_id_or_key: str, entitlement_id: str) -> None:
+    def delete(self, owner_ref: OwnerRef, entitlement_id: str) -> None:
         now = self._now()
         with self._db.write() as tx:
-            found = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            found = reads.resolve(tx, owner_ref, entitlement_id, now)
             locked = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if locked is None or locked.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             now_us = to_micros(now)
             entitlements_repo.soft_delete(tx, found.id, now_us)
             grants_repo.delete_for_entitlement(tx, found.id, now_us)
-            usage_marks.bump_scope(tx, locked.subject_key, locked.feature_key)
+            usage_marks.bump_scope(tx, locked.owner.scope, locked.feature_key)
 
     # ------------------------------------------------------------ reads
 
-    def get(self, subject_id_or_key: str, entitlement_id: str) -> EntitlementView:
+    def get(self, owner_ref: OwnerRef, entitlement_id: str) -> EntitlementView:
         now = self._now()
         with self._db.read() as tx:
-            return self.view(tx, reads.resolve(tx, subject_id_or_key, entitlement_id, now), now)
+            return self.view(tx, reads.resolve(tx, owner_ref, entitlement_id, now), now)
 
     def get_by_id(self, entitlement_id: str) -> EntitlementView:
         now = self._now()
@@ -235,14 +279,14 @@ class EntitlementService(EntitlementValues):
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             return self.view(tx, found, now)
 
-    def list_for_subject(
-        self, subject_id_or_key: str, include_deleted: bool
-    ) -> list[EntitlementView]:
+    def list_for_owner(self, owner_ref: OwnerRef, include_deleted: bool) -> list[EntitlementView]:
         now = self._now()
         with self._db.read() as tx:
-            subject = reads.subject_key(tx, subject_id_or_key)
-            rows = entitlements_repo.list_for_subject(tx, subject, now, include_deleted)
+            owner = reads.owner_of(tx, owner_ref)
+            rows = entitlements_repo.list_for_owner(tx, owner, now, include_deleted)
             return [self.view(tx, r, now) for r in rows]
+
+    list_for_subject = list_for_owner
 
     def list_all(
         self,
@@ -251,7 +295,10 @@ class EntitlementService(EntitlementValues):
         types: Sequence[str],
         exclude_inactive: bool,
         paging: Paging,
+        customer_ids: Sequence[str] | None = None,
     ) -> tuple[list[EntitlementView], int]:
+        """``customer_ids`` None: subject-owned entitlements (``subjects`` filters them);
+        else customer-owned ones of these customers (any customer's when empty)."""
         now = self._now()
         with self._db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
@@ -260,14 +307,14 @@ class EntitlementService(EntitlementValues):
                 tx, feature_ids=feature_ids, subject_keys=keys, types=types,
                 exclude_inactive_at=now if exclude_inactive else None,
                 order_by=paging.order_by, descending=paging.descending,
-                limit=paging.limit, offset=paging.offset,
+                limit=paging.limit, offset=paging.offset, customer_ids=customer_ids,
             )  # fmt: skip
             return [self.view(tx, r, now) for r in rows], total
 
-    def reset(self, subject_id_or_key: str, entitlement_id: str, inp: ResetIn) -> None:
+    def reset(self, owner_ref: OwnerRef, entitlement_id: str, inp: ResetIn) -> None:
         now = self._now()
         with self._db.write() as tx:
-            found = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            found = reads.resolve(tx, owner_ref, entitlement_id, now)
             record = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
@@ -286,4 +333,4 @@ class EntitlementService(EntitlementValues):
                 tx, self._new_id(), record.id, reset, anchor, interval_iso(in_force.interval),
                 to_micros(now),
             )  # fmt: skip
-            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)

@@ -18,8 +18,9 @@ from allotment.domain.errors import InvalidInput, NotFound
 from allotment.domain.features import Feature
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
 from allotment.domain.ids import is_ulid
+from allotment.domain.owners import Owner
 from allotment.domain.periods import Recurrence, parse_interval
-from allotment.storage import entitlements_repo, features_repo, grants_repo
+from allotment.storage import customers_repo, entitlements_repo, features_repo, grants_repo
 from allotment.storage.database import Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
@@ -34,6 +35,12 @@ class MeteredContext:
     resets: list[em.ManualReset]
     grants: list[GrantRecord]
     feature: Feature
+    subjects: tuple[str, ...]
+    """Whose usage counts (a subject's own key; a customer's key and subject keys)."""
+
+
+OwnerRef = str | Owner
+"""A subject route's ``subjectIdOrKey``, or an owner (``domain/owners.py``)."""
 
 
 def spec_of(
@@ -70,20 +77,32 @@ def subject_key(tx: Tx, subject_id_or_key: str) -> str:
     return subject_id_or_key
 
 
-def resolve(
-    tx: Tx, subject_id_or_key: str, id_or_feature_key: str, at: datetime
-) -> EntitlementRecord:
-    """§1.5: a ULID is looked up as an entitlement id (of this subject); otherwise (or when
-    not found) the subject's entitlement for that feature key active at ``at``."""
-    subject = subject_key(tx, subject_id_or_key)
+def owner_of(tx: Tx, ref: OwnerRef) -> Owner:
+    """A subject route's ``subjectIdOrKey`` as its owner; an owner as it is."""
+    return ref if isinstance(ref, Owner) else Owner.subject(subject_key(tx, ref))
+
+
+def resolve(tx: Tx, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime) -> EntitlementRecord:
+    """§1.5: a ULID is looked up as an entitlement id (of this owner); otherwise (or when
+    not found) the owner's entitlement for that feature key active at ``at``."""
+    owner = owner_of(tx, owner_ref)
     if is_ulid(id_or_feature_key):
         found = entitlements_repo.by_id(tx, id_or_feature_key)
-        if found is not None and found.subject_key == subject:
+        if found is not None and found.owner == owner:
             return found
-    found = entitlements_repo.active_for_feature_key_at(tx, subject, id_or_feature_key, at)
+    found = entitlements_repo.active_for_feature_key_at(tx, owner, id_or_feature_key, at)
     if found is None:
-        raise NotFound(f"entitlement {id_or_feature_key!r} not found for subject {subject!r}")
+        raise NotFound(f"entitlement {id_or_feature_key!r} not found for {owner.describe()}")
     return found
+
+
+def usage_subjects(tx: Tx, record: EntitlementRecord) -> tuple[str, ...]:
+    """The event subjects whose usage is the entitlement's, as they are now: a subject
+    owner's key; a customer's key and subject keys (``domain/customers.py``)."""
+    if not record.customer_id:
+        return (record.subject_key,)
+    customer = customers_repo.by_id(tx, record.customer_id)
+    return () if customer is None else customers_repo.attributed_subjects(tx, customer)
 
 
 def feature_of(tx: Tx, record: EntitlementRecord) -> Feature:
@@ -101,5 +120,5 @@ def metered_context(tx: Tx, record: EntitlementRecord) -> MeteredContext:
     feature = feature_of(tx, record)
     return MeteredContext(
         record, spec_of(record), entitlements_repo.resets_of(tx, record.id),
-        grants_repo.of_entitlement(tx, record.id), feature,
+        grants_repo.of_entitlement(tx, record.id), feature, usage_subjects(tx, record),
     )  # fmt: skip
