@@ -11,6 +11,8 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.api_keys import ApiKeyService
+from allotment.services.audit import AuditService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -38,6 +40,8 @@ class Container:
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
         self.portal = PortalService(self)
+        self.audit = AuditService(db, clock)
+        self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())

@@ -24,3 +24,16 @@ SUBJECTS_PER_UPSERT_MAX = 1000
 GRANTS_PER_ENTITLEMENT_MAX = 1000
 RECURRENCE_ITERATIONS_MAX = 1_000_000
 HISTORY_WINDOWS_MAX = 10_000
+
+# API keys and audit
+AUTH_CACHE_SECONDS_MAX = 60.0
+"""Longest an API key lookup may be reused without reading the database (see docs/security.md:
+a revoked key is refused by the other replicas at most this long after the revoke)."""
+AUTH_CACHE_SECONDS_DEFAULT = 1.0
+AUTH_CACHE_ENTRIES_MAX = 1024
+"""Keys one process remembers at a time (the oldest entry is dropped first)."""
+API_KEYS_LIST_LIMIT_MAX = 1000
+AUDIT_LIST_LIMIT_MAX = 1000
+AUDIT_LIST_LIMIT_DEFAULT = 100
+AUDIT_BODY_BYTES_MAX = 64 * 1024
+"""A change's before/after JSON is kept whole up to this size, else recorded as truncated."""
