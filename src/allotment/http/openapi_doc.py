@@ -18,8 +18,9 @@ import yaml
 def openapi_document() -> dict[str, Any]:
     folder = resources.files("allotment.http") / "openapi"
     doc: dict[str, Any] = {}
-    fragments = sorted(
-        (e for e in folder.iterdir() if e.name.endswith(".yaml")), key=lambda e: e.name
+    fragments = sorted(  # base.yaml first: the others add to its components
+        (e for e in folder.iterdir() if e.name.endswith(".yaml")),
+        key=lambda e: (e.name != "base.yaml", e.name),
     )
     for entry in fragments:
         part = yaml.safe_load(entry.read_text(encoding="utf-8")) or {}
