@@ -1,0 +1,59 @@
+"""Revocation across replicas: three server processes on one PostgreSQL database.
+
+The revoking process refuses the key with its very next request. A replica that reuses key
+lookups (ALLOTMENT_AUTH_CACHE_SECONDS, default 1 s) refuses it once its entry is that old; one
+started with ALLOTMENT_AUTH_CACHE_SECONDS=0 reads the key's row on every request and refuses it
+at once too. A key created on one replica works on the others at once (unknown keys are never
+cached)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import httpx
+
+from allotment.domain import limits
+from tests.api.auth_support import bearer, check_refused, create_key
+from tests.support import ServerProcess, running_server, unique
+
+NEEDED = ["admin", "read"]
+
+
+def _ok(r: httpx.Response, status: int = 200) -> dict[str, object]:
+    assert r.status_code == status, r.text
+    body: dict[str, object] = r.json()
+    return body
+
+
+def test_a_revoked_key_is_refused_by_every_replica(pg_db_url: str) -> None:
+    admin = create_key(pg_db_url, "root", "admin")
+    with contextlib.ExitStack() as stack:
+        revoker, cached, uncached = (
+            stack.enter_context(running_server(pg_db_url, env=env))
+            for env in ({}, {}, {"ALLOTMENT_AUTH_CACHE_SECONDS": "0"})  # cached: the default
+        )
+        _revocation(admin, revoker, cached, uncached)
+
+
+def _revocation(
+    admin: str, revoker: ServerProcess, cached: ServerProcess, uncached: ServerProcess
+) -> None:
+    name = unique("app").replace("_", "-")
+    with revoker.client() as a, cached.client() as b, uncached.client() as c:
+        made = _ok(a.post("/v1/api-keys", json={"name": name, "scope": "read"},
+                          headers=bearer(admin)), 201)  # fmt: skip
+        key = bearer(str(made["secret"]))
+        for client in (b, c, a, b, c, a):  # works everywhere at once; now in every cache
+            _ok(client.get("/api/v1/meters", headers=key))
+        _ok(a.delete(f"/v1/api-keys/{name}", headers=bearer(admin)))
+        revoked_at = time.monotonic()
+        check_refused(a.get("/api/v1/meters", headers=key), 401, NEEDED)
+        check_refused(c.get("/api/v1/meters", headers=key), 401, NEEDED)
+        # the caching replica: refused once its entry has aged past the bound
+        wait = limits.AUTH_CACHE_SECONDS_DEFAULT - (time.monotonic() - revoked_at)
+        time.sleep(max(wait, 0) + 0.05)
+        check_refused(b.get("/api/v1/meters", headers=key), 401, NEEDED)
+        for client in (a, b, c):
+            check_refused(client.get("/api/v1/meters", headers=key), 401, NEEDED)
+            _ok(client.get("/api/v1/meters", headers=bearer(admin)))
