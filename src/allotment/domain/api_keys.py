@@ -140,6 +140,8 @@ def bearer_or_header(authorization: str | None, x_api_key: str | None) -> str | 
         return x_api_key.strip()
     if authorization is None:
         return None
+    if authorization.startswith("Bearer ") and " " not in authorization[7:]:
+        return authorization[7:] or None  # the common form, without the general parse
     scheme, _, value = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
