@@ -160,3 +160,40 @@ def test_with_keys_a_preflight_is_401_and_grants_nothing(
         form = {"content-type": "application/x-www-form-urlencoded"}
         r = c.post("/api/v1/features", content=b"key=x&name=y", headers={**bearer(admin), **form})
         _refused_415(r, "application/x-www-form-urlencoded")
+
+
+@pytest.mark.parametrize(
+    ("host", "served"),
+    [
+        ("localhost", True),
+        ("localhost:8888", True),
+        ("127.0.0.1:8888", True),
+        ("127.1.2.3", True),
+        ("[::1]:8888", True),
+        ("app.localhost", True),
+        ("evil.example", False),
+        ("evil.example:8888", False),
+        ("127.0.0.1.evil.example", False),
+        ("10.0.0.1:8888", False),
+        ("[2001:db8::1]:8888", False),
+    ],
+)
+def test_without_keys_only_loopback_host_names_are_served(
+    client: httpx.Client, host: str, served: bool
+) -> None:
+    """DNS rebinding: a page on evil.example that re-resolves its name to 127.0.0.1 sends
+    same-origin requests (any content type, responses readable) with its own Host."""
+    r = client.get("/api/v1/meters", headers={"host": host})
+    if served:
+        assert r.status_code == 200, r.text
+        return
+    assert r.status_code == 403, r.text
+    assert f"Host {host} is not a loopback name" in r.json()["detail"]
+    assert client.get("/healthz", headers={"host": host}).status_code == 200  # public
+
+
+def test_with_keys_any_host_name_is_served(keyed: tuple[ServerProcess, str]) -> None:
+    server, admin = keyed
+    with server.client() as c:
+        r = c.get("/api/v1/meters", headers={**bearer(admin), "host": "allotment.internal"})
+        assert r.status_code == 200, r.text

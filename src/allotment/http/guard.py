@@ -7,7 +7,9 @@ It runs before the fast paths and Starlette's routing, so every request passes i
    ``ALLOTMENT_AUTH=required``), the request must carry a live key as
    ``Authorization: Bearer <key>`` or ``X-API-KEY: <key>`` — 401 otherwise, with
    ``WWW-Authenticate`` — whose scope the route accepts — 403 otherwise. Both problems name the
-   scopes that would do (``extensions.requiredScopes``).
+   scopes that would do (``extensions.requiredScopes``). While it is off because no key
+   exists yet (``auto``), only requests addressed to a loopback name (the Host header) are
+   served: a DNS-rebinding page cannot reach an unauthenticated local server (403).
 2. **Content types**: a POST, PUT, PATCH or DELETE that carries a body, or names a
    Content-Type at all, must be ``application/json`` (or a CloudEvents type on the ingest
    route): 415 otherwise. Browsers send ``text/plain`` and form bodies cross-site without a
@@ -101,6 +103,30 @@ def _content_type_problem(req: Requirement, content_type: str | None) -> Respons
     )
 
 
+def loopback_host(host: str) -> bool:
+    """Whether a Host header names this machine's loopback (``localhost``, ``127.x.y.z``,
+    ``[::1]``, any port)."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.split(":", 1)[0]
+    if name == "localhost" or name.endswith(".localhost") or name == "::1":
+        return True
+    parts = name.split(".")
+    return len(parts) == 4 and parts[0] == "127" and all(p.isdigit() for p in parts)
+
+
+def _not_loopback(host: str) -> Response:
+    return problem_response(
+        403,
+        f"Host {host} is not a loopback name: without API keys this server answers only "
+        "requests addressed to localhost (a web page that rebinds its own name to 127.0.0.1 "
+        "must not reach it); create an API key to serve other names",
+        extensions={"field": "Host"},
+    )
+
+
 class Guard:
     def __init__(
         self,
@@ -124,10 +150,12 @@ class Guard:
         method: str = scope["method"]
         path: str = scope["path"]
         req = requirement(method, path)
-        authorization = x_api_key = content_type = None
+        authorization = x_api_key = content_type = host = None
         has_body = False
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == b"x-api-key":
                 x_api_key = value.decode("latin-1")
@@ -143,6 +171,9 @@ class Guard:
             if not on:
                 known = self.keys.cached_keys_exist()
                 on = known if known is not None else await run_in_threadpool(self.keys.keys_exist)
+            if not on and host is not None and not loopback_host(host):
+                await _not_loopback(host)(scope, receive, send)
+                return
             if on:
                 presented = bearer_or_header(authorization, x_api_key)
                 if presented is None:
