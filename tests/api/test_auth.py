@@ -310,3 +310,24 @@ def test_revocation_on_one_process_is_immediate_there(keyed: tuple[ServerProcess
         _ok(c.delete(f"/v1/api-keys/{name}", headers=bearer(admin)))
         r = c.post("/api/v1/events", json={}, headers=headers)  # the very next request
         check_refused(r, 401, ["admin", "ingest", "runtime"])
+
+
+def test_without_keys_nothing_is_audited(client: httpx.Client) -> None:
+    key = unique("f")
+    assert client.post("/api/v1/features", json={"key": key, "name": "x"}).status_code == 201
+    assert client.delete(f"/api/v1/features/{key}").status_code == 204
+    events = _ok(client.get("/v1/audit-events", params={"limit": 1000}))["data"]
+    assert not [e for e in events if key in e["resource"] or key in json.dumps(e["after"])]
+
+
+def test_with_auth_off_changes_are_audited_as_such(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    server = make_server(env={"ALLOTMENT_AUTH": "off"})
+    key = unique("f")
+    with server.client() as c:
+        assert c.post("/api/v1/features", json={"key": key, "name": "x"}).status_code == 201
+        [event] = _ok(c.get("/v1/audit-events", params={"limit": 1}))["data"]
+    assert event["actor"] == "(auth off)"
+    assert event["api_key_id"] is None
+    assert event["after"]["key"] == key
