@@ -57,3 +57,13 @@ def _revocation(
         for client in (a, b, c):
             check_refused(client.get("/api/v1/meters", headers=key), 401, NEEDED)
             _ok(client.get("/api/v1/meters", headers=bearer(admin)))
+
+
+def test_every_worker_process_requires_the_key(pg_db_url: str) -> None:
+    """``--workers 2``: each worker builds its app from the environment, guard included."""
+    admin = create_key(pg_db_url, "root", "admin")
+    with running_server(pg_db_url, extra_args=["--workers", "2", "--host", "0.0.0.0"]) as server:
+        for _ in range(8):  # new connections, spread over the workers by the kernel
+            with httpx.Client(base_url=server.url, timeout=30.0) as c:
+                check_refused(c.get("/api/v1/meters"), 401, NEEDED)
+                _ok(c.get("/api/v1/meters", headers=bearer(admin)))
