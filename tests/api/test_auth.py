@@ -296,6 +296,18 @@ def test_the_served_openapi_document_declares_both_key_schemes(client: httpx.Cli
     assert doc["paths"]["/healthz"]["get"]["security"] == []
     for path in ("/v1/api-keys", "/v1/api-keys/{name}", "/v1/audit-events"):
         assert path in doc["paths"]
+    # what each operation needs is the route policy's
+    paths = doc["paths"]
+    value = "/api/v1/subjects/{subjectIdOrKey}/entitlements/{entitlementIdOrFeatureKey}/value"
+    assert paths[value]["get"]["x-required-scopes"] == ["admin", "read", "runtime"]
+    assert paths["/api/v1/events"]["post"]["x-required-scopes"] == ["admin", "ingest", "runtime"]
+    assert paths["/api/v1/features"]["post"]["x-required-scopes"] == ["admin"]
+    assert "415" in paths["/api/v1/features"]["post"]["responses"]
+    for path, item in paths.items():
+        for method, op in item.items():
+            if method == "parameters" or op.get("security") is not None:
+                continue  # public, or the portal query's own token
+            assert {"401", "403"} <= set(op["responses"]), (method, path)
 
 
 def test_revocation_on_one_process_is_immediate_there(keyed: tuple[ServerProcess, str]) -> None:
