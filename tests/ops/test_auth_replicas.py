@@ -15,7 +15,13 @@ import httpx
 
 from allotment.domain import limits
 from tests.api.auth_support import bearer, check_refused, create_key
-from tests.support import ServerProcess, running_server, unique
+from tests.support import (
+    PostgresCluster,
+    ServerProcess,
+    create_pg_database,
+    running_server,
+    unique,
+)
 
 NEEDED = ["admin", "read"]
 
@@ -67,3 +73,27 @@ def test_every_worker_process_requires_the_key(pg_db_url: str) -> None:
             with httpx.Client(base_url=server.url, timeout=30.0) as c:
                 check_refused(c.get("/api/v1/meters"), 401, NEEDED)
                 _ok(c.get("/api/v1/meters", headers=bearer(admin)))
+
+
+def test_a_key_lookup_during_a_database_outage_is_503(own_pg_cluster: PostgresCluster) -> None:
+    """The guard reads keys outside Starlette's error handling: an outage must still be the
+    app's 503 problem with Retry-After, never a bare 500; the key works again after recovery."""
+    db = create_pg_database(own_pg_cluster.url)
+    admin = create_key(db, "root", "admin")
+    env = {"ALLOTMENT_DB_POOL_TIMEOUT": "3", "ALLOTMENT_AUTH_CACHE_SECONDS": "0"}
+    with running_server(db, env=env) as server, server.client() as c:
+        _ok(c.get("/api/v1/meters", headers=bearer(admin)))
+        own_pg_cluster.halt()
+        for headers in (bearer(admin), bearer("alm_" + "x" * 43)):
+            r = c.get("/api/v1/meters", headers=headers)
+            assert r.status_code == 503, r.text
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.headers["retry-after"] == "1"
+            assert "database" in r.json()["detail"]
+        check_refused(c.get("/api/v1/meters"), 401, NEEDED)  # no key: no lookup needed
+        own_pg_cluster.start()
+        deadline = time.monotonic() + 60
+        while c.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, "no recovery"
+            time.sleep(0.2)
+        _ok(c.get("/api/v1/meters", headers=bearer(admin)))

@@ -29,6 +29,7 @@ import logging
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,6 +44,7 @@ from allotment.domain.api_keys import (
     scopes_text,
 )
 from allotment.http.auth_policy import CHANGE, requirement
+from allotment.http.problems import error_response
 from allotment.http.responses import problem_response
 from allotment.services.api_keys import MISS, ApiKeyService
 from allotment.services.audit import AuditService, Change, snapshot
@@ -170,20 +172,29 @@ class Guard:
         key: ApiKey | None = None
         if not (req.public or req.portal) and self.mode is not AuthMode.OFF:
             on = self.mode is AuthMode.REQUIRED
-            if not on:
-                known = self.keys.cached_keys_exist()
-                on = known if known is not None else await run_in_threadpool(self.keys.keys_exist)
+            try:
+                if not on:
+                    known = self.keys.cached_keys_exist()
+                    on = (
+                        known
+                        if known is not None
+                        else await run_in_threadpool(self.keys.keys_exist)
+                    )
+                presented = bearer_or_header(authorization, x_api_key) if on else None
+                found = None if presented is None else self.keys.cached(presented)
+                if found is MISS:
+                    assert presented is not None
+                    found = await run_in_threadpool(self.keys.authenticate, presented)
+            except Exception as exc:  # the database is down (503) or a bug (500): the app's map
+                await (await error_response(Request(scope), exc))(scope, receive, send)
+                return
             if not on and host is not None and not loopback_host(host):
                 await _not_loopback(host)(scope, receive, send)
                 return
             if on:
-                presented = bearer_or_header(authorization, x_api_key)
                 if presented is None:
                     await _missing(req, method, path)(scope, receive, send)
                     return
-                found = self.keys.cached(presented)
-                if found is MISS:
-                    found = await run_in_threadpool(self.keys.authenticate, presented)
                 if not isinstance(found, ApiKey):
                     await _unknown(req)(scope, receive, send)
                     return
