@@ -244,7 +244,10 @@ class Guard:
             elif message["type"] == "http.response.body":
                 chunks.append(message.get("body", b""))
 
-        await self.app(get_scope, receive, send)
+        try:
+            await self.app(get_scope, receive, send)
+        except Exception:  # the app logged it; the change itself is answered by the route
+            return None
         return b"".join(chunks) if status == 200 else None
 
     async def _audited(
