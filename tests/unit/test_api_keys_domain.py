@@ -93,3 +93,17 @@ def test_scopes_and_modes() -> None:
 def test_the_presented_key(authorization: str | None, x_api_key: str | None,
                            expected: str | None) -> None:  # fmt: skip
     assert bearer_or_header(authorization, x_api_key) == expected
+
+
+def test_auth_settings_from_the_environment() -> None:
+    from allotment.config import ConfigError, Settings, apply_env, validate
+
+    s = apply_env(Settings(), {"ALLOTMENT_AUTH": "Off", "ALLOTMENT_AUTH_CACHE_SECONDS": "60"})
+    validate(s)
+    assert s.auth_mode is AuthMode.OFF
+    assert s.auth_cache_seconds == 60
+    assert apply_env(Settings(), {}).auth_mode is AuthMode.AUTO
+    with pytest.raises(ConfigError, match="ALLOTMENT_AUTH_CACHE_SECONDS must be between 0 and 60"):
+        validate(apply_env(Settings(), {"ALLOTMENT_AUTH_CACHE_SECONDS": "60.5"}))
+    with pytest.raises(ConfigError, match="ALLOTMENT_AUTH: must be one of auto, required, off"):
+        apply_env(Settings(), {"ALLOTMENT_AUTH": "maybe"})
