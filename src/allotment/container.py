@@ -28,6 +28,7 @@ from allotment.services.value_cache import ValueCache
 from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.key_revocations import RevocationListener
 
 log = logging.getLogger("allotment")
 
@@ -52,6 +53,11 @@ class Container:
         self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
+        self.key_revocations = (
+            RevocationListener(getattr(db, "url", settings.db_url), self.api_keys.forget)
+            if db.dialect == "postgresql"
+            else None
+        )
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -62,8 +68,12 @@ class Container:
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
         self.meters.sync_config(self.settings.meters)
+        if self.key_revocations is not None:
+            self.key_revocations.start()
 
     def close(self) -> None:
+        if self.key_revocations is not None:
+            self.key_revocations.close()
         self.events.close()  # the group-commit writer finishes what is queued first
         self.db.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from allotment.domain.errors import Conflict, InvalidInput, NotFound
 from allotment.services.api_keys import MISS, ApiKeyService
 from allotment.storage import api_keys_repo, migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.key_revocations import RevocationListener
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -128,3 +130,36 @@ def test_rules(db: Database) -> None:
         with pytest.raises(InvalidInput, match="ALLOTMENT_AUTH_CACHE_SECONDS"):
             _service(db, Ticks(), FrozenClock(T0), ttl=ttl)
     _service(db, Ticks(), FrozenClock(T0), ttl=limits.AUTH_CACHE_SECONDS_MAX)
+
+
+def test_a_revocation_notice_empties_the_other_caches(db: Database, db_url: str) -> None:
+    """PostgreSQL: the revoke's NOTIFY reaches another process's listener, which drops the
+    key long before the cache time (60 s here) is up. SQLite: no notices, the time bound."""
+    clock, ticks = FrozenClock(T0), Ticks()
+    one, two = _service(db, ticks, clock), _service(db, ticks, clock, ttl=60)
+    key, secret = one.create("app", "runtime")
+    other, other_secret = one.create("other", "read")
+    assert two.authenticate(secret) == key
+    if db.dialect != "postgresql":
+        one.revoke("app")
+        assert two.cached(secret) == key  # until its entry is 60 s old
+        return
+    listener = RevocationListener(db_url, two.forget)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        assert two.cached(secret) is MISS  # the listener's first act: forget everything
+        assert two.authenticate(secret) is not None
+        assert two.authenticate(other_secret) is not None
+        one.revoke("app")
+        deadline = time.monotonic() + 10
+        while two.cached(secret) is not MISS:
+            assert time.monotonic() < deadline, "no notice"
+            time.sleep(0.01)
+        assert two.authenticate(secret) is None
+        found = two.cached(other_secret)  # only the revoked key is dropped
+        assert isinstance(found, ApiKey)
+        assert found.id == other.id
+    finally:
+        listener.close()
+    assert not listener.listening.is_set()

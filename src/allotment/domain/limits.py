@@ -27,8 +27,8 @@ HISTORY_WINDOWS_MAX = 10_000
 
 # API keys and audit
 AUTH_CACHE_SECONDS_MAX = 60.0
-"""Longest an API key lookup may be reused without reading the database (see docs/security.md:
-a revoked key is refused by the other replicas at most this long after the revoke)."""
+"""Longest an API key lookup may be reused without reading the database (docs/security.md: the
+bound on a revoke reaching another replica when its revocation notice cannot)."""
 AUTH_CACHE_SECONDS_DEFAULT = 1.0
 AUTH_CACHE_ENTRIES_MAX = 1024
 """Keys one process remembers at a time (the oldest entry is dropped first)."""

@@ -2,10 +2,12 @@
 
 The lookup cache (one per process) maps a presented secret to its key for at most
 ``cache_seconds`` (default 1 s, at most 60, 0 = none): within that time a request is
-authenticated from memory, without a database read. Revocation therefore takes effect at once
-on the process that revoked (its entry is dropped) and within ``cache_seconds`` on every other
-replica; with ``cache_seconds = 0`` every request reads the key's row by its unique digest, so
-a revoke is effective everywhere with the commit. Unknown secrets are never cached (a key just
+authenticated from memory, without a database read. A revoke drops the key at once from the
+revoking process's cache and, on PostgreSQL, announces it (``NOTIFY``, delivered at commit) so
+every other replica drops it on receipt (:mod:`allotment.storage.key_revocations`);
+``cache_seconds`` bounds the staleness when a notice cannot arrive (a replica reconnecting its
+listener, several processes on one SQLite file). With ``cache_seconds = 0`` every request reads
+the key's row by its unique digest. Unknown secrets are never cached (a key just
 created works at once), and a revoked key is never cached as valid.
 
 ``last_used_at`` is written at most once a minute per key (on a cache miss), so the hot path
@@ -37,7 +39,7 @@ from allotment.domain.api_keys import (
 from allotment.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from allotment.domain.ids import new_ulid
 from allotment.domain.timeutil import to_micros
-from allotment.storage import api_keys_repo
+from allotment.storage import api_keys_repo, key_revocations
 from allotment.storage.database import Database, DuplicateKey
 
 log = logging.getLogger("allotment.auth")
@@ -121,10 +123,8 @@ class ApiKeyService:
             key = api_keys_repo.live_by_name(tx, check_name(name))
             if key is None or not api_keys_repo.revoke(tx, key.id, now):
                 raise NotFound(f"no live API key named {name!r}", field="name")
-        with self._lock:
-            for presented, (_, cached) in list(self._cache.items()):
-                if cached.id == key.id:
-                    del self._cache[presented]
+            key_revocations.announce(tx, key.id)
+        self.forget(key.id)
         return ApiKey(
             id=key.id,
             name=key.name,
@@ -134,6 +134,16 @@ class ApiKeyService:
             last_used_at=key.last_used_at,
             revoked_at=now,
         )
+
+    def forget(self, key_id: str | None) -> None:
+        """Drop a key from the lookup cache (a revocation notice); None drops every key."""
+        with self._lock:
+            if key_id is None:
+                self._cache.clear()
+                return
+            for presented, (_, cached) in list(self._cache.items()):
+                if cached.id == key_id:
+                    del self._cache[presented]
 
     # ------------------------------------------------------------------ authenticate
 
