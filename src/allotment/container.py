@@ -14,6 +14,8 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.api_keys import ApiKeyService
+from allotment.services.audit import AuditService
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
@@ -28,6 +30,7 @@ from allotment.services.value_cache import ValueCache
 from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.key_revocations import RevocationListener
 
 log = logging.getLogger("allotment")
 
@@ -53,6 +56,13 @@ class Container:
         self.customers = CustomerService(db, clock)
         self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
         self.customers.add_guard(self.customer_entitlements)
+        self.audit = AuditService(db, clock)
+        self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
+        self.key_revocations = (
+            RevocationListener(getattr(db, "url", settings.db_url), self.api_keys.forget)
+            if db.dialect == "postgresql"
+            else None
+        )
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -63,8 +73,12 @@ class Container:
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
         self.meters.sync_config(self.settings.meters)
+        if self.key_revocations is not None:
+            self.key_revocations.start()
 
     def close(self) -> None:
+        if self.key_revocations is not None:
+            self.key_revocations.close()
         self.events.close()  # the group-commit writer finishes what is queued first
         self.db.close()
 
