@@ -11,13 +11,17 @@ rate as the import itself reports it (file read, decode, validation, commit; the
 and migration excluded, as the server's start is excluded from the HTTP figure). Both durable
 (SQLite ``synchronous=FULL``; PostgreSQL ``fsync=on``), with the bench's config (one SUM meter
 on these events, so the rollups are maintained). The two alternate, ``--rounds`` times each;
-the report gives every rate, the medians and their ratio.
+the report gives every rate, the medians and their ratio — and, because wall-clock rates on a
+shared machine swing by 2× from one run to the next, the CPU time per event of each side (the
+server process's user + system time over the blast, from ``/proc``; the import's own process
+time as it reports it in ``cpuSeconds``), which a busy machine disturbs far less.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,12 @@ from bench import data as D
 from bench.httpc import blast, build_request
 from bench.run import Backend, Options, Run, blast_stats, log
 from bench.stores import Store, count_rows
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads (``/proc/<pid>/stat``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -57,13 +67,16 @@ def main() -> int:
     out: dict[str, Any] = {"events": args.events, "command": " ".join(sys.argv), "backends": {}}
     for name in opts.backends:
         rates: dict[str, list[float]] = {"http": [], "import": []}
+        cpu_us: dict[str, list[float]] = {"http": [], "import": []}
         with Backend(name, opts) as be:
             for r in range(args.rounds):
                 url = be.db(f"bench_import_http_{r}", fresh=True)
                 with run.server(be, url, f"http-{r}") as srv:
                     ct = "application/cloudevents-batch+json"
                     reqs = [build_request(srv.url, "POST", "/api/v1/events", b, ct) for b in bodies]
+                    cpu0 = cpu_seconds(srv.pid)
                     res = blast_stats(blast(srv.url, reqs, 16), 1000)
+                    cpu_us["http"].append((cpu_seconds(srv.pid) - cpu0) / args.events * 1e6)
                 assert count_rows(Store(url), "events") == args.events, "HTTP lost events"
                 rates["http"].append(res["rate"])
                 url = be.db(f"bench_import_file_{r}", fresh=True)
@@ -73,19 +86,27 @@ def main() -> int:
                 summary = json.loads(proc.stdout.strip().splitlines()[-1])
                 assert summary["accepted"] == args.events, summary
                 rates["import"].append(args.events / summary["seconds"])
+                cpu_us["import"].append(summary["cpuSeconds"] / args.events * 1e6)
                 log(
-                    f"[{name}] round {r}: HTTP {rates['http'][-1]:,.0f} ev/s, "
-                    f"import {rates['import'][-1]:,.0f} ev/s"
+                    f"[{name}] round {r}: HTTP {rates['http'][-1]:,.0f} ev/s "
+                    f"({cpu_us['http'][-1]:.0f} µs server CPU/event), import "
+                    f"{rates['import'][-1]:,.0f} ev/s ({cpu_us['import'][-1]:.0f} µs CPU/event)"
                 )
         med = {k: statistics.median(v) for k, v in rates.items()}
+        cpu = {k: statistics.median(v) for k, v in cpu_us.items()}
         out["backends"][name] = {
             "rates": rates,
+            "cpu_us_per_event": cpu_us,
             "median": med,
+            "median_cpu_us_per_event": cpu,
             "import_vs_http": med["import"] / med["http"],
+            "http_cpu_vs_import_cpu": cpu["http"] / cpu["import"],
         }
         print(
             f"{name}: HTTP batches {med['http']:,.0f} ev/s, import {med['import']:,.0f} ev/s "
-            f"(median of {args.rounds}), import ÷ HTTP = {med['import'] / med['http']:.2f}×"
+            f"(median of {args.rounds}), import ÷ HTTP = {med['import'] / med['http']:.2f}×; "
+            f"CPU per event: server {cpu['http']:.0f} µs, import {cpu['import']:.0f} µs "
+            f"(server ÷ import = {cpu['http'] / cpu['import']:.2f}×)"
         )
     print(json.dumps(out))
     return 0

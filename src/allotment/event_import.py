@@ -67,6 +67,8 @@ class ImportResult:
     rejected: int = 0
     first_rejections: list[Rejection] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """CPU time of the whole process (every thread) during the import."""
     interrupted: bool = False
 
     def as_json(self) -> dict[str, Any]:
@@ -80,6 +82,7 @@ class ImportResult:
                 for r in self.first_rejections
             ],
             "seconds": round(self.seconds, 3),
+            "cpuSeconds": round(self.cpu_seconds, 3),
             "interrupted": self.interrupted,
         }
 
@@ -301,6 +304,7 @@ def run_import(
         raise ValueError(f"batch size must be between 1 and {limits.EVENTS_PER_BATCH_MAX}")
     result = ImportResult()
     started = time.monotonic()
+    cpu_started = time.process_time()
     items = source.items()
     array_total: int | None = None
     if source.is_array:  # read whole: the count is known before the first event
@@ -339,5 +343,6 @@ def run_import(
             except KeyboardInterrupt:
                 result.interrupted = True
         result.seconds = time.monotonic() - started
+        result.cpu_seconds = time.process_time() - cpu_started
     progress.update(result, final=True)
     return result
