@@ -163,3 +163,24 @@ def test_bulk_loader_writes_what_ingest_writes(
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == b[key], key
+
+
+# ------------------------------------------------------------------ import against HTTP
+
+
+def test_import_rate_reports_both_rates_and_cpu(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    backends = _backends(request.config)
+    args = [sys.executable, "-m", "bench.import_rate", "--events", "2000", "--rounds", "1"]
+    args += ["--backends", ",".join(backends), "--data-dir", str(tmp_path)]
+    if "postgres" in backends:
+        args += ["--pg-url", request.getfixturevalue("pg_admin_url")]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(result["backends"]) == set(backends)
+    for b in result["backends"].values():
+        assert b["import_vs_http"] > 0
+        assert b["http_cpu_vs_import_cpu"] > 0
