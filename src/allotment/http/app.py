@@ -18,6 +18,7 @@ from allotment.http.routes import (
     grants,
     meter_queries,
     meters,
+    notifications,
     portal,
     subjects,
     system,
@@ -38,6 +39,7 @@ def all_routes() -> list[BaseRoute]:
         *entitlements.ROUTES,
         *grants.ROUTES,
         *portal.ROUTES,
+        *notifications.ROUTES,
     ]
 
 
@@ -48,6 +50,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        container.start_background()  # notification evaluator and webhook delivery
         yield
         container.close()
 

@@ -156,6 +156,12 @@ class EntitlementService:
         self._c = container
         on = enabled() if value_cache is None else value_cache
         self.cache: ValueCache | None = ValueCache(container, self) if on else None
+        self.on_scope_change: Callable[[str, str], None] | None = None
+        """Told (subject key, feature key) after an entitlement write commits (notifications)."""
+
+    def _changed(self, subject_key: str, feature_key: str) -> None:
+        if self.on_scope_change is not None:
+            self.on_scope_change(subject_key, feature_key)
 
     @property
     def inline_reads(self) -> bool:
@@ -316,9 +322,11 @@ class EntitlementService:
                     raise self._conflict(tx, record)
                 self._insert(tx, record, default)
                 usage_marks.bump_scope(tx, subject, feature.key)
-                return self.view(tx, record, now)
+                created = self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
+        self._changed(subject, feature.key)
+        return created
 
     def override(
         self, subject_id_or_key: str, id_or_feature_key: str, inp: EntitlementCreate
@@ -347,9 +355,11 @@ class EntitlementService:
                 grants_repo.delete_for_entitlement(tx, old.id, now_us)
                 self._insert(tx, record, default)
                 usage_marks.bump_scope(tx, old.subject_key, old.feature_key)
-                return self.view(tx, record, now)
+                created = self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
+        self._changed(old.subject_key, old.feature_key)
+        return created
 
     def delete(self, subject_id_or_key: str, entitlement_id: str) -> None:
         now = self._now()
@@ -563,3 +573,4 @@ class EntitlementService:
                 to_micros(now),
             )  # fmt: skip
             usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+        self._changed(record.subject_key, record.feature_key)

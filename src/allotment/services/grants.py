@@ -8,7 +8,7 @@ cannot both slip past a check.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -49,6 +49,12 @@ class GrantService:
     def __init__(self, container: Container) -> None:
         self._c = container
         self.max_grants = grants_limit()
+        self.on_scope_change: Callable[[str, str], None] | None = None
+        """Told (subject key, feature key) after a grant write commits (notifications)."""
+
+    def _changed(self, subject_key: str, feature_key: str) -> None:
+        if self.on_scope_change is not None:
+            self.on_scope_change(subject_key, feature_key)
 
     @property
     def _ents(self) -> EntitlementService:
@@ -101,7 +107,8 @@ class GrantService:
             grant.to_domain()  # the engine's invariants hold before anything is written
             grants_repo.insert(tx, grant)
             usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
-            return grant
+        self._changed(record.subject_key, record.feature_key)
+        return grant
 
     def list_for_entitlement(
         self, subject_id_or_key: str, id_or_feature_key: str, include_deleted: bool
@@ -145,3 +152,4 @@ class GrantService:
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
             grants_repo.void(tx, grant.id, to_micros(void_at), to_micros(now))
             usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+        self._changed(record.subject_key, record.feature_key)

@@ -1,0 +1,241 @@
+"""The notification evaluator: a background thread of the serve process that decides which
+rules fire, and fires them through :meth:`NotificationService.fire` (mark + event + outbox in
+one transaction).
+
+What it looks at (docs/notifications.md, "When rules fire"):
+
+* after every ingest commit, the (meter, subject) pairs the commit touched — handed over in
+  memory by :meth:`touched`, which only adds the pairs whose meter some rule watches to a set
+  (the ingest hot path pays a set lookup per pair, nothing when no rule exists);
+* after grant create/void, entitlement create/override and reset, the (subject, feature key)
+  scope that changed (:meth:`scope_changed`);
+* at each watched entitlement's usage-period boundary (an in-memory schedule of period ends,
+  checked every ``tick_seconds``): that is how an automatic reset is noticed without a
+  scheduler loop per entitlement;
+* every ``sweep_seconds`` and at start, every metered entitlement some rule applies to: what
+  a crash between a commit and its evaluation, or another replica's writes, left unevaluated.
+
+Evaluating an entitlement reads its value now (through the value cache), computes the
+thresholds newly crossed in the current usage period and the resets (manual ones and the
+current period's start) not yet marked, and fires them. Marks make every firing at most once
+per period per threshold, across passes, restarts and replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from allotment.clock import Clock
+from allotment.domain.notifications import ValueSnapshot, newly_crossed
+from allotment.domain.periods import Period
+from allotment.services.notifications import Firing, NotificationService, RuleIndex
+from allotment.storage import entitlements_repo, features_repo
+from allotment.storage import notifications_repo as repo
+from allotment.storage.database import Database
+from allotment.storage.entitlements_repo import EntitlementRecord
+
+log = logging.getLogger("allotment.notifications")
+
+_ALL: frozenset[str] = frozenset({"*"})
+
+
+class Entitlements(Protocol):
+    """The entitlement reads the evaluator needs (``EntitlementService`` provides them)."""
+
+    def value(self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None) -> Any: ...
+
+    def view(self, tx: Any, record: EntitlementRecord, now: datetime) -> Any: ...
+
+
+class NotificationEvaluator:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        notifications: NotificationService,
+        entitlements: Entitlements,
+        *,
+        tick_seconds: float = 1.0,
+        sweep_seconds: float = 60.0,
+        min_pass_seconds: float = 0.2,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._n = notifications
+        self._ents = entitlements
+        self.tick_seconds = tick_seconds
+        self.sweep_seconds = sweep_seconds
+        self.min_pass_seconds = min_pass_seconds
+        self._lock = threading.Lock()
+        self._usage: set[tuple[str, str]] = set()
+        self._scopes: set[tuple[str, str]] = set()
+        self._watched_meters: frozenset[str] = frozenset()
+        self._index_version: tuple[int, int] = (-1, -1)
+        self._boundaries: dict[str, tuple[EntitlementRecord, datetime]] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._last_sweep = 0.0
+        self.evaluations = 0
+        self.refresh()
+
+    # ------------------------------------------------------------ hand-over (hot path)
+
+    def touched(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Called after an ingest commit with the (meter id, subject) pairs it folded."""
+        watched = self._watched_meters
+        if not watched:
+            return
+        picked = [k for k in keys if k[0] in watched] if watched is not _ALL else list(keys)
+        if picked:
+            with self._lock:
+                self._usage.update(picked)
+            self._wake.set()
+
+    def scope_changed(self, subject_key: str, feature_key: str) -> None:
+        """Called after a grant or entitlement write for this subject and feature key."""
+        if not self._watched_meters:
+            return
+        with self._lock:
+            self._scopes.add((subject_key, feature_key))
+        self._wake.set()
+
+    # ------------------------------------------------------------ thread
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name="allotment-notify-evaluator", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._stop.set()
+            self._wake.set()
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.tick_seconds)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            started = time.monotonic()
+            try:
+                self.run_pass()
+            except Exception:  # the loop must survive; the next pass retries
+                log.exception("notification evaluation pass failed")
+            # bound the evaluator's share of the machine under a steady ingest stream
+            rest = self.min_pass_seconds - (time.monotonic() - started)
+            if rest > 0:
+                self._stop.wait(rest)
+
+    # ------------------------------------------------------------ passes
+
+    def refresh(self) -> RuleIndex:
+        """Re-read the rule index when rules changed, and which meters it watches."""
+        index = self._n.index(refresh=True)
+        if index.version != self._index_version:
+            if index.empty:
+                watched: frozenset[str] = frozenset()
+            else:
+                features = index.watched_features()
+                if features is None:
+                    watched = _ALL
+                else:
+                    with self._db.read() as tx:
+                        watched = frozenset(
+                            entitlements_repo.meter_ids_of_features(tx, sorted(features))
+                        )
+            self._watched_meters = watched
+            self._index_version = index.version
+            self._last_sweep = 0.0  # new rules: look at every entitlement they apply to
+        return index
+
+    def run_pass(self) -> int:
+        """One evaluation pass (what the thread does each wake-up); returns events written."""
+        index = self.refresh()
+        with self._lock:
+            usage, self._usage = self._usage, set()
+            scopes, self._scopes = self._scopes, set()
+        if index.empty:
+            self._boundaries.clear()
+            return 0
+        records: dict[str, EntitlementRecord] = {}
+        features = index.watched_features()
+        narrowed = sorted(features) if features is not None else None
+        try:
+            with self._db.read() as tx:
+                for meter_id, subject in sorted(usage):
+                    for r in entitlements_repo.live_metered_for_meter_subject(
+                        tx, meter_id, subject, narrowed
+                    ):
+                        records[r.id] = r
+                for subject, feature_key in sorted(scopes):
+                    found = entitlements_repo.live_for(tx, subject, feature_key)
+                    if found is not None and found.type == "metered":
+                        records[found.id] = found
+                sweep = time.monotonic() - self._last_sweep >= self.sweep_seconds
+                if sweep:
+                    for r in entitlements_repo.live_metered(tx, narrowed):
+                        records[r.id] = r
+        except Exception:
+            with self._lock:  # keep the work for the next pass
+                self._usage |= usage
+                self._scopes |= scopes
+            raise
+        if sweep:
+            self._last_sweep = time.monotonic()
+            self._boundaries = {k: v for k, v in self._boundaries.items() if k in records}
+        now = self._clock.now().astimezone(UTC)
+        for eid, (rec, end) in list(self._boundaries.items()):
+            if end <= now:
+                records.setdefault(eid, rec)
+        written = 0
+        for rec in records.values():
+            written += self.evaluate(index, rec, now)
+        return written
+
+    def evaluate(self, index: RuleIndex, record: EntitlementRecord, now: datetime) -> int:
+        threshold_rules, reset_rules = index.for_feature(record.feature_id)
+        if not (threshold_rules or reset_rules) or not record.active_at(now):
+            self._boundaries.pop(record.id, None)
+            return 0
+        self.evaluations += 1
+        with self._db.read() as tx:
+            feature = features_repo.by_id(tx, record.feature_id)
+            view = self._ents.view(tx, record, now)
+            period: Period | None = view.current_usage_period
+            resets = entitlements_repo.resets_of(tx, record.id)
+            marks = repo.marks_of_entitlement(tx, record.id, period.start if period else None)
+        if feature is None or period is None:
+            return 0
+        self._boundaries[record.id] = (record, period.end)
+        value = self._ents.value(record.subject_key, record.id, now)
+        metered = getattr(value, "metered", None)
+        if metered is None:
+            return 0
+        snapshot = ValueSnapshot(metered.usage, metered.balance, metered.overage)
+        firings: list[Firing] = []
+        for rule in threshold_rules:
+            done = marks.get((rule.id, period.start), set())
+            for t in newly_crossed(rule.thresholds, snapshot, done):
+                firings.append(Firing(rule, t.key, period.start, t))
+        measured = record.measure_usage_from or record.created_at
+        for rule in reset_rules:
+            floor = max(rule.created_at, record.created_at)
+            starts = {r.at for r in resets if measured < r.at <= now and r.at >= floor}
+            if measured < period.start and period.start >= floor:
+                starts.add(period.start)
+            done_resets = {s for (rid, s), ms in marks.items() if rid == rule.id and "reset" in ms}
+            for start in sorted(starts - done_resets):
+                firings.append(Firing(rule, "reset", start))
+        return self._n.fire(view, feature, value, firings)
