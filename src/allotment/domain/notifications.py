@@ -21,7 +21,7 @@ import hmac
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
@@ -79,11 +79,11 @@ class DeliveryState(StrEnum):
 class Threshold:
     value: Decimal
     type: ThresholdType
+    key: str = field(init=False, compare=False, repr=False)
+    """Identifies the threshold within a rule, whatever spelling of the type was used."""
 
-    @property
-    def key(self) -> str:
-        """Identifies the threshold within a rule, whatever spelling of the type was used."""
-        return f"{self.type.canonical.value}:{self.value.normalize():f}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", f"{self.type.canonical.value}:{self.value.normalize():f}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,18 @@ def crossed(t: Threshold, v: ValueSnapshot) -> bool:
     if total <= ZERO:
         return v.usage > ZERO or t.value <= ZERO
     return v.usage * HUNDRED >= t.value * total
+
+
+def crossed_keys(thresholds: Iterable[Threshold], v: ValueSnapshot) -> set[str]:
+    """Keys of the thresholds ``v`` is past (each distinct key evaluated once)."""
+    out: set[str] = set()
+    seen: set[str] = set()
+    for t in thresholds:
+        if t.key not in seen:
+            seen.add(t.key)
+            if crossed(t, v):
+                out.add(t.key)
+    return out
 
 
 def newly_crossed(

@@ -139,6 +139,7 @@ class RuleIndex:
     threshold_by_feature: dict[str, list[RuleRecord]] = field(default_factory=dict)
     reset_any: list[RuleRecord] = field(default_factory=list)
     reset_by_feature: dict[str, list[RuleRecord]] = field(default_factory=dict)
+    _distinct: dict[str, list[Threshold]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, version: tuple[int, int], live: Iterable[RuleRecord]) -> RuleIndex:
@@ -171,6 +172,17 @@ class RuleIndex:
             self.threshold_any + self.threshold_by_feature.get(feature_id, []),
             self.reset_any + self.reset_by_feature.get(feature_id, []),
         )
+
+    def thresholds_for(self, feature_id: str) -> list[Threshold]:
+        """The distinct thresholds of every threshold rule applying to this feature."""
+        found = self._distinct.get(feature_id)
+        if found is None:
+            keys: dict[str, Threshold] = {}
+            for r in self.for_feature(feature_id)[0]:
+                for t in r.thresholds:
+                    keys.setdefault(t.key, t)
+            found = self._distinct[feature_id] = list(keys.values())
+        return found
 
     def watched_features(self) -> set[str] | None:
         """Feature ids some rule applies to; None: every feature."""
