@@ -12,8 +12,10 @@ What it looks at (docs/notifications.md, "When rules fire"):
 * at each watched entitlement's usage-period boundary (an in-memory schedule of period ends,
   checked every ``tick_seconds``): that is how an automatic reset is noticed without a
   scheduler loop per entitlement;
-* every ``sweep_seconds`` and at start, every metered entitlement some rule applies to: what
-  a crash between a commit and its evaluation, or another replica's writes, left unevaluated.
+* at start and when rules change, every metered entitlement some rule applies to; then every
+  ``sweep_seconds`` the ones whose usage or definitions changed since the previous sweep, by
+  any process (the version counters of ``usage_marks`` and ``value_versions``): what a crash
+  between a commit and its evaluation, or another replica's writes, left unevaluated.
 
 Evaluating an entitlement reads its value now (through the value cache), computes the
 thresholds newly crossed in the current usage period and the resets (manual ones and the
@@ -90,6 +92,9 @@ class NotificationEvaluator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_sweep = 0.0
+        self._full_sweep = True
+        self._seen_usage: dict[tuple[str, str], int] = {}
+        self._seen_scopes: dict[tuple[str, str], int] = {}
         self.evaluations = 0
         self.refresh()
 
@@ -167,7 +172,7 @@ class NotificationEvaluator:
                         )
             self._watched_meters = watched
             self._index_version = index.version
-            self._last_sweep = 0.0  # new rules: look at every entitlement they apply to
+            self._full_sweep = True  # new rules: look at every entitlement they apply to
         return index
 
     def run_pass(self) -> int:
@@ -182,8 +187,24 @@ class NotificationEvaluator:
         records: dict[str, EntitlementRecord] = {}
         features = index.watched_features()
         narrowed = sorted(features) if features is not None else None
+        full = self._full_sweep
+        sweep = full or time.monotonic() - self._last_sweep >= self.sweep_seconds
+        seen_usage: dict[tuple[str, str], int] = {}
+        seen_scopes: dict[tuple[str, str], int] = {}
         try:
             with self._db.read() as tx:
+                if sweep:  # what changed since the last sweep, by any process
+                    watched = None if self._watched_meters is _ALL else self._watched_meters
+                    seen_usage = repo.usage_versions(tx, watched)
+                    seen_scopes = repo.scope_versions(tx)
+                    if full:
+                        for r in entitlements_repo.live_metered(tx, narrowed):
+                            records[r.id] = r
+                    else:
+                        usage |= {k for k, v in seen_usage.items() if self._seen_usage.get(k) != v}
+                        scopes |= {
+                            k for k, v in seen_scopes.items() if self._seen_scopes.get(k) != v
+                        }
                 for meter_id, subject in sorted(usage):
                     for r in entitlements_repo.live_metered_for_meter_subject(
                         tx, meter_id, subject, narrowed
@@ -193,10 +214,6 @@ class NotificationEvaluator:
                     found = entitlements_repo.live_for(tx, subject, feature_key)
                     if found is not None and found.type == "metered":
                         records[found.id] = found
-                sweep = time.monotonic() - self._last_sweep >= self.sweep_seconds
-                if sweep:
-                    for r in entitlements_repo.live_metered(tx, narrowed):
-                        records[r.id] = r
         except Exception:
             with self._lock:  # keep the work for the next pass
                 self._usage |= usage
@@ -204,7 +221,10 @@ class NotificationEvaluator:
             raise
         if sweep:
             self._last_sweep = time.monotonic()
-            self._boundaries = {k: v for k, v in self._boundaries.items() if k in records}
+            self._seen_usage, self._seen_scopes = seen_usage, seen_scopes
+            if full:
+                self._full_sweep = False
+                self._boundaries.clear()
         now = self._clock.now().astimezone(UTC)
         for eid, (rec, end) in list(self._boundaries.items()):
             if end <= now:
@@ -236,7 +256,8 @@ class NotificationEvaluator:
             return 0
         value = self._ents.value(record.subject_key, record.id, now)
         metered = getattr(value, "metered", None)
-        if metered is None:
+        if metered is None:  # deleted or no longer active
+            self._boundaries.pop(record.id, None)
             return 0
         snapshot = ValueSnapshot(metered.usage, metered.balance, metered.overage)
         past = crossed_keys(index.thresholds_for(record.feature_id), snapshot)

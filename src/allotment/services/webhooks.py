@@ -158,6 +158,10 @@ class WebhookDelivery:
     def run_once(self) -> int:
         """Claim and send the due deliveries; returns how many were attempted."""
         now = self._now()
+        with self._db.read() as tx:  # a read first: an idle outbox never takes the write lock
+            due = repo.next_due(tx)
+        if due is None or due > now:
+            return 0
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         with self._db.write() as tx:
             claimed = repo.claim_due(tx, now, lease, self.owner, self.settings.batch)

@@ -498,3 +498,24 @@ def resend(tx: Tx, event_id: str, channel_ids: Sequence[str], now: datetime) -> 
 def next_due(tx: Tx) -> datetime | None:
     row = tx.one("SELECT MIN(next_attempt_at) FROM notification_deliveries")
     return _t(row[0]) if row and row[0] is not None else None
+
+
+def usage_versions(tx: Tx, meter_ids: frozenset[str] | None) -> dict[tuple[str, str], int]:
+    """The usage mark version of every (meter, subject) (of these meters; None: all)."""
+    if meter_ids is not None and not meter_ids:
+        return {}
+    if meter_ids is None:
+        rows = tx.execute("SELECT meter_id, subject, version FROM usage_marks")
+    else:
+        ids = sorted(meter_ids)
+        rows = tx.execute(
+            f"SELECT meter_id, subject, version FROM usage_marks WHERE meter_id IN ({_in(ids)})",
+            ids,
+        )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def scope_versions(tx: Tx) -> dict[tuple[str, str], int]:
+    """The definition version of every (subject key, feature key) scope."""
+    rows = tx.execute("SELECT subject_key, feature_key, version FROM value_versions")
+    return {(r[0], r[1]): int(r[2]) for r in rows}
