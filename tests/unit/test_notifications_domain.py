@@ -181,3 +181,44 @@ def test_retry_schedule_covers_a_day_and_starts_within_ten_seconds() -> None:
     assert n.parse_schedule("0.2s, 1m,2h", "x") == (0.2, 60.0, 7200.0)
     with pytest.raises(InvalidInput):
         n.parse_schedule("5 parsecs", "x")
+
+
+def test_rule_channel_and_feature_limits_at_n_and_n_plus_one() -> None:
+    def ulid(i: int) -> str:
+        return "01J2KNP1YTXQRXHTDJ4KP" + f"{i:05d}"
+
+    most = limits.NOTIFICATION_RULE_CHANNELS_MAX
+    assert len(n.parse_rule(_rule(channels=[ulid(i) for i in range(most)])).channels) == most
+    with pytest.raises(InvalidInput) as err:
+        n.parse_rule(_rule(channels=[ulid(i) for i in range(most + 1)]))
+    assert err.value.field == "channels"
+    most = limits.NOTIFICATION_RULE_FEATURES_MAX
+    keys = [f"f{i}" for i in range(most + 1)]
+    assert len(n.parse_rule(_rule(features=keys[:most])).features or ()) == most
+    with pytest.raises(InvalidInput) as err:
+        n.parse_rule(_rule(features=keys))
+    assert err.value.field == "features"
+
+
+def test_url_length_at_n_and_n_plus_one() -> None:
+    head = "https://example.com/"
+    at_most = head + "a" * (limits.WEBHOOK_URL_LENGTH_MAX - len(head))
+    assert n.validate_url(at_most) == at_most
+    with pytest.raises(InvalidInput) as err:
+        n.validate_url(at_most + "a")
+    assert err.value.field == "url"
+
+
+def test_every_notification_route_is_in_the_served_openapi_document() -> None:
+    from starlette.routing import Route
+
+    from allotment.http.openapi_doc import openapi_document
+    from allotment.http.routes import notifications
+
+    paths = openapi_document()["paths"]
+    for route in notifications.ROUTES:
+        assert isinstance(route, Route)
+        assert route.path in paths, route.path
+        for method in route.methods or ():
+            if method != "HEAD":
+                assert method.lower() in paths[route.path], (method, route.path)
