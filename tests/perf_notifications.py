@@ -28,6 +28,7 @@ from allotment.container import build_container  # noqa: E402
 from allotment.domain.entitlement_inputs import parse_entitlement_create, parse_feature_create  # noqa: E402
 from allotment.domain.events import validate_event  # noqa: E402
 from allotment.domain.notifications import parse_channel, parse_rule  # noqa: E402
+from allotment.http.routes.notifications import render_payload  # noqa: E402
 from allotment.services.events import prepare  # noqa: E402
 from tests.support import EXAMPLE_CONFIG  # noqa: E402
 
@@ -48,6 +49,7 @@ def main() -> int:
     )  # fmt: skip
     c = build_container(settings)
     c.start()
+    c.notifications.render = render_payload
     c.start_background()
     features = []
     for i in range(10):

@@ -1,7 +1,10 @@
 """Composition root: settings → database → services. The only place that picks an engine.
 
-Services receive the container and reach their collaborators through it (``self._c.meters``),
-so construction order never matters and tests can build a container on any database.
+Each service receives, through its constructor, the few collaborators it uses (the database,
+the clock, another service); :class:`Container` builds them once, in dependency order, so
+a service's needs are read off its constructor and no service knows the container. The
+attribute names (``container.meters``, ``container.entitlements`` …) are what the HTTP
+routes and the tests reach them by.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from allotment.services.notification_evaluator import NotificationEvaluator
 from allotment.services.notifications import NotificationService, OutboundPolicy
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
+from allotment.services.value_cache import ValueCache
+from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.services.webhooks import DeliverySettings, WebhookDelivery
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
@@ -33,19 +38,23 @@ class Container:
         self.settings = settings
         self.db = db
         self.clock = clock
-        self.meters = MeterService(self)
-        self.meter_queries = MeterQueryService(self)
-        self.events = EventService(self)
-        self.subjects = SubjectService(self)
-        self.features = FeatureService(self)
-        self.entitlements = EntitlementService(self)
-        self.grants = GrantService(self)
-        self.portal = PortalService(self)
+        # leaves first: each line uses only what the lines above built
+        self.meters = MeterService(db, clock)
+        self.events = EventService(db, clock)
+        self.subjects = SubjectService(db, clock)
+        self.grants = GrantService(db, clock)
+        self.meter_queries = MeterQueryService(db, clock, self.meters)
+        self.features = FeatureService(db, clock, self.meters)
+        self.portal = PortalService(
+            db, clock, self.meters,
+            settings.portal_token_secret, settings.portal_token_expiration_seconds,
+        )  # fmt: skip
+        cache = ValueCache(db, clock, self.meter_queries) if value_cache_enabled() else None
+        self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self._wire_notifications()
 
     def _wire_notifications(self) -> None:
         from allotment.domain.notifications import DEFAULT_RETRY_SCHEDULE, parse_schedule
-        from allotment.http.routes.notifications import render_payload
 
         s = self.settings
         policy = OutboundPolicy(allow_private=s.webhook_allow_private)
@@ -61,9 +70,8 @@ class Container:
                 lease_seconds=s.webhook_lease_seconds, poll_seconds=s.webhook_poll_seconds,
             ),
         )  # fmt: skip
-        self.notifications = NotificationService(
-            self.db, self.clock, render_payload, policy, wake=self.webhooks.wake
-        )
+        # the payload renderer (wire forms) is installed by the HTTP layer: http.app
+        self.notifications = NotificationService(self.db, self.clock, policy, self.webhooks.wake)
         self.notify_evaluator: NotificationEvaluator | None = None
 
     def start_background(self) -> None:
@@ -90,9 +98,7 @@ class Container:
         applied = migrate.migrate(self.db, self.now_us())
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
-        sync = getattr(self.meters, "sync_config", None)
-        if sync is not None:
-            sync(self.settings.meters)
+        self.meters.sync_config(self.settings.meters)
 
     def close(self) -> None:
         self.events.close()  # the group-commit writer finishes what is queued first

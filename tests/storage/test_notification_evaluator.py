@@ -18,6 +18,7 @@ from allotment.container import Container, build_container
 from allotment.domain.entitlement_inputs import parse_entitlement_create, parse_feature_create
 from allotment.domain.events import validate_event
 from allotment.domain.notifications import parse_channel, parse_rule
+from allotment.http.routes.notifications import render_payload
 from allotment.services.notification_evaluator import NotificationEvaluator
 from tests.support import EXAMPLE_CONFIG, unique
 
@@ -29,6 +30,7 @@ def c(db_url: str) -> Iterator[Container]:
     settings = replace(load_file(str(EXAMPLE_CONFIG)), db_url=db_url, webhook_allow_private=True)
     container = build_container(settings, FrozenClock(T0))
     container.start()  # no background workers: nothing evaluates unless the test says so
+    container.notifications.render = render_payload
     try:
         yield container
     finally:

@@ -60,6 +60,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.container = container
+    container.notifications.render = notifications.render_payload  # the webhook wire forms
     # cache hits of the value check and small valid event batches are answered before
     # Starlette's routing (same answers; everything else goes through the routes)
     if not fast_paths:

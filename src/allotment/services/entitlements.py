@@ -13,12 +13,11 @@ resolves to that subject's key.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from allotment.domain import entitlement_math as em
@@ -29,10 +28,11 @@ from allotment.domain.entitlement_inputs import (
     Paging,
     ResetIn,
 )
-from allotment.domain.errors import Conflict, InvalidInput, NotFound
+from allotment.domain.entitlement_value import ValueView
+from allotment.domain.errors import Conflict, InvalidInput, NotFound, field_named
 from allotment.domain.features import Feature
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
-from allotment.domain.ids import is_ulid, new_ulid
+from allotment.domain.ids import new_ulid
 from allotment.domain.periods import (
     Period,
     Recurrence,
@@ -42,13 +42,19 @@ from allotment.domain.periods import (
 )
 from allotment.domain.timeutil import ceil_minute, floor_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
+from allotment.storage import entitlement_reads as reads
 from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage.database import DuplicateKey, Tx
+from allotment.storage.entitlement_reads import MeteredContext
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meter_queries import MeterQueryService
+    from allotment.services.meters import MeterService
+    from allotment.services.value_cache import ValueCache
+    from allotment.storage.database import Database
 
 ZERO = Decimal(0)
 
@@ -63,53 +69,9 @@ class EntitlementView:
 
 
 @dataclass(frozen=True, slots=True)
-class ValueView:
-    """``metered`` is None for static/boolean entitlements and inactive ones."""
-
-    has_access: bool
-    metered: em.MeteredValue | None = None
-    config: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryView:
     history: em.History
     tz: ZoneInfo
-
-
-@dataclass(frozen=True, slots=True)
-class MeteredContext:
-    """Everything the engine needs about one metered entitlement, loaded in one read."""
-
-    record: EntitlementRecord
-    spec: em.MeteredSpec
-    resets: list[em.ManualReset]
-    grants: list[GrantRecord]
-    feature: Feature
-
-
-def spec_of(
-    record: EntitlementRecord, aggregation: Aggregation = Aggregation.SUM
-) -> em.MeteredSpec:
-    if (
-        record.usage_period_interval is None
-        or record.usage_period_anchor is None
-        or record.measure_usage_from is None
-    ):
-        raise InvalidInput(f"entitlement {record.id} is not metered")
-    return em.MeteredSpec(
-        usage_period=Recurrence(
-            parse_interval(record.usage_period_interval), record.usage_period_anchor
-        ),
-        measure_usage_from=record.measure_usage_from,
-        is_soft_limit=record.is_soft_limit,
-        preserve_overage_at_reset=record.preserve_overage_at_reset,
-        issue_after_reset=record.issue_after_reset,
-        issue_after_reset_priority=(
-            record.issue_after_reset_priority or DEFAULT_ISSUE_AFTER_RESET_PRIORITY
-        ),
-        aggregation=aggregation,
-    )
 
 
 def _usage_fn(series: UsageSeries, aggregation: Aggregation) -> UsageFn:
@@ -134,28 +96,24 @@ def _window_fn(series: UsageSeries, aggregation: Aggregation, end: datetime) -> 
     return window
 
 
-@contextmanager
-def field_named() -> Iterator[None]:
-    """Make a domain rejection's detail start with the wire field it names."""
-    try:
-        yield
-    except InvalidInput as exc:
-        if exc.field and exc.field not in exc.detail:
-            raise InvalidInput(
-                f"{exc.field}: {exc.detail}", field=exc.field, extensions=exc.extensions
-            ) from exc
-        raise
-
-
 class EntitlementService:
-    def __init__(self, container: Container, value_cache: bool | None = None) -> None:
-        """``value_cache``: serve value checks through the in-process cache
-        (``services/value_cache.py``); None: on unless ``ALLOTMENT_VALUE_CACHE=off``."""
-        from allotment.services.value_cache import ValueCache, enabled
+    """Collaborators: the database and clock, ``meters`` (a feature's meter, for its
+    aggregation), ``usage`` (the usage series the engine burns from) and ``cache`` (the
+    in-process value cache, ``services/value_cache.py``; None: off)."""
 
-        self._c = container
-        on = enabled() if value_cache is None else value_cache
-        self.cache: ValueCache | None = ValueCache(container, self) if on else None
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        meters: MeterService,
+        usage: MeterQueryService,
+        cache: ValueCache | None,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._meters = meters
+        self._usage = usage
+        self.cache = cache
         self.on_scope_change: Callable[[str, str], None] | None = None
         """Told (subject key, feature key) after an entitlement write commits (notifications)."""
 
@@ -167,53 +125,25 @@ class EntitlementService:
     def inline_reads(self) -> bool:
         """Whether a cached value check may run on the event loop: its one read is a local
         SQLite point read of a few microseconds (PostgreSQL needs a round trip)."""
-        return self.cache is not None and self._c.db.dialect == "sqlite"
+        return self.cache is not None and self._db.dialect == "sqlite"
 
     # ------------------------------------------------------------ helpers
 
     def _now(self) -> datetime:
-        return self._c.clock.now().astimezone(UTC)
+        return self._clock.now().astimezone(UTC)
 
     def _new_id(self) -> str:
-        return new_ulid(self._c.now_us() // 1000)
-
-    def subject_key(self, tx: Tx, subject_id_or_key: str) -> str:
-        if is_ulid(subject_id_or_key):
-            key = entitlements_repo.subject_key_of_id(tx, subject_id_or_key)
-            if key is not None:
-                return key
-        return subject_id_or_key
-
-    def resolve(
-        self, tx: Tx, subject_id_or_key: str, id_or_feature_key: str, at: datetime
-    ) -> EntitlementRecord:
-        """§1.5: a ULID is looked up as an entitlement id (of this subject); otherwise (or
-        when not found) the subject's entitlement for that feature key active at ``at``."""
-        subject = self.subject_key(tx, subject_id_or_key)
-        if is_ulid(id_or_feature_key):
-            found = entitlements_repo.by_id(tx, id_or_feature_key)
-            if found is not None and found.subject_key == subject:
-                return found
-        found = entitlements_repo.active_for_feature_key_at(tx, subject, id_or_feature_key, at)
-        if found is None:
-            raise NotFound(f"entitlement {id_or_feature_key!r} not found for subject {subject!r}")
-        return found
+        return new_ulid(to_micros(self._clock.now()) // 1000)
 
     def aggregation_of(self, feature: Feature) -> Aggregation:
         if feature.meter_slug is None:
             raise InvalidInput(f"feature {feature.key!r} has no meter")
-        meter: Any = self._c.meters.get(feature.meter_slug)
+        meter = self._meters.get(feature.meter_slug)
         return Aggregation(str(getattr(meter.aggregation, "value", meter.aggregation)))
-
-    def _feature_of(self, tx: Tx, record: EntitlementRecord) -> Feature:
-        feature = features_repo.by_id(tx, record.feature_id)
-        if feature is None:  # features are archived, never deleted
-            raise NotFound(f"feature {record.feature_id} of entitlement {record.id} not found")
-        return feature
 
     def view(self, tx: Tx, record: EntitlementRecord, now: datetime) -> EntitlementView:
         if record.type == EntitlementType.METERED:
-            spec = spec_of(record)
+            spec = reads.spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
             period = em.timeline(spec, resets).current_usage_period(now)
             return EntitlementView(record, period, em.last_reset(spec, resets))
@@ -296,7 +226,7 @@ class EntitlementService:
     def _raced(self, record: EntitlementRecord) -> Conflict:
         """A concurrent create won the unique index: name it, read in a fresh transaction
         (the failed one is unusable on PostgreSQL)."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return self._conflict(tx, record)
 
     @staticmethod
@@ -311,12 +241,12 @@ class EntitlementService:
 
     def create(self, subject_id_or_key: str, inp: EntitlementCreate) -> EntitlementView:
         now = self._now()
-        with self._c.db.read() as tx:
-            subject = self.subject_key(tx, subject_id_or_key)
+        with self._db.read() as tx:
+            subject = reads.subject_key(tx, subject_id_or_key)
             feature = self._feature_for(tx, inp)
         record, default = self._build(subject, inp, feature, now)
         try:
-            with self._c.db.write() as tx:
+            with self._db.write() as tx:
                 existing = entitlements_repo.live_for(tx, subject, feature.key)
                 if existing is not None:
                     raise self._conflict(tx, record)
@@ -332,8 +262,8 @@ class EntitlementService:
         self, subject_id_or_key: str, id_or_feature_key: str, inp: EntitlementCreate
     ) -> EntitlementView:
         now = self._now()
-        with self._c.db.read() as tx:
-            old = self.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+        with self._db.read() as tx:
+            old = reads.resolve(tx, subject_id_or_key, id_or_feature_key, now)
             feature = self._feature_for(tx, inp)
         if old.deleted_at is not None:
             raise InvalidInput(f"entitlement {old.id} is already deleted")
@@ -346,8 +276,8 @@ class EntitlementService:
             )
         record, default = self._build(old.subject_key, inp, feature, now)
         try:
-            with self._c.db.write() as tx:
-                locked = entitlements_repo.lock(tx, old.id, self._c.db.dialect)
+            with self._db.write() as tx:
+                locked = entitlements_repo.lock(tx, old.id, self._db.dialect)
                 if locked is None or locked.deleted_at is not None:
                     raise InvalidInput(f"entitlement {old.id} is already deleted")
                 now_us = to_micros(now)
@@ -363,9 +293,9 @@ class EntitlementService:
 
     def delete(self, subject_id_or_key: str, entitlement_id: str) -> None:
         now = self._now()
-        with self._c.db.write() as tx:
-            found = self.resolve(tx, subject_id_or_key, entitlement_id, now)
-            locked = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
+        with self._db.write() as tx:
+            found = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            locked = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if locked is None or locked.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             now_us = to_micros(now)
@@ -377,12 +307,12 @@ class EntitlementService:
 
     def get(self, subject_id_or_key: str, entitlement_id: str) -> EntitlementView:
         now = self._now()
-        with self._c.db.read() as tx:
-            return self.view(tx, self.resolve(tx, subject_id_or_key, entitlement_id, now), now)
+        with self._db.read() as tx:
+            return self.view(tx, reads.resolve(tx, subject_id_or_key, entitlement_id, now), now)
 
     def get_by_id(self, entitlement_id: str) -> EntitlementView:
         now = self._now()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             found = entitlements_repo.by_id(tx, entitlement_id)
             if found is None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
@@ -392,8 +322,8 @@ class EntitlementService:
         self, subject_id_or_key: str, include_deleted: bool
     ) -> list[EntitlementView]:
         now = self._now()
-        with self._c.db.read() as tx:
-            subject = self.subject_key(tx, subject_id_or_key)
+        with self._db.read() as tx:
+            subject = reads.subject_key(tx, subject_id_or_key)
             rows = entitlements_repo.list_for_subject(tx, subject, now, include_deleted)
             return [self.view(tx, r, now) for r in rows]
 
@@ -406,9 +336,9 @@ class EntitlementService:
         paging: Paging,
     ) -> tuple[list[EntitlementView], int]:
         now = self._now()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
-            keys = sorted({self.subject_key(tx, s) for s in subjects} | set(subjects))
+            keys = sorted({reads.subject_key(tx, s) for s in subjects} | set(subjects))
             rows, total = entitlements_repo.list_all(
                 tx, feature_ids=feature_ids, subject_keys=keys, types=types,
                 exclude_inactive_at=now if exclude_inactive else None,
@@ -419,20 +349,9 @@ class EntitlementService:
 
     # ------------------------------------------------------------ metered math
 
-    def metered_context(self, tx: Tx, record: EntitlementRecord) -> MeteredContext:
-        if record.type != EntitlementType.METERED:
-            raise InvalidInput(
-                f"entitlement {record.id} is {record.type}; this needs a metered entitlement"
-            )
-        feature = self._feature_of(tx, record)
-        return MeteredContext(
-            record, spec_of(record), entitlements_repo.resets_of(tx, record.id),
-            grants_repo.of_entitlement(tx, record.id), feature,
-        )  # fmt: skip
-
     def _series(self, ctx: MeteredContext, period: Period) -> UsageSeries:
         assert ctx.feature.meter_slug is not None
-        series: UsageSeries = self._c.meter_queries.usage_series(
+        series: UsageSeries = self._usage.usage_series(
             ctx.feature.meter_slug, ctx.record.subject_key, ctx.feature.group_filters,
             period.start, period.end,
         )  # fmt: skip
@@ -477,17 +396,17 @@ class EntitlementService:
     ) -> ValueView:
         """The value computed from the stored rows alone (no cache): the reference."""
         at = (at or self._now()).astimezone(UTC)
-        with self._c.db.read() as tx:
-            record = self.resolve(tx, subject_id_or_key, id_or_feature_key, at)
+        with self._db.read() as tx:
+            record = reads.resolve(tx, subject_id_or_key, id_or_feature_key, at)
             if not record.active_at(at):
                 return ValueView(False)
             if record.type == EntitlementType.BOOLEAN:
                 return ValueView(True)
             if record.type == EntitlementType.STATIC:
                 return ValueView(True, config=record.config)
-            ctx = self.metered_context(tx, record)
+            ctx = reads.metered_context(tx, record)
         aggregation = self.aggregation_of(ctx.feature)
-        spec = spec_of(record, aggregation)
+        spec = reads.spec_of(record, aggregation)
         grants = [g.to_domain() for g in ctx.grants]
         plan = em.plan_value(spec, grants, ctx.resets, at)
         if plan.usage_range.start < plan.usage_range.end:
@@ -526,11 +445,11 @@ class EntitlementService:
                 field="windowTimeZone",
             ) from exc
         now = self._now()
-        with self._c.db.read() as tx:
-            record = self.resolve(tx, subject_id_or_key, entitlement_id, now)
-            ctx = self.metered_context(tx, record)
+        with self._db.read() as tx:
+            record = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            ctx = reads.metered_context(tx, record)
         aggregation = self.aggregation_of(ctx.feature)
-        spec = spec_of(record, aggregation)
+        spec = reads.spec_of(record, aggregation)
         start = (from_ or em.last_reset(spec, ctx.resets)).astimezone(UTC)
         end = (to or now).astimezone(UTC)
         if floor_minute(start) < spec.measure_usage_from:
@@ -552,15 +471,15 @@ class EntitlementService:
 
     def reset(self, subject_id_or_key: str, entitlement_id: str, inp: ResetIn) -> None:
         now = self._now()
-        with self._c.db.write() as tx:
-            found = self.resolve(tx, subject_id_or_key, entitlement_id, now)
-            record = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
+        with self._db.write() as tx:
+            found = reads.resolve(tx, subject_id_or_key, entitlement_id, now)
+            record = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             if record.type != EntitlementType.METERED:
                 raise InvalidInput(f"entitlement {record.id} is {record.type}; only metered "
                                    "entitlements can be reset")  # fmt: skip
-            spec = spec_of(record)
+            spec = reads.spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
             with field_named():
                 reset = em.validate_reset(

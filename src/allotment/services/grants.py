@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING
 from allotment.domain import entitlement_math as em
 from allotment.domain import limits
 from allotment.domain.entitlement_inputs import EntitlementType, GrantCreate, Paging
-from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound
+from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound, field_named
 from allotment.domain.ids import new_ulid
 from allotment.domain.periods import expiration_expires_at, interval_iso
 from allotment.domain.timeutil import floor_minute, to_micros
-from allotment.services.entitlements import field_named, spec_of
+from allotment.storage import entitlement_reads as reads
 from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage.grants_repo import GrantRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
-    from allotment.services.entitlements import EntitlementService
+    from allotment.clock import Clock
+    from allotment.storage.database import Database
 
 
 GRANTS_LIMIT_ENV = "ALLOTMENT_GRANTS_PER_ENTITLEMENT_MAX"
@@ -46,8 +46,12 @@ def grants_limit(env: dict[str, str] | None = None) -> int:
 
 
 class GrantService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock (the entitlement a grant belongs to is resolved
+    by ``storage.entitlement_reads``, shared with ``EntitlementService``)."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
         self.max_grants = grants_limit()
         self.on_scope_change: Callable[[str, str], None] | None = None
         """Told (subject key, feature key) after a grant write commits (notifications)."""
@@ -56,20 +60,16 @@ class GrantService:
         if self.on_scope_change is not None:
             self.on_scope_change(subject_key, feature_key)
 
-    @property
-    def _ents(self) -> EntitlementService:
-        return self._c.entitlements
-
     def _now(self) -> datetime:
-        return self._c.clock.now().astimezone(UTC)
+        return self._clock.now().astimezone(UTC)
 
     def create(
         self, subject_id_or_key: str, id_or_feature_key: str, inp: GrantCreate
     ) -> GrantRecord:
         now = self._now()
-        with self._c.db.write() as tx:
-            found = self._ents.resolve(tx, subject_id_or_key, id_or_feature_key, now)
-            record = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
+        with self._db.write() as tx:
+            found = reads.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+            record = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {id_or_feature_key!r} not found")
             if record.type != EntitlementType.METERED:
@@ -82,7 +82,7 @@ class GrantService:
                     f"entitlement {record.id} already has {self.max_grants} grants, the most "
                     "allowed (GRANTS_PER_ENTITLEMENT_MAX)"
                 )
-            spec = spec_of(record)
+            spec = reads.spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
             with field_named():
                 effective_at = em.validate_grant_effective_at(spec, resets, inp.effective_at, now)
@@ -114,8 +114,8 @@ class GrantService:
         self, subject_id_or_key: str, id_or_feature_key: str, include_deleted: bool
     ) -> list[GrantRecord]:
         now = self._now()
-        with self._c.db.read() as tx:
-            record = self._ents.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+        with self._db.read() as tx:
+            record = reads.resolve(tx, subject_id_or_key, id_or_feature_key, now)
             return grants_repo.of_entitlement(tx, record.id, include_deleted)
 
     def list_all(
@@ -125,9 +125,9 @@ class GrantService:
         include_deleted: bool,
         paging: Paging,
     ) -> tuple[list[GrantRecord], int]:
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
-            keys = sorted({self._ents.subject_key(tx, s) for s in subjects} | set(subjects))
+            keys = sorted({reads.subject_key(tx, s) for s in subjects} | set(subjects))
             return grants_repo.list_all(
                 tx, feature_ids=feature_ids, subject_keys=keys, include_deleted=include_deleted,
                 order_by=paging.order_by, descending=paging.descending, limit=paging.limit,
@@ -136,17 +136,17 @@ class GrantService:
 
     def void(self, grant_id: str, at: datetime | None) -> None:
         now = self._now()
-        with self._c.db.write() as tx:
+        with self._db.write() as tx:
             grant = grants_repo.by_id(tx, grant_id)
             if grant is None:
                 raise NotFound(f"grant {grant_id!r} not found")
-            record = entitlements_repo.lock(tx, grant.entitlement_id, self._c.db.dialect)
+            record = entitlements_repo.lock(tx, grant.entitlement_id, self._db.dialect)
             grant = grants_repo.by_id(tx, grant_id)  # re-read under the lock
             if record is None or grant is None:
                 raise NotFound(f"grant {grant_id!r} not found")
             if grant.deleted_at is not None:
                 raise InvalidInput(f"grant {grant_id} is deleted (its entitlement was deleted)")
-            spec = spec_of(record)
+            spec = reads.spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
             with field_named():
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)

@@ -200,13 +200,15 @@ class NotificationService:
         self,
         db: Database,
         clock: Clock,
-        render: Renderer,
         policy: OutboundPolicy,
         wake: Callable[[], None] = lambda: None,
+        render: Renderer | None = None,
     ) -> None:
+        """``render`` builds the webhook payloads; the HTTP layer, which owns the wire forms,
+        installs it (``http.app.create_app``) before anything fires."""
         self._db = db
         self._clock = clock
-        self._render = render
+        self.render = render
         self.policy = policy
         self.wake = wake
         self._index = RuleIndex()
@@ -214,6 +216,11 @@ class NotificationService:
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
+
+    def _renderer(self) -> Renderer:
+        if self.render is None:
+            raise RuntimeError("no notification payload renderer installed (http.app does it)")
+        return self.render
 
     def _id(self, now: datetime) -> str:
         return new_ulid(to_micros(now) // 1000)
@@ -482,7 +489,7 @@ class NotificationService:
         threshold = r.thresholds[0] if r.thresholds else None
         value = {"hasAccess": True, "balance": Decimal(20), "usage": Decimal(80),
                  "overage": Decimal(0), "totalAvailableGrantAmount": Decimal(100)}  # fmt: skip
-        payload = self._render(
+        payload = self._renderer()(
             event_id=eid, type=r.type.value, timestamp=now, entitlement=ent, feature=feature,
             subject=None, value=value, threshold=threshold,
         )  # fmt: skip
@@ -528,7 +535,7 @@ class NotificationService:
                 if not channels:
                     continue
                 eid = self._id(now)
-                payload = self._render(
+                payload = self._renderer()(
                     event_id=eid, type=f.rule.type.value, timestamp=now, entitlement=view,
                     feature=feature, subject=subject, value=value, threshold=f.threshold,
                 )  # fmt: skip

@@ -26,6 +26,7 @@ from allotment.domain.entitlement_inputs import (
     parse_entitlement_create,
     parse_reset,
 )
+from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import InvalidInput
 from allotment.domain.periods import interval_iso, interval_to_wire, parse_interval
 from allotment.domain.timeutil import format_rfc3339
@@ -36,7 +37,6 @@ from allotment.services.entitlements import (
     EntitlementService,
     EntitlementView,
     HistoryView,
-    ValueView,
 )
 
 # ---------------------------------------------------------------- shared wire helpers

@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from allotment.domain import limits
 from allotment.domain.entitlement_inputs import Paging
+from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import InvalidInput
 from allotment.domain.features import Feature
 from allotment.domain.ids import is_ulid
@@ -34,7 +35,7 @@ from allotment.http.routes.entitlements import (
 from allotment.http.routes.features import feature_json
 from allotment.http.routes.subjects import subject_json
 from allotment.http.runtime import call, container
-from allotment.services.entitlements import EntitlementView, ValueView
+from allotment.services.entitlements import EntitlementView
 from allotment.services.notifications import EventView
 from allotment.storage.notifications_repo import ChannelRecord, EventFilter, RuleRecord
 from allotment.storage.subjects_repo import SubjectRecord
