@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
@@ -264,17 +264,11 @@ class NotificationService:
         return c
 
     def _live_channel(self, tx: Tx, channel_id: str) -> ChannelRecord:
-        c = repo.channel(tx, channel_id)
-        if c is None or c.deleted_at is not None:
-            raise NotFound(f"notification channel {channel_id!r} not found")
-        return c
+        return _found(repo.channel(tx, channel_id), "channel", channel_id, live=True)
 
     def get_channel(self, channel_id: str) -> ChannelRecord:
         with self._db.read() as tx:
-            c = repo.channel(tx, channel_id)
-        if c is None:
-            raise NotFound(f"notification channel {channel_id!r} not found")
-        return c
+            return _found(repo.channel(tx, channel_id), "channel", channel_id, live=False)
 
     def update_channel(self, channel_id: str, inp: ChannelIn) -> ChannelRecord:
         self._check_url(inp.url)
@@ -351,17 +345,11 @@ class NotificationService:
         return r
 
     def _live_rule(self, tx: Tx, rule_id: str) -> RuleRecord:
-        r = repo.rule(tx, rule_id)
-        if r is None or r.deleted_at is not None:
-            raise NotFound(f"notification rule {rule_id!r} not found")
-        return r
+        return _found(repo.rule(tx, rule_id), "rule", rule_id, live=True)
 
     def get_rule(self, rule_id: str) -> RuleRecord:
         with self._db.read() as tx:
-            r = repo.rule(tx, rule_id)
-        if r is None:
-            raise NotFound(f"notification rule {rule_id!r} not found")
-        return r
+            return _found(repo.rule(tx, rule_id), "rule", rule_id, live=False)
 
     def update_rule(self, rule_id: str, inp: RuleIn) -> RuleRecord:
         now = self._now()
@@ -559,6 +547,16 @@ class NotificationService:
     def marks(self, rule_id: str, entitlement_id: str, period_start: datetime) -> set[str]:
         with self._db.read() as tx:
             return repo.marks(tx, rule_id, entitlement_id, period_start)
+
+
+_Rec = TypeVar("_Rec", ChannelRecord, RuleRecord)
+
+
+def _found(record: _Rec | None, what: str, ident: str, *, live: bool) -> _Rec:
+    """The record, or 404; ``live``: a deleted one is not found either (reads show it)."""
+    if record is None or (live and record.deleted_at is not None):
+        raise NotFound(f"notification {what} {ident!r} not found")
+    return record
 
 
 def _sample_entitlement(feature: Feature, now: datetime) -> EntitlementRecord:
