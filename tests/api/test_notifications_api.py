@@ -79,7 +79,7 @@ def _feature(c: httpx.Client) -> str:
 
 
 def test_rule_crud_with_every_threshold_type(client: httpx.Client) -> None:
-    ch = _channel(client).json()["id"]
+    ch = _channel(client, disabled=True).json()["id"]  # a shared server: nothing is sent
     fkey = _feature(client)
     thresholds = [
         {"value": 80, "type": "PERCENT"},
@@ -121,9 +121,15 @@ def test_rule_crud_with_every_threshold_type(client: httpx.Client) -> None:
 
 
 def test_rule_validation_names_the_field(client: httpx.Client) -> None:
-    ch = _channel(client).json()["id"]
-    base = {"type": "entitlements.balance.threshold", "name": "x", "channels": [ch],
-            "thresholds": [{"value": 50, "type": "PERCENT"}]}  # fmt: skip
+    # rules on a shared server: scoped to a feature of their own, on a disabled channel
+    ch = _channel(client, disabled=True).json()["id"]
+    base = {
+        "type": "entitlements.balance.threshold",
+        "name": "x",
+        "channels": [ch],
+        "features": [_feature(client)],
+        "thresholds": [{"value": 50, "type": "PERCENT"}],
+    }
     ten = [{"value": i + 1, "type": "usage_value"} for i in range(10)]
     ok = client.post("/api/v1/notification/rules", json={**base, "thresholds": ten})
     assert ok.status_code == 201, ok.text
@@ -139,6 +145,7 @@ def test_rule_validation_names_the_field(client: httpx.Client) -> None:
              400, "type")  # fmt: skip
     _problem(client.put(f"/api/v1/notification/rules/{ok.json()['id']}",
                         json={**base, "type": "entitlements.reset"}), 400, "type")  # fmt: skip
+    assert client.delete(f"/api/v1/notification/rules/{ok.json()['id']}").status_code == 204
 
 
 def test_rule_test_call_and_events_listing(make_server: Callable[..., ServerProcess]) -> None:

@@ -42,7 +42,7 @@ def _clock(c: Container) -> FrozenClock:
     return c.clock
 
 
-def _setup(c: Container, rule: dict[str, object]) -> tuple[str, str]:
+def _setup(c: Container, rule: dict[str, object], *, scoped: bool = True) -> tuple[str, str]:
     fkey = unique("f")
     c.features.create(
         parse_feature_create({"key": fkey, "name": fkey, "meterSlug": "tokens_total"})
@@ -54,8 +54,8 @@ def _setup(c: Container, rule: dict[str, object]) -> tuple[str, str]:
     ch = c.notifications.create_channel(
         parse_channel({"type": "WEBHOOK", "name": "c", "url": "http://127.0.0.1:9/h"})
     )
-    c.notifications.create_rule(parse_rule({"name": "r", "channels": [ch.id], "features": [fkey],
-                                            **rule}))  # fmt: skip
+    scope = {"features": [fkey]} if scoped else {}
+    c.notifications.create_rule(parse_rule({"name": "r", "channels": [ch.id], **scope, **rule}))
     return subject, view.record.id
 
 
@@ -138,3 +138,10 @@ def test_thresholds_rearm_in_the_next_period(c: Container) -> None:
     _clock(c).advance(timedelta(days=1))
     _ingest(c, subject, 60)
     assert ev.run_pass() == 1  # the new period
+
+
+def test_a_rule_without_features_applies_to_every_feature(c: Container) -> None:
+    subject, _ = _setup(c, THRESHOLDS, scoped=False)
+    ev = _evaluator(c, sweep_seconds=0.0)
+    _ingest(c, subject, 100)
+    assert ev.run_pass() == 2

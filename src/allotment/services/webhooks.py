@@ -57,8 +57,10 @@ class DeliverySettings:
     timeout_seconds: float = 10.0
     lease_seconds: float = 60.0
     poll_seconds: float = 1.0
-    batch: int = 16
     senders: int = 4
+    batch: int = 4
+    """Deliveries claimed per pass (= senders: a pass lasts at most one timeout, so a
+    shutdown waits for it)."""
 
 
 @dataclass(frozen=True, slots=True)
