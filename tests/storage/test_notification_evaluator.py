@@ -15,7 +15,11 @@ import pytest
 from allotment.clock import FrozenClock
 from allotment.config import load_file
 from allotment.container import Container, build_container
-from allotment.domain.entitlement_inputs import parse_entitlement_create, parse_feature_create
+from allotment.domain.entitlement_inputs import (
+    parse_entitlement_create,
+    parse_feature_create,
+    parse_grant_create,
+)
 from allotment.domain.events import validate_event
 from allotment.domain.notifications import parse_channel, parse_rule
 from allotment.http.routes.notifications import render_payload
@@ -145,3 +149,41 @@ def test_a_rule_without_features_applies_to_every_feature(c: Container) -> None:
     ev = _evaluator(c, sweep_seconds=0.0)
     _ingest(c, subject, 100)
     assert ev.run_pass() == 2
+
+
+def test_an_expiring_grant_crosses_a_balance_threshold_with_no_usage(c: Container) -> None:
+    fkey = unique("f")
+    c.features.create(
+        parse_feature_create({"key": fkey, "name": fkey, "meterSlug": "tokens_total"})
+    )
+    subject = unique("s")
+    c.entitlements.create(
+        subject,
+        parse_entitlement_create(
+            {"type": "metered", "featureKey": fkey, "usagePeriod": {"interval": "MONTH"}}
+        ),
+    )
+    c.grants.create(subject, fkey, parse_grant_create(
+        {"amount": 100, "effectiveAt": T0.isoformat(),
+         "expiration": {"duration": "HOUR", "count": 1}}))  # fmt: skip
+    ch = c.notifications.create_channel(
+        parse_channel({"type": "WEBHOOK", "name": "c", "url": "http://127.0.0.1:9/h"})
+    )
+    c.notifications.create_rule(
+        parse_rule(
+            {
+                "type": "entitlements.balance.threshold",
+                "name": "r",
+                "channels": [ch.id],
+                "features": [fkey],
+                "thresholds": [{"value": 0, "type": "balance_value"}],
+            }
+        )
+    )
+    ev = _evaluator(c, sweep_seconds=3600.0)
+    _clock(c).advance(timedelta(minutes=5))
+    _ingest(c, subject, 10)  # balance 90
+    assert ev.run_pass() == 0
+    _clock(c).advance(timedelta(hours=1))  # the grant has expired: balance 0, no usage
+    assert ev.run_pass() == 1
+    assert ev.run_pass() == 0

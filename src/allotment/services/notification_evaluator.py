@@ -9,9 +9,10 @@ What it looks at (docs/notifications.md, "When rules fire"):
   (the ingest hot path pays a set lookup per pair, nothing when no rule exists);
 * after grant create/void, entitlement create/override and reset, the (subject, feature key)
   scope that changed (:meth:`scope_changed`);
-* at each watched entitlement's usage-period boundary (an in-memory schedule of period ends,
-  checked every ``tick_seconds``): that is how an automatic reset is noticed without a
-  scheduler loop per entitlement;
+* at each watched entitlement's next usage-period boundary (for reset rules) and next grant
+  start, expiry or void instant (for threshold rules: the balance moves with no usage), kept
+  in an in-memory schedule checked every ``tick_seconds``: that is how an automatic reset or
+  an expiring grant is noticed without a scheduler loop per entitlement;
 * at start and when rules change, every metered entitlement some rule applies to; then every
   ``sweep_seconds`` the ones whose usage or definitions changed since the previous sweep, by
   any process (the version counters of ``usage_marks`` and ``value_versions``): what a crash
@@ -37,7 +38,7 @@ from allotment.domain.features import Feature
 from allotment.domain.notifications import ValueSnapshot, crossed_keys
 from allotment.domain.periods import Period
 from allotment.services.notifications import Firing, NotificationService, RuleIndex
-from allotment.storage import entitlements_repo, features_repo
+from allotment.storage import entitlements_repo, features_repo, grants_repo
 from allotment.storage import notifications_repo as repo
 from allotment.storage.database import Database
 from allotment.storage.entitlements_repo import EntitlementRecord
@@ -88,6 +89,9 @@ class NotificationEvaluator:
         self._boundaries: dict[str, tuple[EntitlementRecord, datetime]] = {}
         """Entitlements under a reset rule → (record, end of their current usage period)."""
         self._features: dict[str, Feature] = {}
+        self._grant_instants: dict[str, list[datetime]] = {}
+        """Per entitlement under a threshold rule: when a grant starts, expires or is voided
+        (the balance moves without any usage); dropped when its scope changes."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -225,6 +229,10 @@ class NotificationEvaluator:
             if full:
                 self._full_sweep = False
                 self._boundaries.clear()
+                self._grant_instants.clear()
+        for r in records.values():  # their grants or resets may have changed
+            if (r.subject_key, r.feature_key) in scopes:
+                self._grant_instants.pop(r.id, None)
         now = self._clock.now().astimezone(UTC)
         for eid, (rec, end) in list(self._boundaries.items()):
             if end <= now:
@@ -242,6 +250,24 @@ class NotificationEvaluator:
             if found is not None:
                 self._features[feature_id] = found
         return found
+
+    def _wake_at(self, record: EntitlementRecord, at: datetime | None) -> None:
+        """Evaluate this entitlement again at ``at`` (None: only when something touches it)."""
+        if at is None:
+            self._boundaries.pop(record.id, None)
+        else:
+            self._boundaries[record.id] = (record, at)
+
+    def _next_grant_instant(self, record: EntitlementRecord, now: datetime) -> datetime | None:
+        instants = self._grant_instants.get(record.id)
+        if instants is None:
+            with self._db.read() as tx:
+                grants = grants_repo.of_entitlement(tx, record.id, include_deleted=False)
+            instants = sorted(
+                {t for g in grants for t in (g.effective_at, g.expires_at, g.voided_at) if t}
+            )
+            self._grant_instants[record.id] = instants
+        return next((t for t in instants if t > now), None)
 
     def evaluate(self, index: RuleIndex, record: EntitlementRecord, now: datetime) -> int:
         """Fire what this entitlement's value now calls for. The common case (thresholds only,
@@ -261,6 +287,8 @@ class NotificationEvaluator:
             return 0
         snapshot = ValueSnapshot(metered.usage, metered.balance, metered.overage)
         past = crossed_keys(index.thresholds_for(record.feature_id), snapshot)
+        if threshold_rules and not reset_rules:
+            self._wake_at(record, self._next_grant_instant(record, now))
         if not past and not reset_rules:
             return 0
         period_start: datetime = metered.start_of_period
@@ -276,7 +304,8 @@ class NotificationEvaluator:
                 if t.key in past and t.key not in done:
                     firings.append(Firing(rule, t.key, period_start, t))
         if reset_rules and period is not None:
-            self._boundaries[record.id] = (record, period.end)
+            nxt = self._next_grant_instant(record, now) if threshold_rules else None
+            self._wake_at(record, min(period.end, nxt) if nxt else period.end)
             measured = record.measure_usage_from or record.created_at
             for rule in reset_rules:
                 floor = max(rule.created_at, record.created_at)
