@@ -21,7 +21,8 @@ from allotment.services.grants import GrantService
 from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
 from allotment.services.notification_evaluator import NotificationEvaluator
-from allotment.services.notifications import NotificationService, OutboundPolicy
+from allotment.services.notifications import NotificationService
+from allotment.services.outbound import OutboundPolicy
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
 from allotment.services.value_cache import ValueCache

@@ -37,8 +37,9 @@ from allotment.clock import Clock
 from allotment.domain.features import Feature
 from allotment.domain.notifications import ValueSnapshot, crossed_keys
 from allotment.domain.periods import Period
-from allotment.services.notifications import Firing, NotificationService, RuleIndex
-from allotment.storage import entitlements_repo, features_repo, grants_repo
+from allotment.services.notification_index import Firing, RuleIndex
+from allotment.services.notifications import NotificationService
+from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
 from allotment.storage import notifications_repo as repo
 from allotment.storage.database import Database
 from allotment.storage.entitlements_repo import EntitlementRecord
@@ -199,8 +200,8 @@ class NotificationEvaluator:
             with self._db.read() as tx:
                 if sweep:  # what changed since the last sweep, by any process
                     watched = None if self._watched_meters is _ALL else self._watched_meters
-                    seen_usage = repo.usage_versions(tx, watched)
-                    seen_scopes = repo.scope_versions(tx)
+                    seen_usage = usage_marks.usage_versions(tx, watched)
+                    seen_scopes = usage_marks.scope_versions(tx)
                     if full:
                         for r in entitlements_repo.live_metered(tx, narrowed):
                             records[r.id] = r

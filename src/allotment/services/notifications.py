@@ -14,10 +14,9 @@ never lost (the outbox row commits with the mark) and never doubled (the mark is
 from __future__ import annotations
 
 import os
-import socket
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -33,23 +32,20 @@ from allotment.domain.ids import new_ulid
 from allotment.domain.notifications import (
     ChannelIn,
     RuleIn,
-    RuleType,
     Threshold,
-    ThresholdType,
 )
 from allotment.domain.periods import Period
 from allotment.domain.timeutil import to_micros
 from allotment.services.entitlements import EntitlementView
+from allotment.services.notification_index import Firing, RuleIndex
+from allotment.services.outbound import OutboundPolicy
 from allotment.storage import features_repo, subjects_repo
+from allotment.storage import notification_outbox as outbox
 from allotment.storage import notifications_repo as repo
 from allotment.storage.database import Database, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
-from allotment.storage.notifications_repo import (
-    ChannelRecord,
-    DeliveryRecord,
-    EventRecord,
-    RuleRecord,
-)
+from allotment.storage.notification_outbox import DeliveryRecord
+from allotment.storage.notifications_repo import ChannelRecord, EventRecord, RuleRecord
 from allotment.storage.subjects_repo import SubjectRecord
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
@@ -72,123 +68,12 @@ class Renderer(Protocol):
     ) -> dict[str, Any]: ...
 
 
-Resolver = Callable[[str], list[str]]
-"""Host name → IP addresses (``socket.getaddrinfo`` by default; tests may inject one)."""
-
-
-def resolve_host(host: str) -> list[str]:
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return []
-    return sorted({str(info[4][0]) for info in infos})
-
-
-@dataclass(frozen=True)
-class OutboundPolicy:
-    """Where webhooks may go: ``allow_private`` lets URLs resolve to loopback and private
-    ranges (``ALLOTMENT_WEBHOOK_ALLOW_PRIVATE=1``, ``notifications.allowPrivateAddresses``)."""
-
-    allow_private: bool = False
-    resolve: Resolver = field(default=resolve_host)
-
-    def refusal(self, url: str) -> str | None:
-        """Why ``url`` must not be called (None: allowed)."""
-        from urllib.parse import urlsplit
-
-        host = urlsplit(url).hostname or ""
-        if self.allow_private:
-            return None
-        addresses = self.resolve(host)
-        if not addresses:
-            return f"host {host!r} does not resolve"
-        for ip in addresses:
-            why = rules.refused_address(ip)
-            if why is not None:
-                return (
-                    f"host {host!r} resolves to the {why} address {ip}; set "
-                    "ALLOTMENT_WEBHOOK_ALLOW_PRIVATE=1 to allow private receivers"
-                )
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class Firing:
-    """One rule firing for one entitlement: the mark it takes and the event it writes."""
-
-    rule: RuleRecord
-    mark: str
-    period_start: datetime
-    threshold: Threshold | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class EventView:
     event: EventRecord
     rule: RuleRecord
     deliveries: list[DeliveryRecord]
     channels: Mapping[str, ChannelRecord]
-
-
-@dataclass
-class RuleIndex:
-    """The live, enabled rules in memory, by type and feature (refreshed on change)."""
-
-    version: tuple[int, int] = (-1, -1)
-    threshold_any: list[RuleRecord] = field(default_factory=list)
-    threshold_by_feature: dict[str, list[RuleRecord]] = field(default_factory=dict)
-    reset_any: list[RuleRecord] = field(default_factory=list)
-    reset_by_feature: dict[str, list[RuleRecord]] = field(default_factory=dict)
-    _distinct: dict[str, list[Threshold]] = field(default_factory=dict)
-
-    @classmethod
-    def build(cls, version: tuple[int, int], live: Iterable[RuleRecord]) -> RuleIndex:
-        index = cls(version)
-        for r in live:
-            if r.disabled or r.deleted_at is not None:
-                continue
-            any_, by = (
-                (index.threshold_any, index.threshold_by_feature)
-                if r.type is RuleType.BALANCE_THRESHOLD
-                else (index.reset_any, index.reset_by_feature)
-            )
-            if r.feature_ids is None:
-                any_.append(r)
-            else:
-                for fid in r.feature_ids:
-                    by.setdefault(fid, []).append(r)
-        return index
-
-    @property
-    def empty(self) -> bool:
-        return not (
-            self.threshold_any or self.threshold_by_feature or self.reset_any
-            or self.reset_by_feature
-        )  # fmt: skip
-
-    def for_feature(self, feature_id: str) -> tuple[list[RuleRecord], list[RuleRecord]]:
-        """(threshold rules, reset rules) that apply to entitlements of this feature."""
-        return (
-            self.threshold_any + self.threshold_by_feature.get(feature_id, []),
-            self.reset_any + self.reset_by_feature.get(feature_id, []),
-        )
-
-    def thresholds_for(self, feature_id: str) -> list[Threshold]:
-        """The distinct thresholds of every threshold rule applying to this feature."""
-        found = self._distinct.get(feature_id)
-        if found is None:
-            keys: dict[str, Threshold] = {}
-            for r in self.for_feature(feature_id)[0]:
-                for t in r.thresholds:
-                    keys.setdefault(t.key, t)
-            found = self._distinct[feature_id] = list(keys.values())
-        return found
-
-    def watched_features(self) -> set[str] | None:
-        """Feature ids some rule applies to; None: every feature."""
-        if self.threshold_any or self.reset_any:
-            return None
-        return set(self.threshold_by_feature) | set(self.reset_by_feature)
 
 
 def generate_secret() -> str:
@@ -417,7 +302,7 @@ class NotificationService:
 
     def _views(self, tx: Tx, events: list[EventRecord]) -> list[EventView]:
         rules_ = repo.rules_by_id(tx, sorted({e.rule_id for e in events}))
-        dels = repo.deliveries(tx, [e.id for e in events])
+        dels = outbox.deliveries(tx, [e.id for e in events])
         channel_ids = sorted({d.channel_id for ds in dels.values() for d in ds})
         chans = repo.channels(tx, channel_ids)
         return [EventView(e, rules_[e.rule_id], dels.get(e.id, []), chans) for e in events]
@@ -444,7 +329,7 @@ class NotificationService:
         with self._db.write() as tx:
             if repo.event(tx, event_id) is None:
                 raise NotFound(f"notification event {event_id!r} not found")
-            own = [d.channel_id for d in repo.deliveries(tx, [event_id]).get(event_id, [])]
+            own = [d.channel_id for d in outbox.deliveries(tx, [event_id]).get(event_id, [])]
             wanted = list(channels) if channels else own
             unknown = [c for c in wanted if c not in own]
             if unknown:
@@ -452,7 +337,7 @@ class NotificationService:
                     f"channels: the event was not sent to channel(s) {', '.join(unknown)}",
                     field="channels",
                 )
-            repo.resend(tx, event_id, wanted, now)
+            outbox.resend(tx, event_id, wanted, now)
         self.wake()
 
     def test_rule(self, rule_id: str) -> EventView:
@@ -570,11 +455,4 @@ def _sample_entitlement(feature: Feature, now: datetime) -> EntitlementRecord:
     )  # fmt: skip
 
 
-__all__ = [
-    "EventView",
-    "Firing",
-    "NotificationService",
-    "OutboundPolicy",
-    "RuleIndex",
-    "ThresholdType",
-]
+__all__ = ["EventView", "Firing", "NotificationService", "OutboundPolicy", "RuleIndex"]

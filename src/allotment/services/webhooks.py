@@ -1,6 +1,6 @@
 """Webhook delivery: a background worker of the serve process that sends the outbox.
 
-Each pass claims due deliveries (``notifications_repo.claim_due``: a lease, and on
+Each pass claims due deliveries (``notifications_outbox.claim_due``: a lease, and on
 PostgreSQL ``FOR UPDATE SKIP LOCKED``, so one replica at a time sends a delivery), sends them
 signed the Standard Webhooks way, and records every attempt (status code, latency, a bounded
 piece of the response body) with the delivery's next state:
@@ -40,10 +40,11 @@ from allotment.domain.notifications import (
     sign,
 )
 from allotment.domain.timeutil import to_micros
-from allotment.services.notifications import OutboundPolicy
+from allotment.services.outbound import OutboundPolicy
+from allotment.storage import notification_outbox as outbox
 from allotment.storage import notifications_repo as repo
 from allotment.storage.database import Database
-from allotment.storage.notifications_repo import AttemptRecord, Claimed
+from allotment.storage.notification_outbox import AttemptRecord, Claimed
 
 log = logging.getLogger("allotment.webhooks")
 
@@ -161,12 +162,12 @@ class WebhookDelivery:
         """Claim and send the due deliveries; returns how many were attempted."""
         now = self._now()
         with self._db.read() as tx:  # a read first: an idle outbox never takes the write lock
-            due = repo.next_due(tx)
+            due = outbox.next_due(tx)
         if due is None or due > now:
             return 0
         lease = now + timedelta(seconds=self.settings.lease_seconds)
         with self._db.write() as tx:
-            claimed = repo.claim_due(tx, now, lease, self.owner, self.settings.batch)
+            claimed = outbox.claim_due(tx, now, lease, self.owner, self.settings.batch)
         if not claimed:
             return 0
         if self._pool is None or len(claimed) == 1:
@@ -236,7 +237,7 @@ class WebhookDelivery:
         next_at: datetime | None,
     ) -> None:
         with self._db.write() as tx:
-            kept = repo.record_attempt(
+            kept = outbox.record_attempt(
                 tx, c, self.owner, attempt, state=state, reason=reason[:1000],
                 next_attempt_at=next_at,
             )  # fmt: skip
