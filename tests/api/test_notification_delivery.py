@@ -199,3 +199,38 @@ def test_sigkill_mid_delivery_and_a_receiver_restart_lose_nothing(
     assert sorted(p["data"]["subject"]["key"] for p in got.values()) == sorted(subjects)
     ids = [x["id"] for x in recv.lines()]
     assert set(ids) == set(got)  # repeats (the killed delivery) carry the same webhook-id
+
+
+def test_failed_after_the_last_attempt_then_resent_with_the_same_id(
+    make_server: Callable[..., ServerProcess], receivers: Callable[..., Receiver]
+) -> None:
+    recv = receivers(fail_first=1000)  # refuses everything
+    env = {**FAST_ENV, "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE": "0.2s,0.2s"}  # 3 attempts in all
+    server = make_server(env=env)
+    with server.client() as c:
+        ch = channel(c, recv.url)["id"]
+        fkey = feature(c)
+        rule = _rule(c, ch, fkey, thresholds=[{"value": 10, "type": "usage_value"}])
+        s = unique("fail")
+        entitlement(c, s, fkey)
+        tokens(c, s, [10])
+
+        def state() -> str:
+            events = _events(c, rule=[rule])
+            return str(events[0]["deliveryStatus"][0]["state"]) if events else ""
+
+        wait_for(lambda: state() == "FAILED", what="FAILED after the last attempt")
+        (event,) = _events(c, rule=[rule])
+        status = event["deliveryStatus"][0]
+        assert "nextAttempt" not in status
+        assert [a["response"]["statusCode"] for a in status["attempts"]] == [500, 500, 500]
+        assert "3 attempt" in status["reason"]
+        time.sleep(1.0)
+        assert len(recv.lines()) == 3  # no attempt after the last one
+        recv.stop()
+        recv.start(fail_first=0)  # the receiver is fixed; the operator resends
+        assert c.post(f"/api/v1/notification/events/{event['id']}/resend",
+                      json={"channels": [ch]}).status_code == 202  # fmt: skip
+        wait_for(lambda: state() == "SUCCESS", what="SUCCESS after the resend")
+        assert list(recv.delivered()) == [event["id"]]
+        assert {x["id"] for x in recv.lines()} == {event["id"]}

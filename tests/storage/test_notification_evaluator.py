@@ -187,3 +187,19 @@ def test_an_expiring_grant_crosses_a_balance_threshold_with_no_usage(c: Containe
     _clock(c).advance(timedelta(hours=1))  # the grant has expired: balance 0, no usage
     assert ev.run_pass() == 1
     assert ev.run_pass() == 0
+
+
+def test_a_late_event_crosses_a_threshold(c: Container) -> None:
+    subject, _ = _setup(c, THRESHOLDS)
+    ev = _evaluator(c, sweep_seconds=3600.0)
+    assert ev.run_pass() == 0
+    _clock(c).advance(timedelta(hours=3))
+    late = c.clock.now() - timedelta(hours=2)  # happened two hours ago, arrives now
+    raw = {"specversion": "1.0", "id": unique("e"), "source": "t", "type": "prompt",
+           "subject": subject, "time": late.isoformat(),
+           "data": {"tokens": 60, "model": "m", "type": "in"}}  # fmt: skip
+    assert c.events.ingest([validate_event(raw, "event", c.clock.now())]) == 1
+    ev.touched(
+        [(c.meters.get("tokens_total").id, subject)]
+    )  # what the writer hands over after the commit
+    assert ev.run_pass() == 1  # 60 of 100: past 50 %
