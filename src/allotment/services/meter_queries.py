@@ -2,8 +2,9 @@
 in-memory usage series the entitlement engine burns from.
 
 Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
-filters and the usage series in ``domain.usage_series``, SQL and folding in
-``storage.usage_read``.
+filters and the usage series in ``domain.usage_series``, SQL in ``storage.usage_read`` and
+``storage.query_totals`` (the meter query), ``storage.subject_usage`` (one subject's usage),
+folding in ``storage.usage_fold``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from allotment.domain.windows import (
     check_window_count,
     total_window,
 )
-from allotment.storage import query_totals, usage_read
+from allotment.storage import query_totals, subject_usage, usage_fold, usage_read
 from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
@@ -247,12 +248,12 @@ class MeterQueryService:
         with self._db.read() as tx:
             keys = None
             if filters:
-                found = usage_read.subject_group_keys(tx, meter, subject, lo, hi)
+                found = subject_usage.subject_group_keys(tx, meter, subject, lo, hi)
                 keys = [k for k in found if _keep(filters, k)]
             if meter.aggregation is Aggregation.UNIQUE_COUNT:
-                uniques = usage_read.series_uniques(tx, meter, subject, lo, hi, keys)
+                uniques = subject_usage.series_uniques(tx, meter, subject, lo, hi, keys)
                 return UsageSeries(start, end, [], uniques)
-            minutes = usage_read.series_minutes(tx, meter, subject, lo, hi, keys)
+            minutes = subject_usage.series_minutes(tx, meter, subject, lo, hi, keys)
         return UsageSeries(start, end, merge_minute_rows(minutes))
 
     def usage_totals(
@@ -287,7 +288,7 @@ class MeterQueryService:
         filters = exact_filters(group_filters)
         keep = (lambda key: _keep(filters, key)) if filters else None
         with self._db.read() as tx:
-            return usage_read.range_totals(tx, meter, subject, spans, keep)
+            return subject_usage.range_totals(tx, meter, subject, spans, keep)
 
 
 # ---------------------------------------------------------------- helpers
@@ -374,7 +375,7 @@ def _fold_rows(
             values = values_by_key[gkey] = values_of(gkey)
         return i, subject if by_subject else "", values
 
-    cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
+    cells = usage_fold.fold(meter.aggregation, rows, uniques, key_of)
     return {key: plain(value) for key, value in cells.items()}
 
 

@@ -33,11 +33,8 @@ from allotment.domain.timeutil import format_rfc3339
 from allotment.http.params import get_bool, get_int, get_list, get_str, get_time, read_body
 from allotment.http.responses import JSON, encode, json_response, no_content, num
 from allotment.http.runtime import call, container
-from allotment.services.entitlements import (
-    EntitlementService,
-    EntitlementView,
-    HistoryView,
-)
+from allotment.services.entitlement_values import HistoryView
+from allotment.services.entitlements import EntitlementService, EntitlementView
 
 # ---------------------------------------------------------------- shared wire helpers
 
