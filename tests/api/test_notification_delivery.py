@@ -234,3 +234,24 @@ def test_failed_after_the_last_attempt_then_resent_with_the_same_id(
         wait_for(lambda: state() == "SUCCESS", what="SUCCESS after the resend")
         assert list(recv.delivered()) == [event["id"]]
         assert {x["id"] for x in recv.lines()} == {event["id"]}
+
+
+def test_a_resend_during_an_attempt_in_flight_sends_again(
+    make_server: Callable[..., ServerProcess], receivers: Callable[..., Receiver]
+) -> None:
+    recv = receivers(hold_first=2)
+    server = make_server(env=FAST_ENV)
+    with server.client() as c:
+        ch = channel(c, recv.url)["id"]
+        fkey = feature(c)
+        rule = _rule(c, ch, fkey, thresholds=[{"value": 10, "type": "usage_value"}])
+        s = unique("inflight")
+        entitlement(c, s, fkey)
+        tokens(c, s, [10])
+        wait_for(lambda: len(recv.lines()) == 1, what="the first (held) attempt")
+        (event,) = _events(c, rule=[rule])
+        assert event["deliveryStatus"][0]["state"] == "SENDING"
+        r = c.post(f"/api/v1/notification/events/{event['id']}/resend", json={})
+        assert r.status_code == 202
+        wait_for(lambda: len(recv.lines()) == 2, what="the resend after the attempt")
+        assert [x["id"] for x in recv.lines()] == [event["id"], event["id"]]

@@ -129,14 +129,20 @@ def record_attempt(
     reason: str,
     next_attempt_at: datetime | None,
 ) -> bool:
-    """Store one attempt and the delivery's new state, if ``owner`` still holds the lease."""
+    """Store one attempt and the delivery's new state, if ``owner`` still holds the lease.
+    A resend requested while the attempt was in flight (the row is ``RESENDING``) wins: the
+    delivery is queued again at once, with a fresh round of retries."""
     at_us = to_micros(attempt.at)
+    resent = f"state = '{DeliveryState.RESENDING.value}'"
     changed = tx.rowcount(
-        "UPDATE notification_deliveries SET state = ?, reason = ?, attempts_made = ?, "
-        "next_attempt_at = ?, lease_until = NULL, lease_owner = NULL, updated_at = ? "
+        f"UPDATE notification_deliveries SET state = CASE WHEN {resent} THEN state ELSE ? END, "
+        f"reason = CASE WHEN {resent} THEN reason ELSE ? END, "
+        f"attempts_made = CASE WHEN {resent} THEN 0 ELSE ? END, "
+        f"next_attempt_at = CASE WHEN {resent} THEN ? ELSE ? END, "
+        "lease_until = NULL, lease_owner = NULL, updated_at = ? "
         "WHERE event_id = ? AND channel_id = ? AND lease_owner = ?",
-        (state.value, reason, c.attempts_made + 1, _us(next_attempt_at), at_us, c.event_id,
-         c.channel_id, owner),
+        (state.value, reason, c.attempts_made + 1, at_us, _us(next_attempt_at), at_us,
+         c.event_id, c.channel_id, owner),
     )  # fmt: skip
     if changed != 1:
         return False
