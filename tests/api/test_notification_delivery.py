@@ -59,6 +59,18 @@ def _rule(c: httpx.Client, channel_id: str, feature_key: str, **over: Any) -> st
     return str(r.json()["id"])
 
 
+def _ten_tokens_cross_ten(c: httpx.Client, recv: Receiver, prefix: str) -> tuple[str, str]:
+    """A channel to ``recv``, a rule "usage ≥ 10" on a new feature, and one subject's 10
+    tokens that cross it; returns (channel id, rule id)."""
+    ch = channel(c, recv.url)["id"]
+    fkey = feature(c)
+    rule = _rule(c, ch, fkey, thresholds=[{"value": 10, "type": "usage_value"}])
+    s = unique(prefix)
+    entitlement(c, s, fkey)
+    tokens(c, s, [10])
+    return ch, rule
+
+
 def _events(c: httpx.Client, **params: Any) -> list[dict[str, Any]]:
     r = c.get("/api/v1/notification/events", params={"pageSize": 1000, **params})
     assert r.status_code == 200, r.text
@@ -208,12 +220,7 @@ def test_failed_after_the_last_attempt_then_resent_with_the_same_id(
     env = {**FAST_ENV, "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE": "0.2s,0.2s"}  # 3 attempts in all
     server = make_server(env=env)
     with server.client() as c:
-        ch = channel(c, recv.url)["id"]
-        fkey = feature(c)
-        rule = _rule(c, ch, fkey, thresholds=[{"value": 10, "type": "usage_value"}])
-        s = unique("fail")
-        entitlement(c, s, fkey)
-        tokens(c, s, [10])
+        ch, rule = _ten_tokens_cross_ten(c, recv, "fail")
 
         def state() -> str:
             events = _events(c, rule=[rule])
@@ -242,12 +249,7 @@ def test_a_resend_during_an_attempt_in_flight_sends_again(
     recv = receivers(hold_first=2)
     server = make_server(env=FAST_ENV)
     with server.client() as c:
-        ch = channel(c, recv.url)["id"]
-        fkey = feature(c)
-        rule = _rule(c, ch, fkey, thresholds=[{"value": 10, "type": "usage_value"}])
-        s = unique("inflight")
-        entitlement(c, s, fkey)
-        tokens(c, s, [10])
+        _, rule = _ten_tokens_cross_ten(c, recv, "inflight")
         wait_for(lambda: len(recv.lines()) == 1, what="the first (held) attempt")
         (event,) = _events(c, rule=[rule])
         assert event["deliveryStatus"][0]["state"] == "SENDING"
