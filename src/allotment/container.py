@@ -24,10 +24,14 @@ from allotment.services.features import FeatureService
 from allotment.services.grants import GrantService
 from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
+from allotment.services.notification_evaluator import NotificationEvaluator
+from allotment.services.notifications import NotificationService
+from allotment.services.outbound import OutboundPolicy
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
 from allotment.services.value_cache import ValueCache
 from allotment.services.value_cache import enabled as value_cache_enabled
+from allotment.services.webhooks import DeliverySettings, WebhookDelivery
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
 from allotment.storage.key_revocations import RevocationListener
@@ -63,6 +67,44 @@ class Container:
             if db.dialect == "postgresql"
             else None
         )
+        self._wire_notifications()
+
+    def _wire_notifications(self) -> None:
+        from allotment.domain.notifications import DEFAULT_RETRY_SCHEDULE, parse_schedule
+
+        s = self.settings
+        policy = OutboundPolicy(allow_private=s.webhook_allow_private)
+        schedule = (
+            parse_schedule(s.webhook_retry_schedule, "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE")
+            if s.webhook_retry_schedule
+            else DEFAULT_RETRY_SCHEDULE
+        )
+        self.webhooks = WebhookDelivery(
+            self.db, self.clock, policy,
+            DeliverySettings(
+                retry_schedule=schedule, timeout_seconds=s.webhook_timeout_seconds,
+                lease_seconds=s.webhook_lease_seconds, poll_seconds=s.webhook_poll_seconds,
+            ),
+        )  # fmt: skip
+        # the payload renderer (wire forms) is installed by the HTTP layer: http.app
+        self.notifications = NotificationService(self.db, self.clock, policy, self.webhooks.wake)
+        self.notify_evaluator: NotificationEvaluator | None = None
+
+    def start_background(self) -> None:
+        """Start the serve process's background workers: the notification evaluator and
+        webhook delivery (after :meth:`start`; stopped by :meth:`close`)."""
+        s = self.settings
+        evaluator = NotificationEvaluator(
+            self.db, self.clock, self.notifications, self.entitlements,
+            tick_seconds=s.notifications_tick_seconds,
+            sweep_seconds=s.notifications_sweep_seconds,
+        )  # fmt: skip
+        self.notify_evaluator = evaluator
+        self.events.after_commit = evaluator.touched
+        self.entitlements.on_scope_change = evaluator.scope_changed
+        self.grants.on_scope_change = evaluator.scope_changed
+        evaluator.start()
+        self.webhooks.start()
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -80,6 +122,9 @@ class Container:
         if self.key_revocations is not None:
             self.key_revocations.close()
         self.events.close()  # the group-commit writer finishes what is queued first
+        if self.notify_evaluator is not None:
+            self.notify_evaluator.stop()
+        self.webhooks.stop()
         self.db.close()
 
 

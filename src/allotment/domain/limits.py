@@ -40,3 +40,12 @@ AUDIT_LIST_LIMIT_MAX = 1000
 AUDIT_LIST_LIMIT_DEFAULT = 100
 AUDIT_BODY_BYTES_MAX = 64 * 1024
 """A change's before/after JSON is kept whole up to this size, else recorded as truncated."""
+# Notifications (docs/notifications.md)
+NOTIFICATION_NAME_MAX = 256
+NOTIFICATION_THRESHOLDS_MAX = 10
+"""Thresholds in one balance-threshold rule (OpenMeter's maxItems)."""
+NOTIFICATION_RULE_CHANNELS_MAX = 100
+NOTIFICATION_RULE_FEATURES_MAX = 100
+WEBHOOK_URL_LENGTH_MAX = 2048
+WEBHOOK_CUSTOM_HEADERS_MAX = 50
+WEBHOOK_HEADER_VALUE_LENGTH_MAX = 4096

@@ -20,6 +20,7 @@ from allotment.http.routes import (
     grants,
     meter_queries,
     meters,
+    notifications,
     portal,
     subjects,
     system,
@@ -47,6 +48,7 @@ def all_routes() -> list[BaseRoute]:
         *v2_entitlements.ROUTES,
         *v1_api_keys.ROUTES,
         *v1_audit_events.ROUTES,
+        *notifications.ROUTES,
     ]
 
 
@@ -57,6 +59,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        container.start_background()  # notification evaluator and webhook delivery
         yield
         container.close()
 
@@ -66,6 +69,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.container = container
+    container.notifications.render = notifications.render_payload  # the webhook wire forms
     # cache hits of the value check and small valid event batches are answered before
     # Starlette's routing (same answers; everything else goes through the routes)
     if not fast_paths:

@@ -230,3 +230,27 @@ def entitlements_of(tx: Tx, owner: Owner, feature_key: str) -> list[EntitlementR
         (owner.subject_key, owner.customer_id, feature_key),
     )
     return [entitlements_repo._record(r) for r in rows]
+
+
+# ---------------------------------------------------------------- sweeps (notifications)
+
+
+def usage_versions(tx: Tx, meter_ids: frozenset[str] | None) -> dict[tuple[str, str], int]:
+    """The usage mark version of every (meter, subject) (of these meters; None: all)."""
+    if meter_ids is not None and not meter_ids:
+        return {}
+    if meter_ids is None:
+        rows = tx.execute("SELECT meter_id, subject, version FROM usage_marks")
+    else:
+        ids = sorted(meter_ids)
+        marks = ", ".join("?" for _ in ids)
+        rows = tx.execute(
+            f"SELECT meter_id, subject, version FROM usage_marks WHERE meter_id IN ({marks})", ids
+        )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def scope_versions(tx: Tx) -> dict[tuple[str, str], int]:
+    """The definition version of every (subject key, feature key) scope."""
+    rows = tx.execute("SELECT subject_key, feature_key, version FROM value_versions")
+    return {(r[0], r[1]): int(r[2]) for r in rows}
