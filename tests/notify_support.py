@@ -112,3 +112,13 @@ def tokens(c: httpx.Client, subject: str, amounts: list[int]) -> None:
     r = c.post("/api/v1/events", content=json.dumps(events),
                headers={"content-type": "application/cloudevents-batch+json"})  # fmt: skip
     assert r.status_code == 204, r.text
+
+
+def iso(at: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+
+
+def set_clock(c: httpx.Client, at: float) -> None:
+    """Move a test-clock server (``ALLOTMENT_TEST_CLOCK``) to ``at`` (epoch seconds)."""
+    r = c.put("/api/_testing/clock", json={"now": iso(at)})
+    assert r.status_code == 200, r.text

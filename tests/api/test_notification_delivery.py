@@ -19,6 +19,8 @@ from tests.notify_support import (
     channel,
     entitlement,
     feature,
+    iso,
+    set_clock,
     tokens,
     wait_for,
 )
@@ -151,7 +153,7 @@ def test_resets_fire_on_manual_and_automatic_resets_and_rearm_thresholds(
 ) -> None:
     recv = receivers()
     start = time.time()
-    clock_env = {"ALLOTMENT_TEST_CLOCK": _iso(start)}
+    clock_env = {"ALLOTMENT_TEST_CLOCK": iso(start)}
     server = make_server(env={**FAST_ENV, **clock_env})
     with server.client() as c:
         ch = channel(c, recv.url)["id"]
@@ -162,27 +164,18 @@ def test_resets_fire_on_manual_and_automatic_resets_and_rearm_thresholds(
         eid = entitlement(c, s, fkey)
         tokens(c, s, [60])
         wait_for(lambda: len(recv.delivered()) == 1, what="50 % in the first period")
-        _set_clock(c, start + 120)
+        set_clock(c, start + 120)
         r = c.post(f"/api/v1/subjects/{s}/entitlements/{eid}/reset", json={})
         assert r.status_code == 204, r.text
         wait_for(lambda: len(recv.delivered()) == 2, what="the manual reset")
         tokens(c, s, [60])  # the new period: 50 % fires again
         wait_for(lambda: len(recv.delivered()) == 3, what="50 % after the reset")
-        _set_clock(c, start + 120 + 32 * 86400)  # past the period's end: an automatic reset
+        set_clock(c, start + 120 + 32 * 86400)  # past the period's end: an automatic reset
         wait_for(lambda: len(recv.delivered()) == 4, what="the automatic reset")
         time.sleep(2.5)
         kinds = [p["type"] for p in sorted(recv.delivered().values(), key=lambda p: p["id"])]
         assert kinds == ["entitlements.balance.threshold", "entitlements.reset",
                          "entitlements.balance.threshold", "entitlements.reset"]  # fmt: skip
-
-
-def _iso(at: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
-
-
-def _set_clock(c: httpx.Client, at: float) -> None:
-    r = c.put("/api/_testing/clock", json={"now": _iso(at)})
-    assert r.status_code == 200, r.text
 
 
 def test_sigkill_mid_delivery_and_a_receiver_restart_lose_nothing(

@@ -6,6 +6,7 @@ boundary; every event commits with its outbox rows."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,6 +23,7 @@ from allotment.domain.entitlement_inputs import (
 )
 from allotment.domain.events import validate_event
 from allotment.domain.notifications import parse_channel, parse_rule
+from allotment.domain.owners import Owner
 from allotment.http.routes.notifications import render_payload
 from allotment.services.notification_evaluator import NotificationEvaluator
 from tests.support import EXAMPLE_CONFIG, unique
@@ -203,3 +205,86 @@ def test_a_late_event_crosses_a_threshold(c: Container) -> None:
         [(c.meters.get("tokens_total").id, subject)]
     )  # what the writer hands over after the commit
     assert ev.run_pass() == 1  # 60 of 100: past 50 %
+
+
+def _customer_entitlement(c: Container, fkey: str, key: str, subjects: list[str]) -> str:
+    made = c.customers.create(
+        {"name": key, "key": key, "usageAttribution": {"subjectKeys": subjects}}
+    )
+    c.entitlements.create(Owner.customer(made.id), parse_entitlement_create(
+        {"type": "metered", "featureKey": fkey, "usagePeriod": {"interval": "DAY"},
+         "issueAfterReset": 100}))  # fmt: skip
+    return made.id
+
+
+def _customers_setup(c: Container) -> str:
+    """A subject's entitlement under THRESHOLDS on one feature, and THRESHOLDS on a second
+    feature (returned) for the customers' entitlements."""
+    _setup(c, THRESHOLDS)
+    fkey = unique("f")
+    c.features.create(
+        parse_feature_create({"key": fkey, "name": fkey, "meterSlug": "tokens_total"})
+    )
+    ch = c.notifications.create_channel(
+        parse_channel({"type": "WEBHOOK", "name": "c", "url": "http://127.0.0.1:9/h"})
+    )
+    c.notifications.create_rule(
+        parse_rule({"name": "r", "channels": [ch.id], "features": [fkey], **THRESHOLDS})
+    )
+    return fkey
+
+
+def _payload_customers(c: Container) -> list[str]:
+    with c.db.read() as tx:
+        rows = tx.execute("SELECT payload FROM notification_events ORDER BY id")
+    return [json.loads(r[0])["data"].get("customer", {}).get("id", "-") for r in rows]
+
+
+def test_customer_entitlements_fire_on_their_subjects_usage_with_key_precedence(
+    c: Container,
+) -> None:
+    """Only the hand-over drives this evaluator (no sweep after the first pass): an ingest on
+    a subject reaches the customer whose usage it is — a customer's key wins over another
+    customer's subject key — and a grant written on a customer entitlement is seen."""
+    fkey = _customers_setup(c)
+    other_key, s1 = unique("other"), unique("s1")
+    other = _customer_entitlement(c, fkey, other_key, [])
+    acme = _customer_entitlement(c, fkey, unique("acme"), [s1, other_key])
+    ev = _evaluator(c, sweep_seconds=3600.0)
+    c.events.after_commit = ev.touched
+    c.entitlements.on_scope_change = ev.scope_changed
+    c.grants.on_scope_change = ev.scope_changed
+    assert ev.run_pass() == 0  # the first, full sweep
+    _clock(c).advance(timedelta(minutes=5))
+    _ingest(c, other_key, 60)  # the other customer's key: its usage, not ACME's
+    assert ev.run_pass() == 1
+    assert _payload_customers(c) == [other]
+    _ingest(c, s1, 60)  # ACME's subject key: 60 of 100
+    assert ev.run_pass() == 1
+    assert _payload_customers(c) == [other, acme]
+    c.grants.create(Owner.customer(acme), fkey, parse_grant_create(
+        {"amount": 100, "effectiveAt": c.clock.now().isoformat(),
+         "expiration": {"duration": "DAY", "count": 1}}))  # fmt: skip
+    _ingest(c, s1, 40)  # 100 of 200: the usage_value threshold, not 50 % again
+    assert ev.run_pass() == 1
+    assert _payload_customers(c) == [other, acme, acme]
+    with c.db.read() as tx:
+        (key,) = tx.execute("SELECT subject_key FROM notification_events ORDER BY id")[2]
+    assert key == c.customers.get(acme).key  # the customer's first usage subject: its key
+
+
+def test_a_customer_gaining_a_subject_key_is_found_by_the_next_sweep(c: Container) -> None:
+    """The usage of a subject key added by a replace becomes the customer's; the replace bumps
+    the customer's scopes, which the periodic sweep maps back to the customer owner."""
+    fkey = _customers_setup(c)
+    key, s1, s2 = unique("acme"), unique("s1"), unique("s2")
+    acme = _customer_entitlement(c, fkey, key, [s1])
+    ev = _evaluator(c, sweep_seconds=0.0)
+    assert ev.run_pass() == 0
+    _clock(c).advance(timedelta(minutes=5))
+    _ingest(c, s2, 70)  # nobody's usage yet
+    assert ev.run_pass() == 0
+    c.customers.replace(acme, {"name": key, "key": key,
+                               "usageAttribution": {"subjectKeys": [s1, s2]}})  # fmt: skip
+    assert ev.run_pass() == 1  # 70 of 100: 50 %
+    assert _payload_customers(c) == [acme]
