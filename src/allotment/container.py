@@ -11,6 +11,7 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.catalog import CatalogService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -38,6 +39,7 @@ class Container:
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
         self.portal = PortalService(self)
+        self.catalog = CatalogService(db, clock, self.meters)
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
