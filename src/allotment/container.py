@@ -52,6 +52,9 @@ class Container:
         sync = getattr(self.meters, "sync_config", None)
         if sync is not None:
             sync(self.settings.meters)
+        if self.settings.catalog:
+            for item, what in self.catalog.apply_config(self.settings.catalog).items():
+                log.info("config catalog: %s %s", item, what)
 
     def close(self) -> None:
         self.events.close()  # the group-commit writer finishes what is queued first

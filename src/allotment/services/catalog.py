@@ -26,6 +26,12 @@ from allotment.domain.catalog import (
     parse_values,
     validate_reference,
 )
+from allotment.domain.catalog_config import (
+    CatalogConfigError,
+    differences,
+    parse_catalog,
+    plan_values,
+)
 from allotment.domain.catalog_plans import (
     Plan,
     PlanExists,
@@ -246,6 +252,41 @@ class CatalogService:
             catalog_repo.bump(tx)
 
     # ------------------------------------------------------------ plans as code
+
+    def apply_config(self, raw: Any) -> dict[str, str]:
+        """Apply the config's ``catalog:`` section at start-up, idempotently: missing features
+        are created (a declared feature that differs from the stored one is refused: features
+        are never edited); a plan is created, or gets a new version when its values changed.
+        Returns what happened to each item (for the log)."""
+        spec = parse_catalog(raw)
+        outcome: dict[str, str] = {}
+        for where, f in spec.features:
+            with self._db.read() as tx:
+                stored = catalog_repo.live_feature(tx, f.reference)
+            if stored is None:
+                try:
+                    self.create_feature(f)
+                except InvalidInput as exc:
+                    raise CatalogConfigError(f"{where}: {exc.detail}", field=exc.field) from exc
+                outcome[f"feature {f.reference}"] = "created"
+                continue
+            changed = differences(stored, f)
+            if changed:
+                raise CatalogConfigError(
+                    f"{where}: feature {f.reference!r} exists with another definition "
+                    f"({'; '.join(changed)}); features are not edited: archive it first or "
+                    "use a new reference"
+                )
+            outcome[f"feature {f.reference}"] = "unchanged"
+        for plan in spec.plans:
+            refs = [str(i["feature_reference"]) for i in plan.items]
+            with self._db.read() as tx:
+                features = catalog_repo.live_features(tx, refs)
+            values = plan_values(plan, features)
+            outcome[f"plan {plan.reference}"] = self.apply_plan(
+                plan.reference, plan.name, plan.description, values
+            )
+        return outcome
 
     def apply_plan(
         self, reference: str, name: str, description: str | None, values: Sequence[TypedValue]
