@@ -12,6 +12,7 @@ from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
+from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -36,6 +37,7 @@ class Container:
         self.events = EventService(self)
         self.subjects = SubjectService(self)
         self.features = FeatureService(self)
+        self.customers = CustomerService(db, clock)
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
         self.portal = PortalService(self)

@@ -10,6 +10,8 @@ The one mapping to HTTP lives in ``allotment.http.problems``.
     │   └── PayloadTooLarge   body or batch too large                  (413)
     ├── Unauthorized          missing or invalid credentials           (401)
     ├── Forbidden             credentials do not allow this            (403)
+    ├── PreconditionFailed    the named thing is in a state that forbids this (412),
+    │                         e.g. a deleted customer
     ├── Unavailable           a dependency (the database) is down      (503)
     └── InvariantViolation    our bug: an internal check failed        (500)
 """
@@ -62,6 +64,10 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class PreconditionFailed(DomainError):
+    code = "precondition_failed"
 
 
 class Unavailable(DomainError):

@@ -27,6 +27,7 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
+    errors.PreconditionFailed: 412,
     errors.Unavailable: 503,
     errors.InvariantViolation: 500,
 }
