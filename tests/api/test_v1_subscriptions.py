@@ -379,3 +379,17 @@ def test_unlimited_budget(client: httpx.Client) -> None:
     got = entitled(client, cust)[b]
     assert (got["number"], got["usage"], got["remaining"], got["has_access"]) == (
         "unlimited", "10", "unlimited", True)  # fmt: skip
+
+
+def test_one_call_follows_customer_changes(client: httpx.Client) -> None:
+    cust = customer(client)
+    old = cust["reference"]
+    assert entitled(client, old) == {}  # answered (and cached) for the old reference
+    new = unique("c").replace("_", "-")
+    ok(client.patch(f"/v1/customers/{old}", json={"reference": new}))
+    v1_problem(client.get(f"/v1/customers/{old}/entitlements"), 404, "NOT_FOUND")
+    assert entitled(client, new) == {}
+    ok(client.delete(f"/v1/customers/{new}"), 204)
+    v1_problem(client.get(f"/v1/customers/{new}/entitlements"), 404, "NOT_FOUND")
+    r = client.get(f"/v1/customers/{cust['id']}/entitlements")  # by id: deleted, 412
+    v1_problem(r, 412, "PRECONDITION_FAILED")

@@ -57,6 +57,8 @@ from allotment.services.customers import CustomerService
 from allotment.storage import catalog_repo
 from allotment.storage.database import Database, DuplicateKey, Tx
 
+CACHE_MAX = 100_000
+"""Customers whose answer the one call keeps in memory (the cache is emptied past it)."""
 _PATCH_FIELDS = frozenset(("entitlements", "pricing_plan_reference", "pricing_plan_version"))
 _CREATE_FIELDS = frozenset(
     ("customer_reference", "pricing_plan_reference", "pricing_plan_version", "start_at")
@@ -177,20 +179,21 @@ class SubscriptionService:
 
     def current(self, customer_ref: str) -> SubscriptionView | None:
         """The customer's active subscription (404 unknown, 412 deleted customer), from the
-        cache while the catalog is unchanged."""
+        cache while the catalog version is unchanged: one one-row read on a hit. Every write
+        that could change the answer bumps the version in its transaction: catalog writes,
+        and (through the guard) a customer's deletion or a change of its key or subjects."""
         with self._db.read() as tx:
-            customer = self._customers.resolve(tx, customer_ref)
             version = catalog_repo.version(tx)
-            cached = self._cache.get(customer.id)
+            cached = self._cache.get(customer_ref)
             if cached is not None and cached[0] == version:
-                view = cached[1]
-                return None if view is None else replace(view, customer=customer)
+                return cached[1]
+            customer = self._customers.resolve(tx, customer_ref)
             sub = catalog_repo.active_subscription(tx, customer.id)
             view = None if sub is None else self._view(tx, sub, customer)
         with self._lock:
-            if len(self._cache) > 100_000:
+            if len(self._cache) > CACHE_MAX:
                 self._cache.clear()
-            self._cache[customer.id] = (version, view)
+            self._cache[customer_ref] = (version, view)
         return view
 
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
@@ -382,6 +385,7 @@ class _ActiveSubscriptionGuard:
     (OpenMeter's rule: 400 "still has active subscriptions")."""
 
     def before_delete(self, tx: Tx, customer: Customer) -> None:
+        catalog_repo.bump(tx)  # the one call's cache knows this customer by reference
         if catalog_repo.active_subscription(tx, customer.id) is not None:
             raise InvalidInput(
                 f"customer {customer.key or customer.id!r} still has an active subscription; "
@@ -390,6 +394,7 @@ class _ActiveSubscriptionGuard:
             )
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        catalog_repo.bump(tx)  # a key change is a change of subjects too
         if catalog_repo.active_subscription(tx, customer.id) is not None:
             raise InvalidInput(
                 "cannot change subject keys for customer with active subscriptions",
