@@ -18,15 +18,17 @@ customers are checked inside it (and a lost race on a unique index is reported t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from allotment.clock import Clock
 from allotment.domain import customers as rules
 from allotment.domain.customers import Customer, CustomerInput
+from allotment.domain.customers import customer_deleted as deleted
+from allotment.domain.customers import customer_not_found as not_found
 from allotment.domain.entitlement_inputs import Paging
-from allotment.domain.errors import Conflict, NotFound, PreconditionFailed
+from allotment.domain.errors import Conflict
 from allotment.domain.ids import new_ulid
 from allotment.domain.timeutil import to_micros
 from allotment.storage import customers_repo
@@ -46,23 +48,12 @@ class CustomerGuard(Protocol):
         to refuse; or bump what depends on them)."""
 
 
-def deleted(customer: Customer) -> PreconditionFailed:
-    return PreconditionFailed(
-        f"customer is deleted [customer.id={customer.id}]",
-        field="customerIdOrKey",
-        extensions={"customerId": customer.id},
-    )
-
-
-def not_found(id_or_key: str) -> NotFound:
-    return NotFound(f"customer {id_or_key!r} not found", field="customerIdOrKey")
-
-
 class CustomerService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
         self._guards: list[CustomerGuard] = []
+        self._plan_members: Callable[[str], list[str]] | None = None
 
     def add_guard(self, guard: CustomerGuard, *, first: bool = False) -> None:
         """Guards run in order; ``first`` puts this one before those already added."""
@@ -70,6 +61,14 @@ class CustomerService:
             self._guards.insert(0, guard)
         else:
             self._guards.append(guard)
+
+    def set_plan_members(self, members: Callable[[str], list[str]]) -> None:
+        """The catalog tells which customers have an active subscription on a plan key (the
+        list's ``planKey`` filter); without a catalog no customer is on any plan."""
+        self._plan_members = members
+
+    def ids_on_plan(self, plan_key: str) -> list[str]:
+        return [] if self._plan_members is None else self._plan_members(plan_key)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -89,10 +88,7 @@ class CustomerService:
     @staticmethod
     def subjects_in(tx: Tx, customer: Customer) -> tuple[str, ...]:
         """:meth:`subjects_of` inside the caller's transaction."""
-        if customer.is_deleted:
-            return ()
-        taken = customers_repo.live_keys_among(tx, customer.subject_keys, customer.id)
-        return rules.attributed_subjects(customer, taken)
+        return customers_repo.attributed_subjects(tx, customer)
 
     def subjects_of(self, customer: Customer | str) -> tuple[str, ...]:
         """The event subjects whose usage is the customer's (key first); () once deleted."""
@@ -121,6 +117,17 @@ class CustomerService:
     def get_live(self, id_or_key: str) -> Customer:
         with self._db.read() as tx:
             return self.resolve(tx, id_or_key)
+
+    def keys_of(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Customer id → key (None when it has none), for the given ids that exist."""
+        with self._db.read() as tx:
+            return customers_repo.keys_of(tx, sorted(set(ids)))
+
+    def live_ids_by_keys(self, keys: Sequence[str]) -> list[str]:
+        """Ids of the live customers with these keys (unknown keys are skipped)."""
+        with self._db.read() as tx:
+            found = [customers_repo.live_by_key(tx, k) for k in keys]
+        return [c.id for c in found if c is not None]
 
     def by_key(self, key: str) -> Customer | None:
         with self._db.read() as tx:

@@ -45,7 +45,9 @@ from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meters import MeterService
+    from allotment.storage.database import Database
 
 SUBJECT = "subject"
 GROUP_BY_VALUES_DEFAULT_RANGE = timedelta(hours=24)
@@ -107,16 +109,19 @@ CellKey = tuple[int, str, tuple[str, ...]]
 
 
 class MeterQueryService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock, and ``meters`` (a query names its meter)."""
+
+    def __init__(self, db: Database, clock: Clock, meters: MeterService) -> None:
+        self._db = db
+        self._clock = clock
+        self._meters = meters
 
     def _meter(self, meter_id_or_slug: str | Meter) -> Meter:
         """The live meter; a :class:`Meter` the caller already holds is used as it is (the
         value cache keeps it, guarded by the catalog version: no read per usage fetch)."""
         if isinstance(meter_id_or_slug, Meter):
             return meter_id_or_slug
-        meter: Meter = self._c.meters.get(meter_id_or_slug)
-        return meter
+        return self._meters.get(meter_id_or_slug)
 
     # ------------------------------------------------------------ meter query
 
@@ -129,7 +134,7 @@ class MeterQueryService:
             check_window_count(q.from_, q.to, q.window_size, q.time_zone)
         lo = None if q.from_ is None else to_micros(q.from_)
         hi = None if q.to is None else to_micros(q.to)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             grid = _grid(tx, meter, q, lo, hi)
             if grid is _NO_DATA:
                 return MeterQueryResult(meter, q, keys, by_subject, [])
@@ -178,7 +183,7 @@ class MeterQueryService:
         meter = self._meter(meter_id_or_slug)
         whole, edges = _split(from_, to)
         found: set[str] = set()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             if whole is not None:
                 found.update(usage_read.distinct_subjects(tx, meter.id, whole[0], whole[1]))
             for lo, hi in edges:
@@ -204,11 +209,11 @@ class MeterQueryService:
                 field="groupByKey",
             )
         if from_ is None:
-            from_ = (to or self._c.clock.now()) - GROUP_BY_VALUES_DEFAULT_RANGE
+            from_ = (to or self._clock.now()) - GROUP_BY_VALUES_DEFAULT_RANGE
         _check_range(from_, to)
         whole, edges = _split(from_, to)
         found: set[str] = set()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             if whole is not None:
                 gkeys = usage_read.distinct_group_keys(tx, meter.id, whole[0], whole[1])
                 found.update(_groups(g).get(key, "") for g in gkeys)
@@ -244,7 +249,7 @@ class MeterQueryService:
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         uniques: list[tuple[int, str]] = []
         minutes: list[usage_read.SeriesRow] = []
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             for one in subjects:
                 keys = None
                 if filters:
@@ -292,7 +297,7 @@ class MeterQueryService:
         keep = (lambda key: _keep(filters, key)) if filters else None
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         totals = [Decimal(0)] * len(spans)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             for one in subjects:
                 part = usage_read.range_totals(tx, meter, one, spans, keep)
                 totals = [EXACT.add(a, b) for a, b in zip(totals, part, strict=True)]

@@ -26,7 +26,8 @@ from allotment.domain.entitlement_inputs import (
     parse_entitlement_create,
     parse_reset,
 )
-from allotment.domain.errors import InvalidInput
+from allotment.domain.entitlement_value import ValueView
+from allotment.domain.errors import InvalidInput, NotFound
 from allotment.domain.periods import interval_iso, interval_to_wire, parse_interval
 from allotment.domain.timeutil import format_rfc3339
 from allotment.http.params import get_bool, get_int, get_list, get_str, get_time, read_body
@@ -36,7 +37,6 @@ from allotment.services.entitlements import (
     EntitlementService,
     EntitlementView,
     HistoryView,
-    ValueView,
 )
 
 # ---------------------------------------------------------------- shared wire helpers
@@ -295,8 +295,12 @@ async def list_entitlements(request: Request) -> Response:
 
 
 async def get_entitlement(request: Request) -> Response:
+    """Subject-owned entitlements only (a customer's are served by ``/api/v2``)."""
     svc = container(request).entitlements
-    view = await call(svc.get_by_id, _p(request, "entitlementId"))
+    entitlement_id = _p(request, "entitlementId")
+    view = await call(svc.get_by_id, entitlement_id)
+    if view.record.customer_id:
+        raise NotFound(f"entitlement {entitlement_id!r} not found")
     return json_response(entitlement_json(view))
 
 
