@@ -22,15 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from allotment.clock import FrozenClock
-from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.catalog import parse_feature_spec
 from allotment.domain.entitlement_inputs import parse_grant_create, parse_reset
 from allotment.domain.events import validate_event
 from allotment.domain.owners import Owner
 from allotment.domain.timeutil import format_rfc3339
-from allotment.storage.database import open_database
-from tests.support import unique
+from tests.support import frozen_container, unique
 
 START = datetime(2025, 6, 1, 9, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -38,12 +36,8 @@ DAY = timedelta(days=1)
 
 @pytest.fixture
 def c(db_url: str) -> Iterator[Container]:
-    container = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(START))
-    container.start()
-    try:
+    with frozen_container(db_url, START) as container:
         yield container
-    finally:
-        container.close()
 
 
 Step = tuple[str, int]
