@@ -182,11 +182,12 @@ class SubscriptionService:
         cache while the catalog version is unchanged: one one-row read on a hit. Every write
         that could change the answer bumps the version in its transaction: catalog writes,
         and (through the guard) a customer's deletion or a change of its key or subjects."""
+        version = catalog_repo.current_version(self._db)
+        cached = self._cache.get(customer_ref)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         with self._db.read() as tx:
             version = catalog_repo.version(tx)
-            cached = self._cache.get(customer_ref)
-            if cached is not None and cached[0] == version:
-                return cached[1]
             customer = self._customers.resolve(tx, customer_ref)
             sub = catalog_repo.active_subscription(tx, customer.id)
             view = None if sub is None else self._view(tx, sub, customer)
