@@ -286,6 +286,10 @@ class CustomerEntitlements:
             )
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        self.attribution_changed(tx, customer, subjects)
+
+    def attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        """The value cache reloads every scope of the customer (its subjects are part of it)."""
         scope = Owner.customer(customer.id).scope
         for key in entitlements_repo.feature_keys_of_customer(tx, customer.id):
             usage_marks.bump_scope(tx, scope, key)

@@ -44,8 +44,12 @@ class CustomerGuard(Protocol):
         """Raise a DomainError to refuse the deletion."""
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
-        """The customer's attributed subjects become ``subjects`` in this transaction (raise
-        to refuse; or bump what depends on them)."""
+        """A replace of this customer makes its attributed subjects ``subjects`` (its key or
+        subject keys changed) in this transaction: raise to refuse, or bump what depends on
+        them. A guard may also define ``attribution_changed(tx, customer, subjects)``: told,
+        without the right to refuse, when the subjects change otherwise — the customer was
+        deleted, or another customer's key that took precedence over one of this customer's
+        subject keys was deleted or changed."""
 
 
 class CustomerService:
@@ -168,12 +172,13 @@ class CustomerService:
         """Full replace (omitted optional fields are cleared)."""
         inp = payload if isinstance(payload, CustomerInput) else rules.parse_customer_input(payload)
         self_id: str | None = None
+        old_key: str | None = None
         for attempt in range(RETRIES):
             try:
                 with self._db.write() as tx:
                     old = self.resolve(tx, id_or_key)
-                    self_id = old.id
-                    self._check_conflicts(tx, inp, old.id)
+                    self_id, old_key = old.id, old.key
+                    self._check_conflicts(tx, inp, old.id, unchanged_key=old.key)
                     before = self.subjects_in(tx, old)
                     updated = customers_repo.replace(tx, old, inp, self._now())
                     after = self.subjects_in(tx, updated)
@@ -184,7 +189,7 @@ class CustomerService:
                     return updated
             except DuplicateKey:
                 if attempt == RETRIES - 1:
-                    raise self._raced(inp, self_id) from None
+                    raise self._raced(inp, self_id, old_key) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, id_or_key: str) -> None:
@@ -194,12 +199,18 @@ class CustomerService:
                 guard.before_delete(tx, customer)
             if not customers_repo.soft_delete(tx, customer.id, self._now()):
                 raise deleted(customer)
-            self._subjects_changing(tx, customer, ())
+            self._attribution_changed(tx, customer, ())
             self._key_released(tx, customer)
 
     def _subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
         for guard in self._guards:
             guard.subjects_changing(tx, customer, subjects)
+
+    def _attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        for guard in self._guards:
+            told = getattr(guard, "attribution_changed", None)
+            if told is not None:
+                told(tx, customer, subjects)
 
     def _key_released(self, tx: Tx, customer: Customer) -> None:
         """The customer's key stopped being a live key: another customer that has it as a
@@ -211,13 +222,17 @@ class CustomerService:
             return
         other = customers_repo.by_id(tx, owner_id)
         if other is not None:
-            self._subjects_changing(tx, other, self.subjects_in(tx, other))
+            self._attribution_changed(tx, other, self.subjects_in(tx, other))
 
     # ------------------------------------------------------------ conflicts
 
     @staticmethod
-    def _check_conflicts(tx: Tx, inp: CustomerInput, self_id: str | None) -> None:
-        if inp.key is not None:
+    def _check_conflicts(
+        tx: Tx, inp: CustomerInput, self_id: str | None, unchanged_key: str | None = None
+    ) -> None:
+        """A replace that keeps the key does not re-check it: another customer may have taken
+        it as a subject key meanwhile (allowed; the key's owner wins)."""
+        if inp.key is not None and inp.key != unchanged_key:
             owners = customers_repo.subject_owners(tx, [inp.key])
             subject_owner = owners.get(inp.key)
             problem = rules.key_conflict(
@@ -233,12 +248,14 @@ class CustomerService:
         if problem is not None:
             raise problem
 
-    def _raced(self, inp: CustomerInput, self_id: str | None) -> Conflict:
+    def _raced(
+        self, inp: CustomerInput, self_id: str | None, unchanged_key: str | None = None
+    ) -> Conflict:
         """A concurrent writer won a unique index: name what it took (fresh transaction: the
         failed one is unusable on PostgreSQL)."""
         with self._db.read() as tx:
             try:
-                self._check_conflicts(tx, inp, self_id)
+                self._check_conflicts(tx, inp, self_id, unchanged_key)
             except Conflict as exc:
                 return exc
         return Conflict("the customer's key or subject keys were taken concurrently", field="key")

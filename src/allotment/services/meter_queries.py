@@ -2,8 +2,9 @@
 in-memory usage series the entitlement engine burns from.
 
 Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
-filters and the usage series in ``domain.usage_series``, SQL and folding in
-``storage.usage_read``.
+filters and the usage series in ``domain.usage_series``, SQL in ``storage.usage_read`` and
+``storage.query_totals`` (the meter query), ``storage.subject_usage`` (one subject's usage),
+folding in ``storage.usage_fold``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from allotment.domain.windows import (
     check_window_count,
     total_window,
 )
-from allotment.storage import query_totals, usage_read
+from allotment.storage import query_totals, subject_usage, usage_fold, usage_read
 from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
@@ -248,17 +249,17 @@ class MeterQueryService:
         lo, hi = to_micros(start), to_micros(end)
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         uniques: list[tuple[int, str]] = []
-        minutes: list[usage_read.SeriesRow] = []
+        minutes: list[subject_usage.SeriesRow] = []
         with self._db.read() as tx:
             for one in subjects:
                 keys = None
                 if filters:
-                    found = usage_read.subject_group_keys(tx, meter, one, lo, hi)
+                    found = subject_usage.subject_group_keys(tx, meter, one, lo, hi)
                     keys = [k for k in found if _keep(filters, k)]
                 if meter.aggregation is Aggregation.UNIQUE_COUNT:
-                    uniques += usage_read.series_uniques(tx, meter, one, lo, hi, keys)
+                    uniques += subject_usage.series_uniques(tx, meter, one, lo, hi, keys)
                 else:
-                    minutes += usage_read.series_minutes(tx, meter, one, lo, hi, keys)
+                    minutes += subject_usage.series_minutes(tx, meter, one, lo, hi, keys)
         if meter.aggregation is Aggregation.UNIQUE_COUNT:
             return UsageSeries(start, end, [], uniques)
         return UsageSeries(start, end, merge_minute_rows(minutes))
@@ -299,7 +300,7 @@ class MeterQueryService:
         totals = [Decimal(0)] * len(spans)
         with self._db.read() as tx:
             for one in subjects:
-                part = usage_read.range_totals(tx, meter, one, spans, keep)
+                part = subject_usage.range_totals(tx, meter, one, spans, keep)
                 totals = [EXACT.add(a, b) for a, b in zip(totals, part, strict=True)]
         return totals
 
@@ -388,7 +389,7 @@ def _fold_rows(
             values = values_by_key[gkey] = values_of(gkey)
         return i, subject if by_subject else "", values
 
-    cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
+    cells = usage_fold.fold(meter.aggregation, rows, uniques, key_of)
     return {key: plain(value) for key, value in cells.items()}
 
 

@@ -26,15 +26,10 @@ from typing import Any
 from allotment.domain.owners import Owner
 from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
-from allotment.storage.database import (
-    Database,
-    PostgresDatabase,
-    SqliteDatabase,
-    Tx,
-    _sqlite_exec,
-    to_postgres_sql,
-)
+from allotment.storage.database import Database, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
+from allotment.storage.postgres_database import PostgresDatabase, to_postgres_sql
+from allotment.storage.sqlite_database import SqliteDatabase, _sqlite_exec
 
 _CHUNK = 200
 _SLOTS = ", ".join(f"m{i}" for i in range(RING))

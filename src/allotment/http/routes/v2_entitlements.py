@@ -8,6 +8,7 @@ envelope; sending only ``limit``/``offset`` pages by offset (then ``page``/``pag
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from starlette.datastructures import QueryParams
@@ -25,24 +26,23 @@ from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import InvalidInput, NotFound
 from allotment.domain.ids import is_ulid
 from allotment.domain.owners import Owner
-from allotment.domain.timeutil import format_rfc3339
 from allotment.http.params import get_bool, get_int, get_list, get_str, get_time
 from allotment.http.responses import json_response, no_content, num
 from allotment.http.routes.customers import live_customer
 from allotment.http.routes.entitlements import (
     compact,
     entitlement_json,
+    entitlement_types,
     history_json,
+    history_params,
     read_json,
-    time_or_none,
-    usage_period_json,
     value_json,
 )
+from allotment.http.routes.grants import grant_json
 from allotment.http.runtime import call, container
 from allotment.services.entitlements import EntitlementView
 from allotment.storage.grants_repo import GrantRecord
 
-_TYPES = ("metered", "static", "boolean")
 _V1_ONLY = ("subjectKey", "isUnlimited")
 
 
@@ -71,31 +71,14 @@ def value_v2_json(v: ValueView) -> dict[str, Any]:
     return out
 
 
-def grant_v2_json(g: GrantRecord) -> dict[str, Any]:
-    """``EntitlementGrantV2``: no ``subjectKey``; ``expiration`` and ``expiresAt`` absent for a
-    grant that never expires."""
-    out: dict[str, Any] = {
-        "id": g.id,
-        "entitlementId": g.entitlement_id,
-        "amount": num(g.amount),
-        "priority": g.priority,
-        "effectiveAt": format_rfc3339(g.effective_at),
-        "expiresAt": time_or_none(g.expires_at),
-        "maxRolloverAmount": num(g.max_rollover),
-        "minRolloverAmount": num(g.min_rollover),
-        "metadata": dict(g.metadata) if g.metadata else None,
-        "annotations": dict(g.annotations) if g.annotations else None,
-        "createdAt": format_rfc3339(g.created_at),
-        "updatedAt": format_rfc3339(g.updated_at),
-        "voidedAt": time_or_none(g.voided_at),
-        "deletedAt": time_or_none(g.deleted_at),
-    }
-    if g.expiration_duration is not None and g.expiration_count is not None:
-        out["expiration"] = {"duration": g.expiration_duration, "count": g.expiration_count}
-    rec = g.recurrence()
-    if rec is not None and g.recurrence_interval is not None:
-        out["recurrence"] = usage_period_json(g.recurrence_interval, rec.anchor)
-    return compact(out)
+def grant_v2_json(g: GrantRecord, now: datetime) -> dict[str, Any]:
+    """``EntitlementGrantV2``: v1's grant without ``subjectKey``; ``expiration`` and
+    ``expiresAt`` are absent for a grant that never expires (v1 shows 100 years)."""
+    out = grant_json(g, now)
+    del out["subjectKey"]
+    if g.expires_at is None:
+        del out["expiration"], out["expiresAt"]
+    return out
 
 
 # ---------------------------------------------------------------- paging
@@ -179,7 +162,7 @@ async def create_customer_grant(request: Request) -> Response:
     customer = await live_customer(request)
     grant = await call(container(request).grants.create, Owner.customer(customer.id),
                        _e(request), inp)  # fmt: skip
-    return json_response(grant_v2_json(grant), status=201)
+    return json_response(grant_v2_json(grant, _now(request)), status=201)
 
 
 _GRANT_ORDER = ("id", "createdAt", "updatedAt", "effectiveAt")
@@ -200,7 +183,8 @@ async def list_customer_grants(request: Request) -> Response:
                         Owner.customer(customer.id), _e(request), include_deleted)  # fmt: skip
     grants.sort(key=_grant_sort_key(paging.order_by), reverse=paging.descending)
     page = grants[paging.offset : paging.offset + paging.limit]
-    return envelope([grant_v2_json(g) for g in page], len(grants), paging)
+    now = _now(request)
+    return envelope([grant_v2_json(g, now) for g in page], len(grants), paging)
 
 
 async def customer_entitlement_value(request: Request) -> Response:
@@ -215,18 +199,11 @@ async def customer_entitlement_value(request: Request) -> Response:
 
 
 async def customer_entitlement_history(request: Request) -> Response:
-    q = request.query_params
-    window_size = get_str(q, "windowSize")
-    if window_size is None:
-        raise InvalidInput(
-            "query parameter windowSize: required (MINUTE, HOUR, DAY or MONTH)",
-            field="windowSize",
-        )
-    from_, to, tz = get_time(q, "from"), get_time(q, "to"), get_str(q, "windowTimeZone")
+    params = history_params(request.query_params)
     customer = await live_customer(request)
     result = await call(
         container(request).entitlements.history, Owner.customer(customer.id), _e(request),
-        window_size, from_, to, tz,
+        *params,
     )  # fmt: skip
     return json_response(history_json(result))
 
@@ -244,13 +221,7 @@ async def reset_customer_entitlement(request: Request) -> Response:
 
 async def list_entitlements(request: Request) -> Response:
     q = request.query_params
-    types = get_list(q, "entitlementType")
-    for t in types:
-        if t not in _TYPES:
-            raise InvalidInput(
-                f"query parameter entitlementType: {t!r} is not one of {', '.join(_TYPES)}",
-                field="entitlementType",
-            )
+    types = entitlement_types(q)
     paging = v2_paging(q, ("createdAt", "updatedAt"), "createdAt")
     c = container(request)
     ids = get_list(q, "customerIds")
@@ -296,7 +267,12 @@ async def list_grants(request: Request) -> Response:
         c.grants.list_all, get_list(q, "feature"), [], get_bool(q, "includeDeleted", False),
         paging, ids,
     )  # fmt: skip
-    return envelope([grant_v2_json(g) for g in grants], total, paging)
+    now = _now(request)
+    return envelope([grant_v2_json(g, now) for g in grants], total, paging)
+
+
+def _now(request: Request) -> datetime:
+    return container(request).clock.now()
 
 
 _CE = "/api/v2/customers/{customerIdOrKey}/entitlements"
