@@ -427,3 +427,6 @@ def test_plan_values_on_the_openmeter_routes(client: httpx.Client) -> None:
     assert (got["number"], got["usage"], got["remaining"]) == ("1000", "30", "1470")
     v2 = ok(client.get(f"/api/v2/customers/{cust}/entitlements/{b}/value"))
     assert (v2["usage"], v2["balance"]) == (30, 1470)
+    on_plan = ok(client.get("/api/v1/customers", params={"planKey": big}))["items"]
+    assert [c["key"] for c in on_plan] == [cust]
+    assert ok(client.get("/api/v1/customers", params={"planKey": small}))["items"] == []

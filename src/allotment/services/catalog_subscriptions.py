@@ -128,7 +128,8 @@ class SubscriptionService:
         self._sync = sync
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, SubscriptionView | None]] = {}
-        customers.add_guard(_ActiveSubscriptionGuard())
+        customers.add_guard(_ActiveSubscriptionGuard(), first=True)
+        customers.set_plan_members(self.customers_on_plan)
 
     def set_sync(self, sync: EntitlementSync) -> None:
         self._sync = sync
@@ -176,6 +177,13 @@ class SubscriptionService:
                 customer_id = self._customers.resolve(tx, customer_reference, live=False).id
             subs = catalog_repo.subscriptions_of(tx, customer_id, cursor, limit)
             return [self._view(tx, s) for s in subs]
+
+    def customers_on_plan(self, plan_reference: str) -> list[str]:
+        """Ids of the customers with an active subscription on the plan (the OpenMeter
+        customer list's ``planKey`` filter)."""
+        with self._db.read() as tx:
+            plan = catalog_repo.plan_by_reference(tx, plan_reference)
+            return [] if plan is None else catalog_repo.active_customers_of_plan(tx, plan.id)
 
     def current(self, customer_ref: str) -> SubscriptionView | None:
         """The customer's active subscription (404 unknown, 412 deleted customer), from the
@@ -393,6 +401,9 @@ class _ActiveSubscriptionGuard:
                 "cancel it first",
                 field="customerIdOrKey",
             )
+
+    def attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        catalog_repo.bump(tx)  # deleted, or its subjects moved: the one call's cache forgets
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
         catalog_repo.bump(tx)  # a key change is a change of subjects too

@@ -275,3 +275,12 @@ def subscriptions_of(
         (*params, limit + 1),
     )
     return [_subscription(r) for r in rows]
+
+
+def active_customers_of_plan(tx: Tx, plan_id: str) -> list[str]:
+    rows = tx.execute(
+        "SELECT customer_id FROM pricing_plan_subscriptions WHERE plan_id = ? "
+        "AND status = 'ACTIVE' ORDER BY customer_id",
+        (plan_id,),
+    )
+    return [r[0] for r in rows]
