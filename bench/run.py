@@ -53,6 +53,8 @@ class Plan:
     catalog_sizes: list[int] = field(default_factory=lambda: [10_000])
     """Events in the data sets of the one `/v1` call (bench/catalog_call.py)."""
     catalog_calls: int = 2_000
+    catalog_http: bool = False
+    """Also the one call over HTTP (``catalog.http.<n>``; full mode, to keep quick under 2 min)."""
 
 
 PLANS = {
@@ -91,6 +93,7 @@ PLANS = {
         load_batch=10_000,
         catalog_sizes=[10_000, 1_000_000],
         catalog_calls=20_000,
+        catalog_http=True,
     ),
 }
 
@@ -816,6 +819,23 @@ class Run:
                 dataset=info,
             )
         ]
+        if self.plan.catalog_http:
+            paths = [f"/v1/customers/{k}/entitlements" for k in keys]
+            warm = [f"/v1/customers/{r}/entitlements" for r in refs]
+            with self.server(be, url, f"catalog-{size}") as srv, RefApp() as ref:
+                http = guarded(lambda: http_latency(srv.url, paths, warm))
+                bare = guarded(lambda: http_latency(ref.url, ["/floor/value"] * len(paths)))
+            figs.append(
+                figure(
+                    f"catalog.http.{size}",
+                    f"GET /v1/customers/{{ref}}/entitlements over HTTP, 1 keep-alive client, {tag}",
+                    "latency",
+                    http,
+                    None,
+                    bare,
+                    size=size,
+                )
+            )
         st.close()
         return figs
 
