@@ -154,3 +154,22 @@ def test_feature_twice_and_shape(client: httpx.Client, feats: dict[str, str]) ->
     v1_problem(client.post("/v1/pricing-plans", json=body), 400, "INVALID_INPUT", "entitlements")
     body = {"reference": "Bad Ref", "name": "P"}
     v1_problem(client.post("/v1/pricing-plans", json=body), 400, "INVALID_INPUT", "reference")
+
+
+def test_limits_at_n_and_n_plus_1(client: httpx.Client) -> None:
+    from allotment.domain import limits
+
+    n = limits.ENUM_VALUES_MAX
+    values = [f"v{i}" for i in range(n + 1)]
+    body = {"reference": unique("f"), "name": "E", "type": "ENUM", "enum_values": values}
+    v1_problem(client.post("/v1/features", json=body), 400, "ENUM_VALUES_INVALID",
+               "enum_values", f"at most {n}")  # fmt: skip
+    body["enum_values"] = values[:n]
+    ok(client.post("/v1/features", json=body), 201)
+    m = limits.PLAN_ENTITLEMENTS_MAX
+    refs = [feature(client, "SWITCH")["reference"] for _ in range(m + 1)]
+    items = [{"feature_reference": r, "switch": True} for r in refs]
+    too_many = {"reference": unique("p"), "name": "P", "entitlements": items}
+    v1_problem(client.post("/v1/pricing-plans", json=too_many), 400, "INVALID_INPUT",
+               "entitlements", f"at most {m}")  # fmt: skip
+    assert len(plan(client, items[:m])["entitlements"]) == m

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from allotment.domain import limits
 from allotment.domain.decimals import parse_amount, plain
 from allotment.domain.errors import Conflict, InvalidInput, NotFound
 from allotment.domain.features import Feature, validate_key
@@ -33,10 +34,10 @@ USAGE_PERIODS = ("DAY", "WEEK", "MONTH", "YEAR")
 RATE_WINDOWS = ("SECOND", "MINUTE", "HOUR", "DAY")
 VALUE_KEYS = {"NUMBER": "number", "ENUM": "enums", "SWITCH": "switch", "AMOUNT": "amount"}
 UNLIMITED = "unlimited"
-ENUM_VALUES_MAX = 100
+ENUM_VALUES_MAX = limits.ENUM_VALUES_MAX
 ENUM_VALUE_MAX_LENGTH = 128
 DESCRIPTION_MAX_LENGTH = 1024
-PLAN_ENTITLEMENTS_MAX = 200
+PLAN_ENTITLEMENTS_MAX = limits.PLAN_ENTITLEMENTS_MAX
 CURRENCY_PATTERN = re.compile(r"^[A-Z]{3}$")
 REFERENCE_PATTERN = re.compile(r"^[a-z0-9_.-]{1,64}$")
 _FEATURE_FIELDS = frozenset(

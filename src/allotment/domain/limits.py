@@ -28,3 +28,9 @@ HISTORY_WINDOWS_MAX = 10_000
 # Customers
 CUSTOMER_SUBJECT_KEYS_MAX = 100
 """Subject keys (``usageAttribution.subjectKeys``) of one customer."""
+
+# Catalog (/v1)
+ENUM_VALUES_MAX = 100
+"""``enum_values`` of one ENUM feature."""
+PLAN_ENTITLEMENTS_MAX = 200
+"""Entries of one ``entitlements`` list (a plan version, or one subscription PATCH)."""
