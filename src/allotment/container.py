@@ -63,7 +63,9 @@ class Container:
             clock,
             self.catalog,
             self.customers,
-            CatalogEntitlements(clock, self.customer_entitlements, self.entitlements),
+            CatalogEntitlements(
+                db, clock, self.meters, self.customer_entitlements, self.entitlements
+            ),
         )
         self.customers.add_guard(self.customer_entitlements)
         self.meter_data = MeterDataService(

@@ -124,6 +124,11 @@ class World:
         assert isinstance(clock, FrozenClock)
         clock.advance(timedelta(minutes=minutes))
 
+    def wait_seconds(self, seconds: int) -> None:
+        clock = self.c.clock
+        assert isinstance(clock, FrozenClock)
+        clock.advance(timedelta(seconds=seconds))
+
     def ingest(self, tokens: int) -> None:
         self.n += 1
         subject = self.customer if self.n % 2 else self.customer + "-p"
@@ -201,7 +206,22 @@ def test_budget_follows_the_naive_model(
             m.close_period(w.now.replace(second=0, microsecond=0))
         else:
             w.wait(n)
-        w.wait(1)
+        w.wait_seconds(30)  # a value at T counts usage before T: read within the minute
+        m.advance(w.now)
+        for _ in range(2):  # twice in the same minute (the second from the memo)
+            usage, remaining, has_access = w.budget()
+            assert (usage, remaining) == (m.usage, m.remaining), (op, n, m)
+            assert has_access == (m.remaining > 0)
+        if op in ("ingest", "topup"):  # the same again within that minute: the memo must go
+            if op == "ingest":
+                w.ingest(n)
+                m.usage += n
+            else:
+                w.topup(n)
+                m.topups += n
+            usage, remaining, has_access = w.budget()
+            assert (usage, remaining) == (m.usage, m.remaining), ("again", op, n, m)
+        w.wait_seconds(30)
         m.advance(w.now)
         usage, remaining, has_access = w.budget()
         assert (usage, remaining) == (m.usage, m.remaining), (op, n, m)

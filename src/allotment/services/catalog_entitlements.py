@@ -12,6 +12,12 @@ values and the customer's OpenMeter entitlements (``CustomerEntitlements``).
   whose ``config`` is the JSON string of the typed value (``{"enums":["gpt-4o-mini"]}``).
 
 Each entitlement is annotated ``{"managedBy": "pricing_plan_subscription"}``.
+
+Reading a customer's budgets (:meth:`CatalogEntitlements.budget_values`) checks the freshness
+counters of all of them in ONE statement (the counters the value cache itself trusts: catalog,
+the owner's scope per feature, the summed usage marks of the customer's subjects per meter)
+and answers from a memo when they and the minute are unchanged; otherwise each budget's value
+comes from the entitlement value (its cache), and the memo is refreshed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from allotment.clock import Clock
 from allotment.domain.catalog import TypedFeature
@@ -27,9 +35,12 @@ from allotment.domain.catalog_plans import Effective
 from allotment.domain.errors import NotFound
 from allotment.domain.owners import Owner
 from allotment.domain.periods import Recurrence, add_clamped, parse_interval, period_at
+from allotment.domain.timeutil import ceil_minute
 from allotment.services.catalog_subscriptions import BudgetValue
 from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
 from allotment.services.entitlements import EntitlementService
+from allotment.storage import usage_marks
+from allotment.storage.database import Database
 
 ANNOTATIONS = {"managedBy": "pricing_plan_subscription"}
 
@@ -38,14 +49,25 @@ def config_of(data: Mapping[str, object]) -> str:
     return json.dumps(dict(data), separators=(",", ":"))
 
 
+MEMO_MAX = 100_000
+"""Customers whose budget answers are memoised (emptied past it)."""
+
+
+class MeterLookup(Protocol):
+    def get(self, id_or_slug: str) -> Any: ...
+
+
 class CatalogEntitlements:
     def __init__(
-        self, clock: Clock, customer_entitlements: CustomerEntitlements,
-        entitlements: EntitlementService,
+        self, db: Database, clock: Clock, meters: MeterLookup,
+        customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
     ) -> None:  # fmt: skip
+        self._db = db
         self._clock = clock
+        self._meters = meters
         self._customer = customer_entitlements
         self._ents = entitlements
+        self._memo: dict[tuple[str, tuple[str, ...]], _Memo] = {}
 
     def sync(
         self,
@@ -77,6 +99,40 @@ class CatalogEntitlements:
         for key in feature_keys:
             self._customer.remove(customer_id, key)
 
+    def budget_values(
+        self,
+        customer_id: str,
+        subjects: Sequence[str],
+        budgets: Sequence[tuple[TypedFeature, datetime]],
+    ) -> list[BudgetValue | None]:
+        """Each budget's value now (``budgets``: feature and anchor), see the module doc."""
+        if not budgets:
+            return []
+        minute = ceil_minute(self._clock.now().astimezone(UTC))
+        key = (customer_id, tuple(f.reference for f, _ in budgets))
+        memo = self._memo.get(key)
+        scope = Owner.customer(customer_id).scope
+        if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
+            versions = usage_marks.owner_versions_many(self._db, [
+                (scope, f.reference, mid, subjects)
+                for (f, _), mid in zip(budgets, memo.meter_ids, strict=True)
+            ])  # fmt: skip
+            if versions == memo.versions:
+                return list(memo.values)
+        try:
+            meter_ids = tuple(str(self._meters.get(f.meter_reference or "").id) for f, _ in budgets)
+        except NotFound:  # a meter went away: no memo, the values say what they say
+            return [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        versions = usage_marks.owner_versions_many(self._db, [
+            (scope, f.reference, mid, subjects)
+            for (f, _), mid in zip(budgets, meter_ids, strict=True)
+        ])  # fmt: skip
+        values = [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        if len(self._memo) > MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = _Memo(minute, tuple(subjects), meter_ids, versions, tuple(values))
+        return values
+
     def budget_value(
         self, customer_id: str, feature: TypedFeature, anchor: datetime
     ) -> BudgetValue | None:
@@ -94,6 +150,17 @@ class CatalogEntitlements:
         start = m.start_of_period
         end = period_end(feature.usage_period or "MONTH", anchor, start)
         return BudgetValue(m.usage, m.balance, value.has_access, start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """Answers read after ``versions`` were (so they hold at least what those announce)."""
+
+    minute: datetime
+    subjects: tuple[str, ...]
+    meter_ids: tuple[str, ...]
+    versions: tuple[Any, ...]
+    values: tuple[BudgetValue | None, ...]
 
 
 @functools.lru_cache(maxsize=4096)

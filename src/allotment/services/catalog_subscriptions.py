@@ -87,9 +87,12 @@ class EntitlementSync(Protocol):
     """Keeps a customer's OpenMeter entitlements in line with its effective values, and
     reads a budget's value back."""
 
-    def budget_value(
-        self, customer_id: str, feature: TypedFeature, anchor: datetime
-    ) -> BudgetValue | None: ...
+    def budget_values(
+        self,
+        customer_id: str,
+        subjects: Sequence[str],
+        budgets: Sequence[tuple[TypedFeature, datetime]],
+    ) -> list[BudgetValue | None]: ...
 
     def sync(
         self,
@@ -110,6 +113,8 @@ class SubscriptionView:
     values: tuple[Effective, ...]
     features: Mapping[str, TypedFeature]
     """The live features of ``values`` (archived ones are left out of ``values``)."""
+    subjects: tuple[str, ...] = ()
+    """The event subjects whose usage is the customer's, when the view was read."""
 
 
 class SubscriptionService:
@@ -151,7 +156,8 @@ class SubscriptionService:
         values = effective_values(version, sub.overrides)
         features = catalog_repo.live_features(tx, [e.value.feature_reference for e in values])
         live = tuple(e for e in values if e.value.feature_reference in features)
-        return SubscriptionView(sub, customer, plan, live, features)
+        subjects = CustomerService.subjects_in(tx, customer)
+        return SubscriptionView(sub, customer, plan, live, features, subjects)
 
     def get(self, subscription_id: str) -> SubscriptionView:
         with self._db.read() as tx:
@@ -210,16 +216,18 @@ class SubscriptionService:
         view = self.current(customer_ref)
         if view is None:
             return []
-        out: list[EntitledItem] = []
-        for e in view.values:
-            feature = view.features[e.value.feature_reference]
-            budget = None
-            if feature.is_budget and self._sync is not None:
-                budget = self._sync.budget_value(
-                    view.customer.id, feature, view.subscription.start_at
-                )
-            out.append(EntitledItem(e, feature, budget, view.plan.reference))
-        return out
+        features = [view.features[e.value.feature_reference] for e in view.values]
+        budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
+        read = (
+            self._sync.budget_values(view.customer.id, view.subjects, budgets)
+            if self._sync is not None and budgets
+            else [None] * len(budgets)
+        )
+        values = iter(read)
+        return [
+            EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
+            for e, f in zip(view.values, features, strict=True)
+        ]
 
     # ------------------------------------------------------------ writes
 

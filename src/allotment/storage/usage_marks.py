@@ -172,6 +172,21 @@ def current_versions(
     return _parse(read_one(db, sql, params), meter_id, subject_id)
 
 
+def owner_versions_many(
+    db: Database, items: Sequence[tuple[str, str, str, Sequence[str]]]
+) -> tuple[Any, ...]:
+    """:func:`current_versions` of several (scope, feature key, meter id, subjects) at once,
+    in ONE statement (each item's catalog, scope and summed-marks columns, flattened in item
+    order): what a caller checking several of one owner's entitlements pays once."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for i, (scope, feature_key, meter_id, subjects) in enumerate(items):
+        sql, p = _versions_sql(scope, feature_key, meter_id, None, tuple(subjects))
+        parts.append(f"({sql}) AS v{i}")
+        params += p
+    return tuple(read_one(db, "SELECT * FROM " + " CROSS JOIN ".join(parts), params))
+
+
 def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     """The first row of one read statement run on its own (see :func:`current_versions`):
     no ``BEGIN``/``COMMIT`` on SQLite, one autocommit round trip on PostgreSQL, an ordinary
