@@ -238,3 +238,35 @@ def test_routes_are_in_the_served_openapi_document(client: httpx.Client) -> None
     for ref in refs(doc):
         section, name = ref.split("/")[2:4]
         assert name in doc["components"][section], ref
+
+
+def test_value_fresh_after_ingest_into_any_subject_and_a_replace(tc: httpx.Client) -> None:
+    client = tc
+    set_clock(client, "2024-01-01T00:00:00Z")
+    meter = create_meter(client)
+    f = create_feature(client, meter["slug"])
+    s1, s2 = unique("s1"), unique("s2")
+    made = customer(client, s1)
+    base = f"/api/v2/customers/{made['id']}/entitlements"
+    ok(client.post(base, json=metered_body(f["key"], issue={"amount": 100})), 201)
+    set_clock(client, "2024-01-05T12:00:00Z")
+    value = f"{base}/{f['key']}/value"
+
+    def put(subject: str, n: int, at: str) -> None:
+        ingest(client, [{"type": meter["eventType"], "subject": subject, "time": at,
+                         "data": {"value": n}}])  # fmt: skip
+
+    assert ok(client.get(value))["usage"] == 0  # warms the cache
+    put(s1, 3, "2024-01-05T11:55:00Z")
+    assert ok(client.get(value))["usage"] == 3
+    put(made["key"], 4, "2024-01-02T00:00:00Z")  # before the cache's checkpoint
+    assert ok(client.get(value))["usage"] == 7
+    put(s2, 5, "2024-01-05T11:56:00Z")  # not the customer's yet
+    assert ok(client.get(value))["usage"] == 7
+    body = {"name": "ACME", "key": made["key"], "usageAttribution": {"subjectKeys": [s1, s2]}}
+    ok(client.put(f"/api/v1/customers/{made['id']}", json=body))
+    assert ok(client.get(value))["usage"] == 12
+    assert (
+        ok(client.get(f"/api/v1/customers/{made['key']}/entitlements/{f['key']}/value"))["balance"]
+        == 88
+    )

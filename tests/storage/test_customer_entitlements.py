@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from allotment.clock import FrozenClock
-from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.entitlement_inputs import (
     parse_entitlement_create,
@@ -25,8 +24,7 @@ from allotment.domain.errors import Conflict, NotFound, PreconditionFailed
 from allotment.domain.events import CloudEvent, validate_event
 from allotment.domain.owners import Owner
 from allotment.services.customer_entitlements import MeteredTerms
-from allotment.storage.database import open_database
-from tests.support import unique
+from tests.support import frozen_container, unique
 
 START = datetime(2025, 6, 1, tzinfo=UTC)
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
@@ -34,12 +32,8 @@ NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 
 @pytest.fixture
 def c(db_url: str) -> Iterator[Container]:
-    container = Container(Settings(db_url=db_url), open_database(db_url), FrozenClock(NOW))
-    container.start()
-    try:
+    with frozen_container(db_url, NOW) as container:
         yield container
-    finally:
-        container.close()
 
 
 def clock(c: Container) -> FrozenClock:

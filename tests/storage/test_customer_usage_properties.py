@@ -6,7 +6,7 @@ that change its subject keys. On each real backend."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -14,14 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.clock import FrozenClock
-from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.entitlement_inputs import parse_entitlement_create, parse_feature_create
 from allotment.domain.events import validate_event
 from allotment.domain.owners import Owner
-from allotment.storage.database import open_database
-from tests.support import unique
+from tests.support import frozen_container, unique
 
 NOW = datetime(2025, 6, 10, 12, 0, tzinfo=UTC)
 ALLOWANCE = Decimal(1000)
@@ -38,14 +35,9 @@ ops = st.lists(st.one_of(ingest_op, ingest_op, replace_op), min_size=1, max_size
 
 
 @pytest.fixture(scope="module")
-def c(new_db_url: object) -> Iterator[Container]:
-    url = new_db_url()  # type: ignore[operator]
-    container = Container(Settings(db_url=url), open_database(url), FrozenClock(NOW))
-    container.start()
-    try:
+def c(new_db_url: Callable[[], str]) -> Iterator[Container]:
+    with frozen_container(new_db_url(), NOW) as container:
         yield container
-    finally:
-        container.close()
 
 
 @settings(

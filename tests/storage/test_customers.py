@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 
 from allotment.clock import FrozenClock
-from allotment.config import Settings
-from allotment.container import Container, build_container
+from allotment.container import Container
 from allotment.domain import limits
 from allotment.domain.entitlement_inputs import make_paging
 from allotment.domain.errors import (
@@ -23,19 +22,15 @@ from allotment.domain.errors import (
     PreconditionFailed,
 )
 from allotment.storage.customers_repo import CustomerFilter
-from tests.support import unique
+from tests.support import frozen_container, unique
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
 def c(db_url: str) -> Iterator[Container]:
-    container = build_container(Settings(db_url=db_url), FrozenClock(T0))
-    container.start()
-    try:
+    with frozen_container(db_url, T0) as container:
         yield container
-    finally:
-        container.close()
 
 
 def body(key: str | None = None, subjects: list[str] | None = None, **kw: Any) -> dict[str, Any]:
