@@ -1,12 +1,15 @@
-"""The ``allotment`` command: serve, migrate, check-config."""
+"""The ``allotment`` command: serve, migrate, check-config, api-keys."""
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from allotment import __version__
@@ -20,7 +23,9 @@ from allotment.config import (
     load_file,
     validate,
 )
+from allotment.domain.api_keys import AuthMode, Scope
 from allotment.domain.errors import DomainError
+from allotment.domain.timeutil import format_rfc3339
 
 log = logging.getLogger("allotment")
 
@@ -35,6 +40,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides["port"] = args.port
+    if getattr(args, "insecure_no_auth", False):
+        overrides["auth_mode"] = AuthMode.OFF
     if overrides:
         from dataclasses import replace
 
@@ -64,9 +71,14 @@ def _serve(args: argparse.Namespace) -> int:
     container = build_container(settings)
     try:
         container.start()
+        refused = _auth_refusal(settings, container.api_keys.keys_exist())
     except BaseException:
         container.close()
         raise
+    if refused:
+        container.close()
+        print(refused, file=sys.stderr)
+        return 2
     log.info(
         "serving on http://%s:%d (database: %s)", settings.host, settings.port, container.db.dialect
     )
@@ -84,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
         # environment, which carries what the flags and the config file said.
         container.close()
         os.environ["ALLOTMENT_DB_URL"] = settings.db_url
+        os.environ["ALLOTMENT_AUTH"] = settings.auth_mode.value
         if settings.config_path:
             os.environ["ALLOTMENT_CONFIG"] = os.path.abspath(settings.config_path)
         uvicorn.run(
@@ -94,6 +107,100 @@ def _serve(args: argparse.Namespace) -> int:
     tune_gc()
     uvicorn.run(app, **common)
     return 0
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth_refusal(settings: Settings, keys_exist: bool) -> str | None:
+    """Why the server must not start (None: it may), logging the warnings on the way."""
+    create = "create a key first: allotment api-keys create --name admin --scope admin" + (
+        f" --db {settings.db_url}" if settings.db_url != DEFAULT_DB_URL else ""
+    )
+    if settings.auth_mode is AuthMode.OFF:
+        log.warning(
+            "authentication is OFF (--insecure-no-auth / ALLOTMENT_AUTH=off): anyone who can "
+            "reach %s:%d can read and change everything; only do this behind a gateway that "
+            "authenticates",
+            settings.host,
+            settings.port,
+        )
+        return None
+    if keys_exist:
+        return None
+    if settings.auth_mode is AuthMode.REQUIRED:
+        log.warning(
+            "ALLOTMENT_AUTH=required and no API key exists: every request is refused; %s", create
+        )
+        return None
+    if not is_loopback(settings.host):
+        return (
+            f"error: refusing to listen on {settings.host} without API keys: anyone on the "
+            f"network could read and change everything. {create}, then start again (or pass "
+            "--insecure-no-auth to run without authentication, behind a gateway that has it)"
+        )
+    log.warning("no API key exists: authentication is off (loopback only); %s", create)
+    return None
+
+
+def _api_keys(args: argparse.Namespace) -> int:
+    from allotment.container import build_container
+    from allotment.http.routes.v1_api_keys import key_json
+    from allotment.services.audit import Change, snapshot
+    from allotment.storage import migrate
+
+    settings = _settings(args)
+    container = build_container(settings)
+    try:
+        migrate.migrate(container.db, container.now_us())
+        keys = container.api_keys
+        if args.keys_command == "list":
+            rows = keys.list(limit=1_000_000)
+            print(f"{'NAME':24} {'SCOPE':8} {'PREFIX':13} {'CREATED':21} {'LAST USED':21} REVOKED")
+            for k in rows:
+                print(
+                    f"{k.name:24} {k.scope.value:8} {k.prefix:13} "
+                    f"{_when(k.created_at):21} {_when(k.last_used_at):21} {_when(k.revoked_at)}"
+                )
+            return 0
+        if args.keys_command == "create":
+            key, secret = keys.create(args.name, args.scope)
+            route, before, after = "api-keys create", None, key_json(key)
+        else:
+            before = key_json(keys.get(args.name))
+            key = keys.revoke(args.name)
+            route, after = "api-keys revoke", key_json(key)
+        container.audit.record(
+            Change(
+                actor="cli",
+                key_id=None,
+                method="CLI",
+                route=route,
+                resource=f"/v1/api-keys/{key.name}",
+                status=0,
+                before=None if before is None else snapshot(json.dumps(before).encode()),
+                after=snapshot(json.dumps(after).encode()),
+            )
+        )
+    finally:
+        container.close()
+    if args.keys_command == "create":
+        print(f"created API key {key.name!r} (scope {key.scope.value}, prefix {key.prefix})")
+        print("the secret follows; it is shown only this once and cannot be recovered:")
+        print(secret)
+    else:
+        print(f"revoked API key {key.name!r} (prefix {key.prefix})")
+    return 0
+
+
+def _when(at: datetime | None) -> str:
+    return "-" if at is None else format_rfc3339(at.replace(microsecond=0))
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -147,12 +254,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without API keys on any address (only behind a gateway that authenticates)",
+    )
     serve.set_defaults(handler=_serve)
 
     mig = sub.add_parser("migrate", help="apply pending database migrations and exit")
     mig.add_argument("--config", help="config file")
     mig.add_argument("--db", help=db_help)
     mig.set_defaults(handler=_migrate)
+
+    keys = sub.add_parser("api-keys", help="create, list and revoke API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="issue a key; prints its secret once, last")
+    create.add_argument("--name", required=True, help="a unique name, e.g. billing-backend")
+    create.add_argument(
+        "--scope",
+        required=True,
+        choices=[s.value for s in Scope],
+        help="admin: everything; runtime: ingest, values, authorize, reservations; "
+        "read: GET only; ingest: events only",
+    )
+    list_ = keys_sub.add_parser("list", help="name, scope, prefix, created, last used")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (refused at once)")
+    revoke.add_argument("name", help="the key's name")
+    for p in (create, list_, revoke):
+        p.add_argument("--config", help="config file")
+        p.add_argument("--db", help=db_help)
+        p.set_defaults(handler=_api_keys)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("config", help="config file to check")

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from allotment.domain import limits
+from allotment.domain.api_keys import AuthMode, parse_auth_mode
 from allotment.domain.errors import InvalidInput
 from allotment.storage.database import PoolSettings
 
@@ -48,6 +49,9 @@ class Settings:
     max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
     catalog: Mapping[str, Any] | None = None
     """The ``catalog:`` section (features and plans as code, docs/catalog.md), as written."""
+    # --- API keys (docs/security.md)
+    auth_mode: AuthMode = AuthMode.AUTO
+    auth_cache_seconds: float = limits.AUTH_CACHE_SECONDS_DEFAULT
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -118,6 +122,10 @@ ENV_VARS = {
     " (default: generated once, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
     "ALLOTMENT_MAX_BODY_BYTES": "largest request body in bytes (default 16 MiB); 413 above it",
+    "ALLOTMENT_AUTH": "auto (default: API keys required once one exists), required, or off"
+    " (what --insecure-no-auth sets)",
+    "ALLOTMENT_AUTH_CACHE_SECONDS": "how long a process reuses an API key lookup (default 1,"
+    " 0..60; 0: every request reads the key, a revoke is effective everywhere at once)",
 }
 
 
@@ -152,7 +160,13 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             ),
             test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
             max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes)),
+            auth_mode=parse_auth_mode(env.get("ALLOTMENT_AUTH", settings.auth_mode.value)),
+            auth_cache_seconds=float(
+                env.get("ALLOTMENT_AUTH_CACHE_SECONDS", settings.auth_cache_seconds)
+            ),
         )
+    except InvalidInput as exc:
+        raise ConfigError(f"environment: {exc.detail}") from exc
     except ValueError as exc:
         raise ConfigError(f"environment: {exc}") from exc
 
@@ -167,6 +181,11 @@ def validate(settings: Settings) -> None:
         raise ConfigError("database pool: need 0 <= minSize <= maxSize and maxSize >= 1")
     if settings.pool.timeout_seconds <= 0 or settings.pool.connect_timeout_seconds <= 0:
         raise ConfigError("database pool: timeout and connectTimeout must be > 0 seconds")
+    if not 0 <= settings.auth_cache_seconds <= limits.AUTH_CACHE_SECONDS_MAX:
+        raise ConfigError(
+            f"ALLOTMENT_AUTH_CACHE_SECONDS must be between 0 and "
+            f"{limits.AUTH_CACHE_SECONDS_MAX:g} seconds"
+        )
     if settings.pool.statement_timeout_ms < 1:
         raise ConfigError("database pool: statementTimeout must be > 0 seconds")
     seen: set[str] = set()

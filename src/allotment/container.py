@@ -14,6 +14,8 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.api_keys import ApiKeyService
+from allotment.services.audit import AuditService
 from allotment.services.catalog import CatalogService
 from allotment.services.catalog_entitlements import CatalogEntitlements
 from allotment.services.catalog_meter_data import MeterDataService
@@ -32,6 +34,7 @@ from allotment.services.value_cache import ValueCache
 from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.key_revocations import RevocationListener
 
 log = logging.getLogger("allotment")
 
@@ -71,6 +74,13 @@ class Container:
         self.meter_data = MeterDataService(
             clock, self.customers, self.subscriptions, self.meters, self.meter_queries
         )
+        self.audit = AuditService(db, clock)
+        self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
+        self.key_revocations = (
+            RevocationListener(getattr(db, "url", settings.db_url), self.api_keys.forget)
+            if db.dialect == "postgresql"
+            else None
+        )
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -84,8 +94,12 @@ class Container:
         if self.settings.catalog:
             for item, what in self.catalog.apply_config(self.settings.catalog).items():
                 log.info("config catalog: %s %s", item, what)
+        if self.key_revocations is not None:
+            self.key_revocations.start()
 
     def close(self) -> None:
+        if self.key_revocations is not None:
+            self.key_revocations.close()
         self.events.close()  # the group-commit writer finishes what is queued first
         self.db.close()
 

@@ -183,7 +183,7 @@ def test_a_failed_commit_is_answered_by_the_error_mapping_once(
 
     async def post() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.post(
                 "/api/v1/events", content=json.dumps(_event(1)), headers={"content-type": SINGLE}
             )

@@ -497,7 +497,7 @@ def test_asgi_fast_path_answers_exactly_like_the_route(db_url: str) -> None:
 
         async def answers(app: Any, method: str) -> list[tuple[int, str, bytes]]:
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://[::1]") as client:
                 out = []
                 for path in paths * 2:  # the second round is served from memory
                     r = await client.request(method, path)

@@ -34,3 +34,16 @@ ENUM_VALUES_MAX = 100
 """``enum_values`` of one ENUM feature."""
 PLAN_ENTITLEMENTS_MAX = 200
 """Entries of one ``entitlements`` list (a plan version, or one subscription PATCH)."""
+
+# API keys and audit
+AUTH_CACHE_SECONDS_MAX = 60.0
+"""Longest an API key lookup may be reused without reading the database (docs/security.md: the
+bound on a revoke reaching another replica when its revocation notice cannot)."""
+AUTH_CACHE_SECONDS_DEFAULT = 1.0
+AUTH_CACHE_ENTRIES_MAX = 1024
+"""Keys one process remembers at a time (the oldest entry is dropped first)."""
+API_KEYS_LIST_LIMIT_MAX = 1000
+AUDIT_LIST_LIMIT_MAX = 1000
+AUDIT_LIST_LIMIT_DEFAULT = 100
+AUDIT_BODY_BYTES_MAX = 64 * 1024
+"""A change's before/after JSON is kept whole up to this size, else recorded as truncated."""

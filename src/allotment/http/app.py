@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from allotment.http.guard import guard
 from allotment.http.problems import EXCEPTION_HANDLERS
 from allotment.http.routes import (
     customers,
@@ -22,6 +23,8 @@ from allotment.http.routes import (
     portal,
     subjects,
     system,
+    v1_api_keys,
+    v1_audit_events,
     v1_customers,
     v1_features,
     v1_pricing_plans,
@@ -50,13 +53,15 @@ def all_routes() -> list[BaseRoute]:
         *v1_pricing_plans.ROUTES,
         *v1_subscriptions.ROUTES,
         *v1_customers.ROUTES,
+        *v1_api_keys.ROUTES,
+        *v1_audit_events.ROUTES,
     ]
 
 
 def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
     """Build the app around an already-started container (migrated, config synced).
-    ``fast_paths=False`` gives the plain routed Starlette app (the reference the fast paths
-    are tested against)."""
+    ``fast_paths=False`` gives the plain routed Starlette app, without the fast paths and the
+    guard in front of them (the reference the fast paths are tested against; never served)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,5 +78,13 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
     # Starlette's routing (same answers; everything else goes through the routes)
     if not fast_paths:
         return app
-    fast = entitlements.value_fast_path(app, container.entitlements)
-    return events.ingest_fast_path(fast, container)
+    inner = entitlements.value_fast_path(app, container.entitlements)
+    inner = events.ingest_fast_path(inner, container)
+    # outermost, in front of the fast paths too: API keys and scopes, content types, audit
+    return guard(
+        inner,
+        keys=container.api_keys,
+        audit=container.audit,
+        mode=container.settings.auth_mode,
+        routes=app.routes,
+    )

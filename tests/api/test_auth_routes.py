@@ -1,0 +1,140 @@
+"""Every served route × every kind of credential → the status the policy says, against a real
+server process with authentication on, on every backend.
+
+The routes come from ``http.app.all_routes()``, so whatever other branches merge is covered;
+what each needs comes from ``http.auth_policy`` (whose table is pinned by
+tests/unit/test_auth_policy.py). A key the route accepts must reach the route (its answer is
+not the guard's problem, and never a 5xx); a key it does not accept is 403; no key, an unknown,
+malformed, revoked or Basic credential, and a portal token are 401 — except on the public
+routes (no key needed) and the portal query (which checks its portal token itself).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from starlette.routing import Route
+
+from allotment.domain.api_keys import Requirement, Scope
+from allotment.http.app import all_routes
+from allotment.http.auth_policy import requirement
+from tests.api.auth_support import auth_problem, bearer, cli, start_with_keys
+from tests.support import ServerProcess, unique
+
+SCOPES = [s.value for s in Scope]
+
+
+@dataclass
+class AuthServer:
+    server: ServerProcess
+    secrets: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def auth_server(new_db_url: Callable[[], str]) -> Iterator[AuthServer]:
+    db_url = new_db_url()
+    server, keys = start_with_keys(db_url, {**{s: s for s in SCOPES}, "gone": "admin"})
+    done = cli("api-keys", "revoke", "gone", "--db", db_url)
+    assert done.returncode == 0, done.stderr
+    try:
+        yield AuthServer(server, keys)
+    finally:
+        server.stop()
+
+
+def served() -> list[tuple[str, str]]:
+    out = []
+    for route in all_routes():
+        assert isinstance(route, Route)
+        out += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return out
+
+
+def _send(c: httpx.Client, method: str, template: str, headers: dict[str, str]) -> httpx.Response:
+    path = re.sub(r"\{[^}]+\}", lambda _: unique("p"), template)
+    if method in ("POST", "PUT", "PATCH", "DELETE"):
+        return c.request(method, path, json={}, headers=headers)
+    return c.request(method, path, headers=headers)
+
+
+def _verdict(req: Requirement, scope: str | None, r: httpx.Response) -> str | None:
+    """What is wrong with this answer (None: it is what the policy says)."""
+    if r.status_code >= 500:
+        return f"server error {r.status_code}: {r.text[:200]}"
+    refused = auth_problem(r)
+    if req.public:
+        return None if refused is None and r.status_code < 400 else f"refused: {r.text[:200]}"
+    if req.portal:  # the route's own portal-token check answers, never the guard
+        return None if refused is None else f"the guard answered: {r.text[:200]}"
+    if scope is None:
+        if refused is None or r.status_code != 401:
+            return f"expected the guard's 401, got {r.status_code}: {r.text[:200]}"
+        if "www-authenticate" not in r.headers:
+            return "401 without WWW-Authenticate"
+        return None
+    if req.allows(Scope(scope)):
+        return None if refused is None else f"refused a {scope} key: {r.text[:200]}"
+    if refused is None or r.status_code != 403:
+        return f"expected 403 for a {scope} key, got {r.status_code}: {r.text[:200]}"
+    return None
+
+
+def _check_all(server: ServerProcess, headers: dict[str, str], scope: str | None) -> None:
+    wrong = []
+    with server.client() as c:
+        for method, template in served():
+            r = _send(c, method, template, headers)
+            problem = _verdict(requirement(method, template), scope, r)
+            if problem is not None:
+                wrong.append(f"{method} {template}: {problem}")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("header", ["bearer", "x-api-key"])
+def test_every_route_with_a_key_of_each_scope(
+    auth_server: AuthServer, scope: str, header: str
+) -> None:
+    secret = auth_server.secrets[scope]
+    headers = bearer(secret) if header == "bearer" else {"X-API-KEY": secret}
+    _check_all(auth_server.server, headers, scope)
+
+
+BAD_CREDENTIALS: dict[str, Callable[[AuthServer], dict[str, str]]] = {
+    "none": lambda s: {},
+    "unknown key": lambda s: bearer("alm_" + secrets.token_urlsafe(32)),
+    "unknown X-API-KEY": lambda s: {"X-API-KEY": "alm_" + secrets.token_urlsafe(32)},
+    "malformed": lambda s: bearer("not-a-key"),
+    "a key's prefix only": lambda s: bearer(s.secrets["admin"][:12]),
+    "bearer without a key": lambda s: {"authorization": "Bearer"},
+    "basic": lambda s: {"authorization": "Basic dXNlcjpwYXNz"},
+    "revoked": lambda s: bearer(s.secrets["gone"]),
+}
+
+
+@pytest.mark.parametrize("credential", sorted(BAD_CREDENTIALS))
+def test_every_route_without_a_valid_key(auth_server: AuthServer, credential: str) -> None:
+    _check_all(auth_server.server, BAD_CREDENTIALS[credential](auth_server), None)
+
+
+def test_a_portal_token_opens_the_portal_query_and_nothing_else(auth_server: AuthServer) -> None:
+    with auth_server.server.client() as c:
+        r = c.post(
+            "/api/v1/portal/tokens",
+            json={"subject": unique("s"), "allowedMeterSlugs": ["tokens_total"]},
+            headers=bearer(auth_server.secrets["admin"]),
+        )
+        assert r.status_code == 200, r.text
+        token = r.json()["token"]
+        r = c.get("/api/v1/portal/meters/tokens_total/query", headers=bearer(token))
+        assert r.status_code == 200, r.text
+        assert r.headers["access-control-allow-origin"] == "*"
+    _check_all(auth_server.server, bearer(token), None)
+    with auth_server.server.client() as c:  # still valid afterwards: refused for what it is
+        r = c.get("/api/v1/portal/meters/tokens_total/query", headers=bearer(token))
+        assert r.status_code == 200, r.text
