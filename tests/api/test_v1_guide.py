@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -59,22 +61,42 @@ def shows(got: dict[str, Any], guide_json: dict[str, Any]) -> None:
         assert got.get(key) == value, (key, got)
 
 
-@pytest.fixture
-def guide_server(tmp_path: Path, make_server: Callable[..., ServerProcess]) -> ServerProcess:
+def admin_key(db_url: str) -> str:
+    """The first key, made with the CLI as docs/security.md says (the secret: last line)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "allotment", "api-keys", "create", "--name", "admin",
+         "--scope", "admin", "--db", db_url],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip().splitlines()[-1].strip()
+
+
+@pytest.fixture(params=[False, True], ids=["open", "api-key"])
+def guide_server(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    new_db_url: Callable[[], str],
+    make_server: Callable[..., ServerProcess],
+) -> tuple[ServerProcess, str]:
+    """A server for the guide: without keys (loopback), or with one, which then replaces the
+    guide's ``<apiKey>`` and authenticates our own calls."""
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
     config = tmp_path / "guide.yaml"
     meters = [{"slug": "completion_tokens", "eventType": "completion", "aggregation": "SUM",
                "valueProperty": "$.tokens"}]  # fmt: skip
     config.write_text(yaml.safe_dump({"meters": meters}), encoding="utf-8")
-    return make_server(config=config)
+    db = new_db_url()
+    key = admin_key(db) if request.param else "<apiKey>"
+    return make_server(db, config=config), key
 
 
-def test_the_guide_replays(guide_server: ServerProcess) -> None:
-    url = guide_server.url
+def test_the_guide_replays(guide_server: tuple[ServerProcess, str]) -> None:
+    server, key = guide_server
+    url = server.url
     cmds = iter(commands())
     assert len(commands()) == 9
-    with guide_server.client() as api:
+    with httpx.Client(base_url=url, timeout=30, headers={"X-API-KEY": key}) as api:
 
         def plan_version(ref: str, values: list[dict[str, Any]]) -> int:
             r = api.post(f"/v1/pricing-plans/{ref}/versions", json={"entitlements": values})
@@ -82,7 +104,7 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
             return version
 
         # -- Rate limits: define the feature
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, ctype) == (201, "application/json")
         assert (body["reference"], body["type"], body["name"]) == (
             "requests_per_minute", "NUMBER", "Requests Per Minute")  # fmt: skip
@@ -97,13 +119,13 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
             "customer_reference": "acme-corp", "pricing_plan_reference": "pro"}), 201)  # fmt: skip
         assert (sub["status"], sub["pricing_plan_version"], sub["end_at"]) == ("ACTIVE", 1, None)
         # -- Enforce at runtime: the guide's answer
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, ctype) == (200, "application/json")
         shows(entitled(body)["requests_per_minute"],
               {"feature_reference": "requests_per_minute", "number": "600"})  # fmt: skip
 
         # -- Monthly token budgets: define the feature
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, body["reference"], body["type"]) == (201, "monthly_token_budget", "NUMBER")
         budget = {"starter": "1000000", "pro": "10000000"}
         for ref, n in budget.items():
@@ -125,13 +147,13 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
         )
         assert r.status_code == 204, r.text
         # -- Check usage and budget before each request: the entitlement value ...
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, ctype) == (200, "application/json")
         got = entitled(body)
         shows(got["monthly_token_budget"], {"number": "10000000", "source": "PLAN"})
         shows(got["requests_per_minute"], {"number": "600"})
         # ... and the current period's usage
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, ctype) == (200, "application/json")
         (row,) = body["data"]
         shows(row, {"meter_reference": "completion_tokens", "customer_reference": "acme-corp",
@@ -139,7 +161,7 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
         assert set(row["period"]) == {"from", "to"}
 
         # -- Model access tiers: define the feature
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, body["type"], body["enum_values"]) == (201, "ENUM", MODELS)
         tiers = {"starter": ["gpt-4o-mini", "claude-3-5-haiku"], "pro": MODELS}
         for ref in tiers:
@@ -151,7 +173,7 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
         # the guide's answer is a Starter customer's: move acme-corp to Starter's newest version
         ok(api.patch(f"/v1/pricing-plan-subscriptions/{sub['id']}",
                      json={"pricing_plan_reference": "starter"}))  # fmt: skip
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, ctype) == (200, "application/json")
         got = entitled(body)
         shows(got["available_models"], {"feature_reference": "available_models",
@@ -159,7 +181,7 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
         shows(got["requests_per_minute"], {"number": "60", "pricing_plan_reference": "starter"})
 
         # -- Feature flags (SWITCH): Starter false, Pro true
-        status, ctype, body = run(next(cmds), url)
+        status, ctype, body = run(next(cmds), url, apiKey=key)
         assert (status, body["type"]) == (201, "SWITCH")
         for ref, on in (("starter", False), ("pro", True)):
             plan_version(ref, [
@@ -174,7 +196,7 @@ def test_the_guide_replays(guide_server: ServerProcess) -> None:
         shows(got["priority_queue"], {"feature_reference": "priority_queue", "switch": True})
 
         # -- Overriding entitlements per customer
-        status, ctype, body = run(next(cmds), url, subscription_id=sub["id"])
+        status, ctype, body = run(next(cmds), url, apiKey=key, subscription_id=sub["id"])
         assert (status, ctype) == (200, "application/json")
         assert (body["id"], body["pricing_plan_reference"], body["status"]) == (
             sub["id"], "pro", "ACTIVE")  # the customer stays on its plan  # fmt: skip
