@@ -61,11 +61,11 @@ def shows(got: dict[str, Any], guide_json: dict[str, Any]) -> None:
         assert got.get(key) == value, (key, got)
 
 
-def admin_key(db_url: str) -> str:
-    """The first key, made with the CLI as docs/security.md says (the secret: last line)."""
+def admin_key(db_url: str, scope: str = "admin") -> str:
+    """A key made with the CLI as docs/security.md says (the secret: last line)."""
     done = subprocess.run(
-        [sys.executable, "-m", "allotment", "api-keys", "create", "--name", "admin",
-         "--scope", "admin", "--db", db_url],
+        [sys.executable, "-m", "allotment", "api-keys", "create", "--name", scope,
+         "--scope", scope, "--db", db_url],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     return done.stdout.strip().splitlines()[-1].strip()
@@ -206,3 +206,10 @@ def test_the_guide_replays(guide_server: tuple[ServerProcess, str]) -> None:
         shows(got["requests_per_minute"], {"number": "600", "source": "PLAN"})
         assert got["available_models"]["enums"] == MODELS
         assert next(cmds, None) is None
+    if key != "<apiKey>":  # an application's key reads the one call, and changes nothing
+        runtime = {"X-API-KEY": admin_key(server.db_url, "runtime")}
+        r = httpx.get(f"{url}/v1/customers/acme-corp/entitlements", headers=runtime)
+        assert r.status_code == 200, r.text
+        body = {"reference": "other_feature", "name": "O", "type": "SWITCH"}
+        r = httpx.post(f"{url}/v1/features", json=body, headers=runtime)
+        assert r.status_code == 403, r.text
