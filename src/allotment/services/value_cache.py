@@ -17,7 +17,7 @@ missed versions all lie at or after C: re-read the open minutes only; otherwise 
 is unknown): recompute the checkpoint. Newer definitions: reload them. Reads never write.
 
 UNIQUE_COUNT and LATEST meters, reads before the checkpoint or past the horizon, and anything
-that fails to load take the plain path (``EntitlementService.plain_value``).
+that fails to load take the plain path (``EntitlementValues.plain_value``).
 
 Customer owners (``domain/owners.py``): the scope is (customer, feature key); the usage mark
 is the sum of the marks of the customer's subjects (each only grows, so an unchanged sum means
@@ -402,7 +402,7 @@ _RETRY = _Retry()
 
 
 def _resolve(scope: _Scope, alias: _Alias, at: datetime) -> EntitlementRecord | None:
-    """``EntitlementService.resolve`` on the cached rows: the named entitlement, or the newest
+    """``entitlement_reads.resolve`` on the cached rows: the named entitlement, or the newest
     one for the feature key active at ``at`` (same rule as the SQL)."""
     if alias.entitlement_id is not None:
         for r in scope.records:
