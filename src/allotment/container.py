@@ -16,6 +16,10 @@ from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.api_keys import ApiKeyService
 from allotment.services.audit import AuditService
+from allotment.services.catalog import CatalogService
+from allotment.services.catalog_entitlements import CatalogEntitlements
+from allotment.services.catalog_meter_data import MeterDataService
+from allotment.services.catalog_subscriptions import SubscriptionService
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
@@ -59,7 +63,21 @@ class Container:
         self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self.customers = CustomerService(db, clock)
         self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
+        self.catalog = CatalogService(db, clock, self.meters)
+        # the subscription guard (400 while subscribed) runs before the entitlement one (409)
+        self.subscriptions = SubscriptionService(
+            db,
+            clock,
+            self.catalog,
+            self.customers,
+            CatalogEntitlements(
+                db, clock, self.meters, self.customer_entitlements, self.entitlements
+            ),
+        )
         self.customers.add_guard(self.customer_entitlements)
+        self.meter_data = MeterDataService(
+            clock, self.customers, self.subscriptions, self.meters, self.meter_queries
+        )
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
         self.key_revocations = (
@@ -115,6 +133,9 @@ class Container:
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
         self.meters.sync_config(self.settings.meters)
+        if self.settings.catalog:
+            for item, what in self.catalog.apply_config(self.settings.catalog).items():
+                log.info("config catalog: %s %s", item, what)
         if self.key_revocations is not None:
             self.key_revocations.start()
 

@@ -28,6 +28,13 @@ HISTORY_WINDOWS_MAX = 10_000
 # Customers
 CUSTOMER_SUBJECT_KEYS_MAX = 100
 """Subject keys (``usageAttribution.subjectKeys``) of one customer."""
+
+# Catalog (/v1)
+ENUM_VALUES_MAX = 100
+"""``enum_values`` of one ENUM feature."""
+PLAN_ENTITLEMENTS_MAX = 200
+"""Entries of one ``entitlements`` list (a plan version, or one subscription PATCH)."""
+
 # API keys and audit
 AUTH_CACHE_SECONDS_MAX = 60.0
 """Longest an API key lookup may be reused without reading the database (docs/security.md: the

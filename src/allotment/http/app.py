@@ -26,6 +26,10 @@ from allotment.http.routes import (
     system,
     v1_api_keys,
     v1_audit_events,
+    v1_customers,
+    v1_features,
+    v1_pricing_plans,
+    v1_subscriptions,
     v2_entitlements,
 )
 
@@ -46,6 +50,10 @@ def all_routes() -> list[BaseRoute]:
         *portal.ROUTES,
         *customers.ROUTES,
         *v2_entitlements.ROUTES,
+        *v1_features.ROUTES,
+        *v1_pricing_plans.ROUTES,
+        *v1_subscriptions.ROUTES,
+        *v1_customers.ROUTES,
         *v1_api_keys.ROUTES,
         *v1_audit_events.ROUTES,
         *notifications.ROUTES,

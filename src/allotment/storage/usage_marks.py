@@ -169,15 +169,36 @@ def current_versions(
     autocommit, prepared statement) instead of four (probe, BEGIN, SELECT, COMMIT); any
     trouble falls back to an ordinary read transaction, which probes and reports outages."""
     sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
+    return _parse(read_one(db, sql, params), meter_id, subject_id)
+
+
+def owner_versions_many(
+    db: Database, items: Sequence[tuple[str, str, str, Sequence[str]]]
+) -> tuple[Any, ...]:
+    """:func:`current_versions` of several (scope, feature key, meter id, subjects) at once,
+    in ONE statement (each item's catalog, scope and summed-marks columns, flattened in item
+    order): what a caller checking several of one owner's entitlements pays once."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for i, (scope, feature_key, meter_id, subjects) in enumerate(items):
+        sql, p = _versions_sql(scope, feature_key, meter_id, None, tuple(subjects))
+        parts.append(f"({sql}) AS v{i}")
+        params += p
+    return tuple(read_one(db, "SELECT * FROM " + " CROSS JOIN ".join(parts), params))
+
+
+def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first row of one read statement run on its own (see :func:`current_versions`):
+    no ``BEGIN``/``COMMIT`` on SQLite, one autocommit round trip on PostgreSQL, an ordinary
+    read transaction when that is not possible. The statement must return a row."""
     if isinstance(db, SqliteDatabase):
-        row = _sqlite_exec(db._conn(), sql, params).fetchone()
-        return _parse(row, meter_id, subject_id)
+        return _sqlite_exec(db._conn(), sql, params).fetchone()
     if isinstance(db, PostgresDatabase) and not db.is_down:
         found = _pg_autocommit_one(db, sql, params)
         if found is not None:
-            return _parse(found, meter_id, subject_id)
+            return found
     with db.read() as tx:
-        return _parse(tx.execute(sql, params)[0], meter_id, subject_id)
+        return tx.execute(sql, params)[0]
 
 
 def _pg_autocommit_one(db: PostgresDatabase, sql: str, params: Sequence[Any]) -> Any:
