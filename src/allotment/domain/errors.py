@@ -10,6 +10,8 @@ The one mapping to HTTP lives in ``allotment.http.problems``.
     │   └── PayloadTooLarge   body or batch too large                  (413)
     ├── Unauthorized          missing or invalid credentials           (401)
     ├── Forbidden             credentials do not allow this            (403)
+    ├── PaymentRequired       a budget does not cover the request      (402)
+    ├── TooManyRequests       a rate limit is reached                  (429)
     ├── Unavailable           a dependency (the database) is down      (503)
     └── InvariantViolation    our bug: an internal check failed        (500)
 """
@@ -62,6 +64,14 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class PaymentRequired(DomainError):
+    code = "payment_required"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
 
 
 class Unavailable(DomainError):

@@ -24,3 +24,17 @@ SUBJECTS_PER_UPSERT_MAX = 1000
 GRANTS_PER_ENTITLEMENT_MAX = 1000
 RECURRENCE_ITERATIONS_MAX = 1_000_000
 HISTORY_WINDOWS_MAX = 10_000
+
+# Enforcement (POST /v1/customers/{ref}/authorize, reservations)
+AUTHORIZE_ITEMS_MAX = 64
+"""Items in each of ``checks``, ``consume`` and ``reserve`` of one authorize."""
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+"""Characters of an ``idempotency_key``."""
+IDEMPOTENCY_TTL_SECONDS = 86_400
+"""How long the first answer of an ``idempotency_key`` is kept and returned again (24 h)."""
+RATE_CONSUME_AMOUNT_MAX = 1_000_000
+"""Requests one consume item may count against a rate limit."""
+RESERVATION_TTL_SECONDS_MAX = 86_400
+"""Longest ``ttl_seconds`` of a reservation (1 day)."""
+RESERVATION_TTL_SECONDS_DEFAULT = 300
+"""``ttl_seconds`` when a reserve item leaves it out."""
