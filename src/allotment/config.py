@@ -3,7 +3,8 @@
 The config file is OpenMeter's format (a ``meters:`` list, see ``examples/config.yaml``); other
 OpenMeter sections (kafka, clickhouse, …) are ignored so the same file works for both.
 Allotment's own sections: ``database`` (``url``, ``pool``), ``server`` (``host``, ``port``),
-``portal`` (``tokenSecret``, ``tokenExpiration``).
+``portal`` (``tokenSecret``, ``tokenExpiration``), ``catalog`` (``features``, ``plans``: the
+`/v1` catalog as code, docs/catalog.md).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ class Settings:
     config_path: str | None = None
     # --- ingest (metering): request body limit, lowered by tests to exercise N / N+1
     max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
+    catalog: Mapping[str, Any] | None = None
+    """The ``catalog:`` section (features and plans as code, docs/catalog.md), as written."""
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -68,7 +71,8 @@ def load_file(path: str) -> Settings:
     meters = raw.get("meters") or []
     if not isinstance(meters, list):
         raise ConfigError("config: 'meters' must be a list")
-    settings = Settings(meters=tuple(meters), config_path=path)
+    catalog = raw.get("catalog")
+    settings = Settings(meters=tuple(meters), config_path=path, catalog=catalog)
     database = _section(raw, "database")
     server = _section(raw, "server")
     portal = _section(raw, "portal")
@@ -178,3 +182,13 @@ def validate(settings: Settings) -> None:
         if meter.slug in seen:
             raise ConfigError(f"config: {where}: duplicate meter slug {meter.slug!r}")
         seen.add(meter.slug)
+    _validate_catalog(settings, seen)
+
+
+def _validate_catalog(settings: Settings, meter_slugs: set[str]) -> None:
+    from allotment.domain.catalog_config import check_catalog, parse_catalog
+
+    try:
+        check_catalog(parse_catalog(settings.catalog), meter_slugs)
+    except InvalidInput as exc:
+        raise ConfigError(f"config: {exc.detail}") from exc

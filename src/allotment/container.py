@@ -11,6 +11,8 @@ import logging
 from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
+from allotment.services.catalog import CatalogService
+from allotment.services.customers import CustomerService
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -35,9 +37,11 @@ class Container:
         self.events = EventService(self)
         self.subjects = SubjectService(self)
         self.features = FeatureService(self)
+        self.customers = CustomerService(db, clock)
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
         self.portal = PortalService(self)
+        self.catalog = CatalogService(db, clock, self.meters)
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -50,6 +54,9 @@ class Container:
         sync = getattr(self.meters, "sync_config", None)
         if sync is not None:
             sync(self.settings.meters)
+        if self.settings.catalog:
+            for item, what in self.catalog.apply_config(self.settings.catalog).items():
+                log.info("config catalog: %s %s", item, what)
 
     def close(self) -> None:
         self.events.close()  # the group-commit writer finishes what is queued first

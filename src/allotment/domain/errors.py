@@ -10,6 +10,8 @@ The one mapping to HTTP lives in ``allotment.http.problems``.
     │   └── PayloadTooLarge   body or batch too large                  (413)
     ├── Unauthorized          missing or invalid credentials           (401)
     ├── Forbidden             credentials do not allow this            (403)
+    ├── PreconditionFailed    the named thing is in a state that forbids this (412),
+    │                         e.g. a deleted customer
     ├── PaymentRequired       a budget does not cover the request      (402)
     ├── TooManyRequests       a rate limit is reached                  (429)
     ├── Unavailable           a dependency (the database) is down      (503)
@@ -72,6 +74,10 @@ class PaymentRequired(DomainError):
 
 class TooManyRequests(DomainError):
     code = "too_many_requests"
+
+
+class PreconditionFailed(DomainError):
+    code = "precondition_failed"
 
 
 class Unavailable(DomainError):

@@ -25,6 +25,10 @@ GRANTS_PER_ENTITLEMENT_MAX = 1000
 RECURRENCE_ITERATIONS_MAX = 1_000_000
 HISTORY_WINDOWS_MAX = 10_000
 
+# Customers
+CUSTOMER_SUBJECT_KEYS_MAX = 100
+"""Subject keys (``usageAttribution.subjectKeys``) of one customer."""
+
 # Enforcement (POST /v1/customers/{ref}/authorize, reservations)
 AUTHORIZE_ITEMS_MAX = 64
 """Items in each of ``checks``, ``consume`` and ``reserve`` of one authorize."""

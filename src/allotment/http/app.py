@@ -21,6 +21,8 @@ from allotment.http.routes import (
     portal,
     subjects,
     system,
+    v1_features,
+    v1_pricing_plans,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +40,8 @@ def all_routes() -> list[BaseRoute]:
         *entitlements.ROUTES,
         *grants.ROUTES,
         *portal.ROUTES,
+        *v1_features.ROUTES,
+        *v1_pricing_plans.ROUTES,
     ]
 
 

@@ -1,8 +1,8 @@
 """The served OpenAPI document, assembled from one YAML fragment per resource.
 
 ``openapi/base.yaml`` holds the info and shared components; every other ``openapi/*.yaml``
-contributes ``paths`` and ``components.schemas``. A test checks that every route the app
-serves is documented and every documented path is served.
+contributes ``paths`` and ``components`` (schemas, parameters, responses). A test checks
+that every route the app serves is documented and every documented path is served.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def openapi_document() -> dict[str, Any]:
             doc = {**part, **doc}
             continue
         doc.setdefault("paths", {}).update(part.get("paths", {}))
-        schemas = part.get("components", {}).get("schemas", {})
-        doc.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        for section, entries in part.get("components", {}).items():
+            doc.setdefault("components", {}).setdefault(section, {}).update(entries)
     doc.setdefault("paths", {})
     return doc
