@@ -13,6 +13,8 @@ from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
 from allotment.services.customers import CustomerService
+from allotment.services.enforcement import EnforcementService
+from allotment.services.enforcement_source import CatalogEntitlements
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -23,6 +25,7 @@ from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.enforcement_repo import EnforcementStore
 
 log = logging.getLogger("allotment")
 
@@ -42,6 +45,12 @@ class Container:
         self.grants = GrantService(self)
         self.portal = PortalService(self)
         self.catalog = CatalogService(db, clock, self.meters)
+        self.enforcement = EnforcementService(
+            EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
+            CatalogEntitlements(self.customers),
+            self.events,
+            clock,
+        )
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())

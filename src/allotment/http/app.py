@@ -21,6 +21,7 @@ from allotment.http.routes import (
     portal,
     subjects,
     system,
+    v1_authorize,
     v1_features,
     v1_pricing_plans,
 )
@@ -42,6 +43,7 @@ def all_routes() -> list[BaseRoute]:
         *portal.ROUTES,
         *v1_features.ROUTES,
         *v1_pricing_plans.ROUTES,
+        *v1_authorize.ROUTES,
     ]
 
 
