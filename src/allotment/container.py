@@ -12,6 +12,8 @@ from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
+from allotment.services.catalog_meter_data import MeterDataService
+from allotment.services.catalog_subscriptions import SubscriptionService
 from allotment.services.customers import CustomerService
 from allotment.services.enforcement import EnforcementService
 from allotment.services.enforcement_source import CatalogEntitlements
@@ -45,6 +47,10 @@ class Container:
         self.grants = GrantService(self)
         self.portal = PortalService(self)
         self.catalog = CatalogService(db, clock, self.meters)
+        self.subscriptions = SubscriptionService(db, clock, self.catalog, self.customers)
+        self.meter_data = MeterDataService(
+            clock, self.customers, self.subscriptions, self.meters, self.meter_queries
+        )
         self.enforcement = EnforcementService(
             EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
             CatalogEntitlements(self.customers),

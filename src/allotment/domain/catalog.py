@@ -438,10 +438,13 @@ def parse_values(
     features: Mapping[str, TypedFeature],
     field: str = "entitlements",
     allowed_keys: frozenset[str] = frozenset(("feature_reference", *VALUE_KEYS.values())),
+    positions: Sequence[int] | None = None,
 ) -> list[TypedValue]:
-    """Validate every entry against its feature (``features`` maps reference → feature)."""
+    """Validate every entry against its feature (``features`` maps reference → feature).
+    ``positions``: each entry's index in the request (when ``items`` is a selection)."""
     out: list[TypedValue] = []
-    for i, item in enumerate(items):
+    for n, item in enumerate(items):
+        i = n if positions is None else positions[n]
         where = f"{field}[{i}]"
         for key in item:
             if key not in allowed_keys:

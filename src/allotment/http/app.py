@@ -22,8 +22,10 @@ from allotment.http.routes import (
     subjects,
     system,
     v1_authorize,
+    v1_customers,
     v1_features,
     v1_pricing_plans,
+    v1_subscriptions,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ def all_routes() -> list[BaseRoute]:
         *portal.ROUTES,
         *v1_features.ROUTES,
         *v1_pricing_plans.ROUTES,
+        *v1_subscriptions.ROUTES,
+        *v1_customers.ROUTES,
         *v1_authorize.ROUTES,
     ]
 

@@ -142,14 +142,15 @@ class CatalogService:
         items: Sequence[Mapping[str, Any]],
         field: str = "entitlements",
         allowed_keys: frozenset[str] | None = None,
+        positions: Sequence[int] | None = None,
     ) -> list[TypedValue]:
         """Validate typed values against the live features they name (one read)."""
         refs = [str(i["feature_reference"]) for i in items]
         with self._db.read() as tx:
             features = catalog_repo.live_features(tx, refs)
         if allowed_keys is None:
-            return parse_values(items, features, field)
-        return parse_values(items, features, field, allowed_keys)
+            return parse_values(items, features, field, positions=positions)
+        return parse_values(items, features, field, allowed_keys, positions)
 
     # ------------------------------------------------------------ plans
 
