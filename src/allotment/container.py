@@ -53,7 +53,9 @@ class Container:
         )
         self.enforcement = EnforcementService(
             EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
-            CatalogEntitlements(self.customers),
+            CatalogEntitlements(
+                self.customers, self.subscriptions, self.catalog, self.meters, self.meter_data
+            ),
             self.events,
             clock,
         )
