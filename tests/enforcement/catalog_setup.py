@@ -51,6 +51,7 @@ def build_guide(
     budget: int | str = 1000,
     pro_rpm: int | str = "unlimited",
     pro_budget: int | str = 100_000,
+    rate_window: str = "MINUTE",
 ) -> Guide:
     meter = unique("tokens")
     r = c.post(
@@ -60,7 +61,7 @@ def build_guide(
     assert r.status_code in (200, 201), r.text
     names = {k: unique(k) for k in ("rpm", "budget", "models", "priority")}
     _ok(c.post("/v1/features", json={"reference": names["rpm"], "name": "RPM", "type": "NUMBER",
-                                      "rate_window": "MINUTE"}))  # fmt: skip
+                                      "rate_window": rate_window}))  # fmt: skip
     _ok(c.post("/v1/features", json={"reference": names["budget"], "name": "Tokens",
                                       "type": "NUMBER", "meter_reference": meter}))  # fmt: skip
     _ok(c.post("/v1/features", json={"reference": names["models"], "name": "Models",
