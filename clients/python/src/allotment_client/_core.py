@@ -272,6 +272,21 @@ class Leases:
         with self._lock:
             self._pools.setdefault(key, []).append(lease)
 
+    def due(self) -> tuple[list[tuple[tuple[str, str], Lease]], float | None]:
+        """Take the leases past their use-by time; also the next use-by time, if any."""
+        now = self._clock()
+        with self._lock:
+            out = []
+            nxt: float | None = None
+            for key, pool in self._pools.items():
+                for x in list(pool):
+                    if x.use_until <= now:
+                        pool.remove(x)
+                        out.append((key, x))
+                    elif nxt is None or x.use_until < nxt:
+                        nxt = x.use_until
+            return out, nxt
+
     def drain(self) -> list[tuple[tuple[str, str], Lease]]:
         with self._lock:
             out = [(k, x) for k, pool in self._pools.items() for x in pool]
@@ -436,6 +451,17 @@ class Core:
             yield from self.commit(lease.reservation_id, {feature: lease.used})
         else:
             yield from self.release(lease.reservation_id)
+
+    def settle_due_leases(self) -> Flow[float | None]:
+        """Settle the leases past their use-by time (the keeper runs this even while the
+        process is idle, so a lease's commit lands before its server TTL); returns the
+        monotonic time the next one is due, or None."""
+        if self.leases is None:
+            return None
+        due, nxt = self.leases.due()
+        for (_, feature), lease in due:
+            yield from self._settle_lease(feature, lease)
+        return nxt
 
     def settle_leases(self) -> Flow[None]:
         """Commit what every lease used and free the rest (on close)."""

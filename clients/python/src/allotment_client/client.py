@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import queue
 import threading
@@ -116,6 +117,8 @@ class Allotment:
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
         self._closed = False
+        self._keeper: threading.Thread | None = None
+        self._stop = threading.Event()
         self.failed_events: list[dict[str, Any]] = []
         """Events whose batch failed after every retry (or was refused with a 4xx)."""
         atexit.register(_close_at_exit, weakref.ref(self))
@@ -203,7 +206,26 @@ class Allotment:
 
     def spend(self, customer: str, feature: str, amount: Amount) -> bool:
         """Spend from a local budget lease (see :class:`LeaseSettings`)."""
-        return self.run(self.core.spend(customer, feature, amount))
+        local = self.run(self.core.spend(customer, feature, amount))
+        if self._keeper is None:
+            with self._worker_lock:
+                if self._keeper is None:
+                    self._keeper = threading.Thread(
+                        target=self._keep, name="allotment-leases", daemon=True
+                    )
+                    self._keeper.start()
+        return local
+
+    def _keep(self) -> None:
+        """Settle leases at their use-by time even when nothing else calls the client."""
+        while not self._stop.is_set():
+            try:
+                nxt = self.run(self.core.settle_due_leases())
+            except Exception as exc:  # the keeper survives any failure; the next spend retries
+                log.warning("allotment leases: settling failed: %s", exc)
+                nxt = None
+            wait = 1.0 if nxt is None else max(0.01, nxt - time.monotonic())
+            self._stop.wait(min(wait, 1.0))
 
     # ingest
 
@@ -265,6 +287,9 @@ class Allotment:
         if self._worker is not None:
             self._queue.put(None)
             self._worker.join()
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join()
         try:
             self.run(self.core.settle_leases())
         finally:
@@ -344,6 +369,7 @@ class AsyncAllotment:
         self._flush_interval = flush_interval
         self._queue: asyncio.Queue[dict[str, Any] | None] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._keeper: asyncio.Task[None] | None = None
         self._closed = False
         self.failed_events: list[dict[str, Any]] = []
 
@@ -426,7 +452,20 @@ class AsyncAllotment:
         )
 
     async def spend(self, customer: str, feature: str, amount: Amount) -> bool:
-        return await self.run(self.core.spend(customer, feature, amount))
+        local = await self.run(self.core.spend(customer, feature, amount))
+        if self._keeper is None:
+            self._keeper = asyncio.create_task(self._keep())
+        return local
+
+    async def _keep(self) -> None:
+        while True:
+            try:
+                nxt = await self.run(self.core.settle_due_leases())
+            except Exception as exc:  # the keeper survives any failure; the next spend retries
+                log.warning("allotment leases: settling failed: %s", exc)
+                nxt = None
+            wait = 1.0 if nxt is None else max(0.01, nxt - time.monotonic())
+            await asyncio.sleep(min(wait, 1.0))
 
     async def ingest(self, events: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
         if self._closed:
@@ -479,6 +518,10 @@ class AsyncAllotment:
         if self._queue is not None and self._worker is not None:
             self._queue.put_nowait(None)
             await self._worker
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         try:
             await self.run(self.core.settle_leases())
         finally:
