@@ -12,8 +12,10 @@ from allotment.clock import Clock, FrozenClock, SystemClock
 from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
+from allotment.services.catalog_entitlements import CatalogEntitlements
 from allotment.services.catalog_meter_data import MeterDataService
 from allotment.services.catalog_subscriptions import SubscriptionService
+from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.enforcement import EnforcementService
 from allotment.services.enforcement_source import CatalogEntitlements
@@ -45,9 +47,18 @@ class Container:
         self.customers = CustomerService(db, clock)
         self.entitlements = EntitlementService(self)
         self.grants = GrantService(self)
+        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements)
         self.portal = PortalService(self)
         self.catalog = CatalogService(db, clock, self.meters)
-        self.subscriptions = SubscriptionService(db, clock, self.catalog, self.customers)
+        # the subscription guard (400 while subscribed) runs before the entitlement one (409)
+        self.subscriptions = SubscriptionService(
+            db,
+            clock,
+            self.catalog,
+            self.customers,
+            CatalogEntitlements(clock, self.customer_entitlements, self.entitlements),
+        )
+        self.customers.add_guard(self.customer_entitlements)
         self.meter_data = MeterDataService(
             clock, self.customers, self.subscriptions, self.meters, self.meter_queries
         )

@@ -85,7 +85,9 @@ class EntitlementSync(Protocol):
     """Keeps a customer's OpenMeter entitlements in line with its effective values, and
     reads a budget's value back."""
 
-    def budget_value(self, customer_id: str, feature_key: str) -> BudgetValue | None: ...
+    def budget_value(
+        self, customer_id: str, feature: TypedFeature, anchor: datetime
+    ) -> BudgetValue | None: ...
 
     def sync(
         self,
@@ -201,7 +203,9 @@ class SubscriptionService:
             feature = view.features[e.value.feature_reference]
             budget = None
             if feature.is_budget and self._sync is not None:
-                budget = self._sync.budget_value(view.customer.id, feature.reference)
+                budget = self._sync.budget_value(
+                    view.customer.id, feature, view.subscription.start_at
+                )
             out.append(EntitledItem(e, feature, budget, view.plan.reference))
         return out
 

@@ -64,8 +64,12 @@ class CustomerService:
         self._clock = clock
         self._guards: list[CustomerGuard] = []
 
-    def add_guard(self, guard: CustomerGuard) -> None:
-        self._guards.append(guard)
+    def add_guard(self, guard: CustomerGuard, *, first: bool = False) -> None:
+        """Guards run in order; ``first`` puts this one before those already added."""
+        if first:
+            self._guards.insert(0, guard)
+        else:
+            self._guards.append(guard)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -167,8 +171,9 @@ class CustomerService:
                     updated = customers_repo.replace(tx, old, inp, self._now())
                     after = self.subjects_in(tx, updated)
                     if before != after:
-                        for guard in self._guards:
-                            guard.subjects_changing(tx, updated, after)
+                        self._subjects_changing(tx, updated, after)
+                    if old.key is not None and old.key != updated.key:
+                        self._key_released(tx, old)
                     return updated
             except DuplicateKey:
                 if attempt == RETRIES - 1:
@@ -182,6 +187,24 @@ class CustomerService:
                 guard.before_delete(tx, customer)
             if not customers_repo.soft_delete(tx, customer.id, self._now()):
                 raise deleted(customer)
+            self._subjects_changing(tx, customer, ())
+            self._key_released(tx, customer)
+
+    def _subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        for guard in self._guards:
+            guard.subjects_changing(tx, customer, subjects)
+
+    def _key_released(self, tx: Tx, customer: Customer) -> None:
+        """The customer's key stopped being a live key: another customer that has it as a
+        subject key now counts its usage."""
+        if customer.key is None:
+            return
+        owner_id = customers_repo.subject_owners(tx, [customer.key]).get(customer.key)
+        if owner_id is None or owner_id == customer.id:
+            return
+        other = customers_repo.by_id(tx, owner_id)
+        if other is not None:
+            self._subjects_changing(tx, other, self.subjects_in(tx, other))
 
     # ------------------------------------------------------------ conflicts
 

@@ -6,14 +6,17 @@ entitlement's state (reset, delete, override, and the grant writes in ``GrantSer
 re-reads the entitlement under its lock inside the write transaction
 (``entitlements_repo.lock``).
 
-Owners: ``subjectIdOrKey`` is the subject key, used verbatim; it need not be a known
-subject. When it is the ULID of a live subject (upserted through ``/api/v1/subjects``), it
-resolves to that subject's key.
+Owners (``domain/owners.py``): every method taking an owner accepts either the
+``subjectIdOrKey`` of the subject routes — the subject key, used verbatim; it need not be a
+known subject; the ULID of a live subject (upserted through ``/api/v1/subjects``) resolves to
+that subject's key — or an :class:`Owner`. A customer owner (``Owner.customer(id)``) has the
+same entitlements, grants, value, history and reset; its usage is the meter's usage over the
+customer's key and subject keys as they are at read time (``CustomerService.subjects_in``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +36,7 @@ from allotment.domain.errors import Conflict, InvalidInput, NotFound
 from allotment.domain.features import Feature
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
 from allotment.domain.ids import is_ulid, new_ulid
+from allotment.domain.owners import Owner
 from allotment.domain.periods import (
     Period,
     Recurrence,
@@ -42,7 +46,14 @@ from allotment.domain.periods import (
 )
 from allotment.domain.timeutil import ceil_minute, floor_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
-from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
+from allotment.services.customers import CustomerService, deleted, not_found
+from allotment.storage import (
+    customers_repo,
+    entitlements_repo,
+    features_repo,
+    grants_repo,
+    usage_marks,
+)
 from allotment.storage.database import DuplicateKey, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
@@ -51,6 +62,9 @@ if TYPE_CHECKING:
     from allotment.container import Container
 
 ZERO = Decimal(0)
+
+OwnerRef = str | Owner
+"""A subject route's ``subjectIdOrKey``, or an owner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +100,8 @@ class MeteredContext:
     resets: list[em.ManualReset]
     grants: list[GrantRecord]
     feature: Feature
+    subjects: tuple[str, ...]
+    """Whose usage counts (a subject's own key; a customer's key and subject keys)."""
 
 
 def spec_of(
@@ -178,19 +194,35 @@ class EntitlementService:
                 return key
         return subject_id_or_key
 
+    def owner_of(self, tx: Tx, ref: OwnerRef) -> Owner:
+        return ref if isinstance(ref, Owner) else Owner.subject(self.subject_key(tx, ref))
+
+    @staticmethod
+    def usage_subjects(tx: Tx, record: EntitlementRecord) -> tuple[str, ...]:
+        """The event subjects whose usage is the entitlement's, as they are now."""
+        if not record.customer_id:
+            return (record.subject_key,)
+        customer = customers_repo.by_id(tx, record.customer_id)
+        return () if customer is None else CustomerService.subjects_in(tx, customer)
+
     def resolve(
-        self, tx: Tx, subject_id_or_key: str, id_or_feature_key: str, at: datetime
+        self, tx: Tx, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime
     ) -> EntitlementRecord:
-        """§1.5: a ULID is looked up as an entitlement id (of this subject); otherwise (or
-        when not found) the subject's entitlement for that feature key active at ``at``."""
-        subject = self.subject_key(tx, subject_id_or_key)
+        """§1.5: a ULID is looked up as an entitlement id (of this owner); otherwise (or
+        when not found) the owner's entitlement for that feature key active at ``at``."""
+        owner = self.owner_of(tx, owner_ref)
         if is_ulid(id_or_feature_key):
             found = entitlements_repo.by_id(tx, id_or_feature_key)
-            if found is not None and found.subject_key == subject:
+            if found is not None and found.owner == owner:
                 return found
-        found = entitlements_repo.active_for_feature_key_at(tx, subject, id_or_feature_key, at)
+        found = entitlements_repo.active_for_feature_key_at(tx, owner, id_or_feature_key, at)
         if found is None:
-            raise NotFound(f"entitlement {id_or_feature_key!r} not found for subject {subject!r}")
+            raise NotFound(
+                f"entitlement {id_or_feature_key!r} not found for {owner.describe()}"
+                if owner.is_customer
+                else f"entitlement {id_or_feature_key!r} not found for subject "
+                f"{owner.subject_key!r}"
+            )
         return found
 
     def aggregation_of(self, feature: Feature) -> Aggregation:
@@ -238,7 +270,12 @@ class EntitlementService:
         return feature
 
     def _build(
-        self, subject: str, inp: EntitlementCreate, feature: Feature, now: datetime
+        self,
+        owner: Owner,
+        inp: EntitlementCreate,
+        feature: Feature,
+        now: datetime,
+        annotations: Mapping[str, Any] | None = None,
     ) -> tuple[EntitlementRecord, GrantRecord | None]:
         """The new entitlement (and its default grant) — pure, before any write."""
         eid = self._new_id()
@@ -264,7 +301,8 @@ class EntitlementService:
             if inp.issue_after_reset is not None and inp.issue_after_reset > 0:
                 amount = inp.issue_after_reset
                 default = GrantRecord(
-                    id=self._new_id(), entitlement_id=eid, subject_key=subject, amount=amount,
+                    id=self._new_id(), entitlement_id=eid, subject_key=owner.subject_key,
+                    amount=amount,
                     priority=priority or DEFAULT_ISSUE_AFTER_RESET_PRIORITY,
                     effective_at=measure, expiration_duration=None, expiration_count=None,
                     expires_at=None, max_rollover=amount, min_rollover=amount,
@@ -272,8 +310,10 @@ class EntitlementService:
                     annotations={"issueAfterReset": True}, created_at=now, updated_at=now,
                 )  # fmt: skip
         record = EntitlementRecord(
-            id=eid, subject_key=subject, feature_id=feature.id, feature_key=feature.key,
-            type=inp.type.value, metadata=inp.metadata, annotations=None, config=inp.config,
+            id=eid, subject_key=owner.subject_key, customer_id=owner.customer_id,
+            feature_id=feature.id, feature_key=feature.key,
+            type=inp.type.value, metadata=inp.metadata, annotations=annotations,
+            config=inp.config,
             usage_period_interval=interval, usage_period_anchor=anchor,
             measure_usage_from=measure, is_soft_limit=inp.is_soft_limit,
             issue_after_reset=inp.issue_after_reset, issue_after_reset_priority=priority,
@@ -295,37 +335,55 @@ class EntitlementService:
 
     @staticmethod
     def _conflict(tx: Tx, record: EntitlementRecord) -> Conflict:
-        existing = entitlements_repo.live_for(tx, record.subject_key, record.feature_key)
+        existing = entitlements_repo.live_for(tx, record.owner, record.feature_key)
         ext = {"conflictingEntityId": existing.id} if existing is not None else None
+        owner = record.owner.describe() if record.customer_id else f"subject {record.subject_key!r}"
         return Conflict(
             f"entitlement with id {existing.id if existing else '?'} already exists for "
-            f"feature {record.feature_key!r} and subject {record.subject_key!r}",
+            f"feature {record.feature_key!r} and {owner}",
             extensions=ext,
         )
 
-    def create(self, subject_id_or_key: str, inp: EntitlementCreate) -> EntitlementView:
+    @staticmethod
+    def require_live_owner(tx: Tx, owner: Owner) -> None:
+        """A customer owner must exist and not be deleted (404 / 412)."""
+        if not owner.is_customer:
+            return
+        customer = customers_repo.by_id(tx, owner.customer_id)
+        if customer is None:
+            raise not_found(owner.customer_id)
+        if customer.is_deleted:
+            raise deleted(customer)
+
+    def create(
+        self,
+        owner_ref: OwnerRef,
+        inp: EntitlementCreate,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> EntitlementView:
         now = self._now()
         with self._c.db.read() as tx:
-            subject = self.subject_key(tx, subject_id_or_key)
+            owner = self.owner_of(tx, owner_ref)
             feature = self._feature_for(tx, inp)
-        record, default = self._build(subject, inp, feature, now)
+        record, default = self._build(owner, inp, feature, now, annotations)
         try:
             with self._c.db.write() as tx:
-                existing = entitlements_repo.live_for(tx, subject, feature.key)
+                self.require_live_owner(tx, owner)
+                existing = entitlements_repo.live_for(tx, owner, feature.key)
                 if existing is not None:
                     raise self._conflict(tx, record)
                 self._insert(tx, record, default)
-                usage_marks.bump_scope(tx, subject, feature.key)
+                usage_marks.bump_scope(tx, owner.scope, feature.key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
 
     def override(
-        self, subject_id_or_key: str, id_or_feature_key: str, inp: EntitlementCreate
+        self, owner_ref: OwnerRef, id_or_feature_key: str, inp: EntitlementCreate
     ) -> EntitlementView:
         now = self._now()
         with self._c.db.read() as tx:
-            old = self.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+            old = self.resolve(tx, owner_ref, id_or_feature_key, now)
             feature = self._feature_for(tx, inp)
         if old.deleted_at is not None:
             raise InvalidInput(f"entitlement {old.id} is already deleted")
@@ -336,9 +394,10 @@ class EntitlementService:
                 f"the override must be for the same feature ({old.feature_key!r})",
                 field="featureKey",
             )
-        record, default = self._build(old.subject_key, inp, feature, now)
+        record, default = self._build(old.owner, inp, feature, now)
         try:
             with self._c.db.write() as tx:
+                self.require_live_owner(tx, old.owner)
                 locked = entitlements_repo.lock(tx, old.id, self._c.db.dialect)
                 if locked is None or locked.deleted_at is not None:
                     raise InvalidInput(f"entitlement {old.id} is already deleted")
@@ -346,29 +405,29 @@ class EntitlementService:
                 entitlements_repo.soft_delete(tx, old.id, now_us)
                 grants_repo.delete_for_entitlement(tx, old.id, now_us)
                 self._insert(tx, record, default)
-                usage_marks.bump_scope(tx, old.subject_key, old.feature_key)
+                usage_marks.bump_scope(tx, old.owner.scope, old.feature_key)
                 return self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
 
-    def delete(self, subject_id_or_key: str, entitlement_id: str) -> None:
+    def delete(self, owner_ref: OwnerRef, entitlement_id: str) -> None:
         now = self._now()
         with self._c.db.write() as tx:
-            found = self.resolve(tx, subject_id_or_key, entitlement_id, now)
+            found = self.resolve(tx, owner_ref, entitlement_id, now)
             locked = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
             if locked is None or locked.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             now_us = to_micros(now)
             entitlements_repo.soft_delete(tx, found.id, now_us)
             grants_repo.delete_for_entitlement(tx, found.id, now_us)
-            usage_marks.bump_scope(tx, locked.subject_key, locked.feature_key)
+            usage_marks.bump_scope(tx, locked.owner.scope, locked.feature_key)
 
     # ------------------------------------------------------------ reads
 
-    def get(self, subject_id_or_key: str, entitlement_id: str) -> EntitlementView:
+    def get(self, owner_ref: OwnerRef, entitlement_id: str) -> EntitlementView:
         now = self._now()
         with self._c.db.read() as tx:
-            return self.view(tx, self.resolve(tx, subject_id_or_key, entitlement_id, now), now)
+            return self.view(tx, self.resolve(tx, owner_ref, entitlement_id, now), now)
 
     def get_by_id(self, entitlement_id: str) -> EntitlementView:
         now = self._now()
@@ -378,14 +437,14 @@ class EntitlementService:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
             return self.view(tx, found, now)
 
-    def list_for_subject(
-        self, subject_id_or_key: str, include_deleted: bool
-    ) -> list[EntitlementView]:
+    def list_for_owner(self, owner_ref: OwnerRef, include_deleted: bool) -> list[EntitlementView]:
         now = self._now()
         with self._c.db.read() as tx:
-            subject = self.subject_key(tx, subject_id_or_key)
-            rows = entitlements_repo.list_for_subject(tx, subject, now, include_deleted)
+            owner = self.owner_of(tx, owner_ref)
+            rows = entitlements_repo.list_for_owner(tx, owner, now, include_deleted)
             return [self.view(tx, r, now) for r in rows]
+
+    list_for_subject = list_for_owner
 
     def list_all(
         self,
@@ -394,7 +453,10 @@ class EntitlementService:
         types: Sequence[str],
         exclude_inactive: bool,
         paging: Paging,
+        customer_ids: Sequence[str] | None = None,
     ) -> tuple[list[EntitlementView], int]:
+        """``customer_ids`` None: subject-owned entitlements (``subjects`` filters them);
+        else customer-owned ones of these customers (any customer's when empty)."""
         now = self._now()
         with self._c.db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
@@ -403,7 +465,7 @@ class EntitlementService:
                 tx, feature_ids=feature_ids, subject_keys=keys, types=types,
                 exclude_inactive_at=now if exclude_inactive else None,
                 order_by=paging.order_by, descending=paging.descending,
-                limit=paging.limit, offset=paging.offset,
+                limit=paging.limit, offset=paging.offset, customer_ids=customer_ids,
             )  # fmt: skip
             return [self.view(tx, r, now) for r in rows], total
 
@@ -417,32 +479,30 @@ class EntitlementService:
         feature = self._feature_of(tx, record)
         return MeteredContext(
             record, spec_of(record), entitlements_repo.resets_of(tx, record.id),
-            grants_repo.of_entitlement(tx, record.id), feature,
+            grants_repo.of_entitlement(tx, record.id), feature, self.usage_subjects(tx, record),
         )  # fmt: skip
 
     def _series(self, ctx: MeteredContext, period: Period) -> UsageSeries:
         assert ctx.feature.meter_slug is not None
         series: UsageSeries = self._c.meter_queries.usage_series(
-            ctx.feature.meter_slug, ctx.record.subject_key, ctx.feature.group_filters,
+            ctx.feature.meter_slug, ctx.subjects, ctx.feature.group_filters,
             period.start, period.end,
         )  # fmt: skip
         return series
 
-    def value(
-        self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
-    ) -> ValueView:
+    def value(self, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime | None) -> ValueView:
         """The entitlement value at ``at`` (default now): from the value cache when it is on
         and can answer, else the plain computation. Both give identical results."""
         at = (at or self._now()).astimezone(UTC)
         if self.cache is not None:
-            answer = self.cache.serve(subject_id_or_key, id_or_feature_key, at, allow_io=True)
+            answer = self.cache.serve(owner_ref, id_or_feature_key, at, allow_io=True)
             if answer is not None:
                 return answer.view
-        return self.plain_value(subject_id_or_key, id_or_feature_key, at)
+        return self.plain_value(owner_ref, id_or_feature_key, at)
 
     def cached_value_body(
         self,
-        subject_id_or_key: str,
+        owner_ref: OwnerRef,
         id_or_feature_key: str,
         at: datetime | None,
         render: Callable[[ValueView], bytes],
@@ -452,7 +512,7 @@ class EntitlementService:
         if self.cache is None:
             return None
         answer = self.cache.serve(
-            subject_id_or_key, id_or_feature_key, (at or self._now()).astimezone(UTC),
+            owner_ref, id_or_feature_key, (at or self._now()).astimezone(UTC),
             allow_io=False,
         )  # fmt: skip
         if answer is None:
@@ -463,12 +523,12 @@ class EntitlementService:
         return body
 
     def plain_value(
-        self, subject_id_or_key: str, id_or_feature_key: str, at: datetime | None
+        self, owner_ref: OwnerRef, id_or_feature_key: str, at: datetime | None
     ) -> ValueView:
         """The value computed from the stored rows alone (no cache): the reference."""
         at = (at or self._now()).astimezone(UTC)
         with self._c.db.read() as tx:
-            record = self.resolve(tx, subject_id_or_key, id_or_feature_key, at)
+            record = self.resolve(tx, owner_ref, id_or_feature_key, at)
             if not record.active_at(at):
                 return ValueView(False)
             if record.type == EntitlementType.BOOLEAN:
@@ -494,7 +554,7 @@ class EntitlementService:
 
     def history(
         self,
-        subject_id_or_key: str,
+        owner_ref: OwnerRef,
         entitlement_id: str,
         window_size: str,
         from_: datetime | None,
@@ -517,7 +577,7 @@ class EntitlementService:
             ) from exc
         now = self._now()
         with self._c.db.read() as tx:
-            record = self.resolve(tx, subject_id_or_key, entitlement_id, now)
+            record = self.resolve(tx, owner_ref, entitlement_id, now)
             ctx = self.metered_context(tx, record)
         aggregation = self.aggregation_of(ctx.feature)
         spec = spec_of(record, aggregation)
@@ -540,10 +600,10 @@ class EntitlementService:
             )  # fmt: skip
         return HistoryView(result, tz)
 
-    def reset(self, subject_id_or_key: str, entitlement_id: str, inp: ResetIn) -> None:
+    def reset(self, owner_ref: OwnerRef, entitlement_id: str, inp: ResetIn) -> None:
         now = self._now()
         with self._c.db.write() as tx:
-            found = self.resolve(tx, subject_id_or_key, entitlement_id, now)
+            found = self.resolve(tx, owner_ref, entitlement_id, now)
             record = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
@@ -562,4 +622,4 @@ class EntitlementService:
                 tx, self._new_id(), record.id, reset, anchor, interval_iso(in_force.interval),
                 to_micros(now),
             )  # fmt: skip
-            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)

@@ -25,7 +25,7 @@ from allotment.storage.grants_repo import GrantRecord
 
 if TYPE_CHECKING:
     from allotment.container import Container
-    from allotment.services.entitlements import EntitlementService
+    from allotment.services.entitlements import EntitlementService, OwnerRef
 
 
 GRANTS_LIMIT_ENV = "ALLOTMENT_GRANTS_PER_ENTITLEMENT_MAX"
@@ -57,12 +57,10 @@ class GrantService:
     def _now(self) -> datetime:
         return self._c.clock.now().astimezone(UTC)
 
-    def create(
-        self, subject_id_or_key: str, id_or_feature_key: str, inp: GrantCreate
-    ) -> GrantRecord:
+    def create(self, owner_ref: OwnerRef, id_or_feature_key: str, inp: GrantCreate) -> GrantRecord:
         now = self._now()
         with self._c.db.write() as tx:
-            found = self._ents.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+            found = self._ents.resolve(tx, owner_ref, id_or_feature_key, now)
             record = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {id_or_feature_key!r} not found")
@@ -100,15 +98,15 @@ class GrantService:
             )  # fmt: skip
             grant.to_domain()  # the engine's invariants hold before anything is written
             grants_repo.insert(tx, grant)
-            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
             return grant
 
     def list_for_entitlement(
-        self, subject_id_or_key: str, id_or_feature_key: str, include_deleted: bool
+        self, owner_ref: OwnerRef, id_or_feature_key: str, include_deleted: bool
     ) -> list[GrantRecord]:
         now = self._now()
         with self._c.db.read() as tx:
-            record = self._ents.resolve(tx, subject_id_or_key, id_or_feature_key, now)
+            record = self._ents.resolve(tx, owner_ref, id_or_feature_key, now)
             return grants_repo.of_entitlement(tx, record.id, include_deleted)
 
     def list_all(
@@ -117,14 +115,17 @@ class GrantService:
         subjects: Sequence[str],
         include_deleted: bool,
         paging: Paging,
+        customer_ids: Sequence[str] | None = None,
     ) -> tuple[list[GrantRecord], int]:
+        """``customer_ids`` None: grants of subject-owned entitlements (``subjects`` filters
+        them); else of customer-owned ones of these customers (any customer's when empty)."""
         with self._c.db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
             keys = sorted({self._ents.subject_key(tx, s) for s in subjects} | set(subjects))
             return grants_repo.list_all(
                 tx, feature_ids=feature_ids, subject_keys=keys, include_deleted=include_deleted,
                 order_by=paging.order_by, descending=paging.descending, limit=paging.limit,
-                offset=paging.offset,
+                offset=paging.offset, customer_ids=customer_ids,
             )  # fmt: skip
 
     def void(self, grant_id: str, at: datetime | None) -> None:
@@ -144,4 +145,4 @@ class GrantService:
             with field_named():
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
             grants_repo.void(tx, grant.id, to_micros(void_at), to_micros(now))
-            usage_marks.bump_scope(tx, record.subject_key, record.feature_key)
+            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from allotment.domain.decimals import plain
+from allotment.domain.decimals import EXACT, plain
 from allotment.domain.errors import InvalidInput, check
 from allotment.domain.meters import Aggregation, Meter, decode_group_key
 from allotment.domain.timeutil import (
@@ -224,12 +224,14 @@ class MeterQueryService:
     def usage_series(
         self,
         meter_id_or_slug: str | Meter,
-        subject: str,
+        subject: str | Sequence[str],
         group_filters: Mapping[str, str] | None,
         start: datetime,
         end: datetime,
     ) -> UsageSeries:
-        """One subject's usage of a meter over minute-aligned ``[start, end)``, fetched once.
+        """One subject's usage of a meter over minute-aligned ``[start, end)``, fetched once;
+        or, given several subjects (a customer's), their usage together, in one read
+        transaction (UNIQUE_COUNT counts a value seen under two subjects once).
 
         ``group_filters`` are exact matches on the meter's groupBy values (a feature's
         meterGroupByFilters). SUM/COUNT answer ``total``, UNIQUE_COUNT ``unique``, LATEST
@@ -239,27 +241,34 @@ class MeterQueryService:
         start, end = require_aware(start, "start"), require_aware(end, "end")
         filters = exact_filters(group_filters)
         lo, hi = to_micros(start), to_micros(end)
+        subjects = (subject,) if isinstance(subject, str) else tuple(subject)
+        uniques: list[tuple[int, str]] = []
+        minutes: list[usage_read.SeriesRow] = []
         with self._c.db.read() as tx:
-            keys = None
-            if filters:
-                found = usage_read.subject_group_keys(tx, meter, subject, lo, hi)
-                keys = [k for k in found if _keep(filters, k)]
-            if meter.aggregation is Aggregation.UNIQUE_COUNT:
-                uniques = usage_read.series_uniques(tx, meter, subject, lo, hi, keys)
-                return UsageSeries(start, end, [], uniques)
-            minutes = usage_read.series_minutes(tx, meter, subject, lo, hi, keys)
+            for one in subjects:
+                keys = None
+                if filters:
+                    found = usage_read.subject_group_keys(tx, meter, one, lo, hi)
+                    keys = [k for k in found if _keep(filters, k)]
+                if meter.aggregation is Aggregation.UNIQUE_COUNT:
+                    uniques += usage_read.series_uniques(tx, meter, one, lo, hi, keys)
+                else:
+                    minutes += usage_read.series_minutes(tx, meter, one, lo, hi, keys)
+        if meter.aggregation is Aggregation.UNIQUE_COUNT:
+            return UsageSeries(start, end, [], uniques)
         return UsageSeries(start, end, merge_minute_rows(minutes))
 
     def usage_totals(
         self,
         meter_id_or_slug: str | Meter,
-        subject: str,
+        subject: str | Sequence[str],
         group_filters: Mapping[str, str] | None,
         ranges: Sequence[tuple[datetime, datetime]],
     ) -> list[Decimal]:
         """One subject's usage total in each minute-aligned ``[from_, to)`` of ``ranges``, in
         one SQL statement: COUNT meters the number of events, other aggregations the sum of
         values (what :meth:`UsageSeries.total` answers; not for UNIQUE_COUNT or LATEST).
+        Several subjects (a customer's): their totals added, one statement each.
 
         Each range reads whole UTC days from ``usage_day``, whole hours from ``usage_hour``
         and minutes only at its ragged edges, so the cost does not grow with event volume.
@@ -281,8 +290,13 @@ class MeterQueryService:
             spans.append((lo, hi))
         filters = exact_filters(group_filters)
         keep = (lambda key: _keep(filters, key)) if filters else None
+        subjects = (subject,) if isinstance(subject, str) else tuple(subject)
+        totals = [Decimal(0)] * len(spans)
         with self._c.db.read() as tx:
-            return usage_read.range_totals(tx, meter, subject, spans, keep)
+            for one in subjects:
+                part = usage_read.range_totals(tx, meter, one, spans, keep)
+                totals = [EXACT.add(a, b) for a, b in zip(totals, part, strict=True)]
+        return totals
 
 
 # ---------------------------------------------------------------- helpers

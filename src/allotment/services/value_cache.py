@@ -18,6 +18,12 @@ is unknown): recompute the checkpoint. Newer definitions: reload them. Reads nev
 
 UNIQUE_COUNT and LATEST meters, reads before the checkpoint or past the horizon, and anything
 that fails to load take the plain path (``EntitlementService.plain_value``).
+
+Customer owners (``domain/owners.py``): the scope is (customer, feature key); the usage mark
+is the sum of the marks of the customer's subjects (each only grows, so an unchanged sum means
+no subject changed), and a checkpoint keeps each subject's mark to tell where missed events
+lie. The subjects themselves are part of the scope: every change to them (a replace of the
+customer, or of another customer whose key took precedence) bumps the customer's scopes.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from allotment.domain.errors import DomainError
 from allotment.domain.grants import Grant
 from allotment.domain.ids import is_ulid
 from allotment.domain.meters import Meter
+from allotment.domain.owners import Owner
 from allotment.domain.periods import Period
 from allotment.domain.timeutil import ceil_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
@@ -80,7 +87,7 @@ class _Alias:
     second parameter was one. ``subject_id`` is the first parameter when it is a ULID (its
     key is re-checked on every read: subjects can change), ``subject_found`` the key it had."""
 
-    subject_key: str
+    owner: Owner
     feature_key: str
     entitlement_id: str | None = None
     subject_id: str | None = None
@@ -97,6 +104,8 @@ class _Metered:
     """Usage reads take it as is instead of looking it up; a change to any meter bumps the
     catalog version, which reloads the scope and this record."""
     group_filters: Mapping[str, str] | None
+    subjects: tuple[str, ...]
+    """Whose usage counts (any change to them bumps the scope)."""
 
 
 @dataclass(slots=True)
@@ -113,6 +122,9 @@ class _Checkpoint:
     scope: _Scope
     """The definitions it was computed with (identity)."""
     mark: int
+    """The usage mark it was read under (the sum of ``marks``)."""
+    marks: tuple[int, ...]
+    """Per subject of ``_Metered.subjects``."""
     at: datetime
     state: EngineState
     series: UsageSeries
@@ -127,8 +139,8 @@ class ValueCache:
         self._svc = service
         self._max = max_entries()
         self._lock = threading.Lock()
-        self._aliases: dict[tuple[str, str], _Alias] = {}
-        self._scopes: dict[tuple[str, str], _Scope] = {}
+        self._aliases: dict[tuple[str | Owner, str], _Alias] = {}
+        self._scopes: dict[tuple[Owner, str], _Scope] = {}
         self._checkpoints: dict[str, _Checkpoint] = {}
 
     # ------------------------------------------------------------ bookkeeping
@@ -153,7 +165,7 @@ class ValueCache:
     # ------------------------------------------------------------ the check
 
     def serve(
-        self, subject_param: str, key_param: str, at: datetime, *, allow_io: bool
+        self, subject_param: str | Owner, key_param: str, at: datetime, *, allow_io: bool
     ) -> Answer | None:
         """The value at ``at`` (aware UTC), or None when the plain path must answer (or,
         without ``allow_io``, when answering would need more than the one version read)."""
@@ -164,16 +176,17 @@ class ValueCache:
         return None
 
     def _serve(
-        self, subject_param: str, key_param: str, at: datetime, allow_io: bool
+        self, subject_param: str | Owner, key_param: str, at: datetime, allow_io: bool
     ) -> Answer | _Retry | None:
         alias = self._aliases.get((subject_param, key_param))
         if alias is None:
-            if not allow_io and (is_ulid(subject_param) or is_ulid(key_param)):
+            ulid_subject = isinstance(subject_param, str) and is_ulid(subject_param)
+            if not allow_io and (ulid_subject or is_ulid(key_param)):
                 return None
             alias = self._load_alias(subject_param, key_param)
             if alias is None:
                 return None
-        scope_key = (alias.subject_key, alias.feature_key)
+        scope_key = (alias.owner, alias.feature_key)
         scope = self._scopes.get(scope_key)
         if scope is None:
             if not allow_io:
@@ -193,8 +206,9 @@ class ValueCache:
             if metered is None:
                 return None
         catalog, scope_v, mark, found = usage_marks.current_versions(
-            self._c.db, alias.subject_key, alias.feature_key,
+            self._c.db, alias.owner.scope, alias.feature_key,
             metered.meter.id if metered is not None else None, alias.subject_id,
+            metered.subjects if metered is not None else (),
         )  # fmt: skip
         if found != alias.subject_found:
             self._drop(self._aliases, (subject_param, key_param))
@@ -238,9 +252,13 @@ class ValueCache:
 
     # ------------------------------------------------------------ loading (IO)
 
-    def _load_alias(self, subject_param: str, key_param: str) -> _Alias | None:
-        if not is_ulid(subject_param) and not is_ulid(key_param):
-            alias = _Alias(subject_param, key_param)
+    def _load_alias(self, subject_param: str | Owner, key_param: str) -> _Alias | None:
+        if isinstance(subject_param, Owner):
+            alias = self._load_owner_alias(subject_param, key_param)
+            if alias is None:
+                return None
+        elif not is_ulid(subject_param) and not is_ulid(key_param):
+            alias = _Alias(Owner.subject(subject_param), key_param)
         else:
             with self._c.db.read() as tx:
                 found = None
@@ -248,32 +266,44 @@ class ValueCache:
                     found = entitlements_repo.subject_key_of_id(tx, subject_param)
                 subject_key = found or subject_param
                 subject_id = subject_param if is_ulid(subject_param) else None
+                owner = Owner.subject(subject_key)
                 if is_ulid(key_param):
                     record = entitlements_repo.by_id(tx, key_param)
-                    if record is None or record.subject_key != subject_key:
+                    if record is None or record.owner != owner:
                         return None  # a feature key that looks like an id: plain path
-                    alias = _Alias(subject_key, record.feature_key, record.id, subject_id, found)
+                    alias = _Alias(owner, record.feature_key, record.id, subject_id, found)
                 else:
-                    alias = _Alias(subject_key, key_param, None, subject_id, found)
+                    alias = _Alias(owner, key_param, None, subject_id, found)
         self._put(self._aliases, (subject_param, key_param), alias)
         return alias
 
-    def _load_scope(self, scope_key: tuple[str, str]) -> _Scope:
+    def _load_owner_alias(self, owner: Owner, key_param: str) -> _Alias | None:
+        if not is_ulid(key_param):
+            return _Alias(owner, key_param)
         with self._c.db.read() as tx:
-            catalog, scope_v, _, _ = usage_marks.versions(tx, *scope_key)
-            records = usage_marks.entitlements_of(tx, *scope_key)
+            record = entitlements_repo.by_id(tx, key_param)
+        if record is None or record.owner != owner:
+            return None  # a feature key that looks like an id: plain path
+        return _Alias(owner, record.feature_key, record.id)
+
+    def _load_scope(self, scope_key: tuple[Owner, str]) -> _Scope:
+        owner, feature_key = scope_key
+        with self._c.db.read() as tx:
+            catalog, scope_v, _, _ = usage_marks.versions(tx, owner.scope, feature_key)
+            records = usage_marks.entitlements_of(tx, owner, feature_key)
         scope = _Scope((catalog, scope_v), tuple(records))
         self._put(self._scopes, scope_key, scope)
         return scope
 
     def _load_metered(
-        self, scope_key: tuple[str, str], scope: _Scope, record: EntitlementRecord
+        self, scope_key: tuple[Owner, str], scope: _Scope, record: EntitlementRecord
     ) -> None:
         """Fill ``scope.metered[record.id]`` (None when the plain path must answer)."""
         found: _Metered | None = None
+        owner, feature_key = scope_key
         try:
             with self._c.db.read() as tx:
-                catalog, scope_v, _, _ = usage_marks.versions(tx, *scope_key)
+                catalog, scope_v, _, _ = usage_marks.versions(tx, owner.scope, feature_key)
                 if (catalog, scope_v) != scope.versions:
                     return  # changed meanwhile: leave it unknown, the next read reloads
                 ctx = self._svc.metered_context(tx, record)
@@ -286,7 +316,7 @@ class ValueCache:
                 found = _Metered(
                     record, ents.spec_of(record, aggregation),
                     tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), meter,
-                    ctx.feature.group_filters,
+                    ctx.feature.group_filters, ctx.subjects,
                 )  # fmt: skip
         except DomainError:
             found = None
@@ -307,8 +337,17 @@ class ValueCache:
             return None
         horizon = at + rules.HORIZON
         with self._c.db.read() as tx:
-            mark, slots = usage_marks.mark(tx, m.meter.id, m.record.subject_key)
-        earliest = None if old is None else rules.earliest_touched(old.mark, mark, slots)
+            read = [usage_marks.mark(tx, m.meter.id, s) for s in m.subjects]
+        marks = tuple(version for version, _ in read)
+        earliest: int | None = None
+        if old is not None and len(old.marks) == len(marks):
+            earliest = rules.UNCHANGED
+            for before, (version, slots) in zip(old.marks, read, strict=True):
+                touched = rules.earliest_touched(before, version, slots)
+                if touched is None:
+                    earliest = None
+                    break
+                earliest = min(earliest, touched)
         keep = (
             old is not None
             and old.scope is scope
@@ -323,13 +362,13 @@ class ValueCache:
         else:
             state = self._checkpoint_state(m, at)
             series = self._series(m, at, horizon)
-        cp = _Checkpoint(scope, mark, at, state, series, horizon)
+        cp = _Checkpoint(scope, sum(marks), marks, at, state, series, horizon)
         self._put(self._checkpoints, m.record.id, cp)
         return cp
 
     def _series(self, m: _Metered, start: datetime, end: datetime) -> UsageSeries:
         series: UsageSeries = self._c.meter_queries.usage_series(
-            m.meter, m.record.subject_key, m.group_filters, start, end
+            m.meter, m.subjects, m.group_filters, start, end
         )
         return series
 
@@ -351,7 +390,7 @@ class ValueCache:
             return []
         totals = getattr(self._c.meter_queries, "usage_totals", None)
         if totals is not None:
-            out: list[Decimal] = totals(m.meter, m.record.subject_key, m.group_filters, ranges)
+            out: list[Decimal] = totals(m.meter, m.subjects, m.group_filters, ranges)
             return out
         series = self._series(m, whole.start, whole.end)
         return [series.total(a, b) for a, b in ranges]

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from allotment.domain.entitlement_math import ManualReset
+from allotment.domain.owners import Owner
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage.database import Row, Tx, dec_or_none
 
@@ -41,6 +42,13 @@ class EntitlementRecord:
     created_at: datetime
     updated_at: datetime
     deleted_at: datetime | None = None
+    customer_id: str = ""
+    """The owning customer's id; "" when a subject owns it (then ``subject_key`` is its key;
+    for a customer-owned entitlement ``subject_key`` is "")."""
+
+    @property
+    def owner(self) -> Owner:
+        return Owner(self.subject_key, self.customer_id)
 
     def active_at(self, at: datetime) -> bool:
         """Half-open ``[activeFrom, activeTo or deletedAt)``."""
@@ -52,7 +60,7 @@ _COLUMNS = (
     "id, subject_key, feature_id, feature_key, type, metadata, annotations, config, "
     "usage_period_interval, usage_period_anchor, measure_usage_from, is_soft_limit, "
     "issue_after_reset, issue_after_reset_priority, preserve_overage_at_reset, active_from, "
-    "active_to, created_at, updated_at, deleted_at"
+    "active_to, created_at, updated_at, deleted_at, customer_id"
 )
 ORDER_COLUMNS = {"createdAt": "created_at", "updatedAt": "updated_at", "id": "id"}
 
@@ -95,20 +103,21 @@ def _record(row: Row) -> EntitlementRecord:
         created_at=from_micros(row[17]),
         updated_at=from_micros(row[18]),
         deleted_at=_t(row[19]),
+        customer_id=row[20],
     )
 
 
 def insert(tx: Tx, e: EntitlementRecord) -> None:
     tx.execute(
         f"INSERT INTO entitlements ({_COLUMNS}) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             e.id, e.subject_key, e.feature_id, e.feature_key, e.type, _json(e.metadata),
             _json(e.annotations), e.config, e.usage_period_interval, _us(e.usage_period_anchor),
             _us(e.measure_usage_from), int(e.is_soft_limit), e.issue_after_reset,
             e.issue_after_reset_priority, int(e.preserve_overage_at_reset),
             to_micros(e.active_from), _us(e.active_to), to_micros(e.created_at),
-            to_micros(e.updated_at), _us(e.deleted_at),
+            to_micros(e.updated_at), _us(e.deleted_at), e.customer_id,
         ),
     )  # fmt: skip
 
@@ -118,26 +127,26 @@ def by_id(tx: Tx, entitlement_id: str) -> EntitlementRecord | None:
     return None if row is None else _record(row)
 
 
-def live_for(tx: Tx, subject_key: str, feature_key: str) -> EntitlementRecord | None:
-    """The not-deleted entitlement of a subject for a feature key (at most one)."""
+def live_for(tx: Tx, owner: Owner, feature_key: str) -> EntitlementRecord | None:
+    """The not-deleted entitlement of an owner for a feature key (at most one)."""
     row = tx.one(
-        f"SELECT {_COLUMNS} FROM entitlements "
-        "WHERE subject_key = ? AND feature_key = ? AND deleted_at IS NULL",
-        (subject_key, feature_key),
+        f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND customer_id = ? "
+        "AND feature_key = ? AND deleted_at IS NULL",
+        (owner.subject_key, owner.customer_id, feature_key),
     )
     return None if row is None else _record(row)
 
 
 def active_for_feature_key_at(
-    tx: Tx, subject_key: str, feature_key: str, at: datetime
+    tx: Tx, owner: Owner, feature_key: str, at: datetime
 ) -> EntitlementRecord | None:
-    """The subject's entitlement for a feature key that is active at ``at`` (newest first)."""
+    """The owner's entitlement for a feature key that is active at ``at`` (newest first)."""
     at_us = to_micros(at)
     row = tx.one(
-        f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND feature_key = ? "
-        "AND active_from <= ? AND (active_to IS NULL OR active_to > ?) "
+        f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND customer_id = ? "
+        "AND feature_key = ? AND active_from <= ? AND (active_to IS NULL OR active_to > ?) "
         "AND (deleted_at IS NULL OR deleted_at > ?) ORDER BY active_from DESC, id DESC LIMIT 1",
-        (subject_key, feature_key, at_us, at_us, at_us),
+        (owner.subject_key, owner.customer_id, feature_key, at_us, at_us, at_us),
     )
     return None if row is None else _record(row)
 
@@ -161,10 +170,10 @@ def soft_delete(tx: Tx, entitlement_id: str, at_us: int) -> bool:
     )
 
 
-def list_for_subject(
-    tx: Tx, subject_key: str, at: datetime, include_deleted: bool
+def list_for_owner(
+    tx: Tx, owner: Owner, at: datetime, include_deleted: bool
 ) -> list[EntitlementRecord]:
-    """The subject's entitlements active at ``at`` (plus deleted ones when asked)."""
+    """The owner's entitlements active at ``at`` (plus deleted ones when asked)."""
     at_us = to_micros(at)
     active = (
         "(active_from <= ? AND (active_to IS NULL OR active_to > ?) "
@@ -172,15 +181,15 @@ def list_for_subject(
     )
     if include_deleted:
         rows = tx.execute(
-            f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? "
+            f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND customer_id = ? "
             f"AND ({active} OR deleted_at IS NOT NULL) ORDER BY created_at, id",
-            (subject_key, at_us, at_us, at_us),
+            (owner.subject_key, owner.customer_id, at_us, at_us, at_us),
         )
     else:
         rows = tx.execute(
-            f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND {active} "
-            "ORDER BY created_at, id",
-            (subject_key, at_us, at_us, at_us),
+            f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = ? AND customer_id = ? "
+            f"AND {active} ORDER BY created_at, id",
+            (owner.subject_key, owner.customer_id, at_us, at_us, at_us),
         )
     return [_record(r) for r in rows]
 
@@ -196,10 +205,20 @@ def list_all(
     descending: bool,
     limit: int,
     offset: int,
+    customer_ids: Sequence[str] | None = None,
 ) -> tuple[list[EntitlementRecord], int]:
-    """Entitlements, deleted ones excluded. ``feature_ids`` None = any, [] = none."""
+    """Entitlements, deleted ones excluded. ``feature_ids`` None = any, [] = none.
+    ``customer_ids`` None: subject-owned entitlements only (``subject_keys`` filters them);
+    otherwise customer-owned ones only, of these customers (all of them when empty)."""
     where = ["deleted_at IS NULL"]
     params: list[Any] = []
+    if customer_ids is None:
+        where.append("customer_id = ''")
+    elif customer_ids:
+        where.append(f"customer_id IN ({', '.join('?' for _ in customer_ids)})")
+        params.extend(customer_ids)
+    else:
+        where.append("customer_id <> ''")
     if feature_ids is not None:
         if not feature_ids:
             return [], 0
@@ -225,6 +244,40 @@ def list_all(
         (*params, limit, offset),
     )
     return [_record(r) for r in rows], total
+
+
+def live_of_customer(tx: Tx, customer_id: str) -> list[EntitlementRecord]:
+    """The customer's not-deleted entitlements."""
+    rows = tx.execute(
+        f"SELECT {_COLUMNS} FROM entitlements WHERE subject_key = '' AND customer_id = ? "
+        "AND deleted_at IS NULL ORDER BY created_at, id",
+        (customer_id,),
+    )
+    return [_record(r) for r in rows]
+
+
+def feature_keys_of_customer(tx: Tx, customer_id: str) -> list[str]:
+    """Every feature key the customer has (had) an entitlement for, deleted ones included."""
+    rows = tx.execute(
+        "SELECT DISTINCT feature_key FROM entitlements WHERE subject_key = '' "
+        "AND customer_id = ? ORDER BY feature_key",
+        (customer_id,),
+    )
+    return [str(r[0]) for r in rows]
+
+
+def update_terms(tx: Tx, e: EntitlementRecord) -> None:
+    """Rewrite the in-place updatable terms of a live entitlement (the catalog's allowance,
+    soft limit, config, metadata and annotations)."""
+    tx.execute(
+        "UPDATE entitlements SET issue_after_reset = ?, issue_after_reset_priority = ?, "
+        "is_soft_limit = ?, config = ?, metadata = ?, annotations = ?, updated_at = ? "
+        "WHERE id = ?",
+        (
+            e.issue_after_reset, e.issue_after_reset_priority, int(e.is_soft_limit), e.config,
+            _json(e.metadata), _json(e.annotations), to_micros(e.updated_at), e.id,
+        ),
+    )  # fmt: skip
 
 
 def subject_key_of_id(tx: Tx, subject_id: str) -> str | None:

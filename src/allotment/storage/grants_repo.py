@@ -178,10 +178,19 @@ def list_all(
     descending: bool,
     limit: int,
     offset: int,
+    customer_ids: Sequence[str] | None = None,
 ) -> tuple[list[GrantRecord], int]:
-    """Grants across entitlements. ``feature_ids`` None = any, [] = none."""
+    """Grants across entitlements. ``feature_ids`` None = any, [] = none. ``customer_ids``
+    None: of subject-owned entitlements; else of these customers' (any customer's if empty)."""
     where: list[str] = []
     params: list[Any] = []
+    if customer_ids is None:
+        where.append("e.customer_id = ''")
+    elif customer_ids:
+        where.append(f"e.customer_id IN ({', '.join('?' for _ in customer_ids)})")
+        params.extend(customer_ids)
+    else:
+        where.append("e.customer_id <> ''")
     if feature_ids is not None:
         if not feature_ids:
             return [], 0

@@ -7,8 +7,10 @@ Three version counters, each bumped inside the transaction of the write it annou
   ``m{version % RING}``, the earliest minute it touched. The upsert holds the row until
   commit, so versions are commit-ordered per (meter, subject) on PostgreSQL too (a global
   sequence or ``max(seq)`` would not be: a smaller number may commit later).
-* ``value_versions(subject_key, feature_key)``: every write to that subject's entitlements
-  for that feature key (create, override, delete, reset, grant create and void).
+* ``value_versions(subject_key, feature_key)``: every write to that owner's entitlements
+  for that feature key (create, override, delete, reset, grant create and void); the
+  ``subject_key`` column holds the owner's scope (``Owner.scope``: a subject key, or
+  ``customer:<id>``). A customer's scopes are also bumped when its subjects change.
 * ``value_catalog``: one row, every feature and meter write (meter writes rebuild rollups).
 
 Readers read the counters *before* the data they cache, so what they cache includes at least
@@ -21,6 +23,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from allotment.domain.owners import Owner
 from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
 from allotment.storage.database import (
@@ -104,15 +107,41 @@ _VERSIONS = {
 Versions = tuple[int, int, int, str | None]
 
 
+def _marks_sum_sql(n: int) -> str:
+    """The summed usage marks of ``n`` (>= 1) subjects (a customer's), as the mark column."""
+    return (
+        "(SELECT COALESCE(SUM(version), 0) FROM usage_marks WHERE meter_id = ? AND subject IN ("
+        + ", ".join("?" for _ in range(n))
+        + "))"
+    )
+
+
 def _versions_sql(
-    subject_key: str, feature_key: str, meter_id: str | None, subject_id: str | None
+    scope: str,
+    feature_key: str,
+    meter_id: str | None,
+    subject_id: str | None,
+    subjects: Sequence[str] | None = None,
 ) -> tuple[str, list[str]]:
-    params: list[str] = [subject_key, feature_key]
-    if meter_id is not None:
-        params += [meter_id, subject_key]
+    """``subjects`` None: the mark is ``scope``'s (a subject owner); otherwise the sum of
+    these subjects' marks."""
+    params: list[str] = [scope, feature_key]
+    if meter_id is None or subjects is None or len(subjects) == 1:
+        if meter_id is not None:
+            params += [meter_id, scope if subjects is None else subjects[0]]
+        if subject_id is not None:
+            params.append(subject_id)
+        return _VERSIONS[meter_id is not None, subject_id is not None], params
+    parts = [_CATALOG, _SCOPE]
+    if subjects:
+        parts.append(_marks_sum_sql(len(subjects)))
+        params += [meter_id, *subjects]
+    else:
+        parts.append("0")
     if subject_id is not None:
+        parts.append(_SUBJECT)
         params.append(subject_id)
-    return _VERSIONS[meter_id is not None, subject_id is not None], params
+    return "SELECT " + ", ".join(parts), params
 
 
 def versions(
@@ -121,10 +150,12 @@ def versions(
     feature_key: str,
     meter_id: str | None = None,
     subject_id: str | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> Versions:
-    """One statement: (catalog, scope, usage mark of (meter_id, subject_key), key of the live
-    subject with id ``subject_id``). Missing rows read as 0 (None for the subject key)."""
-    sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id)
+    """One statement: (catalog, scope, usage mark of (meter_id, subject_key) — or the summed
+    marks of ``subjects`` —, key of the live subject with id ``subject_id``). Missing rows
+    read as 0 (None for the subject key). ``subject_key`` is the owner's scope."""
+    sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
     return _parse(tx.execute(sql, params)[0], meter_id, subject_id)
 
 
@@ -134,6 +165,7 @@ def current_versions(
     feature_key: str,
     meter_id: str | None = None,
     subject_id: str | None = None,
+    subjects: Sequence[str] | None = None,
 ) -> Versions:
     """:func:`versions` as a statement of its own. On SQLite it runs on this thread's
     connection without ``BEGIN``/``COMMIT`` (one statement is its own consistent snapshot;
@@ -141,7 +173,7 @@ def current_versions(
     the value check's only read. On PostgreSQL it is one round trip (a pooled connection in
     autocommit, prepared statement) instead of four (probe, BEGIN, SELECT, COMMIT); any
     trouble falls back to an ordinary read transaction, which probes and reports outages."""
-    sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id)
+    sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
     if isinstance(db, SqliteDatabase):
         row = _sqlite_exec(db._conn(), sql, params).fetchone()
         return _parse(row, meter_id, subject_id)
@@ -195,11 +227,11 @@ def mark(tx: Tx, meter_id: str, subject: str) -> tuple[int, tuple[int | None, ..
     return int(row[0]), tuple(None if v is None else int(v) for v in row[1:])
 
 
-def entitlements_of(tx: Tx, subject_key: str, feature_key: str) -> list[EntitlementRecord]:
-    """Every entitlement (deleted ones too) of a subject for a feature key."""
+def entitlements_of(tx: Tx, owner: Owner, feature_key: str) -> list[EntitlementRecord]:
+    """Every entitlement (deleted ones too) of an owner for a feature key."""
     rows: Sequence[tuple[object, ...]] = tx.execute(
         f"SELECT {entitlements_repo._COLUMNS} FROM entitlements "
-        "WHERE subject_key = ? AND feature_key = ?",
-        (subject_key, feature_key),
+        "WHERE subject_key = ? AND customer_id = ? AND feature_key = ?",
+        (owner.subject_key, owner.customer_id, feature_key),
     )
     return [entitlements_repo._record(r) for r in rows]

@@ -132,7 +132,8 @@ def item_json(item: EntitledItem) -> dict[str, Any]:
     out["pricing_plan_reference"] = item.plan_reference
     if item.budget is not None:
         b = item.budget
-        out.update(usage=dec(b.usage), remaining=dec(b.remaining), has_access=b.has_access)
+        remaining = "unlimited" if e.value.unlimited else dec(b.remaining)
+        out.update(usage=dec(b.usage), remaining=remaining, has_access=b.has_access)
         if b.period_from is not None and b.period_to is not None:
             out["period"] = {"from": format_rfc3339(b.period_from),
                              "to": format_rfc3339(b.period_to)}  # fmt: skip

@@ -1,0 +1,97 @@
+"""Budgets are entitlements (catalog.md §4): the adapter between a subscription's effective
+values and the customer's OpenMeter entitlements (``CustomerEntitlements``).
+
+* A NUMBER budget (a feature with a meter) is a **metered** entitlement of the customer: usage
+  period = the feature's ``usage_period``, anchor = the subscription's ``start_at``, its value
+  issued as the allowance each period. ``"unlimited"`` is a soft-limit entitlement with no
+  allowance (always has access). A changed allowance (override, plan or version change)
+  changes the entitlement in place: usage already counted and top-up grants are kept, the new
+  allowance applies to the whole current period, the anchor does not move.
+* A SWITCH that is on is a **boolean** entitlement; one that is off is none.
+* Every other value (plain or rate-limit NUMBER, ENUM, AMOUNT) is a **static** entitlement
+  whose ``config`` is the JSON string of the typed value (``{"enums":["gpt-4o-mini"]}``).
+
+Each entitlement is annotated ``{"managedBy": "pricing_plan_subscription"}``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+from allotment.clock import Clock
+from allotment.domain.catalog import TypedFeature
+from allotment.domain.catalog_plans import Effective
+from allotment.domain.errors import NotFound
+from allotment.domain.owners import Owner
+from allotment.domain.periods import Recurrence, add_clamped, parse_interval, period_at
+from allotment.services.catalog_subscriptions import BudgetValue
+from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
+from allotment.services.entitlements import EntitlementService
+
+ANNOTATIONS = {"managedBy": "pricing_plan_subscription"}
+
+
+def config_of(data: Mapping[str, object]) -> str:
+    return json.dumps(dict(data), separators=(",", ":"))
+
+
+class CatalogEntitlements:
+    def __init__(
+        self, clock: Clock, customer_entitlements: CustomerEntitlements,
+        entitlements: EntitlementService,
+    ) -> None:  # fmt: skip
+        self._clock = clock
+        self._customer = customer_entitlements
+        self._ents = entitlements
+
+    def sync(
+        self,
+        customer_id: str,
+        values: Sequence[Effective],
+        features: Mapping[str, TypedFeature],
+        anchor: datetime,
+    ) -> None:
+        for e in values:
+            f = features[e.value.feature_reference]
+            v = e.value
+            if f.is_budget:
+                period = f.usage_period or "MONTH"
+                self._customer.put_metered(customer_id, f.reference, MeteredTerms(
+                    interval=period, anchor=anchor, allowance=v.number,
+                    is_soft_limit=v.unlimited, annotations=ANNOTATIONS,
+                ))  # fmt: skip
+            elif f.type == "SWITCH":
+                if v.switch:
+                    self._customer.put_boolean(customer_id, f.reference, annotations=ANNOTATIONS)
+                else:
+                    self._customer.remove(customer_id, f.reference)
+            else:
+                self._customer.put_static(
+                    customer_id, f.reference, config_of(v.data), annotations=ANNOTATIONS
+                )
+
+    def end(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+        for key in feature_keys:
+            self._customer.remove(customer_id, key)
+
+    def budget_value(
+        self, customer_id: str, feature: TypedFeature, anchor: datetime
+    ) -> BudgetValue | None:
+        """The budget's value now; its period's end from the feature's period and the
+        subscription's anchor (one interval after the start when a reset moved it)."""
+        feature_key = feature.reference
+        now = self._clock.now().astimezone(UTC)
+        try:
+            value = self._ents.value(Owner.customer(customer_id), feature_key, now)
+        except NotFound:
+            return None
+        m = value.metered
+        if m is None:
+            return None
+        start = m.start_of_period
+        duration = parse_interval(feature.usage_period or "MONTH")
+        p = period_at(Recurrence(duration, anchor), now)
+        end = p.end if p.start == start else add_clamped(start, duration)
+        return BudgetValue(m.usage, m.balance, value.has_access, start, end)
