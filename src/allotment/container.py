@@ -18,7 +18,7 @@ from allotment.services.catalog_subscriptions import SubscriptionService
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.enforcement import EnforcementService
-from allotment.services.enforcement_source import CatalogEntitlements
+from allotment.services.enforcement_source import EnforcementCatalog
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -64,7 +64,7 @@ class Container:
         )
         self.enforcement = EnforcementService(
             EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
-            CatalogEntitlements(
+            EnforcementCatalog(
                 self.customers, self.subscriptions, self.catalog, self.meters, self.meter_data
             ),
             self.events,

@@ -33,6 +33,12 @@ def meter_data(c: httpx.Client, g: Guide, customer: str) -> Decimal:
     return Decimal(body["data"][0]["value"])
 
 
+def budget_item(c: httpx.Client, g: Guide) -> dict[str, Any]:
+    items = ok(c.get(f"/v1/customers/{g.customer}/entitlements"))["entitlements"]
+    found: dict[str, Any] = next(i for i in items if i["feature_reference"] == g.budget)
+    return found
+
+
 def test_checks(client: httpx.Client, guide: Guide) -> None:
     c, g = client, guide
     r = ok(
@@ -105,6 +111,8 @@ def test_budget_reserve_commit_release(client: httpx.Client, guide: Guide) -> No
         "BUDGET_EXHAUSTED",
     )
     assert p["extensions"]["reserved"] == "600"
+    item = budget_item(c, g)
+    assert (item["usage"], item["remaining"], item["reserved"]) == ("0", "400", "600")
     held = ok(c.get(f"/v1/reservations/{rid}"))
     assert held["status"] == "held"
     assert held["items"][0]["amount"] == "600"
@@ -114,6 +122,9 @@ def test_budget_reserve_commit_release(client: httpx.Client, guide: Guide) -> No
     again = ok(c.post(f"/v1/reservations/{rid}/commit", json={"amounts": {g.budget: "900"}}))
     assert again["items"][0]["committed"] == "312"
     assert meter_data(c, g, g.customer) == 312
+    item = budget_item(c, g)
+    assert (item["usage"], item["remaining"]) == ("312", "688")
+    assert "reserved" not in item
     v1_problem(c.post(f"/v1/reservations/{rid}/release"), 409, "RESERVATION_SETTLED")
     # 1000 - 312 = 688 left
     v1_problem(

@@ -35,6 +35,9 @@ class FakeCatalog:
             values[ref] = v
         return CustomerEntitlements(f"id-{customer_ref}", customer_ref, plan, values)
 
+    def customer_id(self, customer_ref: str) -> str:
+        return f"id-{customer_ref}"
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         return sorted(
             p

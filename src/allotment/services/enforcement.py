@@ -62,6 +62,10 @@ class EntitlementSource(Protocol):
         """References of the active plans whose value of the ENUM feature includes ``value``."""
         ...
 
+    def customer_id(self, customer_ref: str) -> str:
+        """The id of the live customer with this reference (:class:`NotFound` otherwise)."""
+        ...
+
 
 class UsageRecorder(Protocol):
     def ingest(self, events: Sequence[CloudEvent]) -> int: ...
@@ -423,6 +427,10 @@ class EnforcementService:
         return r
 
     # ------------------------------------------------------------ reads for other views
+
+    def held_for_customer(self, customer_ref: str) -> dict[str, Decimal]:
+        """:meth:`held` of the customer with this reference."""
+        return self.held(self._source.customer_id(customer_ref))
 
     def held(self, customer_id: str) -> dict[str, Decimal]:
         """Per budget feature: the amount the customer's held, unexpired reservations hold."""

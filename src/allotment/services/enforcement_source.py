@@ -22,7 +22,7 @@ class PeriodUsage(Protocol):
     def current_period(self, customer_ref: str, meter_ref: str) -> Any: ...
 
 
-class CatalogEntitlements:
+class EnforcementCatalog:
     def __init__(
         self,
         customers: CustomerService,
@@ -49,6 +49,9 @@ class CatalogEntitlements:
         return CustomerEntitlements(
             view.customer.id, view.customer.key or customer_ref, view.plan.reference, values
         )
+
+    def customer_id(self, customer_ref: str) -> str:
+        return self._customers.get_live(customer_ref).id
 
     def _entitled(self, customer_ref: str, item: EntitledItem) -> Entitled:
         v, f = item.effective.value, item.feature
