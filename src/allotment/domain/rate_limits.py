@@ -27,10 +27,13 @@ the instant the oldest entries whose amounts cover the excess leave the window.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
+from operator import itemgetter
 
 Entry = tuple[int, int]
 """``(at_us, amount)``: requests allowed at one instant."""
+_amount = itemgetter(1)
 
 WINDOW_US: dict[str, int] = {
     "SECOND": 1_000_000,
@@ -65,12 +68,11 @@ class Decision:
 
 def prune(log: tuple[Entry, ...], window_us: int, at_us: int) -> tuple[Entry, ...]:
     """The entries still inside the window ending at ``at_us``: ``at > at_us - window``."""
-    cut = at_us - window_us
-    i = 0
-    n = len(log)
-    while i < n and log[i][0] <= cut:
-        i += 1
+    i = bisect.bisect_right(log, (at_us - window_us, _MAX))
     return log[i:] if i else log
+
+
+_MAX = 1 << 62
 
 
 def decide(
@@ -83,7 +85,7 @@ def decide(
         raise ValueError("window must be positive")
     at = max(now_us, log[-1][0]) if log else now_us
     live = prune(log, window_us, at)
-    used = sum(a for _, a in live)
+    used = sum(map(_amount, live))
     if used + amount <= limit:
         if live and live[-1][0] == at:
             grown = (*live[:-1], (at, live[-1][1] + amount))
@@ -119,7 +121,7 @@ def _retry_after(
     function then answers one whole window)."""
     if amount > limit:
         return window_us
-    excess = sum(a for _, a in live) + amount - limit
+    excess = sum(map(_amount, live)) + amount - limit
     freed = 0
     for entry_at, entry_amount in live:
         freed += entry_amount

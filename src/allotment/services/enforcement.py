@@ -195,23 +195,22 @@ class EnforcementService:
     # ------------------------------------------------------------ authorize
 
     def authorize(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
-        ents = self._source.customer_entitlements(customer_ref)
-        cid = ents.customer_id
         if not req.consume and not req.reserve and req.idempotency_key is None:
+            ents = self._source.customer_entitlements(customer_ref)
             rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
             return AuthorizeResult(None, {}, {}, ())
-        # denials of the pure steps need no lock (nothing is applied) unless the answer is
-        # to be kept for an idempotency key
-        if req.idempotency_key is None:
-            rules.validate_kinds(req, ents)
-            rules.run_checks(req, ents, self._plans)
+        cid = self._source.customer_id(customer_ref)  # one point read: the keys' owner
         keys = [_key(cid, f) for f in req.lock_features()]
         if req.idempotency_key is not None:
             keys.append(_key(cid, "idempotency", req.idempotency_key))
         denial: DomainError | None = None
         with self._store.session(keys) as session:
-            if req.reserve:
-                ents = self._source.customer_entitlements(customer_ref)  # balance under the keys
+            # read under the keys: a budget's balance is never older than the holds read next
+            ents = self._source.customer_entitlements(customer_ref)
+            if req.idempotency_key is None:
+                # a denial of the pure steps applies nothing and is not kept: answer it now
+                rules.validate_kinds(req, ents)
+                rules.run_checks(req, ents, self._plans)
             with session.write() as tx:
                 now = self._now()
                 now_us = to_micros(now)

@@ -107,24 +107,18 @@ class EnforcementStore:
 # ---------------------------------------------------------------- rate-limit logs
 
 
+_LOG = tuple[tuple[int, int], ...]
+_log_encoder = msgspec.json.Encoder()
+_log_decoder = msgspec.json.Decoder(_LOG)
+
+
 def encode_log(entries: Sequence[Entry]) -> str:
-    flat: list[int] = []
-    previous = 0
-    for i, (at, n) in enumerate(entries):
-        flat.append(at if i == 0 else at - previous)
-        flat.append(n)
-        previous = at
-    return msgspec.json.encode(flat).decode()
+    """``[[at_us, n], ...]``, oldest first (encoded and decoded in C by msgspec)."""
+    return _log_encoder.encode(entries).decode()
 
 
 def decode_log(text: str) -> tuple[Entry, ...]:
-    flat: list[int] = msgspec.json.decode(text, type=list[int])
-    out: list[Entry] = []
-    at = 0
-    for i in range(0, len(flat) - 1, 2):
-        at = flat[i] if i == 0 else at + flat[i]
-        out.append((at, flat[i + 1]))
-    return tuple(out)
+    return _log_decoder.decode(text)
 
 
 def rate_log(tx: Tx, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:

@@ -8,8 +8,8 @@ CREATE TABLE enforcement_locks (
 ) WITHOUT ROWID;
 
 -- rate_limit_logs: the sliding-window log of one (customer, rate-limit feature): the requests
--- allowed during the last window as a JSON array [at0, n0, d1, n1, ...] (first instant in
--- epoch microseconds, then the gap to the previous one; n = requests at that instant).
+-- allowed during the last window as a JSON array [[at, n], ...], oldest first (at: epoch
+-- microseconds; n: requests allowed at that instant).
 CREATE TABLE rate_limit_logs (
     customer_id TEXT NOT NULL,
     feature_key TEXT NOT NULL,
