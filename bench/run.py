@@ -737,7 +737,7 @@ class Run:
         """One check, one consume, one reserve per call (bench/authorize.py)."""
         plan = self.plan
         log(f"    authorize at {tag}")
-        customers = subjects[: min(len(subjects), 100)]
+        customers = subjects[: min(len(subjects), 20)]
         names = A.setup(url, D.METER_SLUG, customers)
         payload = A.body(names)
         calls = [customers[i % len(customers)] for i in range(len(cycle))]

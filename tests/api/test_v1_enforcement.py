@@ -171,3 +171,22 @@ def test_idempotency_key(client: httpx.Client, guide: Guide) -> None:
         "IDEMPOTENCY_KEY_REUSED",
         "idempotency_key",
     )
+
+
+def test_customer_named_by_id_shares_holds_and_usage(client: httpx.Client, guide: Guide) -> None:
+    """The path takes the id as well as the reference: the same holds, the same locks, and a
+    commit's usage event is attributed to the customer's reference."""
+    c, g = client, guide
+    cid = ok(c.get(f"/v1/customers/{g.customer}"))["id"]
+    by_id = ok(authorize(c, cid, reserve=[{"feature_reference": g.budget, "amount": 700}]))
+    v1_problem(
+        authorize(c, g.customer, reserve=[{"feature_reference": g.budget, "amount": 301}]),
+        402,
+        "BUDGET_EXHAUSTED",
+    )
+    ok(
+        c.post(
+            f"/v1/reservations/{by_id['reservation_id']}/commit", json={"amounts": {g.budget: 9}}
+        )
+    )
+    assert meter_data(c, g, g.customer) == 9

@@ -5,7 +5,7 @@ allowance − the usage events recorded through it (deduplicated by id, like ing
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -23,7 +23,13 @@ class FakeCatalog:
     events: dict[tuple[str, str], CloudEvent] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def customer_entitlements(self, customer_ref: str) -> CustomerEntitlements:
+    def customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> CustomerEntitlements:
         plan = self.customers.get(customer_ref)
         if plan is None:
             raise NotFound(f"customer {customer_ref!r} not found")
@@ -35,8 +41,10 @@ class FakeCatalog:
             values[ref] = v
         return CustomerEntitlements(f"id-{customer_ref}", customer_ref, plan, values)
 
-    def customer_id(self, customer_ref: str) -> str:
-        return f"id-{customer_ref}"
+    def identify(self, customer_ref: str) -> tuple[str, str]:
+        if customer_ref not in self.customers:
+            raise NotFound(f"customer {customer_ref!r} not found")
+        return f"id-{customer_ref}", customer_ref
 
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         return sorted(

@@ -15,7 +15,7 @@ usage counted.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -53,17 +53,27 @@ SWEEP_BATCH = 200
 class EntitlementSource(Protocol):
     """What a customer is entitled to now (the catalog service satisfies it)."""
 
-    def customer_entitlements(self, customer_ref: str) -> rules.CustomerEntitlements:
+    def customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> rules.CustomerEntitlements:
         """Effective values of the customer's active subscription, budgets with their current
-        balance *before* held reservations; :class:`NotFound` for an unknown customer."""
+        balance *before* held reservations; :class:`NotFound` for an unknown customer.
+        ``customer``: its :meth:`identify` answer when known (saves a read); ``reserving``:
+        the budgets whose meter
+        (event type, value path) the answer must carry."""
         ...
 
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         """References of the active plans whose value of the ENUM feature includes ``value``."""
         ...
 
-    def customer_id(self, customer_ref: str) -> str:
-        """The id of the live customer with this reference (:class:`NotFound` otherwise)."""
+    def identify(self, customer_ref: str) -> tuple[str, str]:
+        """``(id, reference)`` of the live customer named by its reference or id
+        (:class:`NotFound` otherwise)."""
         ...
 
 
@@ -199,14 +209,17 @@ class EnforcementService:
             ents = self._source.customer_entitlements(customer_ref)
             rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
             return AuthorizeResult(None, {}, {}, ())
-        cid = self._source.customer_id(customer_ref)  # one point read: the keys' owner
+        who = self._source.identify(customer_ref)  # one point read: the keys' owner
+        cid = who[0]
         keys = [_key(cid, f) for f in req.lock_features()]
         if req.idempotency_key is not None:
             keys.append(_key(cid, "idempotency", req.idempotency_key))
         denial: DomainError | None = None
         with self._store.session(keys) as session:
             # read under the keys: a budget's balance is never older than the holds read next
-            ents = self._source.customer_entitlements(customer_ref)
+            ents = self._source.customer_entitlements(
+                customer_ref, customer=who, reserving=req.reserved_features()
+            )
             if req.idempotency_key is None:
                 # a denial of the pure steps applies nothing and is not kept: answer it now
                 rules.validate_kinds(req, ents)
@@ -429,7 +442,7 @@ class EnforcementService:
 
     def held_for_customer(self, customer_ref: str) -> dict[str, Decimal]:
         """:meth:`held` of the customer with this reference."""
-        return self.held(self._source.customer_id(customer_ref))
+        return self.held(self._source.identify(customer_ref)[0])
 
     def held(self, customer_id: str) -> dict[str, Decimal]:
         """Per budget feature: the amount the customer's held, unexpired reservations hold."""

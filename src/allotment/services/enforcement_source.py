@@ -4,7 +4,7 @@ over customers, their active subscription's effective values and the budgets' st
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -37,34 +37,45 @@ class EnforcementCatalog:
         self._meters = meters
         self._usage = usage
 
-    def customer_entitlements(self, customer_ref: str) -> CustomerEntitlements:
-        view = self._subscriptions.current(customer_ref)  # 404 unknown, 412 deleted
-        if view is None:
-            customer = self._customers.get_live(customer_ref)
-            return CustomerEntitlements(customer.id, customer.key or customer_ref, None, {})
+    def customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> CustomerEntitlements:
+        items = self._subscriptions.entitlements(customer_ref)  # 404 unknown, 412 deleted
+        customer_id, reference = customer or self.identify(customer_ref)
+        plan = items[0].plan_reference if items else None
         values = {
-            item.feature.reference: self._entitled(customer_ref, item)
-            for item in self._subscriptions.entitlements(customer_ref)
+            item.feature.reference: self._entitled(
+                customer_ref, item, item.feature.reference in reserving
+            )
+            for item in items
         }
-        return CustomerEntitlements(
-            view.customer.id, view.customer.key or customer_ref, view.plan.reference, values
-        )
+        return CustomerEntitlements(customer_id, reference, plan, values)
 
-    def customer_id(self, customer_ref: str) -> str:
-        return self._customers.get_live(customer_ref).id
+    def identify(self, customer_ref: str) -> tuple[str, str]:
+        c = self._customers.get_live(customer_ref)
+        return c.id, c.key or customer_ref
 
-    def _entitled(self, customer_ref: str, item: EntitledItem) -> Entitled:
+    def _entitled(self, customer_ref: str, item: EntitledItem, reserving: bool) -> Entitled:
+        """``reserving``: the meter's event type and value path are read (a commit writes
+        usage events of that meter); otherwise they are left empty."""
         v, f = item.effective.value, item.feature
         budget = None
         if f.is_budget and f.meter_reference is not None:
-            meter = self._meters.get(f.meter_reference)
+            event_type, value_property = "", None
+            if reserving:
+                meter = self._meters.get(f.meter_reference)
+                event_type, value_property = meter.event_type, meter.value_property
             if item.budget is not None:
                 usage = item.budget.usage
                 balance = item.budget.remaining
             else:  # no budget entitlement behind the value: the period's meter total
                 usage = Decimal(self._usage.current_period(customer_ref, f.meter_reference).value)
                 balance = (v.number or Decimal(0)) - usage
-            budget = Budget(balance, usage, False, meter.event_type, meter.value_property)
+            budget = Budget(balance, usage, False, event_type, value_property)
         return Entitled(
             feature_reference=f.reference,
             type=v.type,
