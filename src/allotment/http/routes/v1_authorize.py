@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 
 from allotment.domain.decimals import plain
 from allotment.domain.enforcement import parse_authorize, parse_commit
-from allotment.domain.timeutil import format_rfc3339
+from allotment.domain.timeutil import format_rfc3339, from_micros
 from allotment.http.rate_limit_fields import rate_limit_headers
 from allotment.http.responses import json_response
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
@@ -19,16 +19,11 @@ from allotment.services.enforcement import AuthorizeResult, ReservationView
 
 
 def authorize_json(r: AuthorizeResult) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "allowed": True,
-        "reservation_id": r.reservation_id,
-        "remaining": {k: str(plain(v)) for k, v in r.remaining.items()},
-        "rate_limits": [s.to_json() for s in r.rate_limits],
-    }
-    if r.expires_at is not None:
-        out["expires_at"] = format_rfc3339(r.expires_at)
-    if r.overage:
-        out["overage"] = {k: str(plain(v)) for k, v in r.overage.items()}
+    """The stored answer (also what an idempotency key replays) with its instant in RFC 3339."""
+    out = r.to_json()
+    at_us = out.pop("expires_at_us", None)
+    if at_us is not None:
+        out["expires_at"] = format_rfc3339(from_micros(at_us))
     return out
 
 
