@@ -190,3 +190,18 @@ def test_customer_named_by_id_shares_holds_and_usage(client: httpx.Client, guide
         )
     )
     assert meter_data(c, g, g.customer) == 9
+
+
+def test_ttl_frees_an_unsettled_reservation(client: httpx.Client, guide: Guide) -> None:
+    import time
+
+    c, g = client, guide
+    whole = [{"feature_reference": g.budget, "amount": 1000, "ttl_seconds": 1}]
+    rid = ok(authorize(c, g.customer, reserve=whole))["reservation_id"]
+    v1_problem(authorize(c, g.customer, reserve=whole), 402, "BUDGET_EXHAUSTED")
+    deadline = time.monotonic() + 10
+    while ok(c.get(f"/v1/reservations/{rid}"))["status"] == "held":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert ok(c.get(f"/v1/reservations/{rid}"))["status"] == "expired"
+    ok(authorize(c, g.customer, reserve=whole))
