@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench import authorize as A
-from bench import bulk
+from bench import bulk, catalog_call
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
@@ -51,6 +51,9 @@ class Plan:
     query_all: int
     query_all_naive: int
     load_batch: int
+    catalog_sizes: list[int] = field(default_factory=lambda: [10_000])
+    """Events in the data sets of the one `/v1` call (bench/catalog_call.py)."""
+    catalog_calls: int = 2_000
 
 
 PLANS = {
@@ -87,6 +90,8 @@ PLANS = {
         query_all=7,
         query_all_naive=2,
         load_batch=10_000,
+        catalog_sizes=[10_000, 1_000_000],
+        catalog_calls=20_000,
     ),
 }
 
@@ -775,7 +780,12 @@ class Run:
             sizes = self.plan.sizes
             for size in sizes:
                 out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
+            for size in self.plan.catalog_sizes:
+                out["figures"] += self.catalog(be, size)
         out["figures"] += scale_figures(out["figures"], sizes)
+        out["figures"] += scale_figures(
+            out["figures"], self.plan.catalog_sizes, ("catalog.inproc",)
+        )
         out["server_max_rss_mib"] = {
             k.split(":", 1)[1]: v / 1024
             for k, v in self.rss_max.items()
@@ -784,12 +794,87 @@ class Run:
         out["seconds"] = time.perf_counter() - t
         return out
 
+    # -------------------------------------------------------------- the one /v1 call
+
+    def catalog_dataset(self, be: Backend, size: int) -> tuple[str, dict[str, Any]]:
+        name = f"catalog_{size}_{P.schema_fingerprint()}"
+        if be.ready(name):
+            return be.db(name, fresh=False), {"cached": True, **be.info(name)}
+        url = be.db(name, fresh=True)
+        log(f"[{be.name}] building the one-call data set {name}: {size:,} events")
+        container = P.build_container(url, self.config)
+        st = Store(url)
+        try:
+            built = catalog_call.build(container, st, size, log)
+        finally:
+            st.close()
+            container.close()
+        be.mark(name, built)
+        return url, {"cached": False, **built}
+
+    def catalog(self, be: Backend, size: int) -> list[dict[str, Any]]:
+        """GET /v1/customers/{ref}/entitlements in process (10 features, 3 budgets) beside one
+        SQL aggregate over the raw events."""
+        url, info = self.catalog_dataset(be, size)
+        tag = f"{size:,} events"
+        log(f"[{be.name}] the one /v1 call in process at {tag}")
+        refs = [catalog_call.customer(i) for i in range(catalog_call.CUSTOMERS)]
+        rng = random.Random(3)
+        keys = [refs[rng.randrange(len(refs))] for _ in range(self.plan.catalog_calls)]
+        st = Store(url)
+
+        def ours() -> dict[str, Any]:
+            container = P.build_container(url, self.config)
+            try:
+                fn = container.subscriptions.entitlements
+                warm = _warm(fn, refs)
+                out = lat_stats(timed_calls(fn, keys))
+                out["warmup"] = warm
+                out["method"] = "container.subscriptions.entitlements(ref)"
+                out["sample"] = repr(fn(keys[0]))[:300]
+                return out
+            finally:
+                container.close()
+
+        def naive() -> dict[str, Any]:
+            fn = catalog_call.naive_call(st)
+            fn(keys[0])
+            out = lat_stats(timed_calls(fn, keys))
+            out["method"] = "plan values in memory + one GROUP BY type over raw events"
+            return out
+
+        def floor() -> dict[str, Any]:
+            st.ensure_point_table(refs)
+            for r in refs:
+                st.point_read(r)
+            out = lat_stats(timed_calls(st.point_read, keys))
+            out["method"] = "one primary-key row read (bench_point, 100 rows)"
+            return out
+
+        figs = [
+            figure(
+                f"catalog.inproc.{size}",
+                f"GET /v1/customers/{{ref}}/entitlements in process (10 features, 3 budgets), "
+                f"{tag}",
+                "latency",
+                guarded(ours),
+                guarded(naive),
+                guarded(floor),
+                size=size,
+                dataset=info,
+            )
+        ]
+        st.close()
+        return figs
+
     def prepare(self) -> None:
         """Build and cache every data set of the plan (what a run would build), measure nothing."""
         for name in self.opts.backends:
             with Backend(name, self.opts) as be:
                 for size in self.plan.sizes:
                     self.dataset(be, size)
+                for size in self.plan.catalog_sizes:
+                    self.catalog_dataset(be, size)
 
     def run(self) -> dict[str, Any]:
         t = time.perf_counter()
@@ -800,20 +885,24 @@ class Run:
         return result
 
 
-def scale_figures(figs: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+def scale_figures(
+    figs: list[dict[str, Any]],
+    sizes: list[int],
+    stems: tuple[str, ...] = (
+        "value.http",
+        "value.inproc",
+        "value.http.heavy",
+        "value.inproc.heavy",
+        "authorize.http",
+    ),
+) -> list[dict[str, Any]]:
     """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2)."""
     if len(sizes) < 2:
         return []
     lo, hi = sizes[0], sizes[-1]
     by_id = {f["id"]: f for f in figs}
     out = []
-    for stem in (
-        "value.http",
-        "value.inproc",
-        "value.http.heavy",
-        "value.inproc.heavy",
-        "authorize.http",
-    ):
+    for stem in stems:
         a, b = by_id.get(f"{stem}.{lo}"), by_id.get(f"{stem}.{hi}")
         try:
             ratio = b["ours"]["p50_ms"] / a["ours"]["p50_ms"]  # type: ignore[index]

@@ -1,7 +1,10 @@
 """Composition root: settings → database → services. The only place that picks an engine.
 
-Services receive the container and reach their collaborators through it (``self._c.meters``),
-so construction order never matters and tests can build a container on any database.
+Each service receives, through its constructor, the few collaborators it uses (the database,
+the clock, another service); :class:`Container` builds them once, in dependency order, so
+a service's needs are read off its constructor and no service knows the container. The
+attribute names (``container.meters``, ``container.entitlements`` …) are what the HTTP
+routes and the tests reach them by.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
+from allotment.services.value_cache import ValueCache
+from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
 from allotment.storage.enforcement_repo import EnforcementStore
@@ -39,16 +44,21 @@ class Container:
         self.settings = settings
         self.db = db
         self.clock = clock
-        self.meters = MeterService(self)
-        self.meter_queries = MeterQueryService(self)
-        self.events = EventService(self)
-        self.subjects = SubjectService(self)
-        self.features = FeatureService(self)
+        # leaves first: each line uses only what the lines above built
+        self.meters = MeterService(db, clock)
+        self.events = EventService(db, clock)
+        self.subjects = SubjectService(db, clock)
+        self.grants = GrantService(db, clock)
+        self.meter_queries = MeterQueryService(db, clock, self.meters)
+        self.features = FeatureService(db, clock, self.meters)
+        self.portal = PortalService(
+            db, clock, self.meters,
+            settings.portal_token_secret, settings.portal_token_expiration_seconds,
+        )  # fmt: skip
+        cache = ValueCache(db, clock, self.meter_queries) if value_cache_enabled() else None
+        self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self.customers = CustomerService(db, clock)
-        self.entitlements = EntitlementService(self)
-        self.grants = GrantService(self)
-        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements)
-        self.portal = PortalService(self)
+        self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
         self.catalog = CatalogService(db, clock, self.meters)
         # the subscription guard (400 while subscribed) runs before the entitlement one (409)
         self.subscriptions = SubscriptionService(
@@ -79,9 +89,7 @@ class Container:
         applied = migrate.migrate(self.db, self.now_us())
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
-        sync = getattr(self.meters, "sync_config", None)
-        if sync is not None:
-            sync(self.settings.meters)
+        self.meters.sync_config(self.settings.meters)
         if self.settings.catalog:
             for item, what in self.catalog.apply_config(self.settings.catalog).items():
                 log.info("config catalog: %s %s", item, what)

@@ -73,6 +73,55 @@ def test_history_defaults_from_last_reset(tc: httpx.Client) -> None:
     assert h["windowedHistory"][0]["balanceAtStart"] == 90
 
 
+def test_history_of_a_fresh_entitlement_clips_its_first_window(tc: httpx.Client) -> None:
+    set_clock(tc, "2024-01-01T10:07:30Z")
+    ent = Ent(tc, issueAfterReset=1000)  # measureUsageFrom 10:07 (creation, floored)
+    ent.event("2024-01-01T10:07:45Z", value=10)
+    ent.event("2024-01-01T10:20:00Z", value=5)
+    set_clock(tc, "2024-01-01T10:30:05Z")
+    day = ok(tc.get(ent.base + "/history", params={"windowSize": "DAY"}))
+    (g,) = ok(tc.get(ent.base + "/grants"))
+    assert day == {
+        "windowedHistory": [
+            {"period": {"from": "2024-01-01T10:07:00Z", "to": "2024-01-02T00:00:00Z"},
+             "usage": 15, "balanceAtStart": 1000},
+        ],
+        "burndownHistory": [
+            {"period": {"from": "2024-01-01T10:07:00Z", "to": "2024-01-01T10:31:00Z"},
+             "usage": 15, "overage": 0, "balanceAtStart": 1000,
+             "grantBalancesAtStart": {g["id"]: 1000}, "balanceAtEnd": 985,
+             "grantBalancesAtEnd": {g["id"]: 985},
+             "grantUsages": [{"grantId": g["id"], "usage": 15}]},
+        ],
+    }  # fmt: skip
+    hour = ok(tc.get(ent.base + "/history", params={"windowSize": "HOUR"}))
+    assert [(w["period"]["from"], w["usage"]) for w in hour["windowedHistory"]] == [
+        ("2024-01-01T10:07:00Z", 15),
+    ]
+    assert hour["burndownHistory"] == day["burndownHistory"]
+    same = {"windowSize": "DAY", "from": "2024-01-01T10:10:00Z", "to": "2024-01-01T10:10:00Z"}
+    empty = ok(tc.get(ent.base + "/history", params=same))
+    assert empty["windowedHistory"] == []
+    assert [(b["period"], b["balanceAtStart"]) for b in empty["burndownHistory"]] == [
+        ({"from": "2024-01-01T10:10:00Z", "to": "2024-01-01T10:10:00Z"}, 990),
+    ]
+
+
+def test_history_ending_on_a_reset_ends_with_the_post_reset_state(tc: httpx.Client) -> None:
+    ent = Ent(tc, usagePeriod={"interval": "DAY"}, issueAfterReset=100)
+    ent.event("2024-01-01T05:00:00Z", value=30)
+    set_clock(tc, "2024-01-03T00:00:00Z")
+    params = {"windowSize": "DAY", "from": "2024-01-01T00:00:00Z", "to": "2024-01-02T00:00:00Z"}
+    h = ok(tc.get(ent.base + "/history", params=params))
+    assert [(b["period"]["from"], b["period"]["to"], b["balanceAtStart"], b["balanceAtEnd"])
+            for b in h["burndownHistory"]] == [
+        ("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z", 100, 70),
+        ("2024-01-02T00:00:00Z", "2024-01-02T00:00:00Z", 100, 100),  # rollover: refilled
+        ("2024-01-02T00:00:00Z", "2024-01-02T00:00:00Z", 100, 100),  # the post-reset state
+    ]  # fmt: skip
+    assert ent.value("2024-01-02T00:00:00Z")["balance"] == 100
+
+
 @pytest.mark.parametrize(
     ("params", "word"),
     [

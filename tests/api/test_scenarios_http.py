@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from allotment.domain.timeutil import format_rfc3339
+from allotment.domain.timeutil import format_rfc3339, parse_rfc3339
 from tests.api.test_features import create_feature, create_meter, ingest, set_clock
-from tests.engine.scenario_format import Scenario, Step, all_scenarios
+from tests.engine.scenario_format import Row, Scenario, Step, all_scenarios, compare_history
 from tests.support import ServerProcess, unique
 
 SCENARIOS = all_scenarios()
@@ -111,7 +111,39 @@ class Runner:
             return self.c.post(self.base + "/reset", json=body)
         if step.kind == "check":
             return self.c.get(self.base + "/value", params={"time": _t(d["at"])})
+        if step.kind == "history":
+            params = {"windowSize": d["windowSize"]}
+            for key in ("from", "to"):
+                if d[key] is not None:
+                    params[key] = _t(d[key])
+            if d["windowTimeZone"] is not None:
+                params["windowTimeZone"] = d["windowTimeZone"]
+            return self.c.get(self.base + "/history", params=params)
         raise AssertionError(step.kind)
+
+    def compare_history(self, where: str, step: Step, body: dict[str, Any]) -> None:
+        names = {real: name for name, real in self.grants.items()}
+
+        def grants(balances: dict[str, Any]) -> dict[str, Decimal]:
+            return {names[g]: Decimal(str(v)) for g, v in balances.items()}
+
+        def period(item: dict[str, Any]) -> Row:
+            p = item["period"]
+            return {"from": parse_rfc3339(p["from"], "from"), "to": parse_rfc3339(p["to"], "to")}
+
+        windows: list[Row] = [
+            {**period(w), "usage": Decimal(str(w["usage"])),
+             "balanceAtStart": Decimal(str(w["balanceAtStart"]))}
+            for w in body["windowedHistory"]
+        ]  # fmt: skip
+        segments: list[Row] = [
+            {**period(b), **{k: Decimal(str(b[k])) for k in
+                             ("usage", "overage", "balanceAtStart", "balanceAtEnd")},
+             "grantBalancesAtStart": grants(b["grantBalancesAtStart"]),
+             "grantBalancesAtEnd": grants(b["grantBalancesAtEnd"])}
+            for b in body["burndownHistory"]
+        ]  # fmt: skip
+        compare_history(where, step.data, windows, segments)
 
     def state(self) -> tuple[Any, Any]:
         """What an error must not change: grants and the entitlement (lastReset etc.)."""
@@ -140,6 +172,8 @@ class Runner:
         assert r.status_code < 300, f"{where}: {r.status_code} {r.text}"
         if step.kind == "grant":
             self.grants[step.data["id"]] = r.json()["id"]
+        if step.kind == "history":
+            self.compare_history(where, step, _decoded(r))
         if step.kind == "check":
             got = _decoded(r)
             for key, want in step.data["expect"].items():

@@ -379,3 +379,54 @@ def test_unlimited_budget(client: httpx.Client) -> None:
     got = entitled(client, cust)[b]
     assert (got["number"], got["usage"], got["remaining"], got["has_access"]) == (
         "unlimited", "10", "unlimited", True)  # fmt: skip
+
+
+def test_one_call_follows_customer_changes(client: httpx.Client) -> None:
+    cust = customer(client)
+    old = cust["reference"]
+    assert entitled(client, old) == {}  # answered (and cached) for the old reference
+    new = unique("c").replace("_", "-")
+    ok(client.patch(f"/v1/customers/{old}", json={"reference": new}))
+    v1_problem(client.get(f"/v1/customers/{old}/entitlements"), 404, "NOT_FOUND")
+    assert entitled(client, new) == {}
+    ok(client.delete(f"/v1/customers/{new}"), 204)
+    v1_problem(client.get(f"/v1/customers/{new}/entitlements"), 404, "NOT_FOUND")
+    r = client.get(f"/v1/customers/{cust['id']}/entitlements")  # by id: deleted, 412
+    v1_problem(r, 412, "PRECONDITION_FAILED")
+
+
+def test_plan_values_on_the_openmeter_routes(client: httpx.Client) -> None:
+    slug = meter(client)
+    b = feature(client, meter_reference=slug)["reference"]
+    e = feature(client, "ENUM", enum_values=["gpt-4o", "gpt-4o-mini"])["reference"]
+    on, off = feature(client, "SWITCH")["reference"], feature(client, "SWITCH")["reference"]
+    values = [
+        {"feature_reference": b, "number": "100"},
+        {"feature_reference": e, "enums": ["gpt-4o-mini"]},
+        {"feature_reference": on, "switch": True},
+        {"feature_reference": off, "switch": False},
+    ]
+    small = plan(client, values)["reference"]
+    big = plan(client, [{**values[0], "number": "1000"}, *values[1:]])["reference"]
+    cust = customer(client)["reference"]
+    sub = subscribe(client, cust, small)
+    _ingest(client, slug, cust, 30)
+    access = ok(client.get(f"/api/v1/customers/{cust}/access"))["entitlements"]
+    assert access[e] == {"hasAccess": True, "config": '{"enums":["gpt-4o-mini"]}'}
+    assert access[on] == {"hasAccess": True}
+    assert off not in access
+    assert (access[b]["usage"], access[b]["balance"]) == (30, 70)
+    # a top-up on the plan's allowance (OpenMeter: 403) is accepted and survives a plan change
+    grant = {"amount": 500, "effectiveAt": sub["start_at"], "priority": 10}
+    r = client.post(f"/api/v2/customers/{cust}/entitlements/{b}/grants", json=grant)
+    assert r.status_code == 201, r.text
+    assert entitled(client, cust)[b]["remaining"] == "570"
+    ok(client.patch(f"/v1/pricing-plan-subscriptions/{sub['id']}",
+                    json={"pricing_plan_reference": big}))  # fmt: skip
+    got = entitled(client, cust)[b]
+    assert (got["number"], got["usage"], got["remaining"]) == ("1000", "30", "1470")
+    v2 = ok(client.get(f"/api/v2/customers/{cust}/entitlements/{b}/value"))
+    assert (v2["usage"], v2["balance"]) == (30, 1470)
+    on_plan = ok(client.get("/api/v1/customers", params={"planKey": big}))["items"]
+    assert [c["key"] for c in on_plan] == [cust]
+    assert ok(client.get("/api/v1/customers", params={"planKey": small}))["items"] == []

@@ -35,13 +35,13 @@ from allotment.domain.entitlement_inputs import (
     parse_grant_create,
     parse_reset,
 )
+from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import DomainError
 from allotment.domain.events import CloudEvent
 from allotment.domain.timeutil import format_rfc3339
 from allotment.domain.value_cache import RING, UNCHANGED, earliest_touched
 from allotment.http.app import create_app
 from allotment.http.routes.entitlements import value_body, value_json
-from allotment.services.entitlements import ValueView
 from allotment.storage import usage_marks
 from allotment.storage.database import open_database
 from tests.support import ServerProcess, unique

@@ -6,16 +6,10 @@ from typing import Any
 
 import httpx
 
+from tests.api.test_features import ok
 from tests.support import unique
 
-
-def ok(r: httpx.Response, status: int = 200) -> Any:
-    assert r.status_code == status, f"{r.status_code}: {r.text}"
-    if status == 204:
-        assert r.content == b""
-        return None
-    assert r.headers["content-type"] == "application/json"
-    return r.json()
+__all__ = ["feature", "meter", "ok", "plan", "v1_problem"]
 
 
 def v1_problem(r: httpx.Response, status: int, code: str, field: str | None = None,

@@ -28,6 +28,7 @@ EXPECTED = [
     "query.all.10000",
     "value.inproc.10000",
     "value.inproc.heavy.10000",
+    "catalog.inproc.10000",
 ]
 
 

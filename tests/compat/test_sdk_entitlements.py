@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from itertools import pairwise
 from typing import Any
 
 from tests.compat.sdk import (
@@ -149,6 +150,14 @@ def test_sdk_seed_documents(sdk: None, server: ServerProcess) -> None:
     assert out["valueGpt4"] == _value(999_000, 1_000, 0, 1_000_000)
     assert_problem(out["seedTypo"], 404)
 
+    # the history of an entitlement created a moment ago: today's usage is there
+    for name, ent, issued, used in (
+        ("historyDay", out["entitlement"], 10_000_000, 1_500),
+        ("historyHour", out["entitlement"], 10_000_000, 1_500),
+        ("historyGpt4", out["entitlementGpt4"], 1_000_000, 1_000),
+    ):
+        _assert_fresh_history(out[name], ent["measureUsageFrom"], issued, used)
+
     ent = out["entitlement"]
     (grant,) = _grants(out["grants"], customer)
     assert_ulid(grant["id"])
@@ -164,6 +173,25 @@ def test_sdk_seed_documents(sdk: None, server: ServerProcess) -> None:
     assert_problem(out["readmeReset"], 404)  # no entitlement id: path ".../[object%20Object]/reset"
     assert out["readmeDeleteByKey"] == UNDEFINED
     assert_problem(out["valueAfterDelete"], 404)
+
+
+def _assert_fresh_history(h: dict[str, Any], start: str, issued: int, used: int) -> None:
+    """History from ``lastReset`` (= ``measureUsageFrom``) to now of an entitlement created
+    moments ago: the first window is clipped at ``measureUsageFrom`` (OpenMeter drops it), the
+    windows and the burn-down segments are contiguous from there, and each list's usage adds up
+    to what was ingested."""
+    assert set(h) == {"windowedHistory", "burndownHistory"}
+    windows, segments = h["windowedHistory"], h["burndownHistory"]
+    assert windows, h
+    assert segments, h
+    for items in (windows, segments):
+        assert parse_time(items[0]["period"]["from"]) == parse_time(start)
+        for a, b in pairwise(items):
+            assert a["period"]["to"] == b["period"]["from"]
+        assert sum(item["usage"] for item in items) == used
+    assert windows[0]["balanceAtStart"] == segments[0]["balanceAtStart"] == issued
+    assert segments[-1]["balanceAtEnd"] == issued - used
+    assert all(s["overage"] == 0 for s in segments)
 
 
 def _assert_default_grant(

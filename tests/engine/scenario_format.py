@@ -23,6 +23,12 @@ _OFFSET = re.compile(r"^([+-])((?:\d+[dhms])+)$")
 _PART = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 EXPECT_KEYS = ("hasAccess", "balance", "usage", "overage", "totalAvailableGrantAmount")
+WINDOW_KEYS = ("from", "to", "usage", "balanceAtStart")
+SEGMENT_KEYS = ("from", "to", "usage", "overage", "balanceAtStart", "balanceAtEnd",
+                "grantBalancesAtStart", "grantBalancesAtEnd")  # fmt: skip
+_TIME_KEYS = ("from", "to")
+_GRANT_MAP_KEYS = ("grantBalancesAtStart", "grantBalancesAtEnd")
+Row = dict[str, Any]
 
 
 def parse_time(value: object, base: datetime) -> datetime:
@@ -52,8 +58,8 @@ class ExpectError:
 
 @dataclass(frozen=True)
 class Step:
-    """One API call. ``kind`` is grant | event | void | reset | check; ``now`` is the server
-    clock for the call (defaults to the step's own time)."""
+    """One API call. ``kind`` is grant | event | void | reset | check | history; ``now`` is
+    the server clock for the call (defaults to the step's own time)."""
 
     kind: str
     now: datetime
@@ -99,10 +105,57 @@ def _grant_data(raw: dict[str, Any], base: datetime) -> dict[str, Any]:
     return data
 
 
+def _history_rows(rows: list[dict[str, Any]], keys: tuple[str, ...], base: datetime) -> list[Row]:
+    out: list[Row] = []
+    for row in rows:
+        unknown = set(row) - set(keys)
+        if unknown:
+            raise ValueError(f"unknown history keys {sorted(unknown)} in {row}")
+        parsed: Row = {}
+        for key, value in row.items():
+            if key in _TIME_KEYS:
+                parsed[key] = parse_time(value, base)
+            elif key in _GRANT_MAP_KEYS:
+                parsed[key] = {str(g): _dec(v) for g, v in value.items()}
+            else:
+                parsed[key] = _dec(value)
+        out.append(parsed)
+    return out
+
+
+def _history_data(body: dict[str, Any], base: datetime) -> dict[str, Any]:
+    expect = body.get("expect") or {}
+    return {
+        "from": parse_time(body["from"], base) if "from" in body else None,
+        "to": parse_time(body["to"], base) if "to" in body else None,
+        "windowSize": str(body["windowSize"]),
+        "windowTimeZone": body.get("windowTimeZone"),
+        "windows": _history_rows(expect["windows"], WINDOW_KEYS, base)
+        if "windows" in expect else None,
+        "segments": _history_rows(expect["segments"], SEGMENT_KEYS, base)
+        if "segments" in expect else None,
+    }  # fmt: skip
+
+
+def compare_history(
+    where: str, want: dict[str, Any], windows: list[Row], segments: list[Row]
+) -> None:
+    """Compare a history answer, normalised to ``Row``s (UTC datetimes, Decimals, grant names),
+    with a history step's expectation: same number of rows, and every key the file lists."""
+    for name, got in (("windows", windows), ("segments", segments)):
+        rows = want[name]
+        if rows is None:
+            continue
+        assert len(got) == len(rows), f"{where}: {len(got)} {name}, want {len(rows)}: {got}"
+        for i, (g, w) in enumerate(zip(got, rows, strict=True)):
+            for key, value in w.items():
+                assert g[key] == value, f"{where}: {name}[{i}].{key} = {g[key]}, want {value}"
+
+
 def _step(raw: dict[str, Any], base: datetime) -> Step:
-    kinds = [k for k in ("grant", "event", "void", "reset", "check") if k in raw]
+    kinds = [k for k in ("grant", "event", "void", "reset", "check", "history") if k in raw]
     if len(kinds) != 1:
-        raise ValueError(f"a step needs exactly one of grant/event/void/reset/check: {raw}")
+        raise ValueError(f"a step needs exactly one of grant/event/void/reset/check/history: {raw}")
     kind = kinds[0]
     body = raw[kind] or {}
     if kind == "grant":
@@ -123,6 +176,9 @@ def _step(raw: dict[str, Any], base: datetime) -> Step:
             "preserveOverage": body.get("preserveOverage"),
         }
         own = at
+    elif kind == "history":
+        data = _history_data(body, base)
+        own = data["to"]
     else:
         expect = {k: body["expect"][k] for k in EXPECT_KEYS if k in body["expect"]}
         data = {"at": parse_time(body["at"], base), "expect": expect}

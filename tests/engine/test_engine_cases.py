@@ -237,3 +237,103 @@ class TestResumeAndInputs:
         split = [grant("b", 10), grant("c", 1, priority=9, effective_at=t(5))]
         state = until_state(split, t(20), [(t(1), 5), (t(10), -50)])
         assert (state.balances["b"], state.balances["c"]) == (D(5), D(1))
+
+
+class TestRunEnds:
+    """What a run reports at its very end: on a reset, at zero length, at a grant's expiry."""
+
+    def test_run_ending_exactly_on_a_reset_ends_with_the_post_reset_state(self) -> None:
+        grants = [grant("default", 500, min_rollover=500, max_rollover=500)]
+        reset = Reset(t(hours=1), preserve_overage=True)
+        result = evaluate(grants, starting_state(grants, BASE), t(hours=1), [reset],
+                          events_usage([(t(5), 600)]))  # fmt: skip
+        *_, burnt, rollover, post = result.segments
+        assert (burnt.from_, burnt.to, burnt.termination.usage_reset) == (BASE, t(hours=1), True)
+        assert (rollover.from_, rollover.to, rollover.termination.rollover) == (
+            t(hours=1), t(hours=1), True,
+        )  # fmt: skip
+        # the rollover refills to 500 and burns the preserved 100; the last segment is the
+        # zero-length state after the reset, exactly the run's final state
+        assert (rollover.balance_at_start["default"], rollover.overage_at_start) == (D(500), D(100))
+        assert (post.from_, post.to, post.termination.rollover) == (t(hours=1), t(hours=1), False)
+        assert post.balance_at_start == dict(result.state.balances) == {"default": D(400)}
+        assert (post.overage_at_start, post.overage, post.usage) == (D(0), D(0), D(0))
+        assert post.balance_at_end == post.balance_at_start
+
+    def test_post_reset_segment_keeps_an_unpaid_preserved_overage(self) -> None:
+        grants = [grant("a", 500)]
+        reset = Reset(t(hours=1), preserve_overage=True)
+        result = evaluate(grants, starting_state(grants, BASE), t(hours=1), [reset],
+                          events_usage([(t(5), 600)]))  # fmt: skip
+        post = result.segments[-1]
+        assert (post.from_, post.to) == (t(hours=1), t(hours=1))
+        assert post.balance_at_start == {"a": D(0)}
+        assert (post.overage_at_start, post.overage) == (D(100), D(100))
+        assert result.state.overage == D(100)
+
+    def test_recurrence_at_the_reset_instant_is_applied_after_rollover_at_the_run_end(
+        self,
+    ) -> None:
+        grants = [grant("a", 100, recurrence="P1D", max_rollover=10)]
+        usage = events_usage([(t(5), 30)])
+        result = evaluate(grants, starting_state(grants, BASE), t(days=1), [Reset(t(days=1))],
+                          usage)  # fmt: skip
+        rollover, post = result.segments[-2:]
+        assert rollover.termination.rollover
+        assert not post.termination.rollover
+        # rolled over to min(10, 70) = 10, then refilled by the recurrence at R to 100
+        assert rollover.balance_at_start == post.balance_at_start == {"a": D(100)}
+        assert result.state.balances == {"a": D(100)}
+        later = evaluate(grants, starting_state(grants, BASE), t(days=1, hours=1),
+                         [Reset(t(days=1))], usage)  # fmt: skip
+        assert later.state.balances == {"a": D(100)}
+
+    def test_resuming_from_the_state_at_a_reset_equals_one_run(self) -> None:
+        grants = [grant("a", 100, recurrence="PT6H", max_rollover=40),
+                  grant("b", 50, priority=2, min_rollover=20, max_rollover=50)]  # fmt: skip
+        usage = events_usage([(t(m), 9) for m in range(0, 60 * 20, 41)])
+        resets = [Reset(t(hours=6), True), Reset(t(hours=12))]
+        start = starting_state(grants, BASE)
+        whole = evaluate(grants, start, t(hours=20), resets, usage)
+        first = evaluate(grants, start, t(hours=12), resets, usage)
+        assert first.segments[-1].balance_at_start == dict(first.state.balances)
+        rest = evaluate(grants, first.state, t(hours=20), [], usage)
+        assert rest.state == whole.state
+        # the resumed run starts from the reported post-reset state, and never re-applies R
+        assert rest.segments[0].balance_at_start == first.segments[-1].balance_at_start
+
+    def test_a_zero_length_run_reports_its_state_in_one_segment(self) -> None:
+        grants = [grant("a", 100), grant("b", 10, effective_at=t(30))]
+        start = evaluate(grants, starting_state(grants, BASE), t(30), [],
+                         events_usage([(t(1), 120)])).state  # fmt: skip
+        result = evaluate(grants, start, t(30), [], events_usage([]))
+        (only,) = result.segments
+        assert (only.from_, only.to, only.usage) == (t(30), t(30), D(0))
+        assert only.balance_at_start == dict(start.balances) == {"a": D(0), "b": D(0)}
+        assert result.state == start
+
+    def test_at_its_expiry_instant_a_grant_holds_zero_in_every_state(self) -> None:
+        grants = [grant("short", 100, expires_at=t(hours=1)), grant("long", 100, priority=2)]
+        usage = events_usage([(t(10), 30), (t(hours=1), 5)])
+        start = starting_state(grants, BASE)
+        at_expiry = evaluate(grants, start, t(hours=1), [], usage)
+        # the segment that ends at E shows what expires unused (start minus usage) ...
+        (seg,) = at_expiry.segments
+        assert (seg.from_, seg.to) == (BASE, t(hours=1))
+        assert seg.balance_at_end == {"short": D(70), "long": D(100)}
+        # ... and the state at E holds 0 for it, with no extra report segment
+        assert at_expiry.state.balances == {"short": D(0), "long": D(100)}
+        past = evaluate(grants, start, t(hours=2), [], usage)
+        after = next(s for s in past.segments if s.from_ == t(hours=1))
+        assert after.balance_at_start == {"short": D(0), "long": D(100)}
+        assert past.state.balances == {"short": D(0), "long": D(95)}
+        resumed = evaluate(grants, at_expiry.state, t(hours=2), [], usage)
+        assert resumed.state == past.state
+
+    def test_a_grant_expiring_at_a_reset_rolls_nothing_over(self) -> None:
+        grants = [grant("short", 100, expires_at=t(hours=1), min_rollover=100, max_rollover=100)]
+        result = evaluate(grants, starting_state(grants, BASE), t(hours=1), [Reset(t(hours=1))],
+                          events_usage([(t(10), 30)]))  # fmt: skip
+        rollover, post = result.segments[-2:]
+        assert rollover.balance_at_start == post.balance_at_start == {"short": D(0)}
+        assert result.state.balances == {"short": D(0)}

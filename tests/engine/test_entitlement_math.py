@@ -256,27 +256,33 @@ class TestHistory:
         tz = ZoneInfo("Europe/Budapest")
         windows = history_windows(
             datetime(2024, 3, 30, 12, tzinfo=UTC), datetime(2024, 4, 1, tzinfo=UTC),
-            WindowSize.DAY, tz, BASE,
+            WindowSize.DAY, tz,
         )  # fmt: skip
         assert [w.start for w in windows] == [
-            datetime(2024, 3, 29, 23, tzinfo=UTC),
+            datetime(2024, 3, 30, 12, tzinfo=UTC),  # clipped at the start
             datetime(2024, 3, 30, 23, tzinfo=UTC),
             datetime(2024, 3, 31, 22, tzinfo=UTC),
         ]
+        assert windows[0].end == datetime(2024, 3, 30, 23, tzinfo=UTC)
         assert windows[1].end - windows[1].start == timedelta(hours=23)
 
-    def test_windows_before_measure_usage_from_are_dropped(self) -> None:
-        got = history_windows(t(hours=1), t(hours=3), WindowSize.DAY, ZoneInfo("UTC"), t(1))
-        assert got == []
-        got = history_windows(t(1), t(200), WindowSize.HOUR, ZoneInfo("UTC"), t(1))
-        assert [w.start for w in got] == [t(hours=1), t(hours=2), t(hours=3)]
+    def test_a_partial_first_window_is_clipped_not_dropped(self) -> None:
+        utc = ZoneInfo("UTC")
+        got = history_windows(t(hours=1, minutes=7), t(hours=3), WindowSize.DAY, utc)
+        assert got == [Period(t(hours=1, minutes=7), t(days=1))]
+        got = history_windows(t(1), t(200), WindowSize.HOUR, utc)
+        assert got == [
+            Period(t(1), t(hours=1)), Period(t(hours=1), t(hours=2)),
+            Period(t(hours=2), t(hours=3)), Period(t(hours=3), t(hours=4)),
+        ]  # fmt: skip
+        assert history_windows(t(5), t(5), WindowSize.HOUR, utc) == []
 
     def test_window_count_limit(self) -> None:
         n = limits.HISTORY_WINDOWS_MAX
         utc = ZoneInfo("UTC")
-        assert len(history_windows(BASE, t(n), WindowSize.MINUTE, utc, BASE)) == n
+        assert len(history_windows(BASE, t(n), WindowSize.MINUTE, utc)) == n
         with pytest.raises(LimitExceeded, match="HISTORY_WINDOWS_MAX"):
-            history_windows(BASE, t(n + 1), WindowSize.MINUTE, utc, BASE)
+            history_windows(BASE, t(n + 1), WindowSize.MINUTE, utc)
 
     def test_from_before_measure_usage_from_is_rejected(self) -> None:
         with pytest.raises(InvalidInput) as info:
@@ -299,3 +305,91 @@ class TestHistory:
         ]  # fmt: skip
         zero = [b for b in result.burndown if b.from_ == b.to]
         assert [(z.from_, z.balance_at_start) for z in zero] == [(t(days=1), D(70))]
+
+    def test_a_fresh_entitlement_shows_its_first_partial_window_and_segments(self) -> None:
+        start = t(hours=10, minutes=7)  # measureUsageFrom, not on a DAY or HOUR boundary
+        s = spec(measure_usage_from=start, usage_period=Recurrence(P1M, start))
+        grants = [grant("default", 1000, effective_at=start, min_rollover=1000,
+                        max_rollover=1000)]  # fmt: skip
+        usage = events_usage([(t(hours=9), 999), (start, 10), (t(hours=10, minutes=20), 5)])
+
+        def window_usage(a: datetime, b: datetime) -> Decimal:
+            return usage(start, a, b)
+
+        got = history(
+            s, grants, [], start, t(hours=10, minutes=30) + timedelta(seconds=5), WindowSize.DAY,
+            ZoneInfo("UTC"), usage, window_usage,
+        )  # fmt: skip
+        # the day window is clipped at measureUsageFrom (OpenMeter drops it), and says so
+        assert [(w.from_, w.to, w.usage, w.balance_at_start) for w in got.windowed] == [
+            (start, t(days=1), D(15), D(1000)),
+        ]
+        (seg,) = got.burndown
+        assert (seg.from_, seg.to) == (start, t(hours=10, minutes=31))  # `to` rounded up
+        assert (seg.usage, seg.balance_at_start, seg.balance_at_end) == (D(15), D(1000), D(985))
+        hourly = history(
+            s, grants, [], start, t(hours=12), WindowSize.HOUR, ZoneInfo("UTC"), usage,
+            window_usage,
+        )  # fmt: skip
+        assert [(w.from_, w.usage) for w in hourly.windowed] == [
+            (start, D(15)), (t(hours=11), D(0)),
+        ]  # fmt: skip
+
+    def test_a_window_starting_mid_window_is_clipped_at_from(self) -> None:
+        grants = [grant("a", 100)]
+        usage = events_usage([(t(10), 7), (t(40), 3)])
+        got = history(
+            spec(), grants, [], t(30), t(hours=2), WindowSize.HOUR, ZoneInfo("UTC"), usage,
+            lambda a, b: usage(BASE, a, b),
+        )  # fmt: skip
+        assert [(w.from_, w.usage, w.balance_at_start) for w in got.windowed] == [
+            (t(30), D(3), D(93)), (t(hours=1), D(0), D(90)),
+        ]  # fmt: skip
+        assert [(b.from_, b.to, b.usage) for b in got.burndown] == [(t(30), t(hours=2), D(3))]
+
+    def test_an_empty_range_still_reports_the_state(self) -> None:
+        grants = [grant("a", 100)]
+        usage = events_usage([(t(10), 7)])
+        got = history(
+            spec(), grants, [], t(30), t(30), WindowSize.DAY, ZoneInfo("UTC"), usage,
+            lambda a, b: usage(BASE, a, b),
+        )  # fmt: skip
+        assert got.windowed == ()
+        (only,) = got.burndown
+        assert (only.from_, only.to, only.balance_at_start, only.usage) == (
+            t(30), t(30), D(93), D(0),
+        )  # fmt: skip
+
+    def test_history_ending_exactly_on_a_reset_ends_after_it(self) -> None:
+        s = spec(usage_period=Recurrence(P1D, BASE))
+        grants = [grant("a", 100, max_rollover=50, recurrence="P1D")]
+        usage = events_usage([(t(hours=23), 80)])
+        got = history(
+            s, grants, [], BASE, t(days=1), WindowSize.DAY, ZoneInfo("UTC"), usage,
+            lambda a, b: usage(BASE, a, b),
+        )  # fmt: skip
+        spans = [(b.from_, b.to, b.balance_at_start, b.balance_at_end) for b in got.burndown]
+        assert spans == [
+            (BASE, t(days=1), D(100), D(20)),
+            (t(days=1), t(days=1), D(100), D(100)),  # rollover to 20, refilled after it
+            (t(days=1), t(days=1), D(100), D(100)),  # the post-reset state
+        ]
+        assert [(w.from_, w.usage) for w in got.windowed] == [(BASE, D(80))]
+
+    def test_at_a_grant_expiry_instant(self) -> None:
+        grants = [grant("short", 100, expires_at=t(hours=1)), grant("long", 50, priority=2)]
+        usage = events_usage([(t(10), 30)])
+
+        def run_to(to: datetime) -> tuple[object, ...]:
+            return history(
+                spec(), grants, [], BASE, to, WindowSize.HOUR, ZoneInfo("UTC"), usage,
+                lambda a, b: usage(BASE, a, b),
+            ).burndown  # fmt: skip
+
+        (ending,) = run_to(t(hours=1))
+        assert dict(ending.grant_balances_at_end) == {"short": D(70), "long": D(50)}
+        first, after = run_to(t(hours=2))
+        assert first == ending
+        assert dict(after.grant_balances_at_start) == {"long": D(50)}  # expired: not listed
+        value = metered_value(spec(), grants, [], t(hours=1), usage)
+        assert (value.balance, dict(value.grant_balances)) == (D(50), {"long": D(50)})

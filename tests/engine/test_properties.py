@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from itertools import pairwise
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -184,3 +185,34 @@ def test_adding_usage_never_raises_a_balance(sc: Scenario, at: datetime, extra: 
     more_state = more.run().state
     for gid, balance in more_state.balances.items():
         assert balance <= base_state.balances[gid]
+
+
+@given(scenarios(), st.booleans())
+def test_a_run_ends_with_its_final_state(sc: Scenario, reset_at_end: bool) -> None:
+    """Segments tile ``[start, until]``; the last one ends at ``until`` and shows the final
+    balance of every grant still active there; a grant whose activity ends at ``until`` holds 0
+    in the state (the expiry-instant rule); a run ending exactly on a reset ends with the
+    rollover segment and then the zero-length post-reset segment holding the final state."""
+    if reset_at_end and all(r.at != sc.until for r in sc.resets):
+        sc = Scenario(sc.grants, sc.until, (*sc.resets, Reset(sc.until, True)), sc.usage)
+    result = sc.run()
+    segments, state = result.segments, result.state
+    assert segments
+    assert segments[0].from_ == BASE
+    assert all(a.to == b.from_ for a, b in pairwise(segments))
+    last = segments[-1]
+    assert last.to == sc.until
+    ends = last.balance_at_end
+    for g in sc.grants:
+        if g.active_at(sc.until):
+            assert ends[g.id] == state.balances[g.id], g.id
+        else:
+            assert state.balances[g.id] == 0, g.id
+    if any(r.at == sc.until for r in sc.resets):
+        rollover, post = segments[-2:]
+        assert rollover.termination.rollover
+        assert (rollover.from_, rollover.to) == (sc.until, sc.until)
+        assert not post.termination.rollover
+        assert (post.from_, post.to) == (sc.until, sc.until)
+        assert post.balance_at_start == dict(state.balances)
+        assert post.overage == state.overage

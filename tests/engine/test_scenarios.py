@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from allotment.domain.entitlement_math import (
     ManualReset,
     MeteredSpec,
+    WindowSize,
     default_grant_params,
+    history,
+    last_reset,
     make_usage_period,
     metered_value,
     validate_grant_effective_at,
@@ -35,9 +39,9 @@ from allotment.domain.periods import (
     expiration_expires_at,
     parse_interval,
 )
-from allotment.domain.timeutil import floor_minute
+from allotment.domain.timeutil import ceil_minute, floor_minute
 
-from .scenario_format import Scenario, Step, all_scenarios
+from .scenario_format import Row, Scenario, Step, all_scenarios, compare_history
 
 SCENARIOS = all_scenarios()
 
@@ -113,6 +117,35 @@ def _check(world: World, step: Step, sc: Scenario) -> None:
         assert got[key] == expected, f"{sc.path.name} check at {step.data['at']}: {key}"
 
 
+def _history(world: World, step: Step, sc: Scenario) -> None:
+    d = step.data
+    grants = list(world.grants.values())
+    start = d["from"] or last_reset(world.spec, world.resets)
+    end = d["to"] or step.now
+    end_at = ceil_minute(end)
+
+    def window_usage(a: datetime, b: datetime) -> Decimal:  # the service clips at `to`
+        return world.usage_fn(a, a, min(b, end_at))
+
+    got = history(
+        world.spec, grants, world.resets, start, end, WindowSize(d["windowSize"]),
+        ZoneInfo(d["windowTimeZone"] or "UTC"), world.usage_fn, window_usage,
+    )  # fmt: skip
+    windows: list[Row] = [
+        {"from": w.from_.astimezone(UTC), "to": w.to.astimezone(UTC), "usage": w.usage,
+         "balanceAtStart": w.balance_at_start}
+        for w in got.windowed
+    ]  # fmt: skip
+    segments: list[Row] = [
+        {"from": b.from_, "to": b.to, "usage": b.usage, "overage": b.overage,
+         "balanceAtStart": b.balance_at_start, "balanceAtEnd": b.balance_at_end,
+         "grantBalancesAtStart": dict(b.grant_balances_at_start),
+         "grantBalancesAtEnd": dict(b.grant_balances_at_end)}
+        for b in got.burndown
+    ]  # fmt: skip
+    compare_history(f"{sc.path.name} history to {end}", d, windows, segments)
+
+
 def _apply(world: World, step: Step, index: int, sc: Scenario) -> None:
     d = step.data
     if step.kind == "grant":
@@ -128,6 +161,8 @@ def _apply(world: World, step: Step, index: int, sc: Scenario) -> None:
             world.spec, world.resets, step.now, d["at"], d["retainAnchor"], d["preserveOverage"]
         )
         world.resets.append(reset)
+    elif step.kind == "history":
+        _history(world, step, sc)
     else:
         _check(world, step, sc)
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from allotment.domain.errors import Unavailable
-from allotment.storage.database import SqliteDatabase, sqlite_error
+from allotment.storage.sqlite_database import SqliteDatabase, sqlite_error
 from tests.ops.helpers import batch_events, batches_seen, meter_total, post_batch, whole
 from tests.support import ServerProcess, running_server, unique
 

@@ -111,6 +111,10 @@ def test_value_cache_fresh_on_ingest_into_any_subject(c: Container) -> None:
     w = World(c)
     w.metered(issueAfterReset=100)
     assert w.value().metered.usage == 0
+    cache = c.entitlements.cache
+    if cache is not None:  # the cache answers a customer's checks itself (not the plain path)
+        assert cache.serve(w.owner, w.feature, NOW, allow_io=True) is not None
+        assert cache.serve(w.owner, w.feature, NOW, allow_io=False) is not None
     for i, subject in enumerate([w.key, w.key + "-prod", w.key + "-dev"] * 2):
         w.ingest(subject, 1, NOW - timedelta(minutes=30 - i))
         assert w.value().metered.usage == i + 1, subject

@@ -218,3 +218,31 @@ def test_concurrent_creates_of_one_key_one_wins(c: Container) -> None:
         results = list(pool.map(attempt, range(8)))
     assert results.count("ok") == 1
     assert results.count("conflict") == 7
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.changing: list[str] = []
+        self.told: list[str] = []
+
+    def before_delete(self, tx: object, customer: Any) -> None:
+        pass
+
+    def subjects_changing(self, tx: object, customer: Any, subjects: Any) -> None:
+        self.changing.append(customer.key)
+
+    def attribution_changed(self, tx: object, customer: Any, subjects: Any) -> None:
+        self.told.append(customer.key)
+
+
+def test_guards_told_of_own_changes_and_of_precedence_changes(c: Container) -> None:
+    rec = _Recorder()
+    c.customers.add_guard(rec)
+    a_key, b_key = unique("a"), unique("b")
+    a = c.customers.create(body(a_key))
+    c.customers.create(body(b_key, [a_key]))  # b's subject key is a's key: a wins
+    c.customers.replace(a.id, body(a_key, ["extra"]))
+    assert rec.changing == [a_key]
+    c.customers.delete(a.id)  # b now counts a_key: b is told, and may not refuse
+    assert rec.changing == [a_key]
+    assert rec.told == [a_key, b_key]

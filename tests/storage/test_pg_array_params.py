@@ -1,7 +1,7 @@
-"""List parameters reach PostgreSQL exactly (``storage.database.array_literal`` turns each into
-array input text for ``?::text[]``, ``?::bigint[]`` and ``?::numeric[]``): empty arrays, NULL
-elements, the text ``"NULL"``, quotes, backslashes, braces, commas and spaces in text, 64-bit
-and larger integers, 60-digit and exponent-form decimals, mixed ``int`` and ``Decimal``."""
+"""List parameters reach PostgreSQL exactly (``storage.postgres_database.array_literal`` turns each
+into array input text for ``?::text[]``, ``?::bigint[]`` and ``?::numeric[]``): empty arrays,
+NULL elements, the text ``"NULL"``, quotes, backslashes, braces, commas and spaces in text,
+64-bit and larger integers, 60-digit and exponent-form decimals, mixed ``int`` and ``Decimal``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.storage.database import array_literal, open_database
+from allotment.storage.database import open_database
+from allotment.storage.postgres_database import array_literal
 from tests.support import create_pg_database
 
 TEXTS = [

@@ -1,6 +1,6 @@
 """The totals lane of the meter query (``storage/query_totals.py``) on a real database (SQLite
 and PostgreSQL): for SUM, COUNT and AVG it answers exactly what the general lane (rows folded
-by ``usage_read.fold``) answers, row for row and digit for digit, whatever the windows, time
+by ``usage_fold.fold``) answers, row for row and digit for digit, whatever the windows, time
 zone, subjects, groupBy and filterGroupBy; the SQLite plan choice changes only the cost."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from allotment.domain.windows import WindowSize, parse_time_zone
 from allotment.http.responses import encode
 from allotment.http.routes.meter_queries import csv_value
 from allotment.services.meter_queries import MeterQuery, MeterQueryRow
-from allotment.storage import query_totals, usage_read
+from allotment.storage import query_totals, usage_fold, usage_read
 from allotment.storage.query_totals import add, fold_totals, total_value
 from allotment.storage.usage_write import DAY_GRAIN, HOUR_GRAIN, ISUM_MAX
 from tests.support import frozen_container
@@ -283,7 +283,7 @@ def test_exact_adds_and_values() -> None:
     assert str(total_value(Aggregation.SUM, 2, Decimal("1E+2"))) == "100"
     assert total_value(Aggregation.SUM, 2, None) is None
     assert total_value(Aggregation.COUNT, 2, None) == 2
-    assert total_value(Aggregation.AVG, 3, 1) == usage_read.AVG_CONTEXT.divide(
+    assert total_value(Aggregation.AVG, 3, 1) == usage_fold.AVG_CONTEXT.divide(
         Decimal(1), Decimal(3)
     )
     cells = fold_totals(

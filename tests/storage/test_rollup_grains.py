@@ -22,7 +22,7 @@ from allotment.domain.meters import Aggregation, Meter, extract
 from allotment.domain.timeutil import to_micros
 from allotment.domain.windows import WindowGrid, WindowSize, floor_window, parse_time_zone
 from allotment.services.meter_queries import MeterQuery
-from allotment.storage import migrate, usage_read
+from allotment.storage import migrate, usage_fold, usage_grains
 from allotment.storage.database import open_database
 from allotment.storage.usage_write import DAY_US, HOUR_US, ISUM_MAX, MINUTE_US, int_sum
 from tests.support import frozen_container
@@ -210,7 +210,7 @@ def test_usage_totals_refuses_unaligned_ranges_and_unique_meters(c: Container) -
 def test_decompose_covers_the_range_with_the_fewest_rows() -> None:
     lo = to_micros(T0) + 7 * MINUTE_US
     hi = to_micros(T0) + 3 * DAY_US + 5 * HOUR_US + 13 * MINUTE_US
-    segs = usage_read.decompose(lo, hi)
+    segs = usage_grains.decompose(lo, hi)
     covered = sorted((a, b) for _, a, b in segs)
     assert covered[0][0] == lo
     assert covered[-1][1] == hi
@@ -220,7 +220,7 @@ def test_decompose_covers_the_range_with_the_fewest_rows() -> None:
     for g, a, b in segs:
         assert a % g.step == 0
         assert b % g.step == 0
-    assert usage_read.decompose(lo, lo) == []
+    assert usage_grains.decompose(lo, lo) == []
 
 
 def test_integer_overflow_falls_back_to_exact_decimals(c: Container, backend: str) -> None:
@@ -276,7 +276,7 @@ def _naive(
     m: Meter, events: Sequence[tuple[datetime, Any, str]], aggregation: Aggregation
 ) -> Decimal | None:
     """The aggregate of ``(time, data, subject)`` events, from the raw data (ingest order)."""
-    acc = usage_read.Accumulator()
+    acc = usage_fold.Accumulator()
     for at, data, _subject in events:
         ex = extract(m, data)
         assert not isinstance(ex, str)
@@ -423,7 +423,7 @@ def _grains_for(size: WindowSize, zone: str, days: int = 30) -> set[str]:
     start = datetime(2025, 3, 1, tzinfo=tz).astimezone(UTC)
     end = datetime(2025, 3, 1 + days, tzinfo=tz).astimezone(UTC)
     grid = WindowGrid.build(start, end, size, tz)
-    plan = usage_read.plan_grains(grid.bounds[0], grid.bounds[-1], grid.bounds)
+    plan = usage_grains.plan_grains(grid.bounds[0], grid.bounds[-1], grid.bounds)
     return {g.table for g, _, _ in plan}
 
 

@@ -14,7 +14,7 @@ import pytest
 from allotment.container import Container
 from allotment.domain.meters import Aggregation, Meter, group_key
 from allotment.domain.timeutil import to_micros
-from allotment.storage import migrate, usage_read
+from allotment.storage import migrate, usage_fold, usage_read
 from allotment.storage.database import Database, open_database
 from allotment.storage.usage_write import GRAINS, int_sum
 from tests.support import frozen_container
@@ -122,7 +122,7 @@ def seed_values(db: Database, m: Meter) -> None:
 def total(m: Meter, db: Database, lo: int | None, hi: int | None, **kw: object) -> Decimal | None:
     with db.read() as tx:
         rows, uniques = usage_read.read_usage(tx, m, lo, hi, **kw)  # type: ignore[arg-type]
-    cells = usage_read.fold(m.aggregation, rows, uniques, lambda s, t, g: 0)
+    cells = usage_fold.fold(m.aggregation, rows, uniques, lambda s, t, g: 0)
     return cells.get(0)
 
 

@@ -404,6 +404,7 @@ def parse_value(item: Mapping[str, Any], feature: TypedFeature, where: str) -> T
 
 
 def entitlement_items(body: Mapping[str, Any], field: str = "entitlements") -> list[Any]:
+    """The ``entitlements`` list's shape: objects, each naming a feature once."""
     items = body.get(field)
     if items is None:
         return []
@@ -465,3 +466,39 @@ def validate_reference(value: Any, field: str = "reference") -> str:
     if not isinstance(value, str) or not REFERENCE_PATTERN.match(value):
         raise CatalogInvalid(f"{field}: {value!r} must match [a-z0-9_.-]{{1,64}}", field=field)
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHeader:
+    """A plan body's own fields, validated (its ``entitlements`` are checked against their
+    features separately)."""
+
+    reference: str
+    name: str
+    description: str | None
+    items: tuple[Mapping[str, Any], ...]
+
+
+def parse_plan_header(body: Any) -> PlanHeader:
+    """The checks of `POST /v1/pricing-plans` that need no feature (the API and the config's
+    ``catalog.plans`` both use it, so both say the same)."""
+    if not isinstance(body, Mapping):
+        raise CatalogInvalid("request body must be a JSON object", field="body")
+    for key in body:
+        if key not in ("reference", "name", "description", "entitlements"):
+            raise CatalogInvalid(f"{key}: unknown field", field=str(key))
+    reference = validate_reference(body.get("reference"))
+    name = body.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > DESCRIPTION_MAX_LENGTH:
+        raise CatalogInvalid(
+            f"name: required, a non-empty string of at most {DESCRIPTION_MAX_LENGTH}",
+            field="name",
+        )
+    description = body.get("description")
+    if description is not None and (
+        not isinstance(description, str) or len(description) > DESCRIPTION_MAX_LENGTH
+    ):
+        raise CatalogInvalid(
+            f"description: a string of at most {DESCRIPTION_MAX_LENGTH}", field="description"
+        )
+    return PlanHeader(reference, name, description, tuple(entitlement_items(body)))

@@ -27,11 +27,10 @@ from allotment.domain.catalog import (
     FeatureSpec,
     TypedFeature,
     TypedValue,
-    entitlement_items,
     parse_feature_spec,
+    parse_plan_header,
     parse_values,
     typed,
-    validate_reference,
 )
 from allotment.domain.errors import InvalidInput
 from allotment.domain.features import Feature
@@ -108,22 +107,10 @@ def _list(raw: Mapping[str, Any], name: str) -> list[Any]:
 
 def _plan(item: Any, where: str) -> PlanSpec:
     try:
-        if not isinstance(item, Mapping):
-            raise InvalidInput("must be a mapping", field="body")
-        for key in item:
-            if key not in ("reference", "name", "description", "entitlements"):
-                raise InvalidInput(f"{key}: unknown field", field=str(key))
-        reference = validate_reference(item.get("reference"))
-        name = item.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise InvalidInput("name: required, a non-empty string", field="name")
-        description = item.get("description")
-        if description is not None and not isinstance(description, str):
-            raise InvalidInput("description: must be a string", field="description")
-        items = entitlement_items(dict(item))
+        h = parse_plan_header(item)
     except InvalidInput as exc:
         raise _fail(where, exc) from exc
-    return PlanSpec(where, reference, name, description, tuple(items))
+    return PlanSpec(where, h.reference, h.name, h.description, h.items)
 
 
 def spec_feature(spec: FeatureSpec) -> TypedFeature:

@@ -30,7 +30,13 @@ from datetime import datetime
 from typing import Any
 
 from allotment.domain import limits
-from allotment.domain.errors import Conflict, InvalidInput, LimitExceeded
+from allotment.domain.errors import (
+    Conflict,
+    InvalidInput,
+    LimitExceeded,
+    NotFound,
+    PreconditionFailed,
+)
 
 TEXT_MAX = 256
 EMAIL_MAX = 320
@@ -203,6 +209,22 @@ def parse_customer_input(payload: Any) -> CustomerInput:
         description=_text(payload, "description", DESCRIPTION_MAX),
         metadata=_metadata(payload),
     )
+
+
+# ---------------------------------------------------------------- errors
+
+
+def customer_deleted(customer: Customer) -> PreconditionFailed:
+    """412: a deleted customer is readable by its id, but nothing may change it or use it."""
+    return PreconditionFailed(
+        f"customer is deleted [customer.id={customer.id}]",
+        field="customerIdOrKey",
+        extensions={"customerId": customer.id},
+    )
+
+
+def customer_not_found(id_or_key: str) -> NotFound:
+    return NotFound(f"customer {id_or_key!r} not found", field="customerIdOrKey")
 
 
 # ---------------------------------------------------------------- conflicts

@@ -28,6 +28,15 @@ Model (engine-semantics §5, in our words):
   events at ``start.at``, and a run ending at ``until`` applies the refills/activations at
   ``until`` in a final zero-length phase. This makes a run resumed from any intermediate
   state exactly equal to one run (§5.7), at any split point.
+* **Segments at the end**: a run that ends exactly on a reset ``R`` ends with the rollover
+  segment ``[R, R]`` and then a zero-length segment ``[R, R]`` that reports the post-reset
+  state (OpenMeter's "run ending exactly on a reset returns the post-reset state"); so does
+  a run of zero length (one ``[t, t]`` segment with the state at ``t``). Every run therefore
+  yields at least one segment.
+* **A grant at the instant ``E`` its activity ends** (expiry, void, delete) is inactive:
+  every state *at* ``E`` holds 0 for it (the final state, a segment or reset at ``E``). What
+  it held just before ``E`` expires unused; only the segment that ends at ``E`` shows it, as
+  its end balance (start minus usage).
 * A reset at ``R``: grants active at ``R`` roll over (``min(max, max(min, balance))``),
   grants not active at ``R`` drop to 0, activations and recurrences at ``R`` are applied
   (so a recurrence at ``R`` refills *after* rollover), and then, when preserving overage,
@@ -199,9 +208,14 @@ UsageFn = Callable[[datetime, datetime, datetime], Dec]
 
 @dataclass(frozen=True, slots=True)
 class _PhaseStep:
+    """``opens``: the phase opens (inactive grants drop to 0, activations/refills when
+    ``apply_events``, LATEST limits). The zero-length report of a run that ends on a reset
+    (or has zero length) does not: it shows the state as it stands."""
+
     phase: Phase
     apply_events: bool
     ends_period: bool
+    opens: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +283,8 @@ def _plan(
             steps.append(_PhaseStep(Phase(period_start, p, q), p != a, q == b and not final))
         if final and a < b and events.raises_balance_at(b):
             steps.append(_PhaseStep(Phase(period_start, b, b), True, False))
+        elif final and a == b:  # a run ending on a reset, or of zero length: report [b, b]
+            steps.append(_PhaseStep(Phase(period_start, b, b), False, False, opens=False))
         if not final:
             steps.append(_ResetStep(resets[i]))
             period_start = b
@@ -379,9 +395,10 @@ def _run_phase(
     aggregation: Aggregation,
 ) -> Segment:
     phase = step.phase
-    _open_phase(
-        ordered, cur.balances, phase.from_, events if step.apply_events else None, aggregation
-    )
+    if step.opens:
+        _open_phase(
+            ordered, cur.balances, phase.from_, events if step.apply_events else None, aggregation
+        )
     at_start = dict(cur.balances)
     overage_at_start = cur.overage
     used_now = _usage_of(usage, phase)

@@ -297,8 +297,9 @@ class GrantCreate:
     amount: Decimal
     priority: int
     effective_at: datetime
-    expiration_unit: ExpirationUnit
-    expiration_count: int
+    expiration_unit: ExpirationUnit | None
+    """None (v2 only): the grant never expires."""
+    expiration_count: int | None
     min_rollover: Decimal
     max_rollover: Decimal
     recurrence: RecurrenceIn | None

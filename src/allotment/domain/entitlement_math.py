@@ -13,6 +13,9 @@ Usage functions the caller provides (all return ``Decimal``):
 
 ``required_usage_range`` tells the service which time range ``usage_fn`` may be asked about,
 so it can fetch minute buckets once and answer from memory.
+
+Longer than ~500 lines on purpose: value, validations and history all work on the same spec,
+timeline and reset helpers, and callers use them through this one module (``em.``).
 """
 
 from __future__ import annotations
@@ -458,24 +461,22 @@ def _window_next(start: datetime, size: WindowSize, tz: ZoneInfo) -> datetime:
     return datetime(year, month, 1, tzinfo=tz).astimezone(UTC)
 
 
-def history_windows(
-    from_: datetime, to: datetime, size: WindowSize, tz: ZoneInfo, measure_usage_from: datetime
-) -> list[Period]:
-    """Windows from ``floor_window(from_)`` until one reaches ``to``, built on ``tz``'s wall
-    clock (UTC instants); windows starting before ``measure_usage_from`` are dropped.
-    At most ``limits.HISTORY_WINDOWS_MAX`` windows, else ``LimitExceeded``."""
+def history_windows(start: datetime, to: datetime, size: WindowSize, tz: ZoneInfo) -> list[Period]:
+    """Windows on ``tz``'s wall clock (UTC instants) covering ``[start, to)``: the first runs
+    from ``start`` itself to the next window boundary (a partial window is **clipped**, not
+    dropped), the others are whole windows, and the last is the one that reaches ``to``.
+    No window when ``start >= to``. At most ``limits.HISTORY_WINDOWS_MAX`` windows, else
+    ``LimitExceeded``."""
     windows: list[Period] = []
-    start = _window_floor(from_, size, tz)
-    while start < to:
-        end = _window_next(start, size, tz)
-        if start >= measure_usage_from:
-            windows.append(Period(start, end))
-            if len(windows) > limits.HISTORY_WINDOWS_MAX:
-                raise LimitExceeded(
-                    f"history would have more than {limits.HISTORY_WINDOWS_MAX} windows "
-                    "(HISTORY_WINDOWS_MAX)"
-                )
-        start = end
+    begin, end = start, _window_next(_window_floor(start, size, tz), size, tz)
+    while begin < to:
+        windows.append(Period(begin, end))
+        if len(windows) > limits.HISTORY_WINDOWS_MAX:
+            raise LimitExceeded(
+                f"history would have more than {limits.HISTORY_WINDOWS_MAX} windows "
+                "(HISTORY_WINDOWS_MAX)"
+            )
+        begin, end = end, _window_next(end, size, tz)
     return windows
 
 
@@ -526,24 +527,30 @@ def history(
     window_usage_fn: WindowUsageFn,
     start_state: EngineState | None = None,
 ) -> History:
-    """Windowed usage with the exact balance at each window start, plus the burn-down
-    segments of an engine run from the first window start to ``to`` (§10). All arithmetic
-    under the engine's 60-digit context."""
+    """The history over ``[s, e]`` (§10) where ``s = max(floor_minute(from_),
+    measureUsageFrom)`` and ``e = ceil_minute(to)``; all arithmetic under the engine's
+    60-digit context.
+
+    * burn-down: the segments of the engine's run from the state at ``s`` to ``e`` (at least
+      one, also when ``s == e``);
+    * windowed: the windows of ``history_windows(s, e)`` (the first clipped at ``s``), each
+      with ``window_usage_fn`` over it and the exact total balance at its start.
+
+    Both cover the same span, so for SUM and COUNT their usages each sum to the meter's
+    usage over ``[s, e)``.
+    """
     start_at, end_at = floor_minute(from_.astimezone(UTC)), ceil_minute(to.astimezone(UTC))
     if start_at < spec.measure_usage_from:
         raise InvalidInput("from must not be before measureUsageFrom", field="from")
     if end_at < start_at:
         raise InvalidInput("from must not be after to", field="from")
-    windows = history_windows(start_at, end_at, window_size, tz, spec.measure_usage_from)
-    if not windows:
-        return History((), ())
-    run_start = windows[0].start
-    until = max(end_at, run_start)
+    run_start = max(start_at, spec.measure_usage_from)
+    windows = history_windows(run_start, end_at, window_size, tz)
     start = _start_state(spec, grants, start_state, run_start)
     resets_before = engine_resets(spec, manual_resets, start.at, run_start)
     before = evaluate(grants, start, run_start, resets_before, usage_fn, spec.aggregation)
-    resets = engine_resets(spec, manual_resets, run_start, until)
-    result = evaluate(grants, before.state, until, resets, usage_fn, spec.aggregation)
+    resets = engine_resets(spec, manual_resets, run_start, end_at)
+    result = evaluate(grants, before.state, end_at, resets, usage_fn, spec.aggregation)
     segments = [s for s in result.segments if s.from_ < s.to or s.termination.rollover]
     starts = [s.from_ for s in segments]
     windowed = tuple(

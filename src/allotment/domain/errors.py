@@ -20,7 +20,8 @@ The one mapping to HTTP lives in ``allotment.http.problems``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -92,3 +93,16 @@ def check(condition: bool, message: str) -> None:
     """Assert an internal invariant; unlike ``assert`` it survives ``python -O``."""
     if not condition:
         raise InvariantViolation(message)
+
+
+@contextmanager
+def field_named() -> Iterator[None]:
+    """Make a domain rejection's detail start with the wire field it names."""
+    try:
+        yield
+    except InvalidInput as exc:
+        if exc.field and exc.field not in exc.detail:
+            raise InvalidInput(
+                f"{exc.field}: {exc.detail}", field=exc.field, extensions=exc.extensions
+            ) from exc
+        raise

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp
 
 from allotment.http.problems import EXCEPTION_HANDLERS
 from allotment.http.routes import (
+    customers,
     entitlements,
     events,
     features,
@@ -26,6 +27,7 @@ from allotment.http.routes import (
     v1_features,
     v1_pricing_plans,
     v1_subscriptions,
+    v2_entitlements,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +45,8 @@ def all_routes() -> list[BaseRoute]:
         *entitlements.ROUTES,
         *grants.ROUTES,
         *portal.ROUTES,
+        *customers.ROUTES,
+        *v2_entitlements.ROUTES,
         *v1_features.ROUTES,
         *v1_pricing_plans.ROUTES,
         *v1_subscriptions.ROUTES,

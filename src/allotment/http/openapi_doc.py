@@ -1,8 +1,8 @@
 """The served OpenAPI document, assembled from one YAML fragment per resource.
 
 ``openapi/base.yaml`` holds the info and shared components; every other ``openapi/*.yaml``
-contributes ``paths`` and ``components`` (schemas, parameters, responses). A test checks
-that every route the app serves is documented and every documented path is served.
+contributes ``paths`` and ``components`` entries (schemas, parameters, responses). A test
+checks that every route the app serves is documented and every documented path is served.
 """
 
 from __future__ import annotations

@@ -23,8 +23,8 @@ from allotment.domain.catalog import (
     TypedFeature,
     TypedValue,
     entitlement_items,
+    parse_plan_header,
     parse_values,
-    validate_reference,
 )
 from allotment.domain.catalog_config import (
     CatalogConfigError,
@@ -155,21 +155,9 @@ class CatalogService:
     # ------------------------------------------------------------ plans
 
     def create_plan(self, body: Any) -> PlanView:
-        if not isinstance(body, dict):
-            raise InvalidInput("request body must be a JSON object", field="body")
-        for key in body:
-            if key not in ("reference", "name", "description", "entitlements"):
-                raise InvalidInput(f"{key}: unknown field", field=str(key))
-        reference = validate_reference(body.get("reference"))
-        name = body.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 1024:
-            raise InvalidInput("name: required, a non-empty string of at most 1024", field="name")
-        description = body.get("description")
-        if description is not None and (not isinstance(description, str)
-                                        or len(description) > 1024):  # fmt: skip
-            raise InvalidInput("description: a string of at most 1024", field="description")
-        values = self.parse_values(entitlement_items(body))
-        return self._insert_plan(reference, name, description, values)
+        h = parse_plan_header(body)
+        values = self.parse_values(h.items)
+        return self._insert_plan(h.reference, h.name, h.description, values)
 
     def _insert_plan(
         self, reference: str, name: str, description: str | None, values: Sequence[TypedValue]

@@ -16,6 +16,7 @@ Each entitlement is annotated ``{"managedBy": "pricing_plan_subscription"}``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -91,7 +92,14 @@ class CatalogEntitlements:
         if m is None:
             return None
         start = m.start_of_period
-        duration = parse_interval(feature.usage_period or "MONTH")
-        p = period_at(Recurrence(duration, anchor), now)
-        end = p.end if p.start == start else add_clamped(start, duration)
+        end = period_end(feature.usage_period or "MONTH", anchor, start)
         return BudgetValue(m.usage, m.balance, value.has_access, start, end)
+
+
+@functools.lru_cache(maxsize=4096)
+def period_end(interval: str, anchor: datetime, start: datetime) -> datetime:
+    """The end of the usage period that starts at ``start``: the anchor's next boundary, or
+    one interval after ``start`` when a reset moved the period off the anchor."""
+    duration = parse_interval(interval)
+    p = period_at(Recurrence(duration, anchor), start)
+    return p.end if p.start == start else add_clamped(start, duration)

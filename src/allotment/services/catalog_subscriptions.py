@@ -57,6 +57,8 @@ from allotment.services.customers import CustomerService
 from allotment.storage import catalog_repo
 from allotment.storage.database import Database, DuplicateKey, Tx
 
+CACHE_MAX = 100_000
+"""Customers whose answer the one call keeps in memory (the cache is emptied past it)."""
 _PATCH_FIELDS = frozenset(("entitlements", "pricing_plan_reference", "pricing_plan_version"))
 _CREATE_FIELDS = frozenset(
     ("customer_reference", "pricing_plan_reference", "pricing_plan_version", "start_at")
@@ -126,7 +128,8 @@ class SubscriptionService:
         self._sync = sync
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[int, SubscriptionView | None]] = {}
-        customers.add_guard(_ActiveSubscriptionGuard())
+        customers.add_guard(_ActiveSubscriptionGuard(), first=True)
+        customers.set_plan_members(self.customers_on_plan)
 
     def set_sync(self, sync: EntitlementSync) -> None:
         self._sync = sync
@@ -175,22 +178,31 @@ class SubscriptionService:
             subs = catalog_repo.subscriptions_of(tx, customer_id, cursor, limit)
             return [self._view(tx, s) for s in subs]
 
+    def customers_on_plan(self, plan_reference: str) -> list[str]:
+        """Ids of the customers with an active subscription on the plan (the OpenMeter
+        customer list's ``planKey`` filter)."""
+        with self._db.read() as tx:
+            plan = catalog_repo.plan_by_reference(tx, plan_reference)
+            return [] if plan is None else catalog_repo.active_customers_of_plan(tx, plan.id)
+
     def current(self, customer_ref: str) -> SubscriptionView | None:
         """The customer's active subscription (404 unknown, 412 deleted customer), from the
-        cache while the catalog is unchanged."""
+        cache while the catalog version is unchanged: one one-row read on a hit. Every write
+        that could change the answer bumps the version in its transaction: catalog writes,
+        and (through the guard) a customer's deletion or a change of its key or subjects."""
+        version = catalog_repo.current_version(self._db)
+        cached = self._cache.get(customer_ref)
+        if cached is not None and cached[0] == version:
+            return cached[1]
         with self._db.read() as tx:
-            customer = self._customers.resolve(tx, customer_ref)
             version = catalog_repo.version(tx)
-            cached = self._cache.get(customer.id)
-            if cached is not None and cached[0] == version:
-                view = cached[1]
-                return None if view is None else replace(view, customer=customer)
+            customer = self._customers.resolve(tx, customer_ref)
             sub = catalog_repo.active_subscription(tx, customer.id)
             view = None if sub is None else self._view(tx, sub, customer)
         with self._lock:
-            if len(self._cache) > 100_000:
+            if len(self._cache) > CACHE_MAX:
                 self._cache.clear()
-            self._cache[customer.id] = (version, view)
+            self._cache[customer_ref] = (version, view)
         return view
 
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
@@ -382,6 +394,7 @@ class _ActiveSubscriptionGuard:
     (OpenMeter's rule: 400 "still has active subscriptions")."""
 
     def before_delete(self, tx: Tx, customer: Customer) -> None:
+        catalog_repo.bump(tx)  # the one call's cache knows this customer by reference
         if catalog_repo.active_subscription(tx, customer.id) is not None:
             raise InvalidInput(
                 f"customer {customer.key or customer.id!r} still has an active subscription; "
@@ -389,7 +402,11 @@ class _ActiveSubscriptionGuard:
                 field="customerIdOrKey",
             )
 
+    def attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        catalog_repo.bump(tx)  # deleted, or its subjects moved: the one call's cache forgets
+
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        catalog_repo.bump(tx)  # a key change is a change of subjects too
         if catalog_repo.active_subscription(tx, customer.id) is not None:
             raise InvalidInput(
                 "cannot change subject keys for customer with active subscriptions",

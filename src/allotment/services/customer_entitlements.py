@@ -31,16 +31,24 @@ from typing import Any
 from allotment.clock import Clock
 from allotment.domain import entitlement_math as em
 from allotment.domain.customers import Customer
-from allotment.domain.entitlement_inputs import EntitlementCreate, EntitlementType, UsagePeriodIn
+from allotment.domain.entitlement_inputs import (
+    EntitlementCreate,
+    EntitlementType,
+    GrantCreate,
+    UsagePeriodIn,
+)
+from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import Conflict, InvalidInput, NotFound
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
 from allotment.domain.ids import new_ulid
 from allotment.domain.owners import Owner
 from allotment.domain.periods import interval_iso, parse_interval
 from allotment.domain.timeutil import floor_minute, to_micros
-from allotment.services.entitlements import EntitlementService, EntitlementView, spec_of
+from allotment.services.entitlements import EntitlementService, EntitlementView
+from allotment.services.grants import GrantService
 from allotment.storage import entitlements_repo, grants_repo, usage_marks
 from allotment.storage.database import Database, Tx
+from allotment.storage.entitlement_reads import spec_of
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
 
@@ -69,10 +77,16 @@ def _is_allowance(g: GrantRecord) -> bool:
 
 
 class CustomerEntitlements:
-    def __init__(self, db: Database, clock: Clock, entitlements: EntitlementService) -> None:
+    """Collaborators: the database and clock, ``entitlements`` (the engine's service) and
+    ``grants`` (grants created with a v2 entitlement, in its transaction)."""
+
+    def __init__(
+        self, db: Database, clock: Clock, entitlements: EntitlementService, grants: GrantService
+    ) -> None:
         self._db = db
         self._clock = clock
         self._ents = entitlements
+        self._grants = grants
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -80,6 +94,40 @@ class CustomerEntitlements:
     def _live(self, customer_id: str, feature_key: str) -> EntitlementRecord | None:
         with self._db.read() as tx:
             return entitlements_repo.live_for(tx, Owner.customer(customer_id), feature_key)
+
+    # ------------------------------------------------------------ the v2 create
+
+    def create(
+        self, customer_id: str, inp: EntitlementCreate, grants: Sequence[GrantCreate] = ()
+    ) -> EntitlementView:
+        """``POST /api/v2/customers/{c}/entitlements``: the entitlement and the grants it
+        carries, in one transaction (a rejected grant leaves nothing written)."""
+
+        def with_grants(tx: Tx, record: EntitlementRecord, now: datetime) -> None:
+            for g in grants:
+                self._grants.create_in(tx, record, g, now)
+
+        return self._ents.create(Owner.customer(customer_id), inp, then=with_grants)
+
+    # ------------------------------------------------------------ reads of the v1 routes
+
+    def value(self, customer_id: str, feature_key: str, at: datetime | None) -> ValueView:
+        """The value of the customer's entitlement for the feature at ``at`` (default now);
+        ``hasAccess: false`` when it has none (OpenMeter answers 200, not 404)."""
+        try:
+            return self._ents.value(Owner.customer(customer_id), feature_key, at)
+        except NotFound:
+            return ValueView(False)
+
+    def access(self, customer_id: str) -> dict[str, ValueView]:
+        """``/access``: feature key → value now, for every entitlement active now."""
+        now = self._now()
+        owner = Owner.customer(customer_id)
+        out: dict[str, ValueView] = {}
+        for view in self._ents.list_for_owner(owner, False):
+            if view.record.active_at(now):
+                out[view.record.feature_key] = self._ents.value(owner, view.record.id, now)
+        return out
 
     # ------------------------------------------------------------ the catalog's calls
 
@@ -238,6 +286,10 @@ class CustomerEntitlements:
             )
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        self.attribution_changed(tx, customer, subjects)
+
+    def attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        """The value cache reloads every scope of the customer (its subjects are part of it)."""
         scope = Owner.customer(customer.id).scope
         for key in entitlements_repo.feature_keys_of_customer(tx, customer.id):
             usage_marks.bump_scope(tx, scope, key)

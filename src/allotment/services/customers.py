@@ -18,15 +18,17 @@ customers are checked inside it (and a lost race on a unique index is reported t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from allotment.clock import Clock
 from allotment.domain import customers as rules
 from allotment.domain.customers import Customer, CustomerInput
+from allotment.domain.customers import customer_deleted as deleted
+from allotment.domain.customers import customer_not_found as not_found
 from allotment.domain.entitlement_inputs import Paging
-from allotment.domain.errors import Conflict, NotFound, PreconditionFailed
+from allotment.domain.errors import Conflict
 from allotment.domain.ids import new_ulid
 from allotment.domain.timeutil import to_micros
 from allotment.storage import customers_repo
@@ -42,20 +44,12 @@ class CustomerGuard(Protocol):
         """Raise a DomainError to refuse the deletion."""
 
     def subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
-        """The customer's attributed subjects become ``subjects`` in this transaction (raise
-        to refuse; or bump what depends on them)."""
-
-
-def deleted(customer: Customer) -> PreconditionFailed:
-    return PreconditionFailed(
-        f"customer is deleted [customer.id={customer.id}]",
-        field="customerIdOrKey",
-        extensions={"customerId": customer.id},
-    )
-
-
-def not_found(id_or_key: str) -> NotFound:
-    return NotFound(f"customer {id_or_key!r} not found", field="customerIdOrKey")
+        """A replace of this customer makes its attributed subjects ``subjects`` (its key or
+        subject keys changed) in this transaction: raise to refuse, or bump what depends on
+        them. A guard may also define ``attribution_changed(tx, customer, subjects)``: told,
+        without the right to refuse, when the subjects change otherwise — the customer was
+        deleted, or another customer's key that took precedence over one of this customer's
+        subject keys was deleted or changed."""
 
 
 class CustomerService:
@@ -63,6 +57,7 @@ class CustomerService:
         self._db = db
         self._clock = clock
         self._guards: list[CustomerGuard] = []
+        self._plan_members: Callable[[str], list[str]] | None = None
 
     def add_guard(self, guard: CustomerGuard, *, first: bool = False) -> None:
         """Guards run in order; ``first`` puts this one before those already added."""
@@ -70,6 +65,14 @@ class CustomerService:
             self._guards.insert(0, guard)
         else:
             self._guards.append(guard)
+
+    def set_plan_members(self, members: Callable[[str], list[str]]) -> None:
+        """The catalog tells which customers have an active subscription on a plan key (the
+        list's ``planKey`` filter); without a catalog no customer is on any plan."""
+        self._plan_members = members
+
+    def ids_on_plan(self, plan_key: str) -> list[str]:
+        return [] if self._plan_members is None else self._plan_members(plan_key)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -89,10 +92,7 @@ class CustomerService:
     @staticmethod
     def subjects_in(tx: Tx, customer: Customer) -> tuple[str, ...]:
         """:meth:`subjects_of` inside the caller's transaction."""
-        if customer.is_deleted:
-            return ()
-        taken = customers_repo.live_keys_among(tx, customer.subject_keys, customer.id)
-        return rules.attributed_subjects(customer, taken)
+        return customers_repo.attributed_subjects(tx, customer)
 
     def subjects_of(self, customer: Customer | str) -> tuple[str, ...]:
         """The event subjects whose usage is the customer's (key first); () once deleted."""
@@ -121,6 +121,17 @@ class CustomerService:
     def get_live(self, id_or_key: str) -> Customer:
         with self._db.read() as tx:
             return self.resolve(tx, id_or_key)
+
+    def keys_of(self, ids: Sequence[str]) -> dict[str, str | None]:
+        """Customer id → key (None when it has none), for the given ids that exist."""
+        with self._db.read() as tx:
+            return customers_repo.keys_of(tx, sorted(set(ids)))
+
+    def live_ids_by_keys(self, keys: Sequence[str]) -> list[str]:
+        """Ids of the live customers with these keys (unknown keys are skipped)."""
+        with self._db.read() as tx:
+            found = [customers_repo.live_by_key(tx, k) for k in keys]
+        return [c.id for c in found if c is not None]
 
     def by_key(self, key: str) -> Customer | None:
         with self._db.read() as tx:
@@ -161,12 +172,13 @@ class CustomerService:
         """Full replace (omitted optional fields are cleared)."""
         inp = payload if isinstance(payload, CustomerInput) else rules.parse_customer_input(payload)
         self_id: str | None = None
+        old_key: str | None = None
         for attempt in range(RETRIES):
             try:
                 with self._db.write() as tx:
                     old = self.resolve(tx, id_or_key)
-                    self_id = old.id
-                    self._check_conflicts(tx, inp, old.id)
+                    self_id, old_key = old.id, old.key
+                    self._check_conflicts(tx, inp, old.id, unchanged_key=old.key)
                     before = self.subjects_in(tx, old)
                     updated = customers_repo.replace(tx, old, inp, self._now())
                     after = self.subjects_in(tx, updated)
@@ -177,7 +189,7 @@ class CustomerService:
                     return updated
             except DuplicateKey:
                 if attempt == RETRIES - 1:
-                    raise self._raced(inp, self_id) from None
+                    raise self._raced(inp, self_id, old_key) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def delete(self, id_or_key: str) -> None:
@@ -187,12 +199,18 @@ class CustomerService:
                 guard.before_delete(tx, customer)
             if not customers_repo.soft_delete(tx, customer.id, self._now()):
                 raise deleted(customer)
-            self._subjects_changing(tx, customer, ())
+            self._attribution_changed(tx, customer, ())
             self._key_released(tx, customer)
 
     def _subjects_changing(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
         for guard in self._guards:
             guard.subjects_changing(tx, customer, subjects)
+
+    def _attribution_changed(self, tx: Tx, customer: Customer, subjects: Sequence[str]) -> None:
+        for guard in self._guards:
+            told = getattr(guard, "attribution_changed", None)
+            if told is not None:
+                told(tx, customer, subjects)
 
     def _key_released(self, tx: Tx, customer: Customer) -> None:
         """The customer's key stopped being a live key: another customer that has it as a
@@ -204,13 +222,17 @@ class CustomerService:
             return
         other = customers_repo.by_id(tx, owner_id)
         if other is not None:
-            self._subjects_changing(tx, other, self.subjects_in(tx, other))
+            self._attribution_changed(tx, other, self.subjects_in(tx, other))
 
     # ------------------------------------------------------------ conflicts
 
     @staticmethod
-    def _check_conflicts(tx: Tx, inp: CustomerInput, self_id: str | None) -> None:
-        if inp.key is not None:
+    def _check_conflicts(
+        tx: Tx, inp: CustomerInput, self_id: str | None, unchanged_key: str | None = None
+    ) -> None:
+        """A replace that keeps the key does not re-check it: another customer may have taken
+        it as a subject key meanwhile (allowed; the key's owner wins)."""
+        if inp.key is not None and inp.key != unchanged_key:
             owners = customers_repo.subject_owners(tx, [inp.key])
             subject_owner = owners.get(inp.key)
             problem = rules.key_conflict(
@@ -226,12 +248,14 @@ class CustomerService:
         if problem is not None:
             raise problem
 
-    def _raced(self, inp: CustomerInput, self_id: str | None) -> Conflict:
+    def _raced(
+        self, inp: CustomerInput, self_id: str | None, unchanged_key: str | None = None
+    ) -> Conflict:
         """A concurrent writer won a unique index: name what it took (fresh transaction: the
         failed one is unusable on PostgreSQL)."""
         with self._db.read() as tx:
             try:
-                self._check_conflicts(tx, inp, self_id)
+                self._check_conflicts(tx, inp, self_id, unchanged_key)
             except Conflict as exc:
                 return exc
         return Conflict("the customer's key or subject keys were taken concurrently", field="key")

@@ -25,7 +25,8 @@ from allotment.storage import events_repo, meters_repo, usage_write
 from allotment.storage.database import Tx
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.storage.database import Database
 
 log = logging.getLogger("allotment.ingest")
 
@@ -227,8 +228,11 @@ class GroupCommitter:
 
 
 class EventService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
         self.committer = GroupCommitter(self.write_batches)
 
     # ------------------------------------------------------------ ingest
@@ -262,7 +266,7 @@ class EventService:
                 rows.append(ev)
         rows.sort(key=_by_key)  # the writer's insertion order (LATEST ties)
         types = frozenset(r[2] for r in rows)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             meters = sorted(meters_repo.live_by_event_types(tx, types), key=_meter_id)
         folded = (
             usage_write.fold_events(
@@ -297,8 +301,8 @@ class EventService:
         # one (source, id) order for every writer: concurrent PostgreSQL transactions then take
         # the unique-index locks in the same order and cannot deadlock
         rows.sort(key=_by_key)
-        db = self._c.db
-        now_us = self._c.now_us()
+        db = self._db
+        now_us = to_micros(self._clock.now())
         with db.write() as tx:
             meters_repo.lock_for_ingest(tx, db.dialect)
             inserted = events_repo.insert_new(tx, db.dialect, rows, now_us)
@@ -360,7 +364,7 @@ class EventService:
 
     def list(self, q: EventQuery) -> list[dict[str, Any]]:
         """Stored events, newest first, with ``validationError`` against the current meters."""
-        now = self._c.clock.now()
+        now = self._clock.now()
         oldest = now - timedelta(days=limits.EVENTS_LIST_WINDOW_DAYS)
         start = q.from_ if q.from_ is not None else oldest
         if start < oldest:
@@ -397,7 +401,7 @@ class EventService:
         meters_of: dict[str, list[Meter]] = {}
         before: tuple[int, int] | None = None
         page = q.limit if q.has_error is None else max(q.limit, 500)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             while len(out) < q.limit:
                 rows = events_repo.list_page(tx, f, page, before)
                 for row in rows:

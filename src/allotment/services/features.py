@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from allotment.domain.entitlement_inputs import FeatureCreate, Paging
 from allotment.domain.errors import Conflict, NotFound
 from allotment.domain.features import Feature, validate_meter_for_feature
 from allotment.domain.ids import new_ulid
+from allotment.domain.timeutil import to_micros
 from allotment.storage import features_repo, usage_marks
 from allotment.storage.database import DuplicateKey
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meters import MeterService
+    from allotment.storage.database import Database
 
 
 class FeatureService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock, and ``meters`` (a feature's meter must exist
+    and suit it)."""
+
+    def __init__(self, db: Database, clock: Clock, meters: MeterService) -> None:
+        self._db = db
+        self._clock = clock
+        self._meters = meters
 
     def _check_meter(self, inp: FeatureCreate) -> None:
         if inp.meter_slug is None:
             return
         try:
-            meter: Any = self._c.meters.get(inp.meter_slug)
+            meter = self._meters.get(inp.meter_slug)
         except NotFound as exc:
             raise NotFound(
                 f"meterSlug: meter {inp.meter_slug!r} not found", field="meterSlug"
@@ -36,7 +44,7 @@ class FeatureService:
 
     def create(self, inp: FeatureCreate) -> Feature:
         self._check_meter(inp)
-        now = self._c.clock.now()
+        now = self._clock.now()
         feature = Feature(
             id=new_ulid(int(now.timestamp() * 1000)),
             key=inp.key,
@@ -48,14 +56,14 @@ class FeatureService:
             updated_at=now,
         )
         try:
-            with self._c.db.write() as tx:
+            with self._db.write() as tx:
                 existing = features_repo.live_by_key(tx, inp.key)
                 if existing is not None:
                     raise self._conflict(existing)
                 features_repo.insert(tx, feature)
                 usage_marks.bump_catalog(tx)
         except DuplicateKey:
-            with self._c.db.read() as tx:
+            with self._db.read() as tx:
                 existing = features_repo.live_by_key(tx, inp.key)
             if existing is None:
                 raise
@@ -72,15 +80,15 @@ class FeatureService:
 
     def get(self, id_or_key: str) -> Feature:
         """A non-archived feature by id or key (archived ones are not found)."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             found = features_repo.live_by_id_or_key(tx, id_or_key)
         if found is None:
             raise NotFound(f"feature {id_or_key!r} not found")
         return found
 
     def archive(self, id_or_key: str) -> None:
-        now_us = self._c.now_us()
-        with self._c.db.write() as tx:
+        now_us = to_micros(self._clock.now())
+        with self._db.write() as tx:
             found = features_repo.live_by_id_or_key(tx, id_or_key)
             if found is None or not features_repo.archive(tx, found.id, now_us):
                 raise NotFound(f"feature {id_or_key!r} not found")
@@ -89,7 +97,7 @@ class FeatureService:
     def list(
         self, meter_slugs: Sequence[str], include_archived: bool, paging: Paging
     ) -> tuple[list[Feature], int]:
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return features_repo.list_features(
                 tx, meter_slugs, include_archived, paging.order_by, paging.descending,
                 paging.limit, paging.offset,

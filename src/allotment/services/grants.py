@@ -15,17 +15,20 @@ from typing import TYPE_CHECKING
 from allotment.domain import entitlement_math as em
 from allotment.domain import limits
 from allotment.domain.entitlement_inputs import EntitlementType, GrantCreate, Paging
-from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound
+from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound, field_named
 from allotment.domain.ids import new_ulid
 from allotment.domain.periods import expiration_expires_at, interval_iso
 from allotment.domain.timeutil import floor_minute, to_micros
-from allotment.services.entitlements import field_named, spec_of
+from allotment.storage import entitlement_reads as reads
 from allotment.storage import entitlements_repo, features_repo, grants_repo, usage_marks
+from allotment.storage.database import Tx
+from allotment.storage.entitlement_reads import OwnerRef
+from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
-    from allotment.services.entitlements import EntitlementService, OwnerRef
+    from allotment.clock import Clock
+    from allotment.storage.database import Database
 
 
 GRANTS_LIMIT_ENV = "ALLOTMENT_GRANTS_PER_ENTITLEMENT_MAX"
@@ -46,67 +49,77 @@ def grants_limit(env: dict[str, str] | None = None) -> int:
 
 
 class GrantService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock (the entitlement a grant belongs to is resolved
+    by ``storage.entitlement_reads``, shared with ``EntitlementService``)."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
         self.max_grants = grants_limit()
 
-    @property
-    def _ents(self) -> EntitlementService:
-        return self._c.entitlements
-
     def _now(self) -> datetime:
-        return self._c.clock.now().astimezone(UTC)
+        return self._clock.now().astimezone(UTC)
 
     def create(self, owner_ref: OwnerRef, id_or_feature_key: str, inp: GrantCreate) -> GrantRecord:
         now = self._now()
-        with self._c.db.write() as tx:
-            found = self._ents.resolve(tx, owner_ref, id_or_feature_key, now)
-            record = entitlements_repo.lock(tx, found.id, self._c.db.dialect)
+        with self._db.write() as tx:
+            found = reads.resolve(tx, owner_ref, id_or_feature_key, now)
+            record = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {id_or_feature_key!r} not found")
-            if record.type != EntitlementType.METERED:
-                raise InvalidInput(
-                    f"entitlement {record.id} is {record.type}; grants are only supported "
-                    "for metered entitlements"
-                )
-            if grants_repo.count_live(tx, record.id) >= self.max_grants:
-                raise LimitExceeded(
-                    f"entitlement {record.id} already has {self.max_grants} grants, the most "
-                    "allowed (GRANTS_PER_ENTITLEMENT_MAX)"
-                )
-            spec = spec_of(record)
-            resets = entitlements_repo.resets_of(tx, record.id)
-            with field_named():
-                effective_at = em.validate_grant_effective_at(spec, resets, inp.effective_at, now)
+            return self.create_in(tx, record, inp, now)
+
+    def create_in(
+        self, tx: Tx, record: EntitlementRecord, inp: GrantCreate, now: datetime
+    ) -> GrantRecord:
+        """Validate and insert a grant of ``record`` (read under its lock, or just inserted)
+        inside the caller's write transaction."""
+        if record.type != EntitlementType.METERED:
+            raise InvalidInput(
+                f"entitlement {record.id} is {record.type}; grants are only supported "
+                "for metered entitlements"
+            )
+        if grants_repo.count_live(tx, record.id) >= self.max_grants:
+            raise LimitExceeded(
+                f"entitlement {record.id} already has {self.max_grants} grants, the most "
+                "allowed (GRANTS_PER_ENTITLEMENT_MAX)"
+            )
+        spec = reads.spec_of(record)
+        resets = entitlements_repo.resets_of(tx, record.id)
+        with field_named():
+            effective_at = em.validate_grant_effective_at(spec, resets, inp.effective_at, now)
+        expires_at = None
+        if inp.expiration_unit is not None and inp.expiration_count is not None:
             expires_at = expiration_expires_at(
                 effective_at, inp.expiration_unit, inp.expiration_count
             )
-            recurrence_interval = recurrence_anchor = None
-            if inp.recurrence is not None:
-                recurrence_interval = interval_iso(inp.recurrence.interval)
-                recurrence_anchor = floor_minute(
-                    (inp.recurrence.anchor or effective_at).astimezone(UTC)
-                )
-            grant = GrantRecord(
-                id=new_ulid(to_micros(now) // 1000), entitlement_id=record.id,
-                subject_key=record.subject_key, amount=inp.amount, priority=inp.priority,
-                effective_at=effective_at, expiration_duration=inp.expiration_unit.value,
-                expiration_count=inp.expiration_count, expires_at=expires_at,
-                max_rollover=inp.max_rollover, min_rollover=inp.min_rollover,
-                recurrence_interval=recurrence_interval, recurrence_anchor=recurrence_anchor,
-                metadata=inp.metadata, annotations=None, created_at=now, updated_at=now,
-            )  # fmt: skip
-            grant.to_domain()  # the engine's invariants hold before anything is written
-            grants_repo.insert(tx, grant)
-            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
-            return grant
+        recurrence_interval = recurrence_anchor = None
+        if inp.recurrence is not None:
+            recurrence_interval = interval_iso(inp.recurrence.interval)
+            recurrence_anchor = floor_minute(
+                (inp.recurrence.anchor or effective_at).astimezone(UTC)
+            )
+        grant = GrantRecord(
+            id=new_ulid(to_micros(now) // 1000), entitlement_id=record.id,
+            subject_key=record.subject_key, amount=inp.amount, priority=inp.priority,
+            effective_at=effective_at,
+            expiration_duration=inp.expiration_unit.value if inp.expiration_unit else None,
+            expiration_count=inp.expiration_count, expires_at=expires_at,
+            max_rollover=inp.max_rollover, min_rollover=inp.min_rollover,
+            recurrence_interval=recurrence_interval, recurrence_anchor=recurrence_anchor,
+            metadata=inp.metadata, annotations=None, created_at=now, updated_at=now,
+        )  # fmt: skip
+        grant.to_domain()  # the engine's invariants hold before anything is written
+        grants_repo.insert(tx, grant)
+        usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
+        return grant
 
     def list_for_entitlement(
         self, owner_ref: OwnerRef, id_or_feature_key: str, include_deleted: bool
     ) -> list[GrantRecord]:
         now = self._now()
-        with self._c.db.read() as tx:
-            record = self._ents.resolve(tx, owner_ref, id_or_feature_key, now)
+        with self._db.read() as tx:
+            record = reads.resolve(tx, owner_ref, id_or_feature_key, now)
             return grants_repo.of_entitlement(tx, record.id, include_deleted)
 
     def list_all(
@@ -119,9 +132,9 @@ class GrantService:
     ) -> tuple[list[GrantRecord], int]:
         """``customer_ids`` None: grants of subject-owned entitlements (``subjects`` filters
         them); else of customer-owned ones of these customers (any customer's when empty)."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             feature_ids = features_repo.ids_for(tx, features) if features else None
-            keys = sorted({self._ents.subject_key(tx, s) for s in subjects} | set(subjects))
+            keys = sorted({reads.subject_key(tx, s) for s in subjects} | set(subjects))
             return grants_repo.list_all(
                 tx, feature_ids=feature_ids, subject_keys=keys, include_deleted=include_deleted,
                 order_by=paging.order_by, descending=paging.descending, limit=paging.limit,
@@ -130,17 +143,17 @@ class GrantService:
 
     def void(self, grant_id: str, at: datetime | None) -> None:
         now = self._now()
-        with self._c.db.write() as tx:
+        with self._db.write() as tx:
             grant = grants_repo.by_id(tx, grant_id)
             if grant is None:
                 raise NotFound(f"grant {grant_id!r} not found")
-            record = entitlements_repo.lock(tx, grant.entitlement_id, self._c.db.dialect)
+            record = entitlements_repo.lock(tx, grant.entitlement_id, self._db.dialect)
             grant = grants_repo.by_id(tx, grant_id)  # re-read under the lock
             if record is None or grant is None:
                 raise NotFound(f"grant {grant_id!r} not found")
             if grant.deleted_at is not None:
                 raise InvalidInput(f"grant {grant_id} is deleted (its entitlement was deleted)")
-            spec = spec_of(record)
+            spec = reads.spec_of(record)
             resets = entitlements_repo.resets_of(tx, record.id)
             with field_named():
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)

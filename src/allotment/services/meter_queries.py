@@ -2,8 +2,9 @@
 in-memory usage series the entitlement engine burns from.
 
 Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
-filters and the usage series in ``domain.usage_series``, SQL and folding in
-``storage.usage_read``.
+filters and the usage series in ``domain.usage_series``, SQL in ``storage.usage_read`` and
+``storage.query_totals`` (the meter query), ``storage.subject_usage`` (one subject's usage),
+folding in ``storage.usage_fold``.
 """
 
 from __future__ import annotations
@@ -40,12 +41,14 @@ from allotment.domain.windows import (
     check_window_count,
     total_window,
 )
-from allotment.storage import query_totals, usage_read
+from allotment.storage import query_totals, subject_usage, usage_fold, usage_read
 from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meters import MeterService
+    from allotment.storage.database import Database
 
 SUBJECT = "subject"
 GROUP_BY_VALUES_DEFAULT_RANGE = timedelta(hours=24)
@@ -107,16 +110,19 @@ CellKey = tuple[int, str, tuple[str, ...]]
 
 
 class MeterQueryService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock, and ``meters`` (a query names its meter)."""
+
+    def __init__(self, db: Database, clock: Clock, meters: MeterService) -> None:
+        self._db = db
+        self._clock = clock
+        self._meters = meters
 
     def _meter(self, meter_id_or_slug: str | Meter) -> Meter:
         """The live meter; a :class:`Meter` the caller already holds is used as it is (the
         value cache keeps it, guarded by the catalog version: no read per usage fetch)."""
         if isinstance(meter_id_or_slug, Meter):
             return meter_id_or_slug
-        meter: Meter = self._c.meters.get(meter_id_or_slug)
-        return meter
+        return self._meters.get(meter_id_or_slug)
 
     # ------------------------------------------------------------ meter query
 
@@ -129,7 +135,7 @@ class MeterQueryService:
             check_window_count(q.from_, q.to, q.window_size, q.time_zone)
         lo = None if q.from_ is None else to_micros(q.from_)
         hi = None if q.to is None else to_micros(q.to)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             grid = _grid(tx, meter, q, lo, hi)
             if grid is _NO_DATA:
                 return MeterQueryResult(meter, q, keys, by_subject, [])
@@ -178,7 +184,7 @@ class MeterQueryService:
         meter = self._meter(meter_id_or_slug)
         whole, edges = _split(from_, to)
         found: set[str] = set()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             if whole is not None:
                 found.update(usage_read.distinct_subjects(tx, meter.id, whole[0], whole[1]))
             for lo, hi in edges:
@@ -204,11 +210,11 @@ class MeterQueryService:
                 field="groupByKey",
             )
         if from_ is None:
-            from_ = (to or self._c.clock.now()) - GROUP_BY_VALUES_DEFAULT_RANGE
+            from_ = (to or self._clock.now()) - GROUP_BY_VALUES_DEFAULT_RANGE
         _check_range(from_, to)
         whole, edges = _split(from_, to)
         found: set[str] = set()
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             if whole is not None:
                 gkeys = usage_read.distinct_group_keys(tx, meter.id, whole[0], whole[1])
                 found.update(_groups(g).get(key, "") for g in gkeys)
@@ -243,17 +249,17 @@ class MeterQueryService:
         lo, hi = to_micros(start), to_micros(end)
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         uniques: list[tuple[int, str]] = []
-        minutes: list[usage_read.SeriesRow] = []
-        with self._c.db.read() as tx:
+        minutes: list[subject_usage.SeriesRow] = []
+        with self._db.read() as tx:
             for one in subjects:
                 keys = None
                 if filters:
-                    found = usage_read.subject_group_keys(tx, meter, one, lo, hi)
+                    found = subject_usage.subject_group_keys(tx, meter, one, lo, hi)
                     keys = [k for k in found if _keep(filters, k)]
                 if meter.aggregation is Aggregation.UNIQUE_COUNT:
-                    uniques += usage_read.series_uniques(tx, meter, one, lo, hi, keys)
+                    uniques += subject_usage.series_uniques(tx, meter, one, lo, hi, keys)
                 else:
-                    minutes += usage_read.series_minutes(tx, meter, one, lo, hi, keys)
+                    minutes += subject_usage.series_minutes(tx, meter, one, lo, hi, keys)
         if meter.aggregation is Aggregation.UNIQUE_COUNT:
             return UsageSeries(start, end, [], uniques)
         return UsageSeries(start, end, merge_minute_rows(minutes))
@@ -292,9 +298,9 @@ class MeterQueryService:
         keep = (lambda key: _keep(filters, key)) if filters else None
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         totals = [Decimal(0)] * len(spans)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             for one in subjects:
-                part = usage_read.range_totals(tx, meter, one, spans, keep)
+                part = subject_usage.range_totals(tx, meter, one, spans, keep)
                 totals = [EXACT.add(a, b) for a, b in zip(totals, part, strict=True)]
         return totals
 
@@ -383,7 +389,7 @@ def _fold_rows(
             values = values_by_key[gkey] = values_of(gkey)
         return i, subject if by_subject else "", values
 
-    cells = usage_read.fold(meter.aggregation, rows, uniques, key_of)
+    cells = usage_fold.fold(meter.aggregation, rows, uniques, key_of)
     return {key: plain(value) for key, value in cells.items()}
 
 

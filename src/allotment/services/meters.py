@@ -30,7 +30,8 @@ from allotment.storage import meters_repo, usage_marks, usage_write
 from allotment.storage.database import DuplicateKey, Tx
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.storage.database import Database
 
 log = logging.getLogger("allotment.meters")
 
@@ -75,14 +76,17 @@ def _definition_key(m: MeterDefinition) -> tuple[Any, ...]:
 
 
 class MeterService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
 
     # ------------------------------------------------------------ reads
 
     def get(self, id_or_slug: str) -> Meter:
         """A live meter by id or slug; NotFound otherwise."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             meter = self._find(tx, id_or_slug)
         if meter is None:
             raise NotFound(f"meter not found: {id_or_slug}")
@@ -90,14 +94,14 @@ class MeterService:
 
     def list(self, include_deleted: bool = False) -> Meters:
         """Meters ordered by slug (at most ``limits.METERS_LIST_MAX``)."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return meters_repo.list_meters(
                 tx, include_deleted=include_deleted, limit=limits.METERS_LIST_MAX
             )
 
     def by_event_type(self, event_type: str) -> Meters:
         """Live meters fed by events of this CloudEvent ``type``."""
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return meters_repo.live_by_event_types(tx, [event_type])
 
     @staticmethod
@@ -116,7 +120,7 @@ class MeterService:
         """Create a meter (API-managed) and backfill it from the stored events, atomically."""
         definition = parse_meter_definition(body)
         metadata = parse_metadata(body.get("metadata"))
-        now = self._c.clock.now()
+        now = self._clock.now()
         meter = Meter(
             **_fields(definition),
             id=new_ulid(to_micros(now) // 1000),
@@ -125,7 +129,7 @@ class MeterService:
             created_at=now,
             updated_at=now,
         )
-        db = self._c.db
+        db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
             if meters_repo.get_live_by_slug(tx, meter.slug) is not None:
@@ -145,7 +149,7 @@ class MeterService:
         falls back to the slug). Immutable fields may be repeated unchanged, not changed.
         A groupBy change rebuilds the meter's rollups."""
         check_id_or_slug(id_or_slug)
-        db = self._c.db
+        db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
             current = self._find(tx, id_or_slug)
@@ -193,7 +197,7 @@ class MeterService:
             description=description,
             group_by=group_by,
             metadata=metadata,
-            updated_at=self._c.clock.now(),
+            updated_at=self._clock.now(),
         )
 
     @staticmethod
@@ -212,7 +216,7 @@ class MeterService:
     def delete(self, id_or_slug: str) -> None:
         """Soft-delete an API-managed meter and drop its rollups."""
         check_id_or_slug(id_or_slug)
-        db = self._c.db
+        db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
             current = self._find(tx, id_or_slug)
@@ -231,7 +235,7 @@ class MeterService:
                     "archive the feature first",
                     field="meterIdOrSlug",
                 )
-            now = self._c.clock.now()
+            now = self._clock.now()
             meters_repo.update(tx, replace(current, deleted_at=now, updated_at=now))
             usage_write.delete_rollups(tx, current.id)
             usage_marks.bump_catalog(tx)
@@ -247,8 +251,8 @@ class MeterService:
         """
         definitions = [parse_meter_definition(raw) for raw in raw_meters]
         metadata = [parse_metadata(raw.get("metadata")) for raw in raw_meters]
-        now = self._c.clock.now()
-        db = self._c.db
+        now = self._clock.now()
+        db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
             usage_marks.bump_catalog(tx)

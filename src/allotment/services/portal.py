@@ -25,7 +25,9 @@ from allotment.storage import portal_repo
 from allotment.storage.portal_repo import PortalTokenRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meters import MeterService
+    from allotment.storage.database import Database
 
 LIST_LIMIT_DEFAULT = 25
 LIST_LIMIT_MAX = 100
@@ -43,24 +45,39 @@ def _ceil_seconds(at: datetime) -> int:
 
 
 class PortalService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock, ``meters`` (a token names existing meters), the
+    configured signing secret (None: one is generated and stored once) and the default token
+    lifetime in seconds."""
+
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        meters: MeterService,
+        secret: str | None,
+        expiration_seconds: int,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._meters = meters
+        self._configured_secret = secret
+        self._expiration_seconds = expiration_seconds
         self._secret: bytes | None = None
         self._secret_lock = threading.Lock()
 
     # ------------------------------------------------------------------ secret
 
     def _signing_secret(self) -> bytes:
-        configured = self._c.settings.portal_token_secret
+        configured = self._configured_secret
         if configured:
             return configured.encode("utf-8")
         if self._secret is None:
             with self._secret_lock:
                 if self._secret is None:
-                    with self._c.db.read() as tx:
+                    with self._db.read() as tx:
                         stored = portal_repo.read_secret(tx)
                     if stored is None:
-                        with self._c.db.write() as tx:
+                        with self._db.write() as tx:
                             stored = portal_repo.store_secret_once(tx, secrets.token_urlsafe(48))
                     self._secret = stored.encode("utf-8")
         return self._secret
@@ -70,7 +87,7 @@ class PortalService:
     def _resolve_meter(self, slug: str, index: int) -> str:
         """The slug of an existing meter (an id is accepted and stored as its slug)."""
         try:
-            return self._c.meters.get(slug).slug
+            return self._meters.get(slug).slug
         except NotFound as exc:
             name = f"allowedMeterSlugs[{index}]"
             raise NotFound(f"{name}: meter {slug!r} not found", field=name) from exc
@@ -83,10 +100,10 @@ class PortalService:
         if not isinstance(subject, str) or not subject:
             raise InvalidInput("subject: required, a non-empty string", field="subject")
         slugs = self._parse_slugs(payload.get("allowedMeterSlugs"))
-        now = self._c.clock.now()
+        now = self._clock.now()
         raw_expiry = payload.get("expiresAt")
         if raw_expiry is None:
-            expires_at = now + timedelta(seconds=self._c.settings.portal_token_expiration_seconds)
+            expires_at = now + timedelta(seconds=self._expiration_seconds)
         else:
             if not isinstance(raw_expiry, str):
                 raise InvalidInput("expiresAt: must be an RFC 3339 date-time", field="expiresAt")
@@ -119,7 +136,7 @@ class PortalService:
             ),
             secret,
         )
-        with self._c.db.write() as tx:
+        with self._db.write() as tx:
             portal_repo.insert(tx, record)
         return IssuedToken(record, token)
 
@@ -150,12 +167,12 @@ class PortalService:
     def list_tokens(self, limit: int = LIST_LIMIT_DEFAULT) -> list[PortalTokenRecord]:
         if not 1 <= limit <= LIST_LIMIT_MAX:
             raise InvalidInput(f"limit: must be between 1 and {LIST_LIMIT_MAX}", field="limit")
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return portal_repo.list_newest(tx, limit)
 
     def is_expired(self, record: PortalTokenRecord) -> bool:
         """No longer usable: past ``expiresAt`` or invalidated."""
-        return record.invalidated_at is not None or record.expires_at <= self._c.clock.now()
+        return record.invalidated_at is not None or record.expires_at <= self._clock.now()
 
     def invalidate(self, payload: Any) -> int:
         """``{}`` invalidates every token; ``id`` and/or ``subject`` narrow it (both must match)."""
@@ -169,8 +186,8 @@ class PortalService:
             if value is not None and (not isinstance(value, str) or not value):
                 raise InvalidInput(f"{name}: must be a non-empty string", field=name)
             filters[name] = value
-        now = self._c.clock.now()
-        with self._c.db.write() as tx:
+        now = self._clock.now()
+        with self._db.write() as tx:
             return portal_repo.invalidate(
                 tx, now, token_id=filters["id"], subject=filters["subject"]
             )
@@ -180,9 +197,9 @@ class PortalService:
     def authenticate(self, authorization: str | None, meter_slug: str) -> PortalTokenRecord:
         """The live token row behind an ``Authorization: Bearer`` header, allowed on this meter."""
         token = _bearer(authorization)
-        now = self._c.clock.now()
+        now = self._clock.now()
         claims = verify_token(token, self._signing_secret(), to_micros(now) // 1_000_000)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             record = portal_repo.get(tx, claims.token_id)
         if record is None or record.subject != claims.subject:
             raise Unauthorized("portal token: unknown token")

@@ -29,7 +29,8 @@ from allotment.storage.database import DuplicateKey, Tx
 from allotment.storage.subjects_repo import SubjectRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.storage.database import Database
 
 UPSERT_RETRIES = 5
 """Whole-batch retries after losing a create race on the unique key index."""
@@ -102,8 +103,11 @@ def parse_upserts(payload: Any) -> list[SubjectUpsert]:
 
 
 class SubjectService:
-    def __init__(self, container: Container) -> None:
-        self._c = container
+    """Collaborators: the database and clock."""
+
+    def __init__(self, db: Database, clock: Clock) -> None:
+        self._db = db
+        self._clock = clock
 
     # ------------------------------------------------------------------ writes
 
@@ -113,7 +117,7 @@ class SubjectService:
             return []
         for attempt in range(UPSERT_RETRIES + 1):
             try:
-                with self._c.db.write() as tx:
+                with self._db.write() as tx:
                     return [self._upsert_one(tx, item) for item in items]
             except DuplicateKey:
                 if attempt == UPSERT_RETRIES:
@@ -121,7 +125,7 @@ class SubjectService:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _upsert_one(self, tx: Tx, item: SubjectUpsert) -> SubjectRecord:
-        now = self._c.clock.now()
+        now = self._clock.now()
         existing = subjects_repo.get_live_by_key(tx, item.key)
         if existing is not None:
             updated = subjects_repo.update_fields(tx, existing.id, item.fields, now)
@@ -143,8 +147,8 @@ class SubjectService:
         return record
 
     def delete(self, id_or_key: str) -> None:
-        now = self._c.clock.now()
-        with self._c.db.write() as tx:
+        now = self._clock.now()
+        with self._db.write() as tx:
             subject = self._resolve(tx, id_or_key, live_only=True)
             if not subjects_repo.soft_delete(tx, subject.id, now):
                 raise NotFound(f"subject {id_or_key!r} not found", field="subjectIdOrKey")
@@ -152,11 +156,11 @@ class SubjectService:
     # ------------------------------------------------------------------ reads
 
     def list_all(self) -> list[SubjectRecord]:
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return subjects_repo.list_live(tx)
 
     def get(self, id_or_key: str) -> SubjectRecord:
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             return self._resolve(tx, id_or_key, live_only=False)
 
     def _resolve(self, tx: Tx, id_or_key: str, *, live_only: bool) -> SubjectRecord:

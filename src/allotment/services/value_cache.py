@@ -40,20 +40,22 @@ from allotment.domain import entitlement_math as em
 from allotment.domain import value_cache as rules
 from allotment.domain.engine import Aggregation, EngineState, Phase
 from allotment.domain.entitlement_inputs import EntitlementType
+from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import DomainError
 from allotment.domain.grants import Grant
 from allotment.domain.ids import is_ulid
 from allotment.domain.meters import Meter
 from allotment.domain.owners import Owner
-from allotment.domain.periods import Period
 from allotment.domain.timeutil import ceil_minute, to_micros
 from allotment.domain.usage_series import UsageSeries
-from allotment.services import entitlements as ents
+from allotment.storage import entitlement_reads as reads
 from allotment.storage import entitlements_repo, meters_repo, usage_marks
 from allotment.storage.entitlements_repo import EntitlementRecord
 
 if TYPE_CHECKING:
-    from allotment.container import Container
+    from allotment.clock import Clock
+    from allotment.services.meter_queries import MeterQueryService
+    from allotment.storage.database import Database
 
 ENV = "ALLOTMENT_VALUE_CACHE"
 ENTRIES_ENV = "ALLOTMENT_VALUE_CACHE_ENTRIES"
@@ -77,7 +79,7 @@ def max_entries(env: Mapping[str, str] | None = None) -> int:
 class Answer:
     """One cached answer; ``body`` is the rendered wire form, filled by the first renderer."""
 
-    view: ents.ValueView
+    view: ValueView
     body: bytes | None = None
 
 
@@ -134,9 +136,12 @@ class _Checkpoint:
 
 
 class ValueCache:
-    def __init__(self, container: Container, service: ents.EntitlementService) -> None:
-        self._c = container
-        self._svc = service
+    """Collaborators: the database and clock, and ``usage`` (usage series and totals)."""
+
+    def __init__(self, db: Database, clock: Clock, usage: MeterQueryService) -> None:
+        self._db = db
+        self._clock = clock
+        self._usage = usage
         self._max = max_entries()
         self._lock = threading.Lock()
         self._aliases: dict[tuple[str | Owner, str], _Alias] = {}
@@ -206,7 +211,7 @@ class ValueCache:
             if metered is None:
                 return None
         catalog, scope_v, mark, found = usage_marks.current_versions(
-            self._c.db, alias.owner.scope, alias.feature_key,
+            self._db, alias.owner.scope, alias.feature_key,
             metered.meter.id if metered is not None else None, alias.subject_id,
             metered.subjects if metered is not None else (),
         )  # fmt: skip
@@ -219,11 +224,11 @@ class ValueCache:
         if metered is not None:
             return self._metered_value(scope, metered, mark, ceil_minute(at), allow_io)
         if not active:
-            return Answer(ents.ValueView(False))
+            return Answer(ValueView(False))
         if record.type == EntitlementType.BOOLEAN:
-            return Answer(ents.ValueView(True))
+            return Answer(ValueView(True))
         if record.type == EntitlementType.STATIC:
-            return Answer(ents.ValueView(True, config=record.config))
+            return Answer(ValueView(True, config=record.config))
         return None  # not reached: an active metered record has ``metered`` or returned above
 
     def _metered_value(
@@ -260,7 +265,7 @@ class ValueCache:
         elif not is_ulid(subject_param) and not is_ulid(key_param):
             alias = _Alias(Owner.subject(subject_param), key_param)
         else:
-            with self._c.db.read() as tx:
+            with self._db.read() as tx:
                 found = None
                 if is_ulid(subject_param):
                     found = entitlements_repo.subject_key_of_id(tx, subject_param)
@@ -280,7 +285,7 @@ class ValueCache:
     def _load_owner_alias(self, owner: Owner, key_param: str) -> _Alias | None:
         if not is_ulid(key_param):
             return _Alias(owner, key_param)
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             record = entitlements_repo.by_id(tx, key_param)
         if record is None or record.owner != owner:
             return None  # a feature key that looks like an id: plain path
@@ -288,7 +293,7 @@ class ValueCache:
 
     def _load_scope(self, scope_key: tuple[Owner, str]) -> _Scope:
         owner, feature_key = scope_key
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             catalog, scope_v, _, _ = usage_marks.versions(tx, owner.scope, feature_key)
             records = usage_marks.entitlements_of(tx, owner, feature_key)
         scope = _Scope((catalog, scope_v), tuple(records))
@@ -302,11 +307,11 @@ class ValueCache:
         found: _Metered | None = None
         owner, feature_key = scope_key
         try:
-            with self._c.db.read() as tx:
+            with self._db.read() as tx:
                 catalog, scope_v, _, _ = usage_marks.versions(tx, owner.scope, feature_key)
                 if (catalog, scope_v) != scope.versions:
                     return  # changed meanwhile: leave it unknown, the next read reloads
-                ctx = self._svc.metered_context(tx, record)
+                ctx = reads.metered_context(tx, record)
                 meter = meters_repo.get_live_by_slug(tx, str(ctx.feature.meter_slug))
             if meter is None:  # the plain path answers (and says why)
                 self._set_metered(scope, record, None)
@@ -314,7 +319,7 @@ class ValueCache:
             aggregation = Aggregation(str(getattr(meter.aggregation, "value", meter.aggregation)))
             if aggregation in _CACHEABLE:
                 found = _Metered(
-                    record, ents.spec_of(record, aggregation),
+                    record, reads.spec_of(record, aggregation),
                     tuple(g.to_domain() for g in ctx.grants), tuple(ctx.resets), meter,
                     ctx.feature.group_filters, ctx.subjects,
                 )  # fmt: skip
@@ -331,12 +336,12 @@ class ValueCache:
     ) -> _Checkpoint | None:
         """A checkpoint serving ``until``: the old one rolled forward when no event it missed
         lies before it, else a new one. None: the plain path answers."""
-        now = ceil_minute(self._c.clock.now().astimezone(UTC))
+        now = ceil_minute(self._clock.now().astimezone(UTC))
         at = rules.checkpoint_for(until, now, m.spec.measure_usage_from)
         if at is None:
             return None
         horizon = at + rules.HORIZON
-        with self._c.db.read() as tx:
+        with self._db.read() as tx:
             read = [usage_marks.mark(tx, m.meter.id, s) for s in m.subjects]
         marks = tuple(version for version, _ in read)
         earliest: int | None = None
@@ -367,7 +372,7 @@ class ValueCache:
         return cp
 
     def _series(self, m: _Metered, start: datetime, end: datetime) -> UsageSeries:
-        series: UsageSeries = self._c.meter_queries.usage_series(
+        series: UsageSeries = self._usage.usage_series(
             m.meter, m.subjects, m.group_filters, start, end
         )
         return series
@@ -376,24 +381,17 @@ class ValueCache:
         """The engine state at ``at`` from ``measureUsageFrom``, one usage total per phase."""
         plan = em.plan_value(m.spec, m.grants, m.resets, at)
         ranges = [(p.from_, p.to) for p in plan.phases]
-        usage = dict(zip(ranges, self._totals(m, ranges, plan.usage_range), strict=True))
+        usage = dict(zip(ranges, self._totals(m, ranges), strict=True))
 
         def per_phase(phase: Phase) -> Decimal:
             return usage[phase.from_, phase.to]
 
         return em.value_from_usage(m.spec, m.grants, plan, per_phase).state
 
-    def _totals(
-        self, m: _Metered, ranges: Sequence[tuple[datetime, datetime]], whole: Period
-    ) -> list[Decimal]:
+    def _totals(self, m: _Metered, ranges: Sequence[tuple[datetime, datetime]]) -> list[Decimal]:
         if not ranges:
             return []
-        totals = getattr(self._c.meter_queries, "usage_totals", None)
-        if totals is not None:
-            out: list[Decimal] = totals(m.meter, m.subjects, m.group_filters, ranges)
-            return out
-        series = self._series(m, whole.start, whole.end)
-        return [series.total(a, b) for a, b in ranges]
+        return self._usage.usage_totals(m.meter, m.subjects, m.group_filters, ranges)
 
 
 class _Retry:
@@ -444,8 +442,8 @@ def _resume(m: _Metered, cp: _Checkpoint, until: datetime) -> em.MeteredValue:
     return _value_at(m, cp.state, until, cp.series)
 
 
-def _view(value: em.MeteredValue) -> ents.ValueView:
-    return ents.ValueView(value.has_access, value)
+def _view(value: em.MeteredValue) -> ValueView:
+    return ValueView(value.has_access, value)
 
 
-Renderer = Callable[[ents.ValueView], bytes]
+Renderer = Callable[[ValueView], bytes]

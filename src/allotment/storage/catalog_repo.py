@@ -13,7 +13,8 @@ from typing import Any
 from allotment.domain.catalog import FeatureSpec, TypedFeature, TypedValue, typed
 from allotment.domain.catalog_plans import Plan, PlanVersion, Subscription
 from allotment.domain.timeutil import from_micros, to_micros
-from allotment.storage.database import Row, Tx
+from allotment.storage import usage_marks
+from allotment.storage.database import Database, Row, Tx
 from allotment.storage.features_repo import _COLUMNS as _FEATURE_COLUMNS
 from allotment.storage.features_repo import _feature
 
@@ -31,9 +32,18 @@ def bump(tx: Tx) -> None:
     tx.execute("UPDATE catalog_version SET version = version + 1 WHERE id = 1")
 
 
+_VERSION = "SELECT version FROM catalog_version WHERE id = 1"
+
+
 def version(tx: Tx) -> int:
-    row = tx.one("SELECT version FROM catalog_version WHERE id = 1")
+    row = tx.one(_VERSION)
     return int(row[0]) if row else 0
+
+
+def current_version(db: Database) -> int:
+    """:func:`version` as one statement of its own (the one call's cache check: one round
+    trip on PostgreSQL instead of a transaction's four)."""
+    return int(usage_marks.read_one(db, _VERSION)[0])
 
 
 # ---------------------------------------------------------------- typed features
@@ -265,3 +275,12 @@ def subscriptions_of(
         (*params, limit + 1),
     )
     return [_subscription(r) for r in rows]
+
+
+def active_customers_of_plan(tx: Tx, plan_id: str) -> list[str]:
+    rows = tx.execute(
+        "SELECT customer_id FROM pricing_plan_subscriptions WHERE plan_id = ? "
+        "AND status = 'ACTIVE' ORDER BY customer_id",
+        (plan_id,),
+    )
+    return [r[0] for r in rows]

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from allotment.domain.customers import Customer, CustomerInput
+from allotment.domain.customers import attributed_subjects as _attributed
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage.database import Row, Tx
 
@@ -111,6 +112,17 @@ def by_id_or_key(tx: Tx, id_or_key: str) -> Customer | None:
     return _one(tx, row)
 
 
+def keys_of(tx: Tx, ids: Sequence[str]) -> dict[str, str | None]:
+    """Customer id → key, for those of ``ids`` that exist (deleted ones too)."""
+    out: dict[str, str | None] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in tx.execute(f"SELECT id, key FROM customers WHERE id IN ({marks})", chunk):
+            out[str(row[0])] = None if row[1] is None else str(row[1])
+    return out
+
+
 def subject_owners(tx: Tx, subject_keys: Sequence[str]) -> dict[str, str]:
     """Subject key → id of the live customer it is mapped to (for the given keys)."""
     if not subject_keys:
@@ -134,6 +146,14 @@ def live_keys_among(tx: Tx, values: Sequence[str], exclude_id: str) -> set[str]:
         [exclude_id, *values],
     )
     return {str(r[0]) for r in rows}
+
+
+def attributed_subjects(tx: Tx, customer: Customer) -> tuple[str, ...]:
+    """The event subjects whose usage is the customer's now (its key and subject keys, less
+    those that are another live customer's key); () once it is deleted."""
+    if customer.is_deleted:
+        return ()
+    return _attributed(customer, live_keys_among(tx, customer.subject_keys, customer.id))
 
 
 def list_customers(

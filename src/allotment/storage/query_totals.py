@@ -3,9 +3,9 @@
 For these three aggregations a cell's value needs only the number of events and the exact
 sum of their values, so the rollup rows are read as ``(subject, group_key, at, count,
 total)`` tuples and added up without a :class:`~allotment.storage.usage_read.MinuteRow`
-or an :class:`~allotment.storage.usage_read.Accumulator` per row. Results are the same as
+or an :class:`~allotment.storage.usage_fold.Accumulator` per row. Results are the same as
 :func:`~allotment.storage.usage_read.read_usage` folded by
-:func:`~allotment.storage.usage_read.fold` (tests/storage/test_query_totals.py checks it on
+:func:`~allotment.storage.usage_fold.fold` (tests/storage/test_query_totals.py checks it on
 random data); what changes is the cost of a query returning many rows.
 
 When every fold bucket is at most one rollup row (per subject and group), the statement is a
@@ -22,21 +22,10 @@ from typing import Any, TypeVar
 from allotment.domain.decimals import EXACT, plain
 from allotment.domain.meters import Aggregation, Meter
 from allotment.storage.database import Tx, dec
-from allotment.storage.usage_read import (
-    AVG_CONTEXT,
-    PARAMS_MAX,
-    SPANS_MAX,
-    Bucketing,
-    SumMode,
-    edge_rows,
-    exact_sum,
-    execute_summing,
-    fold_sql,
-    plan_grains,
-    split_range,
-    subject_clause,
-    sum_columns,
-)
+from allotment.storage.usage_fold import AVG_CONTEXT
+from allotment.storage.usage_grains import PARAMS_MAX, SPANS_MAX, plan_grains
+from allotment.storage.usage_read import Bucketing, edge_rows, fold_sql, split_range, subject_clause
+from allotment.storage.usage_sums import SumMode, exact_sum, execute_summing, sum_columns
 from allotment.storage.usage_write import GRAINS, Grain
 
 TOTAL_AGGREGATIONS = frozenset({Aggregation.SUM, Aggregation.COUNT, Aggregation.AVG})
@@ -171,7 +160,7 @@ same JSON number as its Decimal, and building 100 000 Decimals costs more than t
 
 def total_value(aggregation: Aggregation, count: int, total: Amount | None) -> Value | None:
     """A cell's value from its event count and exact sum, in plain form (None: the row is
-    left out), as :meth:`~allotment.storage.usage_read.Accumulator.value` answers it."""
+    left out), as :meth:`~allotment.storage.usage_fold.Accumulator.value` answers it."""
     if aggregation is Aggregation.COUNT:
         return count if count else None
     if total is None:
@@ -191,7 +180,7 @@ def fold_totals(
     groups_of: Callable[[str], G],
     by_subject: bool,
 ) -> dict[tuple[int, str, G], Value]:
-    """:func:`~allotment.storage.usage_read.fold` for :data:`TotalRow` tuples, into cells
+    """:func:`~allotment.storage.usage_fold.fold` for :data:`TotalRow` tuples, into cells
     keyed ``(window_of(at), subject or "", groups_of(group_key))`` (a None window skips the
     row); each distinct ``at`` and ``group_key`` is mapped once. Values in plain form
     (:data:`Value`).

@@ -26,15 +26,10 @@ from typing import Any
 from allotment.domain.owners import Owner
 from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
-from allotment.storage.database import (
-    Database,
-    PostgresDatabase,
-    SqliteDatabase,
-    Tx,
-    _sqlite_exec,
-    to_postgres_sql,
-)
+from allotment.storage.database import Database, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
+from allotment.storage.postgres_database import PostgresDatabase, to_postgres_sql
+from allotment.storage.sqlite_database import SqliteDatabase, _sqlite_exec
 
 _CHUNK = 200
 _SLOTS = ", ".join(f"m{i}" for i in range(RING))
@@ -174,15 +169,21 @@ def current_versions(
     autocommit, prepared statement) instead of four (probe, BEGIN, SELECT, COMMIT); any
     trouble falls back to an ordinary read transaction, which probes and reports outages."""
     sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
+    return _parse(read_one(db, sql, params), meter_id, subject_id)
+
+
+def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first row of one read statement run on its own (see :func:`current_versions`):
+    no ``BEGIN``/``COMMIT`` on SQLite, one autocommit round trip on PostgreSQL, an ordinary
+    read transaction when that is not possible. The statement must return a row."""
     if isinstance(db, SqliteDatabase):
-        row = _sqlite_exec(db._conn(), sql, params).fetchone()
-        return _parse(row, meter_id, subject_id)
+        return _sqlite_exec(db._conn(), sql, params).fetchone()
     if isinstance(db, PostgresDatabase) and not db.is_down:
         found = _pg_autocommit_one(db, sql, params)
         if found is not None:
-            return _parse(found, meter_id, subject_id)
+            return found
     with db.read() as tx:
-        return _parse(tx.execute(sql, params)[0], meter_id, subject_id)
+        return tx.execute(sql, params)[0]
 
 
 def _pg_autocommit_one(db: PostgresDatabase, sql: str, params: Sequence[Any]) -> Any:

@@ -1,39 +1,34 @@
-"""Reads over the usage rollups (``usage_minute``, ``usage_unique``) and raw ``events``.
+"""The meter query's reads over the usage rollups (``usage_minute``, ``usage_unique``, the
+hour and day grains) and raw ``events``.
 
-SQL selects and filters (meter, subjects, minute range); amounts come back as exact
+SQL selects and filters (meter, subjects, minute range), folding in SQL per
+:class:`Bucketing` where it may; a ``from``/``to`` inside a minute is read from the raw
+events at that edge (:func:`split_range`, :func:`edge_rows`). Amounts come back as exact
 Decimals through :func:`~allotment.storage.database.dec`. Group values are decoded from the
 canonical ``group_key`` in Python (one decode per distinct key).
+
+Neighbours: ``usage_grains`` (which rollup rows cover a range), ``usage_sums`` (exact sums
+in SQL), ``usage_fold`` (rows into values), ``query_totals`` (the SUM/COUNT/AVG lane) and
+``subject_usage`` (one subject's usage, for the entitlement engine).
 """
 
 from __future__ import annotations
 
-import itertools
-import sqlite3
-from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Context, Decimal
-from typing import Any, Literal, TypeVar
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import msgspec
 
-from allotment.domain.decimals import EXACT
-from allotment.domain.errors import check
 from allotment.domain.meters import Aggregation, Meter, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
-from allotment.storage.database import Tx, dec, dec_or_none
-from allotment.storage.usage_write import (
-    DAY_GRAIN,
-    DAY_US,
-    GRAINS,
-    HOUR_GRAIN,
-    HOUR_US,
-    MINUTE_GRAIN,
-    MINUTE_US,
-    Grain,
-)
+from allotment.storage.database import Tx, dec_or_none
+from allotment.storage.usage_grains import PARAMS_MAX, SPANS_MAX, Segment, plan_grains
+from allotment.storage.usage_sums import SumMode, exact_sum, execute_summing, sum_columns
+from allotment.storage.usage_write import GRAINS, MINUTE_GRAIN, Grain
 
 _US_PER_MINUTE = 60_000_000
-_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,8 +230,6 @@ def distinct_group_keys(
     return [r[0] for r in rows]
 
 
-# ---------------------------------------------------------------- partial minutes
-
 _decode_event = msgspec.json.Decoder(float_hook=Decimal)
 
 
@@ -319,32 +312,6 @@ def _folded_columns(aggregation: Aggregation, mode: SumMode) -> str:
     if aggregation is Aggregation.MAX:
         return "NULL, NULL, NULL, dec_maxagg(max)"
     return "NULL, NULL, NULL, NULL"
-
-
-SumMode = Literal["native", "fast", "exact"]
-
-
-def execute_summing(
-    tx: Tx, statement: Callable[[SumMode], tuple[str, list[Any]]], rest: int
-) -> list[Any]:
-    """Run a statement whose sums come from :func:`sum_columns` (column ``rest`` holds the
-    decimal rest) in the cheapest form that is exact.
-
-    SQLite: first ``native`` (integer sums only, no Python aggregate at all; the rest column
-    flags groups that hold a non-integer sum); if any group is flagged, ``fast``; if SQLite's
-    integer ``sum()`` overflowed, ``exact`` (decimals only). PostgreSQL's sums are native in
-    every form: ``fast`` at once.
-    """
-    try:
-        if tx.dialect == "sqlite":
-            rows = tx.execute(*statement("native"))
-            if all(r[rest] is None for r in rows):
-                return rows
-        return tx.execute(*statement("fast"))
-    except sqlite3.OperationalError as exc:
-        if not _is_overflow(exc):
-            raise
-        return tx.execute(*statement("exact"))
 
 
 def folded_minute_rows(
@@ -439,33 +406,6 @@ def _whole_minutes(
     return folded_minute_rows(tx, meter, lo, hi, subjects, b), []
 
 
-SPANS_MAX = 64
-"""More disjoint spans than this in one grain: read one grain for the whole range instead."""
-PARAMS_MAX = 30_000
-"""Bound parameters per statement (SQLite allows 32 766 by default, PostgreSQL 65 535)."""
-
-
-def plan_grains(lo: int, hi: int, cuts: Sequence[int], spans_max: int = SPANS_MAX) -> list[Segment]:
-    """Minute-aligned ``[lo, hi)``, cut at every ``cuts`` point inside it (window bounds), as
-    rollup rows that never straddle a cut: each piece by :func:`decompose`, adjacent spans of
-    a grain merged. With too many spans, the coarsest grain aligned with every cut instead."""
-    points = sorted({lo, hi, *(c for c in cuts if lo < c < hi)})
-    by_grain: dict[Grain, list[tuple[int, int]]] = {g: [] for g in GRAINS}
-    for a, b in itertools.pairwise(points):
-        for grain, x, y in decompose(a, b):
-            spans = by_grain[grain]
-            if spans and spans[-1][1] == x:
-                spans[-1] = (spans[-1][0], y)
-            else:
-                spans.append((x, y))
-    if max(len(spans) for spans in by_grain.values()) <= spans_max:
-        return [(g, x, y) for g, spans in by_grain.items() for x, y in spans]
-    for grain in reversed(GRAINS):
-        if all(p % grain.step == 0 for p in points):
-            return [(grain, lo, hi)]
-    return [(MINUTE_GRAIN, lo, hi)]
-
-
 def _whole_by_grain(
     tx: Tx,
     meter: Meter,
@@ -523,295 +463,3 @@ def read_usage(
         else:
             rows.extend(more_rows)
     return rows, uniques
-
-
-# ---------------------------------------------------------------- aggregation
-
-AVG_CONTEXT = Context(prec=34, rounding=ROUND_HALF_EVEN)
-"""AVG is the one inexact aggregation: ``sum / count`` rounded to 34 significant digits."""
-
-
-@dataclass(slots=True)
-class Accumulator:
-    """Folds usage rows of one (window, subject, groups) cell into the meter's value."""
-
-    count: int = 0
-    sum: Decimal | None = None
-    min: Decimal | None = None
-    max: Decimal | None = None
-    latest_time: int | None = None
-    latest_value: Decimal | None = None
-    uniques: set[str] = field(default_factory=set)
-
-    def add(self, r: MinuteRow) -> None:
-        self.count += r.count
-        if r.sum is not None:
-            self.sum = r.sum if self.sum is None else _WIDE.add(self.sum, r.sum)
-        if r.min is not None and (self.min is None or r.min < self.min):
-            self.min = r.min
-        if r.max is not None and (self.max is None or r.max > self.max):
-            self.max = r.max
-        if (
-            r.latest_time is not None
-            and r.latest_value is not None
-            and (
-                self.latest_time is None
-                or self.latest_value is None
-                or (r.latest_time, r.latest_value) > (self.latest_time, self.latest_value)
-            )
-        ):
-            self.latest_time, self.latest_value = r.latest_time, r.latest_value
-
-    def value(self, aggregation: Aggregation) -> Decimal | None:
-        """The aggregate, or None when the cell has no usable value (the row is dropped)."""
-        if aggregation is Aggregation.COUNT:
-            return Decimal(self.count) if self.count else None
-        if aggregation is Aggregation.UNIQUE_COUNT:
-            return Decimal(len(self.uniques)) if self.uniques else None
-        if aggregation is Aggregation.AVG:
-            if self.sum is None or not self.count:
-                return None
-            return AVG_CONTEXT.divide(self.sum, Decimal(self.count))
-        if aggregation is Aggregation.SUM:
-            return self.sum
-        if aggregation is Aggregation.MIN:
-            return self.min
-        if aggregation is Aggregation.MAX:
-            return self.max
-        return self.latest_value
-
-
-K = TypeVar("K", bound=Hashable)
-
-
-def fold(
-    aggregation: Aggregation,
-    rows: Iterable[MinuteRow],
-    uniques: Iterable[UniqueRow],
-    key_of: Callable[[str, int, str], K | None],
-) -> dict[K, Decimal]:
-    """Aggregate rows into cells keyed by ``key_of(subject, minute, group_key)`` (None skips
-    the row); cells without a usable value are left out."""
-    cells: dict[K, Accumulator] = {}
-    if aggregation is Aggregation.UNIQUE_COUNT:
-        for u in uniques:
-            key = key_of(u.subject, u.minute, u.group_key)
-            if key is not None:
-                acc = cells.get(key)
-                if acc is None:
-                    acc = cells[key] = Accumulator()
-                acc.uniques.add(u.value)
-    else:
-        for r in rows:
-            key = key_of(r.subject, r.minute, r.group_key)
-            if key is not None:
-                acc = cells.get(key)
-                if acc is None:
-                    acc = cells[key] = Accumulator()
-                acc.add(r)
-    out: dict[K, Decimal] = {}
-    for key, acc in cells.items():
-        value = acc.value(aggregation)
-        if value is not None:
-            out[key] = value
-    return out
-
-
-# ---------------------------------------------------------------- usage series
-
-SeriesRow = tuple[int, Decimal, int | None, Decimal | None]
-"""(minute, total, latest_time, latest_value)"""
-_IN_CHUNK = 500
-
-
-def _key_chunks(group_keys: Sequence[str] | None) -> list[tuple[str, list[Any]]]:
-    if group_keys is None:
-        return [("", [])]
-    keys = list(group_keys)
-    return [
-        (
-            " AND group_key IN (" + ", ".join("?" for _ in chunk) + ")",
-            list(chunk),
-        )
-        for chunk in (keys[i : i + _IN_CHUNK] for i in range(0, len(keys), _IN_CHUNK))
-    ]
-
-
-def series_minutes(
-    tx: Tx, meter: Meter, subject: str, lo: int, hi: int, group_keys: Sequence[str] | None
-) -> list[SeriesRow]:
-    """One subject's minutes in ``[lo, hi)``, folded per minute in SQL (LATEST: one row per
-    group, merged by the caller). ``group_keys`` None = every group; otherwise only these.
-    Integer sums are added natively (``isum``); only the rest goes through ``dec_sum``."""
-    latest = meter.aggregation is Aggregation.LATEST
-    count = meter.aggregation is Aggregation.COUNT
-    out: list[SeriesRow] = []
-    for key_sql, key_params in _key_chunks(group_keys):
-
-        def statement(
-            mode: SumMode, key_sql: str = key_sql, key_params: list[Any] = key_params
-        ) -> tuple[str, list[Any]]:
-            if latest:
-                head, tail = "minute, NULL, NULL, NULL, latest_time, latest_value", ""
-            elif count:
-                head, tail = "minute, sum(count), NULL, NULL, NULL, NULL", " GROUP BY minute"
-            else:
-                head = f"minute, NULL, {sum_columns(mode)}, NULL, NULL"
-                tail = " GROUP BY minute"
-            return (
-                f"SELECT {head} FROM usage_minute WHERE meter_id = ? AND subject = ?"
-                " AND minute >= ? AND minute < ?" + key_sql + tail,
-                [meter.id, subject, lo, hi, *key_params],
-            )
-
-        for r in execute_summing(tx, statement, rest=3):
-            if count:
-                total = Decimal(int(r[1] or 0))
-            else:
-                total = exact_sum(r[2], r[3]) or _ZERO
-            out.append((int(r[0]), total, None if r[4] is None else int(r[4]), dec_or_none(r[5])))
-    return out
-
-
-def series_uniques(
-    tx: Tx, meter: Meter, subject: str, lo: int, hi: int, group_keys: Sequence[str] | None
-) -> list[tuple[int, str]]:
-    """(minute, value) pairs of one subject in ``[lo, hi)`` (distinct per minute)."""
-    out: list[tuple[int, str]] = []
-    for key_sql, key_params in _key_chunks(group_keys):
-        rows = tx.execute(
-            "SELECT DISTINCT minute, value FROM usage_unique WHERE meter_id = ? AND subject = ?"
-            " AND minute >= ? AND minute < ?" + key_sql,
-            [meter.id, subject, lo, hi, *key_params],
-        )
-        out.extend((int(r[0]), r[1]) for r in rows)
-    return out
-
-
-def subject_group_keys(tx: Tx, meter: Meter, subject: str, lo: int, hi: int) -> list[str]:
-    """Distinct ``group_key`` of one subject's minutes in ``[lo, hi)``, or a superset: for
-    every aggregation but UNIQUE_COUNT, the keys of the UTC days overlapping the range (day
-    rows hold every group of their minutes, and are 1/1440 as many)."""
-    if meter.aggregation is Aggregation.UNIQUE_COUNT:
-        table, column = "usage_unique", "minute"
-    else:
-        table, column, lo = "usage_day", "bucket", _floor(lo, DAY_US)
-    rows = tx.execute(
-        f"SELECT DISTINCT group_key FROM {table} WHERE meter_id = ? AND subject = ?"
-        f" AND {column} >= ? AND {column} < ?",
-        [meter.id, subject, lo, hi],
-    )
-    return [r[0] for r in rows]
-
-
-# ---------------------------------------------------------------- grains
-
-Segment = tuple[Grain, int, int]
-"""Rows of one grain table with ``lo <= bucket < hi`` (both multiples of the grain's step)."""
-
-
-_WIDE = EXACT
-"""Additions of partial sums keep 60 significant digits, like ingest (the default keeps 28)."""
-
-
-def _ceil(us: int, step: int) -> int:
-    return -(-us // step) * step
-
-
-def _floor(us: int, step: int) -> int:
-    return us - us % step
-
-
-def decompose(lo: int, hi: int) -> list[Segment]:
-    """Minute-aligned ``[lo, hi)`` as the fewest rollup rows: whole UTC days from
-    ``usage_day``, whole hours from ``usage_hour``, minutes at the ragged edges."""
-    check(lo % MINUTE_US == 0 and hi % MINUTE_US == 0, "decompose: range not minute-aligned")
-    if lo >= hi:
-        return []
-    h_lo, h_hi = _ceil(lo, HOUR_US), _floor(hi, HOUR_US)
-    if h_lo >= h_hi:
-        return [(MINUTE_GRAIN, lo, hi)]
-    out: list[Segment] = []
-    d_lo, d_hi = _ceil(h_lo, DAY_US), _floor(h_hi, DAY_US)
-    if d_lo >= d_hi:
-        out.append((HOUR_GRAIN, h_lo, h_hi))
-    else:
-        out += [(HOUR_GRAIN, h_lo, d_lo), (DAY_GRAIN, d_lo, d_hi), (HOUR_GRAIN, d_hi, h_hi)]
-    out += [(MINUTE_GRAIN, lo, h_lo), (MINUTE_GRAIN, h_hi, hi)]
-    return [s for s in out if s[1] < s[2]]
-
-
-def _is_overflow(exc: Exception) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and "integer overflow" in str(exc).lower()
-
-
-def sum_columns(mode: SumMode, alias: str = "") -> str:
-    """Two columns whose total is the exact sum: ``sum(isum), dec_sum(sum of the rest)``
-    (``fast``); ``NULL, dec_sum(sum)`` (``exact``, after SQLite reported an integer overflow);
-    or ``sum(isum), flag`` (``native``: no Python aggregate; ``flag`` is non-NULL when the group
-    holds a sum that is not an integer, and then the caller runs the ``fast`` form)."""
-    if mode == "native":
-        return (
-            f"sum({alias}isum), CASE WHEN count(*) FILTER "
-            f"(WHERE {alias}isum IS NULL AND {alias}sum IS NOT NULL) > 0 THEN 'decimal' END"
-        )
-    if mode == "fast":
-        # FILTER, not CASE: SQLite then never calls the Python aggregate for integer rows
-        return f"sum({alias}isum), dec_sum({alias}sum) FILTER (WHERE {alias}isum IS NULL)"
-    return f"NULL, dec_sum({alias}sum)"
-
-
-def exact_sum(isum: Any, rest: Any) -> Decimal | None:
-    """The exact total of ``sum_columns`` (None when no row had a value)."""
-    if isum is None and rest is None:
-        return None
-    total = _ZERO if rest is None else dec(rest)
-    return _WIDE.add(total, int(isum)) if isum is not None else total
-
-
-def range_totals(
-    tx: Tx,
-    meter: Meter,
-    subject: str,
-    ranges: Sequence[tuple[int, int]],
-    keep: Callable[[str], bool] | None = None,
-) -> list[Decimal]:
-    """One subject's usage total per minute-aligned range, in one statement: COUNT meters the
-    number of events, every other aggregation the sum of values. Each range is read through
-    :func:`decompose`; ``keep`` (None = every group) filters groups by ``group_key``."""
-    segments: dict[Grain, list[tuple[int, int, int]]] = {g: [] for g in GRAINS}
-    for i, (lo, hi) in enumerate(ranges):
-        for grain, a, b in decompose(lo, hi):
-            segments[grain].append((i, a, b))
-    totals = [_ZERO] * len(ranges)
-    used = [(g, segs) for g, segs in segments.items() if segs]
-    if not used:
-        return totals
-    count = meter.aggregation is Aggregation.COUNT
-
-    def statement(mode: SumMode) -> tuple[str, list[Any]]:
-        # one branch per (range, grain span): each an index range scan on both engines
-        gk = "group_key" if keep is not None else "''"
-        amounts = "NULL, NULL" if count else sum_columns(mode)
-        tail = " GROUP BY group_key" if keep is not None else ""
-        selects, params = [], []
-        for grain, segs in used:
-            col = grain.column
-            for i, a, b in segs:
-                selects.append(
-                    f"SELECT {int(i)}, {gk}, sum(count), {amounts} FROM {grain.table} "
-                    f"WHERE meter_id = ? AND subject = ? AND {col} >= ? AND {col} < ?{tail}"
-                )
-                params += [meter.id, subject, a, b]
-        return " UNION ALL ".join(selects), params
-
-    rows = execute_summing(tx, statement, rest=4)
-    for r in rows:
-        if keep is not None and not keep(r[1]):
-            continue
-        i = int(r[0])
-        if count:
-            totals[i] += int(r[2] or 0)
-        else:
-            totals[i] = _WIDE.add(totals[i], exact_sum(r[3], r[4]) or _ZERO)
-    return totals

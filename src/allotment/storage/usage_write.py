@@ -53,7 +53,7 @@ HOUR_US = 3_600_000_000
 DAY_US = 86_400_000_000
 ISUM_MAX = 2**53
 """Bound of ``isum``: native SQLite ``sum()`` over up to 1024 such rows cannot overflow (and
-a read that does overflow is re-run on the exact decimals, see ``usage_read``)."""
+a read that does overflow is re-run on the exact decimals, see ``usage_sums``)."""
 _decode_event = msgspec.json.Decoder(float_hook=Decimal)
 _EXACT = EXACT
 """Sums inside one batch keep 60 significant digits (the default context keeps only 28)."""

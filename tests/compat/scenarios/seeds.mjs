@@ -69,6 +69,18 @@ run({
     // seed 000 reads 'gpt_tokens' although it created 'ai_tokens': that key does not exist.
     out.seedTypo = await failure(() => openmeter.subjects.getEntitlementValue(customer, `${aiTokens}_typo`));
 
+    // The history of the entitlements created a moment ago, as a dashboard would ask for it
+    // (windowSize is required; from defaults to lastReset, to to now).
+    await rec('historyDay', () =>
+      openmeter.subjects.getEntitlementHistory(customer, entitlement.id, { windowSize: 'DAY' }),
+    );
+    await rec('historyHour', () =>
+      openmeter.subjects.getEntitlementHistory(customer, aiTokens, { windowSize: 'HOUR' }),
+    );
+    await rec('historyGpt4', () =>
+      openmeter.subjects.getEntitlementHistory(customer, gpt4Tokens, { windowSize: 'DAY' }),
+    );
+
     // README: the default grant issued by issueAfterReset, and the entitlement listings.
     await rec('grants', () => openmeter.subjects.listEntitlementGrants(customer, aiTokens));
     await rec('entitlements', () => openmeter.subjects.listEntitlements(customer));

@@ -26,18 +26,15 @@ from allotment.domain.entitlement_inputs import (
     parse_entitlement_create,
     parse_reset,
 )
-from allotment.domain.errors import InvalidInput
+from allotment.domain.entitlement_value import ValueView
+from allotment.domain.errors import InvalidInput, NotFound
 from allotment.domain.periods import interval_iso, interval_to_wire, parse_interval
 from allotment.domain.timeutil import format_rfc3339
 from allotment.http.params import get_bool, get_int, get_list, get_str, get_time, read_body
 from allotment.http.responses import JSON, encode, json_response, no_content, num
 from allotment.http.runtime import call, container
-from allotment.services.entitlements import (
-    EntitlementService,
-    EntitlementView,
-    HistoryView,
-    ValueView,
-)
+from allotment.services.entitlement_values import HistoryView
+from allotment.services.entitlements import EntitlementService, EntitlementView
 
 # ---------------------------------------------------------------- shared wire helpers
 
@@ -250,19 +247,26 @@ async def entitlement_value(request: Request) -> Response:
     return json_response(value_json(value))
 
 
-async def entitlement_history(request: Request) -> Response:
-    q = request.query_params
+HistoryParams = tuple[str, datetime | None, datetime | None, str | None]
+
+
+def history_params(q: QueryParams) -> HistoryParams:
+    """``windowSize`` (required), ``from``, ``to``, ``windowTimeZone`` of a history request."""
     window_size = get_str(q, "windowSize")
     if window_size is None:
         raise InvalidInput(
             "query parameter windowSize: required (MINUTE, HOUR, DAY or MONTH)",
             field="windowSize",
         )
+    return window_size, get_time(q, "from"), get_time(q, "to"), get_str(q, "windowTimeZone")
+
+
+async def entitlement_history(request: Request) -> Response:
+    params = history_params(request.query_params)
     svc = container(request).entitlements
     result = await call(
-        svc.history, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"), window_size,
-        get_time(q, "from"), get_time(q, "to"), get_str(q, "windowTimeZone"),
-    )  # fmt: skip
+        svc.history, _p(request, "subjectIdOrKey"), _p(request, "entitlementId"), *params
+    )
     return json_response(history_json(result))
 
 
@@ -276,8 +280,8 @@ async def reset_entitlement(request: Request) -> Response:
 _TYPES = tuple(t.value for t in EntitlementType)
 
 
-async def list_entitlements(request: Request) -> Response:
-    q = request.query_params
+def entitlement_types(q: QueryParams) -> list[str]:
+    """The ``entitlementType`` filter, each one of metered, static, boolean."""
     types = get_list(q, "entitlementType")
     for t in types:
         if t not in _TYPES:
@@ -285,6 +289,12 @@ async def list_entitlements(request: Request) -> Response:
                 f"query parameter entitlementType: {t!r} is not one of {', '.join(_TYPES)}",
                 field="entitlementType",
             )
+    return types
+
+
+async def list_entitlements(request: Request) -> Response:
+    q = request.query_params
+    types = entitlement_types(q)
     paging = paging_from(q, ("createdAt", "updatedAt"), "createdAt")
     svc = container(request).entitlements
     views, total = await call(
@@ -295,8 +305,12 @@ async def list_entitlements(request: Request) -> Response:
 
 
 async def get_entitlement(request: Request) -> Response:
+    """Subject-owned entitlements only (a customer's are served by ``/api/v2``)."""
     svc = container(request).entitlements
-    view = await call(svc.get_by_id, _p(request, "entitlementId"))
+    entitlement_id = _p(request, "entitlementId")
+    view = await call(svc.get_by_id, entitlement_id)
+    if view.record.customer_id:
+        raise NotFound(f"entitlement {entitlement_id!r} not found")
     return json_response(entitlement_json(view))
 
 

@@ -1,4 +1,21 @@
-"""HTTP routes: ``POST /api/v1/events`` (ingest) and ``GET /api/v1/events`` (list)."""
+"""HTTP routes: ``POST /api/v1/events`` (ingest) and ``GET /api/v1/events`` (list).
+
+Ingest has two entrances and one code path. The Starlette route (:func:`ingest`) takes every
+request; the ASGI wrapper in front of it (:func:`ingest_fast_path`) takes only small, valid
+bodies with an exact content type and declines everything else to the route, body replayed.
+Both use the same three steps, and nothing else: the Content-Type table (``_SHAPES``),
+:func:`decode_events` (decode and validate the whole body, all or nothing, into storable
+events) and :func:`commit` (join the process's group commit and wait until durable). What
+the wrapper adds is only the gate (is this request on the happy path?) and writing the 204
+itself; every error answer is the route's, or the app's own exception mapping.
+
+Why two entrances: the routed path costs the event loop about twice as much per small
+request (Starlette's routing, the Request object, the middleware stack), and the event loop
+shares the interpreter lock with the single writer thread. ``python -m bench.ingest_door``
+(one valid event per request, straight to the ASGI callable, commit stubbed out) measured on
+2026-12-03, shared 2-core machine: routed 127 µs, fast path 64 µs per request (median of 5
+rounds of 3000; ratio 1.98).
+"""
 
 from __future__ import annotations
 
@@ -133,6 +150,12 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
     return _prepare(typed, now, single=False)
 
 
+async def commit(events: Sequence[PreparedEvent], c: Container) -> None:
+    """Queue a validated batch for the process's group commit and wait until it is durable
+    (:meth:`EventService.submit`); a failed commit raises here."""
+    await asyncio.wrap_future(c.events.submit(events))
+
+
 def _decode_and_fold(body: bytes, shape: Shape, c: Container) -> Sequence[PreparedEvent]:
     """Off the event loop: decode, validate, and fold the batch's rollup rows (so the single
     writer only writes; see ``EventService.prefold``)."""
@@ -201,7 +224,7 @@ async def ingest(request: Request) -> Response:
         events = decode_events(body, shape, c)
     else:
         events = await call(_decode_and_fold, body, shape, c)
-    await asyncio.wrap_future(c.events.submit(events))
+    await commit(events, c)
     return no_content()
 
 
@@ -263,7 +286,7 @@ def ingest_fast_path(app: ASGIApp, c: Container) -> ASGIApp:
             await app(scope, _replay(body, more, receive), send)
             return
         try:
-            await asyncio.wrap_future(c.events.submit(events))
+            await commit(events, c)
         except Exception as exc:  # not retried: the app's own mapping answers (503, 500)
             request = Request(scope, _replay(body, more, receive))
             await (await error_response(request, exc))(scope, receive, send)
