@@ -304,30 +304,40 @@ class Allotment:
         self.close()
 
 
-class _SyncReservation:
+class _ReservationBlock:
+    """What ``reserve()`` returns: the request to send on entry, the reservation once held."""
+
     def __init__(
         self,
-        client: Allotment,
         customer: str,
         items: list[Mapping[str, Any]],
         checks: Sequence[Mapping[str, Any]],
         consume: Sequence[Mapping[str, Any]],
         subject: str | None,
     ) -> None:
-        self._c = client
-        self._customer = customer
-        self._items = items
-        self._checks = checks
-        self._consume = consume
-        self._subject = subject
+        self.customer = customer
+        self.items = items
+        self.checks = checks
+        self.consume = consume
+        self.subject = subject
         self.reservation: Reservation | None = None
 
-    def __enter__(self) -> Reservation:
-        auth = self._c.authorize(
-            self._customer, checks=self._checks, consume=self._consume, reserve=self._items
-        )
-        self.reservation = Reservation(auth, [str(i["feature_reference"]) for i in self._items])
+    def _held(self, auth: Authorization) -> Reservation:
+        self.reservation = Reservation(auth, [str(i["feature_reference"]) for i in self.items])
         return self.reservation
+
+
+class _SyncReservation(_ReservationBlock):
+    def __init__(self, client: Allotment, *args: Any) -> None:
+        super().__init__(*args)
+        self._c = client
+
+    def __enter__(self) -> Reservation:
+        return self._held(
+            self._c.authorize(
+                self.customer, checks=self.checks, consume=self.consume, reserve=self.items
+            )
+        )
 
     def __exit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -335,7 +345,7 @@ class _SyncReservation:
         r = self.reservation
         assert r is not None
         if e is None:
-            r.result = self._c.commit(r.id, r.used, subject=self._subject)
+            r.result = self._c.commit(r.id, r.used, subject=self.subject)
         else:
             r.result = self._c.release(r.id)
 
@@ -536,30 +546,17 @@ class AsyncAllotment:
         await self.aclose()
 
 
-class _AsyncReservation:
-    def __init__(
-        self,
-        client: AsyncAllotment,
-        customer: str,
-        items: list[Mapping[str, Any]],
-        checks: Sequence[Mapping[str, Any]],
-        consume: Sequence[Mapping[str, Any]],
-        subject: str | None,
-    ) -> None:
+class _AsyncReservation(_ReservationBlock):
+    def __init__(self, client: AsyncAllotment, *args: Any) -> None:
+        super().__init__(*args)
         self._c = client
-        self._customer = customer
-        self._items = items
-        self._checks = checks
-        self._consume = consume
-        self._subject = subject
-        self.reservation: Reservation | None = None
 
     async def __aenter__(self) -> Reservation:
-        auth = await self._c.authorize(
-            self._customer, checks=self._checks, consume=self._consume, reserve=self._items
+        return self._held(
+            await self._c.authorize(
+                self.customer, checks=self.checks, consume=self.consume, reserve=self.items
+            )
         )
-        self.reservation = Reservation(auth, [str(i["feature_reference"]) for i in self._items])
-        return self.reservation
 
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -567,6 +564,6 @@ class _AsyncReservation:
         r = self.reservation
         assert r is not None
         if e is None:
-            r.result = await self._c.commit(r.id, r.used, subject=self._subject)
+            r.result = await self._c.commit(r.id, r.used, subject=self.subject)
         else:
             r.result = await self._c.release(r.id)
