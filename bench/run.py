@@ -630,7 +630,7 @@ class Run:
             )
 
             log("    value checks over HTTP done")
-            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle)
+            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle, floor, floor_tp)
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
@@ -737,9 +737,18 @@ class Run:
         return figs
 
     def authorize(
-        self, url: str, ref_url: str, tag: str, size: int, subjects: list[str], cycle: list[str]
+        self,
+        url: str,
+        ref_url: str,
+        tag: str,
+        size: int,
+        subjects: list[str],
+        cycle: list[str],
+        floor: dict[str, Any],
+        tp_floor: dict[str, Any],
     ) -> list[dict[str, Any]]:
-        """One check, one consume, one reserve per call (bench/authorize.py)."""
+        """One check, one consume, one reserve per call (bench/authorize.py); the floors are
+        the value check's (the bare endpoint, measured just before)."""
         plan = self.plan
         log(f"    authorize at {tag}")
         customers = subjects[: min(len(subjects), 20)]
@@ -751,7 +760,6 @@ class Run:
         A.check(url, ours_paths[0], payload)
         lat = guarded(lambda: http_latency(url, ours_paths, method="POST", body=payload))
         naive = guarded(lambda: http_latency(ref_url, naive_paths, method="POST", body=payload))
-        floor = guarded(lambda: http_latency(ref_url, ["/floor/value"] * len(cycle)))
         n = min(len(ours_paths), plan.value_throughput)
         tp = guarded(
             lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload)
@@ -759,14 +767,25 @@ class Run:
         tp_naive = guarded(
             lambda: http_throughput(ref_url, naive_paths[:n], plan.concurrency, "POST", payload)
         )
-        tp_floor = guarded(lambda: http_throughput(ref_url, ["/floor/value"] * n, plan.concurrency))
         return [
-            figure(f"authorize.http.{size}",
-                   f"authorize over HTTP (1 check, 1 consume, 1 reserve), 1 client, {tag}",
-                   "latency", lat, naive, floor, size=size),  # fmt: skip
-            figure(f"authorize.http.throughput.{size}",
-                   f"authorizes/s over HTTP, {plan.concurrency} clients, {tag}",
-                   "throughput", tp, tp_naive, tp_floor, size=size),  # fmt: skip
+            figure(
+                f"authorize.http.{size}",
+                f"authorize over HTTP (1 check, 1 consume, 1 reserve), 1 client, {tag}",
+                "latency",
+                lat,
+                naive,
+                floor,
+                size=size,
+            ),
+            figure(
+                f"authorize.http.throughput.{size}",
+                f"authorizes/s over HTTP, {plan.concurrency} clients, {tag}",
+                "throughput",
+                tp,
+                tp_naive,
+                tp_floor,
+                size=size,
+            ),
         ]
 
     # -------------------------------------------------------------- all

@@ -218,7 +218,9 @@ class Store:
 
     def create_authorize_tables(self) -> None:
         amount = "NUMERIC" if self.pg else "TEXT"
-        self.q("CREATE TABLE IF NOT EXISTS naive_requests (subject TEXT NOT NULL, at BIGINT NOT NULL)")
+        self.q(
+            "CREATE TABLE IF NOT EXISTS naive_requests (subject TEXT NOT NULL, at BIGINT NOT NULL)"
+        )
         self.q("CREATE INDEX IF NOT EXISTS naive_requests_at ON naive_requests (subject, at)")
         self.q(
             "CREATE TABLE IF NOT EXISTS naive_holds (subject TEXT NOT NULL, "
@@ -227,22 +229,35 @@ class Store:
         self.q("CREATE INDEX IF NOT EXISTS naive_holds_expires ON naive_holds (subject, expires)")
 
     def naive_authorize(
-        self, table: str, subject: str, from_us: int, to_us: int, limit: int = 600,
-        budget: int = 10**12, amount: int = 1,
-    ) -> tuple[int, bytes]:  # fmt: skip
+        self,
+        table: str,
+        subject: str,
+        from_us: int,
+        to_us: int,
+        limit: int = 600,
+        budget: int = 10**12,
+        amount: int = 1,
+    ) -> tuple[int, bytes]:
         import time as _time
 
         now = int(_time.time() * 1_000_000)
         c = self.conn()
         statements = [
-            ("SELECT count(*) FROM naive_requests WHERE subject = ? AND at > ?",
-             (subject, now - 60_000_000)),
-            (f"SELECT coalesce(sum({self._num('tokens')}), 0) FROM {table} "
-             "WHERE subject = ? AND type = ? AND time >= ? AND time < ?",
-             (subject, D.EVENT_TYPE, from_us, to_us)),
-            ("SELECT coalesce(sum(amount), 0) FROM naive_holds WHERE subject = ? AND expires > ?",
-             (subject, now)),
-        ]  # fmt: skip
+            (
+                "SELECT count(*) FROM naive_requests WHERE subject = ? AND at > ?",
+                (subject, now - 60_000_000),
+            ),
+            (
+                f"SELECT coalesce(sum({self._num('tokens')}), 0) FROM {table} "
+                "WHERE subject = ? AND type = ? AND time >= ? AND time < ?",
+                (subject, D.EVENT_TYPE, from_us, to_us),
+            ),
+            (
+                "SELECT coalesce(sum(amount), 0) FROM naive_holds"
+                " WHERE subject = ? AND expires > ?",
+                (subject, now),
+            ),
+        ]
         if self.pg:
             with c.transaction():
                 c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (subject,))
@@ -250,8 +265,10 @@ class Store:
                 ok = counts[0] < limit and float(counts[1]) + float(counts[2]) + amount <= budget
                 if ok:
                     c.execute("INSERT INTO naive_requests VALUES (%s, %s)", (subject, now))
-                    c.execute("INSERT INTO naive_holds VALUES (%s, %s, %s)",
-                              (subject, amount, now + 300_000_000))  # fmt: skip
+                    c.execute(
+                        "INSERT INTO naive_holds VALUES (%s, %s, %s)",
+                        (subject, amount, now + 300_000_000),
+                    )
         else:
             c.execute("BEGIN IMMEDIATE")
             try:
@@ -259,8 +276,10 @@ class Store:
                 ok = counts[0] < limit and float(counts[1]) + float(counts[2]) + amount <= budget
                 if ok:
                     c.execute("INSERT INTO naive_requests VALUES (?, ?)", (subject, now))
-                    c.execute("INSERT INTO naive_holds VALUES (?, ?, ?)",
-                              (subject, amount, now + 300_000_000))  # fmt: skip
+                    c.execute(
+                        "INSERT INTO naive_holds VALUES (?, ?, ?)",
+                        (subject, amount, now + 300_000_000),
+                    )
                 c.execute("COMMIT")
             except BaseException:
                 c.execute("ROLLBACK")
