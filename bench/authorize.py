@@ -4,8 +4,8 @@ and one reserve, beside a naive reference that counts and sums raw rows.
 Ours: a catalog made over the public API on the data set's server — a rate limit (600 per
 MINUTE, the guide's Pro), a token budget on the data set's meter (large enough never to
 refuse), model tiers (ENUM) — on one plan, and one customer for each of the first 20 data-set
-subjects (reference = subject, so the subject's events are its usage). Each call checks a model, consumes one
-request and reserves 1 token (TTL 300 s), cycling over the customers.
+subjects (reference = subject, so the subject's events are its usage). Each call checks a
+model, consumes one request and reserves 1 token (TTL 300 s), cycling over the customers.
 
 Naive (bench/refapp.py ``POST /naive/authorize/{subject}``): what an application writes by
 hand, exact only because it serialises per customer — in one transaction: COUNT the
