@@ -299,3 +299,17 @@ def test_concurrent_consumes_allow_exactly_the_limit(svc: EnforcementService) ->
 
     with ThreadPoolExecutor(8) as pool:
         assert sum(pool.map(one, range(20))) == 3
+
+
+def test_concurrent_requests_with_one_key_apply_once(svc: EnforcementService) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {
+        "reserve": [{"feature_reference": "monthly_token_budget", "amount": 10}],
+        "idempotency_key": "same",
+    }
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: auth(svc, "acme", **body), range(16)))
+    assert len({a.reservation_id for a in answers}) == 1
+    assert sum(not a.replayed for a in answers) == 1
+    assert svc.held("id-acme") == {"monthly_token_budget": Decimal(10)}

@@ -212,10 +212,11 @@ class EnforcementService:
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
         cid = who[0]
         keys = [_key(cid, f) for f in req.lock_features()]
+        once = None
         if req.idempotency_key is not None:
-            keys.append(_key(cid, "idempotency", req.idempotency_key))
+            once = _key(cid, "idempotency", req.idempotency_key)
         denial: DomainError | None = None
-        with self._store.session(keys) as session:
+        with self._store.session(keys, once=once) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
                 customer_ref, customer=who, reserving=req.reserved_features()

@@ -4,7 +4,8 @@ make one customer's decisions exact across replicas.
 Exactness: every authorize and settlement runs inside :meth:`EnforcementStore.session` over
 the (customer, feature) keys it touches. On PostgreSQL the session is one transaction that
 first takes a row lock per key (``INSERT ... ON CONFLICT DO NOTHING`` then ``SELECT ... FOR
-UPDATE`` in sorted order, so two sessions never wait on each other crosswise); reads made on
+UPDATE`` in sorted order, so two sessions never wait on each other crosswise), then an
+advisory lock for an idempotency key; reads made on
 other connections while it is open (the budget's balance) see everything committed by the
 sessions before it, and its writes commit when it ends. On SQLite (one server process) the
 keys are in-process locks and every write is one ``BEGIN IMMEDIATE`` transaction.
@@ -81,26 +82,32 @@ class EnforcementStore:
         self._sessions = threading.BoundedSemaphore(max(1, max_sessions))
 
     @contextmanager
-    def session(self, keys: Sequence[str]) -> Iterator[Session]:
-        if not keys:
+    def session(self, keys: Sequence[str], *, once: str | None = None) -> Iterator[Session]:
+        """Hold ``keys`` (a customer's features: a lock row each on PostgreSQL, bounded by
+        customers × features) and ``once`` (an idempotency key: a transaction-scoped advisory
+        lock on PostgreSQL, so one-off keys leave no rows behind) until the session ends."""
+        if not keys and once is None:
             yield Session(self.db, None)
             return
         if self.db.dialect != "postgresql":
-            with self._local_locks.held(keys):
+            with self._local_locks.held([*keys, *([once] if once else [])]):
                 yield Session(self.db, None)
             return
         ordered = sorted(set(keys))
         with self._sessions, self.db.write() as tx:
-            tx.execute(
-                "INSERT INTO enforcement_locks (lock_key) SELECT unnest(?::text[])"
-                " ON CONFLICT DO NOTHING",
-                [ordered],
-            )
-            tx.execute(
-                "SELECT lock_key FROM enforcement_locks WHERE lock_key = ANY(?::text[])"
-                " ORDER BY lock_key FOR UPDATE",
-                [ordered],
-            )
+            if ordered:
+                tx.execute(
+                    "INSERT INTO enforcement_locks (lock_key) SELECT unnest(?::text[])"
+                    " ON CONFLICT DO NOTHING",
+                    [ordered],
+                )
+                tx.execute(
+                    "SELECT lock_key FROM enforcement_locks WHERE lock_key = ANY(?::text[])"
+                    " ORDER BY lock_key FOR UPDATE",
+                    [ordered],
+                )
+            if once is not None:  # taken last: a session holding it waits for nothing more
+                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (once,))
             yield Session(self.db, tx)
 
 
