@@ -1,7 +1,8 @@
 """Enforcement under concurrency over HTTP: SQLite (one server process, many threads) and
 three server processes on one PostgreSQL database. N concurrent reserves of A against a
 remaining R succeed exactly floor(R / A) times; a rate limit of L allows exactly L of many
-concurrent requests spread over the replicas; commits retried on other replicas count once."""
+concurrent requests spread over the replicas; commits retried on other replicas count once; one
+idempotency key sent to every replica at once applies once."""
 
 from __future__ import annotations
 
@@ -127,3 +128,25 @@ def test_rate_limit_exact_across_replicas(
             int(r.json()["remaining"][g.rpm]) for r in answers if r.status_code == 200
         )
         assert remaining == list(range(10))  # each allowed request saw a distinct count
+
+
+def test_one_idempotency_key_applies_once_across_replicas(
+    backend: str, new_db_url: Callable[[], str], make_server: Callable[..., ServerProcess]
+) -> None:
+    servers = _servers(backend, new_db_url(), make_server)
+    with servers[0].client() as c:
+        g = build_guide(c, budget=1000)
+    body = {
+        "consume": [{"feature_reference": g.rpm}],
+        "reserve": [{"feature_reference": g.budget, "amount": 100}],
+        "idempotency_key": "one-key",
+    }
+    path = f"/v1/customers/{g.customer}/authorize"
+    with Spread(servers) as spread, ThreadPoolExecutor(THREADS) as pool:
+        answers = list(pool.map(lambda i: spread.post(i, path, body), range(24)))
+    assert [r.status_code for r in answers] == [200] * 24
+    assert len({r.json()["reservation_id"] for r in answers}) == 1
+    assert sum("idempotent-replayed" not in r.headers for r in answers) == 1
+    with servers[-1].client() as c:
+        left = c.post(path, json={"consume": body["consume"]})
+        assert left.json()["remaining"] == {g.rpm: "1"}  # 3 per minute: 1 + this one used
