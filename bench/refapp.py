@@ -13,6 +13,9 @@ Naive endpoints (what a user would write; blocking SQL on the thread pool, like 
   GET  /naive/query/one?subject=S        one subject, 30 days, DAY windows, over raw events
   GET  /naive/query/all                  all subjects × model × DAY, over raw events
   POST /naive/events                     json.loads + INSERT … ON CONFLICT DO NOTHING
+  POST /naive/authorize/{subject}        count and sum raw rows in one serialised transaction:
+                                         requests of the last minute, the period's tokens,
+                                         held reservations; then insert a request and a hold
 """
 
 from __future__ import annotations
@@ -108,6 +111,20 @@ def create_app(db_url: str | None, ingest_url: str | None) -> Starlette:
 
         return Response(await run_in_threadpool(run), media_type="application/json")
 
+    if store is not None:
+        store.create_authorize_tables()
+
+    async def naive_authorize(request: Request) -> Response:
+        assert store is not None
+        await request.body()
+        subject = request.path_params["subject"]
+
+        def run() -> tuple[int, bytes]:
+            return store.naive_authorize(NAIVE_TABLE, subject, D.T0_US, D.T_END_US)
+
+        status, out = await run_in_threadpool(run)
+        return Response(out, status_code=status, media_type="application/json")
+
     async def naive_events(request: Request) -> Response:
         assert ingest is not None
         payload = json.loads(await request.body())
@@ -124,6 +141,7 @@ def create_app(db_url: str | None, ingest_url: str | None) -> Starlette:
             Route("/naive/query/one", naive_query_one),
             Route("/naive/query/all", naive_query_all),
             Route("/naive/events", naive_events, methods=["POST"]),
+            Route("/naive/authorize/{subject}", naive_authorize, methods=["POST"]),
         ]
     )
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from bench import authorize as A
 from bench import bulk, catalog_call
 from bench import data as D
 from bench import project as P
@@ -208,16 +209,22 @@ def _warm(fn: Callable[[str], Any], keys: list[str]) -> dict[str, Any]:
 
 
 def http_latency(
-    base_url: str, paths: list[str], warmup: list[str] | None = None, expect: int = 200
+    base_url: str,
+    paths: list[str],
+    warmup: list[str] | None = None,
+    expect: int = 200,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> dict[str, Any]:
     """One keep-alive client, one request at a time; latency as the client sees it."""
     conn = Conn(base_url)
+    ct = "application/json" if body is not None else None
     try:
-        warm = _warm(lambda p: conn.request("GET", p), warmup or [])
-        reqs = [conn.prepare("GET", p) for p in paths]
+        warm = _warm(lambda p: conn.request(method, p, body, ct), warmup or [])
+        reqs = [conn.prepare(method, p, body, ct) for p in paths]
         status0, body0 = conn.send_raw(reqs[0])
         if status0 != expect:
-            return {"error": f"GET {paths[0]} -> {status0}: {body0[:300]!r}"}
+            return {"error": f"{method} {paths[0]} -> {status0}: {body0[:300]!r}"}
         clock = time.perf_counter_ns
         lat = []
         bad = 0
@@ -241,8 +248,15 @@ def http_latency(
         conn.close()
 
 
-def http_throughput(base_url: str, paths: list[str], concurrency: int) -> dict[str, Any]:
-    reqs = [build_request(base_url, "GET", p) for p in paths]
+def http_throughput(
+    base_url: str,
+    paths: list[str],
+    concurrency: int,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> dict[str, Any]:
+    ct = "application/json" if body is not None else None
+    reqs = [build_request(base_url, method, p, body, ct) for p in paths]
     blast(base_url, reqs[: min(len(reqs), 100)], concurrency, BUDGET["seconds"] / 4)  # warm-up
     res = blast(base_url, reqs, concurrency, BUDGET["seconds"])
     out = blast_stats(res, 1)
@@ -619,6 +633,7 @@ class Run:
             )
 
             log("    value checks over HTTP done")
+            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle, floor, floor_tp)
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
@@ -723,6 +738,58 @@ class Run:
         for f in figs:
             f["dataset"] = info
         return figs
+
+    def authorize(
+        self,
+        url: str,
+        ref_url: str,
+        tag: str,
+        size: int,
+        subjects: list[str],
+        cycle: list[str],
+        floor: dict[str, Any],
+        tp_floor: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """One check, one consume, one reserve per call (bench/authorize.py); the floors are
+        the value check's (the bare endpoint, measured just before)."""
+        plan = self.plan
+        log(f"    authorize at {tag}")
+        customers = subjects[: min(len(subjects), 20)]
+        names = A.setup(url, D.METER_SLUG, customers)
+        payload = A.body(names)
+        calls = [customers[i % len(customers)] for i in range(len(cycle))]
+        ours_paths = [f"/v1/customers/{c}/authorize" for c in calls]
+        naive_paths = [f"/naive/authorize/{c}" for c in calls]
+        A.check(url, ours_paths[0], payload)
+        lat = guarded(lambda: http_latency(url, ours_paths, method="POST", body=payload))
+        naive = guarded(lambda: http_latency(ref_url, naive_paths, method="POST", body=payload))
+        n = min(len(ours_paths), plan.value_throughput)
+        tp = guarded(
+            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload)
+        )
+        tp_naive = guarded(
+            lambda: http_throughput(ref_url, naive_paths[:n], plan.concurrency, "POST", payload)
+        )
+        return [
+            figure(
+                f"authorize.http.{size}",
+                f"authorize over HTTP (1 check, 1 consume, 1 reserve), 1 client, {tag}",
+                "latency",
+                lat,
+                naive,
+                floor,
+                size=size,
+            ),
+            figure(
+                f"authorize.http.throughput.{size}",
+                f"authorizes/s over HTTP, {plan.concurrency} clients, {tag}",
+                "throughput",
+                tp,
+                tp_naive,
+                tp_floor,
+                size=size,
+            ),
+        ]
 
     # -------------------------------------------------------------- all
 
@@ -865,6 +932,7 @@ def scale_figures(
         "value.inproc",
         "value.http.heavy",
         "value.inproc.heavy",
+        "authorize.http",
     ),
 ) -> list[dict[str, Any]]:
     """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2)."""

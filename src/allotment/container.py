@@ -22,6 +22,8 @@ from allotment.services.catalog_meter_data import MeterDataService
 from allotment.services.catalog_subscriptions import SubscriptionService
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
+from allotment.services.enforcement import EnforcementService
+from allotment.services.enforcement_source import EnforcementCatalog
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
@@ -38,6 +40,7 @@ from allotment.services.value_cache import enabled as value_cache_enabled
 from allotment.services.webhooks import DeliverySettings, WebhookDelivery
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.enforcement_repo import EnforcementStore
 from allotment.storage.key_revocations import RevocationListener
 
 log = logging.getLogger("allotment")
@@ -77,6 +80,14 @@ class Container:
         self.customers.add_guard(self.customer_entitlements)
         self.meter_data = MeterDataService(
             clock, self.customers, self.subscriptions, self.meters, self.meter_queries
+        )
+        self.enforcement = EnforcementService(
+            EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
+            EnforcementCatalog(
+                self.customers, self.subscriptions, self.catalog, self.meters, self.meter_data
+            ),
+            self.events,
+            clock,
         )
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)

@@ -56,3 +56,16 @@ NOTIFICATION_RULE_FEATURES_MAX = 100
 WEBHOOK_URL_LENGTH_MAX = 2048
 WEBHOOK_CUSTOM_HEADERS_MAX = 50
 WEBHOOK_HEADER_VALUE_LENGTH_MAX = 4096
+# Enforcement (POST /v1/customers/{ref}/authorize, reservations)
+AUTHORIZE_ITEMS_MAX = 64
+"""Items in each of ``checks``, ``consume`` and ``reserve`` of one authorize."""
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+"""Characters of an ``idempotency_key``."""
+IDEMPOTENCY_TTL_SECONDS = 86_400
+"""How long the first answer of an ``idempotency_key`` is kept and returned again (24 h)."""
+RATE_CONSUME_AMOUNT_MAX = 1_000_000
+"""Requests one consume item may count against a rate limit."""
+RESERVATION_TTL_SECONDS_MAX = 86_400
+"""Longest ``ttl_seconds`` of a reservation (1 day)."""
+RESERVATION_TTL_SECONDS_DEFAULT = 300
+"""``ttl_seconds`` when a reserve item leaves it out."""

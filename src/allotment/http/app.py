@@ -26,6 +26,7 @@ from allotment.http.routes import (
     system,
     v1_api_keys,
     v1_audit_events,
+    v1_authorize,
     v1_customers,
     v1_features,
     v1_pricing_plans,
@@ -57,6 +58,7 @@ def all_routes() -> list[BaseRoute]:
         *v1_api_keys.ROUTES,
         *v1_audit_events.ROUTES,
         *notifications.ROUTES,
+        *v1_authorize.ROUTES,
     ]
 
 

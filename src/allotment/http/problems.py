@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from allotment.domain import errors
+from allotment.http.rate_limit_fields import problem_headers
 from allotment.http.responses import problem_response
 from allotment.http.v1_conventions import is_v1, problem_fields
 
@@ -27,6 +28,8 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
+    errors.PaymentRequired: 402,
+    errors.TooManyRequests: 429,
     errors.PreconditionFailed: 412,
     errors.Unavailable: 503,
     errors.InvariantViolation: 500,
@@ -51,7 +54,7 @@ async def domain_error_handler(request: Request, exc: Exception) -> Response:
     if status >= 500 and status != 503:
         log.error("internal error on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(status, instance=_instance(request))
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else problem_headers(exc)
     return problem_response(
         status,
         exc.detail,

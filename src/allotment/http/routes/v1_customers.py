@@ -8,6 +8,7 @@ the customer service's; the fields are renamed in its messages.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from starlette.requests import Request
@@ -122,7 +123,7 @@ async def delete_customer(request: Request) -> Response:
     return no_content()
 
 
-def item_json(item: EntitledItem) -> dict[str, Any]:
+def item_json(item: EntitledItem, reserved: Decimal | None = None) -> dict[str, Any]:
     """catalog.md §5: the typed value, its type, where it came from; budgets with usage."""
     e, f = item.effective, item.feature
     out: dict[str, Any] = {"feature_reference": f.reference, "type": f.type, **e.value.data}
@@ -132,8 +133,12 @@ def item_json(item: EntitledItem) -> dict[str, Any]:
     out["pricing_plan_reference"] = item.plan_reference
     if item.budget is not None:
         b = item.budget
-        remaining = "unlimited" if e.value.unlimited else dec(b.remaining)
+        # held reservations lower what remains (docs/api/enforcement.md)
+        left = b.remaining - reserved if reserved else b.remaining
+        remaining = "unlimited" if e.value.unlimited else dec(left)
         out.update(usage=dec(b.usage), remaining=remaining, has_access=b.has_access)
+        if reserved:
+            out["reserved"] = dec(reserved)
         if b.period_from is not None and b.period_to is not None:
             out["period"] = {"from": format_rfc3339(b.period_from),
                              "to": format_rfc3339(b.period_to)}  # fmt: skip
@@ -144,7 +149,12 @@ async def customer_entitlements(request: Request) -> Response:
     c = container(request)
     ref = str(request.path_params["ref"])
     items = await call(c.subscriptions.entitlements, ref)
-    return json_response({"entitlements": [item_json(i) for i in items]})
+    held: dict[str, Decimal] = {}
+    if any(i.budget is not None for i in items):
+        held = await call(c.enforcement.held_for_customer, ref)
+    return json_response(
+        {"entitlements": [item_json(i, held.get(i.feature.reference)) for i in items]}
+    )
 
 
 async def meter_data(request: Request) -> Response:
