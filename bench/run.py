@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from bench import bulk
+from bench import authorize as A
+from bench import bulk, catalog_call
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
@@ -52,6 +53,11 @@ class Plan:
     query_all: int
     query_all_naive: int
     load_batch: int
+    catalog_sizes: list[int] = field(default_factory=lambda: [10_000])
+    """Events in the data sets of the one `/v1` call (bench/catalog_call.py)."""
+    catalog_calls: int = 2_000
+    catalog_http: bool = False
+    """Also the one call over HTTP (``catalog.http.<n>``; full mode, to keep quick under 2 min)."""
     ingest_replicas: tuple[int, ...] = ()
     """PostgreSQL only: batch ingest again with ``allotment serve --workers N`` for each N."""
     ingest_replica_events: int = 0
@@ -91,6 +97,9 @@ PLANS = {
         query_all=7,
         query_all_naive=2,
         load_batch=10_000,
+        catalog_sizes=[10_000, 1_000_000],
+        catalog_calls=20_000,
+        catalog_http=True,
         ingest_replicas=(1, 2, 3),
         ingest_replica_events=300_000,
     ),
@@ -207,16 +216,22 @@ def _warm(fn: Callable[[str], Any], keys: list[str]) -> dict[str, Any]:
 
 
 def http_latency(
-    base_url: str, paths: list[str], warmup: list[str] | None = None, expect: int = 200
+    base_url: str,
+    paths: list[str],
+    warmup: list[str] | None = None,
+    expect: int = 200,
+    method: str = "GET",
+    body: bytes | None = None,
 ) -> dict[str, Any]:
     """One keep-alive client, one request at a time; latency as the client sees it."""
     conn = Conn(base_url)
+    ct = "application/json" if body is not None else None
     try:
-        warm = _warm(lambda p: conn.request("GET", p), warmup or [])
-        reqs = [conn.prepare("GET", p) for p in paths]
+        warm = _warm(lambda p: conn.request(method, p, body, ct), warmup or [])
+        reqs = [conn.prepare(method, p, body, ct) for p in paths]
         status0, body0 = conn.send_raw(reqs[0])
         if status0 != expect:
-            return {"error": f"GET {paths[0]} -> {status0}: {body0[:300]!r}"}
+            return {"error": f"{method} {paths[0]} -> {status0}: {body0[:300]!r}"}
         clock = time.perf_counter_ns
         lat = []
         bad = 0
@@ -240,8 +255,15 @@ def http_latency(
         conn.close()
 
 
-def http_throughput(base_url: str, paths: list[str], concurrency: int) -> dict[str, Any]:
-    reqs = [build_request(base_url, "GET", p) for p in paths]
+def http_throughput(
+    base_url: str,
+    paths: list[str],
+    concurrency: int,
+    method: str = "GET",
+    body: bytes | None = None,
+) -> dict[str, Any]:
+    ct = "application/json" if body is not None else None
+    reqs = [build_request(base_url, method, p, body, ct) for p in paths]
     blast(base_url, reqs[: min(len(reqs), 100)], concurrency, BUDGET["seconds"] / 4)  # warm-up
     res = blast(base_url, reqs, concurrency, BUDGET["seconds"])
     out = blast_stats(res, 1)
@@ -655,6 +677,7 @@ class Run:
             )
 
             log("    value checks over HTTP done")
+            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle, floor, floor_tp)
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
@@ -760,6 +783,58 @@ class Run:
             f["dataset"] = info
         return figs
 
+    def authorize(
+        self,
+        url: str,
+        ref_url: str,
+        tag: str,
+        size: int,
+        subjects: list[str],
+        cycle: list[str],
+        floor: dict[str, Any],
+        tp_floor: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """One check, one consume, one reserve per call (bench/authorize.py); the floors are
+        the value check's (the bare endpoint, measured just before)."""
+        plan = self.plan
+        log(f"    authorize at {tag}")
+        customers = subjects[: min(len(subjects), 20)]
+        names = A.setup(url, D.METER_SLUG, customers)
+        payload = A.body(names)
+        calls = [customers[i % len(customers)] for i in range(len(cycle))]
+        ours_paths = [f"/v1/customers/{c}/authorize" for c in calls]
+        naive_paths = [f"/naive/authorize/{c}" for c in calls]
+        A.check(url, ours_paths[0], payload)
+        lat = guarded(lambda: http_latency(url, ours_paths, method="POST", body=payload))
+        naive = guarded(lambda: http_latency(ref_url, naive_paths, method="POST", body=payload))
+        n = min(len(ours_paths), plan.value_throughput)
+        tp = guarded(
+            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload)
+        )
+        tp_naive = guarded(
+            lambda: http_throughput(ref_url, naive_paths[:n], plan.concurrency, "POST", payload)
+        )
+        return [
+            figure(
+                f"authorize.http.{size}",
+                f"authorize over HTTP (1 check, 1 consume, 1 reserve), 1 client, {tag}",
+                "latency",
+                lat,
+                naive,
+                floor,
+                size=size,
+            ),
+            figure(
+                f"authorize.http.throughput.{size}",
+                f"authorizes/s over HTTP, {plan.concurrency} clients, {tag}",
+                "throughput",
+                tp,
+                tp_naive,
+                tp_floor,
+                size=size,
+            ),
+        ]
+
     # -------------------------------------------------------------- all
 
     def backend(self, name: str) -> dict[str, Any]:
@@ -771,7 +846,12 @@ class Run:
             sizes = self.plan.sizes
             for size in sizes:
                 out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
+            for size in self.plan.catalog_sizes:
+                out["figures"] += self.catalog(be, size)
         out["figures"] += scale_figures(out["figures"], sizes)
+        out["figures"] += scale_figures(
+            out["figures"], self.plan.catalog_sizes, ("catalog.inproc",)
+        )
         out["server_max_rss_mib"] = {
             k.split(":", 1)[1]: v / 1024
             for k, v in self.rss_max.items()
@@ -780,12 +860,104 @@ class Run:
         out["seconds"] = time.perf_counter() - t
         return out
 
+    # -------------------------------------------------------------- the one /v1 call
+
+    def catalog_dataset(self, be: Backend, size: int) -> tuple[str, dict[str, Any]]:
+        name = f"catalog_{size}_{P.schema_fingerprint()}"
+        if be.ready(name):
+            return be.db(name, fresh=False), {"cached": True, **be.info(name)}
+        url = be.db(name, fresh=True)
+        log(f"[{be.name}] building the one-call data set {name}: {size:,} events")
+        container = P.build_container(url, self.config)
+        st = Store(url)
+        try:
+            built = catalog_call.build(container, st, size, log)
+        finally:
+            st.close()
+            container.close()
+        be.mark(name, built)
+        return url, {"cached": False, **built}
+
+    def catalog(self, be: Backend, size: int) -> list[dict[str, Any]]:
+        """GET /v1/customers/{ref}/entitlements in process (10 features, 3 budgets) beside one
+        SQL aggregate over the raw events."""
+        url, info = self.catalog_dataset(be, size)
+        tag = f"{size:,} events"
+        log(f"[{be.name}] the one /v1 call in process at {tag}")
+        refs = [catalog_call.customer(i) for i in range(catalog_call.CUSTOMERS)]
+        rng = random.Random(3)
+        keys = [refs[rng.randrange(len(refs))] for _ in range(self.plan.catalog_calls)]
+        st = Store(url)
+
+        def ours() -> dict[str, Any]:
+            container = P.build_container(url, self.config)
+            try:
+                fn = container.subscriptions.entitlements
+                warm = _warm(fn, refs)
+                out = lat_stats(timed_calls(fn, keys))
+                out["warmup"] = warm
+                out["method"] = "container.subscriptions.entitlements(ref)"
+                out["sample"] = repr(fn(keys[0]))[:300]
+                return out
+            finally:
+                container.close()
+
+        def naive() -> dict[str, Any]:
+            fn = catalog_call.naive_call(st)
+            fn(keys[0])
+            out = lat_stats(timed_calls(fn, keys))
+            out["method"] = "plan values in memory + one GROUP BY type over raw events"
+            return out
+
+        def floor() -> dict[str, Any]:
+            st.ensure_point_table(refs)
+            for r in refs:
+                st.point_read(r)
+            out = lat_stats(timed_calls(st.point_read, keys))
+            out["method"] = "one primary-key row read (bench_point, 100 rows)"
+            return out
+
+        figs = [
+            figure(
+                f"catalog.inproc.{size}",
+                f"GET /v1/customers/{{ref}}/entitlements in process (10 features, 3 budgets), "
+                f"{tag}",
+                "latency",
+                guarded(ours),
+                guarded(naive),
+                guarded(floor),
+                size=size,
+                dataset=info,
+            )
+        ]
+        if self.plan.catalog_http:
+            paths = [f"/v1/customers/{k}/entitlements" for k in keys]
+            warm = [f"/v1/customers/{r}/entitlements" for r in refs]
+            with self.server(be, url, f"catalog-{size}") as srv, RefApp() as ref:
+                http = guarded(lambda: http_latency(srv.url, paths, warm))
+                bare = guarded(lambda: http_latency(ref.url, ["/floor/value"] * len(paths)))
+            figs.append(
+                figure(
+                    f"catalog.http.{size}",
+                    f"GET /v1/customers/{{ref}}/entitlements over HTTP, 1 keep-alive client, {tag}",
+                    "latency",
+                    http,
+                    None,
+                    bare,
+                    size=size,
+                )
+            )
+        st.close()
+        return figs
+
     def prepare(self) -> None:
         """Build and cache every data set of the plan (what a run would build), measure nothing."""
         for name in self.opts.backends:
             with Backend(name, self.opts) as be:
                 for size in self.plan.sizes:
                     self.dataset(be, size)
+                for size in self.plan.catalog_sizes:
+                    self.catalog_dataset(be, size)
 
     def run(self) -> dict[str, Any]:
         t = time.perf_counter()
@@ -796,14 +968,24 @@ class Run:
         return result
 
 
-def scale_figures(figs: list[dict[str, Any]], sizes: list[int]) -> list[dict[str, Any]]:
+def scale_figures(
+    figs: list[dict[str, Any]],
+    sizes: list[int],
+    stems: tuple[str, ...] = (
+        "value.http",
+        "value.inproc",
+        "value.http.heavy",
+        "value.inproc.heavy",
+        "authorize.http",
+    ),
+) -> list[dict[str, Any]]:
     """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2)."""
     if len(sizes) < 2:
         return []
     lo, hi = sizes[0], sizes[-1]
     by_id = {f["id"]: f for f in figs}
     out = []
-    for stem in ("value.http", "value.inproc", "value.http.heavy", "value.inproc.heavy"):
+    for stem in stems:
         a, b = by_id.get(f"{stem}.{lo}"), by_id.get(f"{stem}.{hi}")
         try:
             ratio = b["ours"]["p50_ms"] / a["ours"]["p50_ms"]  # type: ignore[index]

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -189,6 +190,80 @@ class Store:
 
     def point_read(self, key: str) -> Any:
         return self.q("SELECT v FROM bench_point WHERE k = ?", (key,))
+
+    # -- naive authorize (bench/authorize.py)
+
+    def create_authorize_tables(self) -> None:
+        amount = "NUMERIC" if self.pg else "TEXT"
+        self.q(
+            "CREATE TABLE IF NOT EXISTS naive_requests (subject TEXT NOT NULL, at BIGINT NOT NULL)"
+        )
+        self.q("CREATE INDEX IF NOT EXISTS naive_requests_at ON naive_requests (subject, at)")
+        self.q(
+            "CREATE TABLE IF NOT EXISTS naive_holds (subject TEXT NOT NULL, "
+            f"amount {amount} NOT NULL, expires BIGINT NOT NULL)"
+        )
+        self.q("CREATE INDEX IF NOT EXISTS naive_holds_expires ON naive_holds (subject, expires)")
+
+    def naive_authorize(
+        self,
+        table: str,
+        subject: str,
+        from_us: int,
+        to_us: int,
+        limit: int = 600,
+        budget: int = 10**12,
+        amount: int = 1,
+    ) -> tuple[int, bytes]:
+        import time as _time
+
+        now = int(_time.time() * 1_000_000)
+        c = self.conn()
+        statements = [
+            (
+                "SELECT count(*) FROM naive_requests WHERE subject = ? AND at > ?",
+                (subject, now - 60_000_000),
+            ),
+            (
+                f"SELECT coalesce(sum({self._num('tokens')}), 0) FROM {table} "
+                "WHERE subject = ? AND type = ? AND time >= ? AND time < ?",
+                (subject, D.EVENT_TYPE, from_us, to_us),
+            ),
+            (
+                "SELECT coalesce(sum(amount), 0) FROM naive_holds"
+                " WHERE subject = ? AND expires > ?",
+                (subject, now),
+            ),
+        ]
+        if self.pg:
+            with c.transaction():
+                c.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (subject,))
+                counts = [c.execute(q.replace("?", "%s"), p).fetchone()[0] for q, p in statements]
+                ok = counts[0] < limit and float(counts[1]) + float(counts[2]) + amount <= budget
+                if ok:
+                    c.execute("INSERT INTO naive_requests VALUES (%s, %s)", (subject, now))
+                    c.execute(
+                        "INSERT INTO naive_holds VALUES (%s, %s, %s)",
+                        (subject, amount, now + 300_000_000),
+                    )
+        else:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                counts = [c.execute(q, p).fetchone()[0] for q, p in statements]
+                ok = counts[0] < limit and float(counts[1]) + float(counts[2]) + amount <= budget
+                if ok:
+                    c.execute("INSERT INTO naive_requests VALUES (?, ?)", (subject, now))
+                    c.execute(
+                        "INSERT INTO naive_holds VALUES (?, ?, ?)",
+                        (subject, amount, now + 300_000_000),
+                    )
+                c.execute("COMMIT")
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+        if not ok:
+            return 429, b'{"allowed":false}'
+        return 200, json.dumps({"allowed": True, "remaining": limit - counts[0] - 1}).encode()
 
 
 def count_rows(store: Store, table: str) -> int:

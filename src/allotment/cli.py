@@ -222,7 +222,10 @@ def _migrate(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    print(f"{args.config}: OK ({len(settings.meters)} meter(s))")
+    catalog = settings.catalog or {}
+    features, plans = len(catalog.get("features") or []), len(catalog.get("plans") or [])
+    print(f"{args.config}: OK ({len(settings.meters)} meter(s), {features} catalog feature(s), "
+          f"{plans} plan(s))")  # fmt: skip
     return 0
 
 

@@ -3,7 +3,10 @@
 The config file is OpenMeter's format (a ``meters:`` list, see ``examples/config.yaml``); other
 OpenMeter sections (kafka, clickhouse, …) are ignored so the same file works for both.
 Allotment's own sections: ``database`` (``url``, ``pool``), ``server`` (``host``, ``port``),
-``portal`` (``tokenSecret``, ``tokenExpiration``).
+``portal`` (``tokenSecret``, ``tokenExpiration``), ``notifications`` (``allowPrivateAddresses``,
+``retrySchedule``, ``timeout``, ``lease``, ``sweepInterval``, ``tickInterval``; see
+docs/notifications.md), ``catalog`` (``features``, ``plans``: the `/v1` catalog as code,
+docs/catalog.md).
 """
 
 from __future__ import annotations
@@ -46,9 +49,21 @@ class Settings:
     config_path: str | None = None
     # --- ingest (metering): request body limit, lowered by tests to exercise N / N+1
     max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
+    catalog: Mapping[str, Any] | None = None
+    """The ``catalog:`` section (features and plans as code, docs/catalog.md), as written."""
     # --- API keys (docs/security.md)
     auth_mode: AuthMode = AuthMode.AUTO
     auth_cache_seconds: float = limits.AUTH_CACHE_SECONDS_DEFAULT
+    # --- notifications (docs/notifications.md)
+    webhook_allow_private: bool = False
+    """Let webhook URLs resolve to loopback/private ranges (self-hosted receivers, tests)."""
+    webhook_retry_schedule: str | None = None
+    """Delays before each retry, e.g. ``"5s,30s,2m,10m,1h"`` (default: 5 s … hourly, 24 h+)."""
+    webhook_timeout_seconds: float = 10.0
+    webhook_lease_seconds: float = 60.0
+    webhook_poll_seconds: float = 1.0
+    notifications_sweep_seconds: float = 60.0
+    notifications_tick_seconds: float = 1.0
 
 
 def _section(raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
@@ -72,10 +87,12 @@ def load_file(path: str) -> Settings:
     meters = raw.get("meters") or []
     if not isinstance(meters, list):
         raise ConfigError("config: 'meters' must be a list")
-    settings = Settings(meters=tuple(meters), config_path=path)
+    catalog = raw.get("catalog")
+    settings = Settings(meters=tuple(meters), config_path=path, catalog=catalog)
     database = _section(raw, "database")
     server = _section(raw, "server")
     portal = _section(raw, "portal")
+    notes = _section(raw, "notifications")
     pool = _section(database, "pool")
     try:
         settings = replace(
@@ -84,6 +101,16 @@ def load_file(path: str) -> Settings:
             host=str(server.get("host", settings.host)),
             port=int(server.get("port", settings.port)),
             portal_token_secret=portal.get("tokenSecret"),
+            webhook_allow_private=_flag(notes.get("allowPrivateAddresses", False)),
+            webhook_retry_schedule=_schedule(notes.get("retrySchedule")),
+            webhook_timeout_seconds=float(notes.get("timeout", settings.webhook_timeout_seconds)),
+            webhook_lease_seconds=float(notes.get("lease", settings.webhook_lease_seconds)),
+            notifications_sweep_seconds=float(
+                notes.get("sweepInterval", settings.notifications_sweep_seconds)
+            ),
+            notifications_tick_seconds=float(
+                notes.get("tickInterval", settings.notifications_tick_seconds)
+            ),
             pool=PoolSettings(
                 min_size=int(pool.get("minSize", PoolSettings.min_size)),
                 max_size=int(pool.get("maxSize", PoolSettings.max_size)),
@@ -100,6 +127,25 @@ def load_file(path: str) -> Settings:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config file {path}: {exc}") from exc
     return settings
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} is not a boolean")
+
+
+def _schedule(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
 
 
 ENV_VARS = {
@@ -122,6 +168,11 @@ ENV_VARS = {
     " (what --insecure-no-auth sets)",
     "ALLOTMENT_AUTH_CACHE_SECONDS": "how long a process reuses an API key lookup (default 1,"
     " 0..60; 0: every request reads the key, a revoke is effective everywhere at once)",
+    "ALLOTMENT_WEBHOOK_ALLOW_PRIVATE": "1: webhook URLs may resolve to loopback/private addresses",
+    "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE": "delays before each webhook retry, e.g. 5s,30s,2m,10m,1h",
+    "ALLOTMENT_WEBHOOK_TIMEOUT": "seconds one webhook request may take (10)",
+    "ALLOTMENT_WEBHOOK_LEASE": "seconds a replica holds a delivery it is sending (60)",
+    "ALLOTMENT_NOTIFICATIONS_SWEEP_INTERVAL": "seconds between full notification sweeps (60)",
 }
 
 
@@ -160,6 +211,23 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             auth_cache_seconds=float(
                 env.get("ALLOTMENT_AUTH_CACHE_SECONDS", settings.auth_cache_seconds)
             ),
+            webhook_allow_private=_flag(
+                env.get("ALLOTMENT_WEBHOOK_ALLOW_PRIVATE", settings.webhook_allow_private)
+            ),
+            webhook_retry_schedule=env.get(
+                "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE", settings.webhook_retry_schedule
+            ),
+            webhook_timeout_seconds=float(
+                env.get("ALLOTMENT_WEBHOOK_TIMEOUT", settings.webhook_timeout_seconds)
+            ),
+            webhook_lease_seconds=float(
+                env.get("ALLOTMENT_WEBHOOK_LEASE", settings.webhook_lease_seconds)
+            ),
+            notifications_sweep_seconds=float(
+                env.get(
+                    "ALLOTMENT_NOTIFICATIONS_SWEEP_INTERVAL", settings.notifications_sweep_seconds
+                )
+            ),
         )
     except InvalidInput as exc:
         raise ConfigError(f"environment: {exc.detail}") from exc
@@ -184,6 +252,23 @@ def validate(settings: Settings) -> None:
         )
     if settings.pool.statement_timeout_ms < 1:
         raise ConfigError("database pool: statementTimeout must be > 0 seconds")
+    if settings.webhook_retry_schedule is not None:
+        from allotment.domain.notifications import parse_schedule
+
+        try:
+            parse_schedule(settings.webhook_retry_schedule, "notifications.retrySchedule")
+        except InvalidInput as exc:
+            raise ConfigError(f"config: {exc.detail}") from exc
+    for name, value in (
+        ("notifications.timeout", settings.webhook_timeout_seconds),
+        ("notifications.lease", settings.webhook_lease_seconds),
+        ("notifications.sweepInterval", settings.notifications_sweep_seconds),
+        ("notifications.tickInterval", settings.notifications_tick_seconds),
+    ):
+        if not value > 0:
+            raise ConfigError(f"config: {name} must be > 0 seconds")
+    if settings.webhook_lease_seconds <= settings.webhook_timeout_seconds:
+        raise ConfigError("config: notifications.lease must be longer than notifications.timeout")
     seen: set[str] = set()
     for index, raw in enumerate(settings.meters):
         label = raw.get("slug") if isinstance(raw, Mapping) else None
@@ -197,3 +282,13 @@ def validate(settings: Settings) -> None:
         if meter.slug in seen:
             raise ConfigError(f"config: {where}: duplicate meter slug {meter.slug!r}")
         seen.add(meter.slug)
+    _validate_catalog(settings, seen)
+
+
+def _validate_catalog(settings: Settings, meter_slugs: set[str]) -> None:
+    from allotment.domain.catalog_config import check_catalog, parse_catalog
+
+    try:
+        check_catalog(parse_catalog(settings.catalog), meter_slugs)
+    except InvalidInput as exc:
+        raise ConfigError(f"config: {exc.detail}") from exc

@@ -16,20 +16,31 @@ from allotment.config import Settings
 from allotment.domain.timeutil import parse_rfc3339, to_micros
 from allotment.services.api_keys import ApiKeyService
 from allotment.services.audit import AuditService
+from allotment.services.catalog import CatalogService
+from allotment.services.catalog_entitlements import CatalogEntitlements
+from allotment.services.catalog_meter_data import MeterDataService
+from allotment.services.catalog_subscriptions import SubscriptionService
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
+from allotment.services.enforcement import EnforcementService
+from allotment.services.enforcement_source import EnforcementCatalog
 from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
 from allotment.services.grants import GrantService
 from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
+from allotment.services.notification_evaluator import NotificationEvaluator
+from allotment.services.notifications import NotificationService
+from allotment.services.outbound import OutboundPolicy
 from allotment.services.portal import PortalService
 from allotment.services.subjects import SubjectService
 from allotment.services.value_cache import ValueCache
 from allotment.services.value_cache import enabled as value_cache_enabled
+from allotment.services.webhooks import DeliverySettings, WebhookDelivery
 from allotment.storage import migrate
 from allotment.storage.database import Database, open_database
+from allotment.storage.enforcement_repo import EnforcementStore
 from allotment.storage.key_revocations import RevocationListener
 
 log = logging.getLogger("allotment")
@@ -55,7 +66,29 @@ class Container:
         self.entitlements = EntitlementService(db, clock, self.meters, self.meter_queries, cache)
         self.customers = CustomerService(db, clock)
         self.customer_entitlements = CustomerEntitlements(db, clock, self.entitlements, self.grants)
+        self.catalog = CatalogService(db, clock, self.meters)
+        # the subscription guard (400 while subscribed) runs before the entitlement one (409)
+        self.subscriptions = SubscriptionService(
+            db,
+            clock,
+            self.catalog,
+            self.customers,
+            CatalogEntitlements(
+                db, clock, self.meters, self.customer_entitlements, self.entitlements
+            ),
+        )
         self.customers.add_guard(self.customer_entitlements)
+        self.meter_data = MeterDataService(
+            clock, self.customers, self.subscriptions, self.meters, self.meter_queries
+        )
+        self.enforcement = EnforcementService(
+            EnforcementStore(db, max_sessions=settings.pool.max_size // 2),
+            EnforcementCatalog(
+                self.customers, self.subscriptions, self.catalog, self.meters, self.meter_data
+            ),
+            self.events,
+            clock,
+        )
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
         self.key_revocations = (
@@ -63,6 +96,44 @@ class Container:
             if db.dialect == "postgresql"
             else None
         )
+        self._wire_notifications()
+
+    def _wire_notifications(self) -> None:
+        from allotment.domain.notifications import DEFAULT_RETRY_SCHEDULE, parse_schedule
+
+        s = self.settings
+        policy = OutboundPolicy(allow_private=s.webhook_allow_private)
+        schedule = (
+            parse_schedule(s.webhook_retry_schedule, "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE")
+            if s.webhook_retry_schedule
+            else DEFAULT_RETRY_SCHEDULE
+        )
+        self.webhooks = WebhookDelivery(
+            self.db, self.clock, policy,
+            DeliverySettings(
+                retry_schedule=schedule, timeout_seconds=s.webhook_timeout_seconds,
+                lease_seconds=s.webhook_lease_seconds, poll_seconds=s.webhook_poll_seconds,
+            ),
+        )  # fmt: skip
+        # the payload renderer (wire forms) is installed by the HTTP layer: http.app
+        self.notifications = NotificationService(self.db, self.clock, policy, self.webhooks.wake)
+        self.notify_evaluator: NotificationEvaluator | None = None
+
+    def start_background(self) -> None:
+        """Start the serve process's background workers: the notification evaluator and
+        webhook delivery (after :meth:`start`; stopped by :meth:`close`)."""
+        s = self.settings
+        evaluator = NotificationEvaluator(
+            self.db, self.clock, self.notifications, self.entitlements,
+            tick_seconds=s.notifications_tick_seconds,
+            sweep_seconds=s.notifications_sweep_seconds,
+        )  # fmt: skip
+        self.notify_evaluator = evaluator
+        self.events.after_commit = evaluator.touched
+        self.entitlements.on_scope_change = evaluator.scope_changed
+        self.grants.on_scope_change = evaluator.scope_changed
+        evaluator.start()
+        self.webhooks.start()
 
     def now_us(self) -> int:
         return to_micros(self.clock.now())
@@ -73,6 +144,9 @@ class Container:
         for m in applied:
             log.info("applied migration %s_%s", m.version, m.name)
         self.meters.sync_config(self.settings.meters)
+        if self.settings.catalog:
+            for item, what in self.catalog.apply_config(self.settings.catalog).items():
+                log.info("config catalog: %s %s", item, what)
         if self.key_revocations is not None:
             self.key_revocations.start()
 
@@ -80,6 +154,9 @@ class Container:
         if self.key_revocations is not None:
             self.key_revocations.close()
         self.events.close()  # the group-commit writer finishes what is queued first
+        if self.notify_evaluator is not None:
+            self.notify_evaluator.stop()
+        self.webhooks.stop()
         self.db.close()
 
 

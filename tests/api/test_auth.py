@@ -169,6 +169,31 @@ def test_admin_changes_are_audited_with_before_and_after(keyed: tuple[ServerProc
         check_refused(c.get("/v1/audit-events", headers=bearer(reader)), 403, ["admin"])
 
 
+def test_webhook_signing_secrets_stay_with_admin_keys(keyed: tuple[ServerProcess, str]) -> None:
+    """A channel's answer carries its signing secret: reading channels needs an admin key
+    (a read key still reads rules and events), and the audit trail redacts the secret."""
+    server, admin = keyed
+    with server.client() as c:
+        body = {"name": unique("r").replace("_", "-"), "scope": "read"}
+        reader = _ok(c.post("/v1/api-keys", json=body, headers=bearer(admin)), 201)["secret"]
+        secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+        made = _ok(c.post("/api/v1/notification/channels", headers=bearer(admin), json={
+            "type": "WEBHOOK", "name": "hook", "url": "https://93.184.216.34/hook",
+            "signingSecret": secret, "disabled": True}), 201)  # fmt: skip
+        [event] = _audit(c, admin, limit=1)["data"]
+        assert event["route"] == "/api/v1/notification/channels"
+        assert secret not in json.dumps(event)
+        for path in (
+            "/api/v1/notification/channels",
+            f"/api/v1/notification/channels/{made['id']}",
+        ):
+            check_refused(c.get(path, headers=bearer(reader)), 403, ["admin"])
+        assert c.get(f"/api/v1/notification/channels/{made['id']}",
+                     headers=bearer(admin)).json()["signingSecret"] == secret  # fmt: skip
+        for path in ("/api/v1/notification/rules", "/api/v1/notification/events"):
+            assert c.get(path, headers=bearer(reader)).status_code == 200
+
+
 # ---------------------------------------------------------------- the fast paths
 
 

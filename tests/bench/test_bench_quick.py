@@ -22,10 +22,13 @@ EXPECTED = [
     "value.http.10000",
     "value.http.heavy.10000",
     "value.http.throughput.10000",
+    "authorize.http.10000",
+    "authorize.http.throughput.10000",
     "query.one.10000",
     "query.all.10000",
     "value.inproc.10000",
     "value.inproc.heavy.10000",
+    "catalog.inproc.10000",
 ]
 
 

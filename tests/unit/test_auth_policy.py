@@ -93,6 +93,25 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v2/entitlements"): "read",
     ("POST", "/api/v2/customers/{c}/entitlements/{e}/reset"): "admin",
 }
+N = "/api/v1/notification"
+NOTIFICATION_ROUTES: dict[tuple[str, str], str] = {
+    # channel reads answer the webhook signing secret: admin, like the keys
+    ("GET", N + "/channels"): "admin",
+    ("POST", N + "/channels"): "admin",
+    ("GET", N + "/channels/{channelId}"): "admin",
+    ("PUT", N + "/channels/{channelId}"): "admin",
+    ("DELETE", N + "/channels/{channelId}"): "admin",
+    ("GET", N + "/rules"): "read",
+    ("POST", N + "/rules"): "admin",
+    ("GET", N + "/rules/{ruleId}"): "read",
+    ("PUT", N + "/rules/{ruleId}"): "admin",
+    ("DELETE", N + "/rules/{ruleId}"): "admin",
+    ("POST", N + "/rules/{ruleId}/test"): "admin",
+    ("GET", N + "/events"): "read",
+    ("GET", N + "/events/{eventId}"): "read",
+    ("POST", N + "/events/{eventId}/resend"): "admin",
+}
+EXPECTED.update(NOTIFICATION_ROUTES)
 
 ALLOWED = {
     "public": set(Scope),
@@ -138,6 +157,13 @@ def test_a_concrete_path_is_classified_as_its_template(method: str, path: str) -
     for value in ("x1", "value", "entitlements", "query", "api-keys", "01ABC"):
         concrete = re.sub(r"\{[^}]+\}", value, path)
         assert rule_for(method, concrete) is rule_for(method, path), (concrete, value)
+
+
+def test_every_notification_route_is_served_and_classified_by_a_notification_rule() -> None:
+    routes = {(m, p) for m, p in served() if p.startswith(N)}
+    assert routes == set(NOTIFICATION_ROUTES)  # a new notification route must be listed here
+    for method, path in routes:
+        assert rule_for(method, path).pattern[:3] == ("api", "v1", "notification"), path
 
 
 def test_unlisted_methods_and_prefixes_need_an_admin_key() -> None:

@@ -12,6 +12,8 @@ The one mapping to HTTP lives in ``allotment.http.problems``.
     ├── Forbidden             credentials do not allow this            (403)
     ├── PreconditionFailed    the named thing is in a state that forbids this (412),
     │                         e.g. a deleted customer
+    ├── PaymentRequired       a budget does not cover the request      (402)
+    ├── TooManyRequests       a rate limit is reached                  (429)
     ├── Unavailable           a dependency (the database) is down      (503)
     └── InvariantViolation    our bug: an internal check failed        (500)
 """
@@ -65,6 +67,14 @@ class Unauthorized(DomainError):
 
 class Forbidden(DomainError):
     code = "forbidden"
+
+
+class PaymentRequired(DomainError):
+    code = "payment_required"
+
+
+class TooManyRequests(DomainError):
+    code = "too_many_requests"
 
 
 class PreconditionFailed(DomainError):

@@ -28,6 +28,13 @@ HISTORY_WINDOWS_MAX = 10_000
 # Customers
 CUSTOMER_SUBJECT_KEYS_MAX = 100
 """Subject keys (``usageAttribution.subjectKeys``) of one customer."""
+
+# Catalog (/v1)
+ENUM_VALUES_MAX = 100
+"""``enum_values`` of one ENUM feature."""
+PLAN_ENTITLEMENTS_MAX = 200
+"""Entries of one ``entitlements`` list (a plan version, or one subscription PATCH)."""
+
 # API keys and audit
 AUTH_CACHE_SECONDS_MAX = 60.0
 """Longest an API key lookup may be reused without reading the database (docs/security.md: the
@@ -40,3 +47,25 @@ AUDIT_LIST_LIMIT_MAX = 1000
 AUDIT_LIST_LIMIT_DEFAULT = 100
 AUDIT_BODY_BYTES_MAX = 64 * 1024
 """A change's before/after JSON is kept whole up to this size, else recorded as truncated."""
+# Notifications (docs/notifications.md)
+NOTIFICATION_NAME_MAX = 256
+NOTIFICATION_THRESHOLDS_MAX = 10
+"""Thresholds in one balance-threshold rule (OpenMeter's maxItems)."""
+NOTIFICATION_RULE_CHANNELS_MAX = 100
+NOTIFICATION_RULE_FEATURES_MAX = 100
+WEBHOOK_URL_LENGTH_MAX = 2048
+WEBHOOK_CUSTOM_HEADERS_MAX = 50
+WEBHOOK_HEADER_VALUE_LENGTH_MAX = 4096
+# Enforcement (POST /v1/customers/{ref}/authorize, reservations)
+AUTHORIZE_ITEMS_MAX = 64
+"""Items in each of ``checks``, ``consume`` and ``reserve`` of one authorize."""
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+"""Characters of an ``idempotency_key``."""
+IDEMPOTENCY_TTL_SECONDS = 86_400
+"""How long the first answer of an ``idempotency_key`` is kept and returned again (24 h)."""
+RATE_CONSUME_AMOUNT_MAX = 1_000_000
+"""Requests one consume item may count against a rate limit."""
+RESERVATION_TTL_SECONDS_MAX = 86_400
+"""Longest ``ttl_seconds`` of a reservation (1 day)."""
+RESERVATION_TTL_SECONDS_DEFAULT = 300
+"""``ttl_seconds`` when a reserve item leaves it out."""

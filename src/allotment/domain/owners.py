@@ -37,6 +37,14 @@ class Owner:
         reload, never a stale answer)."""
         return CUSTOMER_SCOPE_PREFIX + self.customer_id if self.is_customer else self.subject_key
 
+    @staticmethod
+    def of_scope(scope: str) -> tuple[Owner, ...]:
+        """The owners a freshness-counter scope may name: a subject, or for a name with the
+        customer prefix that customer (and the subject literally so named)."""
+        if scope.startswith(CUSTOMER_SCOPE_PREFIX) and len(scope) > len(CUSTOMER_SCOPE_PREFIX):
+            return (Owner.customer(scope[len(CUSTOMER_SCOPE_PREFIX) :]), Owner.subject(scope))
+        return (Owner.subject(scope),)
+
     def describe(self) -> str:
         return (
             f"customer {self.customer_id}" if self.is_customer else f"subject {self.subject_key!r}"

@@ -20,11 +20,17 @@ from allotment.http.routes import (
     grants,
     meter_queries,
     meters,
+    notifications,
     portal,
     subjects,
     system,
     v1_api_keys,
     v1_audit_events,
+    v1_authorize,
+    v1_customers,
+    v1_features,
+    v1_pricing_plans,
+    v1_subscriptions,
     v2_entitlements,
 )
 
@@ -45,8 +51,14 @@ def all_routes() -> list[BaseRoute]:
         *portal.ROUTES,
         *customers.ROUTES,
         *v2_entitlements.ROUTES,
+        *v1_features.ROUTES,
+        *v1_pricing_plans.ROUTES,
+        *v1_subscriptions.ROUTES,
+        *v1_customers.ROUTES,
         *v1_api_keys.ROUTES,
         *v1_audit_events.ROUTES,
+        *notifications.ROUTES,
+        *v1_authorize.ROUTES,
     ]
 
 
@@ -57,6 +69,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        container.start_background()  # notification evaluator and webhook delivery
         yield
         container.close()
 
@@ -66,6 +79,7 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
         lifespan=lifespan,
     )
     app.state.container = container
+    container.notifications.render = notifications.render_payload  # the webhook wire forms
     # cache hits of the value check and small valid event batches are answered before
     # Starlette's routing (same answers; everything else goes through the routes)
     if not fast_paths:

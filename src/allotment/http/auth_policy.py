@@ -15,7 +15,8 @@ methods admin, except the hot-path routes named here. A path no rule covers need
     runtime-read  entitlement values and a customer's entitlements: runtime or read
     runtime       authorize, reservations: runtime
     read          every other GET (and the meter query sent as POST): read
-    admin         everything else, and the keys and the audit trail whatever the method
+    admin         everything else, and the keys, the audit trail and notification channels
+                  (their signing secrets) whatever the method
 """
 
 from __future__ import annotations
@@ -93,6 +94,13 @@ RULES: tuple[Rule, ...] = (
     _rule(GET, "/v1/reservations/**", RUNTIME_READ),
     _rule(frozenset({"POST"}), "/v1/customers/*/authorize", RUNTIME),
     _rule(CHANGE, "/v1/reservations/**", RUNTIME),
+    # notifications: managing channels, rules and events (test, resend) is admin; reading
+    # rules and events is read, but a channel's answer carries its webhook signing secret
+    # (whoever holds it can forge deliveries to the receiver), so channel reads are admin
+    _rule(GET, "/api/v1/notification/channels/**", ADMIN),
+    _rule(GET, "/api/v1/notification/rules/**", READ),
+    _rule(GET, "/api/v1/notification/events/**", READ),
+    _rule(CHANGE, "/api/v1/notification/**", ADMIN),
     # a read sent as POST (OpenMeter's meter query with a body)
     _rule(frozenset({"POST"}), "/api/v1/meters/*/query", READ),
     # everything else under the three APIs: GET reads, other methods change things

@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from allotment.domain import errors
+from allotment.http.rate_limit_fields import problem_headers
 from allotment.http.responses import problem_response
+from allotment.http.v1_conventions import is_v1, problem_fields
 
 log = logging.getLogger("allotment.http")
 
@@ -26,6 +28,8 @@ STATUS_BY_ERROR: dict[type[errors.DomainError], int] = {
     errors.Conflict: 409,
     errors.Unauthorized: 401,
     errors.Forbidden: 403,
+    errors.PaymentRequired: 402,
+    errors.TooManyRequests: 429,
     errors.PreconditionFailed: 412,
     errors.Unavailable: 503,
     errors.InvariantViolation: 500,
@@ -50,14 +54,20 @@ async def domain_error_handler(request: Request, exc: Exception) -> Response:
     if status >= 500 and status != 503:
         log.error("internal error on %s %s: %s", request.method, request.url.path, exc)
         return problem_response(status, instance=_instance(request))
-    headers = {"Retry-After": "1"} if status == 503 else None
+    headers = {"Retry-After": "1"} if status == 503 else problem_headers(exc)
     return problem_response(
         status,
         exc.detail,
         extensions=exc.extensions or None,
         instance=_instance(request),
         headers=headers,
+        top=_v1(request, exc, status),
     )
+
+
+def _v1(request: Request, exc: errors.DomainError | None, status: int) -> dict[str, object]:
+    """`/v1` problems also carry ``code`` and ``field`` at the top (catalog.md §1)."""
+    return problem_fields(exc, status) if is_v1(request.url.path) else {}
 
 
 async def http_exception_handler(request: Request, exc: Exception) -> Response:
@@ -68,13 +78,16 @@ async def http_exception_handler(request: Request, exc: Exception) -> Response:
     elif exc.status_code == 405 and detail == "Method Not Allowed":
         detail = f"method {request.method} is not allowed on {request.url.path}"
     return problem_response(
-        exc.status_code, detail, headers=dict(exc.headers) if exc.headers else None
+        exc.status_code,
+        detail,
+        headers=dict(exc.headers) if exc.headers else None,
+        top=_v1(request, None, exc.status_code),
     )
 
 
 async def decode_error_handler(request: Request, exc: Exception) -> Response:
     """msgspec validation errors name the path of the offending field, e.g. ``$[3].subject``."""
-    return problem_response(400, f"invalid request body: {exc}")
+    return problem_response(400, f"invalid request body: {exc}", top=_v1(request, None, 400))
 
 
 async def unhandled_error_handler(request: Request, exc: Exception) -> Response:

@@ -48,7 +48,9 @@ def problem_response(
     extensions: dict[str, Any] | None = None,
     instance: str | None = None,
     headers: dict[str, str] | None = None,
+    top: dict[str, Any] | None = None,
 ) -> Response:
+    """``top``: extra top-level members (the `/v1` ``code`` and ``field``)."""
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -60,4 +62,6 @@ def problem_response(
         body["instance"] = instance
     if extensions:
         body["extensions"] = extensions
+    if top:
+        body.update(top)
     return Response(encode(body), status_code=status, media_type=PROBLEM_JSON, headers=headers)

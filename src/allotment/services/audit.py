@@ -2,7 +2,8 @@
 
 The HTTP guard (:mod:`allotment.http.guard`) records every successful admin change made over
 HTTP; the CLI records the key changes it makes itself. Secrets never enter the trail: fields
-named ``secret`` or ``token`` are replaced by ``"[redacted]"`` wherever they appear.
+named ``secret``, ``token`` or ``signingSecret`` (a webhook channel's) are replaced by
+``"[redacted]"`` wherever they appear.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from allotment.storage import audit_repo
 from allotment.storage.audit_repo import AuditEvent
 from allotment.storage.database import Database
 
-REDACTED_FIELDS = frozenset({"secret", "token"})
+REDACTED_FIELDS = frozenset({"secret", "token", "signingSecret"})
 
 
 def redact(value: Any) -> Any:

@@ -185,7 +185,9 @@ class CustomerEntitlements:
             })  # fmt: skip
             entitlements_repo.update_terms(tx, updated)
             usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
-            return self._ents.view(tx, updated, now)
+            view = self._ents.view(tx, updated, now)
+        self._grants.changed(record.owner, record.feature_key)  # after the commit
+        return view
 
     @staticmethod
     def _allowance_grant(

@@ -72,6 +72,13 @@ class EntitlementService(EntitlementValues):
     definition reads here; value and history from :class:`EntitlementValues`
     (``services/entitlement_values.py``), whose collaborators it takes."""
 
+    on_scope_change: Callable[[Owner, str], None] | None = None
+    """Told (owner, feature key) after an entitlement write commits (notifications)."""
+
+    def _changed(self, owner: Owner, feature_key: str) -> None:
+        if self.on_scope_change is not None:
+            self.on_scope_change(owner, feature_key)
+
     def _new_id(self) -> str:
         return new_ulid(to_micros(self._clock.now()) // 1000)
 
@@ -216,9 +223,11 @@ class EntitlementService(EntitlementValues):
                 if then is not None:
                     then(tx, record, now)
                 usage_marks.bump_scope(tx, owner.scope, feature.key)
-                return self.view(tx, record, now)
+                created = self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
+        self._changed(owner, feature.key)
+        return created
 
     def override(
         self, owner_ref: OwnerRef, id_or_feature_key: str, inp: EntitlementCreate
@@ -248,9 +257,11 @@ class EntitlementService(EntitlementValues):
                 grants_repo.delete_for_entitlement(tx, old.id, now_us)
                 self._insert(tx, record, default)
                 usage_marks.bump_scope(tx, old.owner.scope, old.feature_key)
-                return self.view(tx, record, now)
+                created = self.view(tx, record, now)
         except DuplicateKey:
             raise self._raced(record) from None
+        self._changed(old.owner, old.feature_key)
+        return created
 
     def delete(self, owner_ref: OwnerRef, entitlement_id: str) -> None:
         now = self._now()
@@ -334,3 +345,4 @@ class EntitlementService(EntitlementValues):
                 to_micros(now),
             )  # fmt: skip
             usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
+        self._changed(record.owner, record.feature_key)

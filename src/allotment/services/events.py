@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -234,6 +234,9 @@ class EventService:
         self._db = db
         self._clock = clock
         self.committer = GroupCommitter(self.write_batches)
+        self.after_commit: Callable[[Iterable[tuple[str, str]]], None] | None = None
+        """Told, after each ingest commit, the (meter id, subject) pairs it folded (the
+        notification evaluator; must be cheap: it runs on the writer thread)."""
 
     # ------------------------------------------------------------ ingest
 
@@ -303,6 +306,7 @@ class EventService:
         rows.sort(key=_by_key)
         db = self._db
         now_us = to_micros(self._clock.now())
+        touched: Iterable[tuple[str, str]] = ()
         with db.write() as tx:
             meters_repo.lock_for_ingest(tx, db.dialect)
             inserted = events_repo.insert_new(tx, db.dialect, rows, now_us)
@@ -317,7 +321,12 @@ class EventService:
                     meters_repo.live_by_event_types(tx, {r[2] for r in fresh}), key=_meter_id
                 )
                 if meters:
-                    self._fold_fresh(tx, batches, counts, owner, fresh, meters)
+                    touched = self._fold_fresh(tx, batches, counts, owner, fresh, meters)
+        if touched and self.after_commit is not None:
+            try:
+                self.after_commit(touched)
+            except Exception:  # the events are committed; never fail the request
+                log.exception("after-commit listener failed")
         return counts
 
     @staticmethod
@@ -328,9 +337,10 @@ class EventService:
         owner: dict[tuple[str, str], int],
         fresh: list[PreparedEvent],
         meters: list[Meter],
-    ) -> None:
+    ) -> Iterable[tuple[str, str]]:
         """Fold the newly inserted events into the rollups: a batch's prefold when it is still
-        exact (all its events new, same meters), the writer's own fold for the rest."""
+        exact (all its events new, same meters), the writer's own fold for the rest. Returns
+        the (meter id, subject) pairs touched."""
         parts: list[usage_write.Folded] = []
         own: set[int] = set()
         for index, batch in enumerate(batches):
@@ -357,8 +367,11 @@ class EventService:
                     by_type, ((r[2], r[3], r[4], r[6], r[0], r[1]) for r in rest)
                 )
             )
-        if parts:
-            usage_write.write_folded(tx, usage_write.Folded.combine(parts))
+        if not parts:
+            return ()
+        combined = usage_write.Folded.combine(parts)
+        usage_write.write_folded(tx, combined)
+        return combined.touched.keys()
 
     # ------------------------------------------------------------ list
 

@@ -8,7 +8,7 @@ cannot both slip past a check.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -17,6 +17,7 @@ from allotment.domain import limits
 from allotment.domain.entitlement_inputs import EntitlementType, GrantCreate, Paging
 from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound, field_named
 from allotment.domain.ids import new_ulid
+from allotment.domain.owners import Owner
 from allotment.domain.periods import expiration_expires_at, interval_iso
 from allotment.domain.timeutil import floor_minute, to_micros
 from allotment.storage import entitlement_reads as reads
@@ -56,6 +57,13 @@ class GrantService:
         self._db = db
         self._clock = clock
         self.max_grants = grants_limit()
+        self.on_scope_change: Callable[[Owner, str], None] | None = None
+        """Told (owner, feature key) after a grant write commits (notifications); the
+        callers of :meth:`create_in` tell it themselves once their transaction commits."""
+
+    def changed(self, owner: Owner, feature_key: str) -> None:
+        if self.on_scope_change is not None:
+            self.on_scope_change(owner, feature_key)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -67,7 +75,9 @@ class GrantService:
             record = entitlements_repo.lock(tx, found.id, self._db.dialect)
             if record is None or record.deleted_at is not None:
                 raise NotFound(f"entitlement {id_or_feature_key!r} not found")
-            return self.create_in(tx, record, inp, now)
+            grant = self.create_in(tx, record, inp, now)
+        self.changed(record.owner, record.feature_key)
+        return grant
 
     def create_in(
         self, tx: Tx, record: EntitlementRecord, inp: GrantCreate, now: datetime
@@ -159,3 +169,4 @@ class GrantService:
                 void_at = em.validate_void(grant.to_domain(), at, now, spec, resets)
             grants_repo.void(tx, grant.id, to_micros(void_at), to_micros(now))
             usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
+        self.changed(record.owner, record.feature_key)

@@ -136,6 +136,29 @@ def subject_owners(tx: Tx, subject_keys: Sequence[str]) -> dict[str, str]:
     return {str(r[0]): str(r[1]) for r in rows}
 
 
+def usage_owners(tx: Tx, subjects: Sequence[str]) -> dict[str, str]:
+    """Event subject → id of the live customer whose usage it is, for those of ``subjects``
+    that belong to one: the customer with that key, else the one with that subject key (the
+    key precedence of ``domain.customers.attributed_subjects``)."""
+    out: dict[str, str] = {}
+    keys = sorted(set(subjects))
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        marks = ", ".join("?" for _ in chunk)
+        for row in tx.execute(
+            f"SELECT cs.subject_key, cs.customer_id FROM customer_subjects cs "
+            f"JOIN customers c ON c.id = cs.customer_id AND c.deleted_at IS NULL "
+            f"WHERE cs.deleted_at IS NULL AND cs.subject_key IN ({marks})",
+            chunk,
+        ):
+            out[str(row[0])] = str(row[1])
+        for row in tx.execute(
+            f"SELECT key, id FROM customers WHERE deleted_at IS NULL AND key IN ({marks})", chunk
+        ):
+            out[str(row[0])] = str(row[1])  # a customer's key wins over a subject key
+    return out
+
+
 def live_keys_among(tx: Tx, values: Sequence[str], exclude_id: str) -> set[str]:
     """Which of ``values`` are the key of a live customer other than ``exclude_id``."""
     if not values:

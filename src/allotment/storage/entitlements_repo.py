@@ -318,3 +318,60 @@ def resets_of(tx: Tx, entitlement_id: str) -> list[ManualReset]:
         (entitlement_id,),
     )
     return [ManualReset(from_micros(r[0]), r[1] != r[0], bool(r[2])) for r in rows]
+
+
+def _features_clause(
+    column: str, feature_ids: Sequence[str] | None, joiner: str
+) -> tuple[str, list[Any]] | None:
+    """``joiner column IN (…)`` for these feature ids; "" for None (any); None for [] (none)."""
+    if feature_ids is None:
+        return "", []
+    if not feature_ids:
+        return None
+    return f" {joiner} {column} IN ({', '.join('?' for _ in feature_ids)})", list(feature_ids)
+
+
+def live_metered_for_meter_owner(
+    tx: Tx, meter_id: str, owner: Owner, feature_ids: Sequence[str] | None
+) -> list[EntitlementRecord]:
+    """Not-deleted metered entitlements of an owner (subject or customer) whose feature counts
+    this meter's usage (``feature_ids`` narrows them; None: any feature). Used by the
+    notification evaluator."""
+    narrow = _features_clause("e.feature_id", feature_ids, "AND")
+    if narrow is None:
+        return []
+    cols = ", ".join("e." + c.strip() for c in _COLUMNS.split(","))
+    rows = tx.execute(
+        f"SELECT {cols} FROM entitlements e JOIN features f ON f.id = e.feature_id "
+        "JOIN meters m ON m.slug = f.meter_slug AND m.deleted_at IS NULL "
+        "WHERE m.id = ? AND e.subject_key = ? AND e.customer_id = ? AND e.type = 'metered' "
+        f"AND e.deleted_at IS NULL{narrow[0]}",
+        [meter_id, owner.subject_key, owner.customer_id, *narrow[1]],
+    )
+    return [_record(r) for r in rows]
+
+
+def live_metered(tx: Tx, feature_ids: Sequence[str] | None) -> list[EntitlementRecord]:
+    """Every not-deleted metered entitlement (of these features; None: any)."""
+    narrow = _features_clause("feature_id", feature_ids, "AND")
+    if narrow is None:
+        return []
+    rows = tx.execute(
+        f"SELECT {_COLUMNS} FROM entitlements WHERE type = 'metered' AND deleted_at IS NULL"
+        f"{narrow[0]}",
+        narrow[1],
+    )
+    return [_record(r) for r in rows]
+
+
+def meter_ids_of_features(tx: Tx, feature_ids: Sequence[str] | None) -> set[str]:
+    """Ids of the live meters these features count (None: of every feature)."""
+    narrow = _features_clause("f.id", feature_ids, "WHERE")
+    if narrow is None:
+        return set()
+    rows = tx.execute(
+        "SELECT DISTINCT m.id FROM features f JOIN meters m ON m.slug = f.meter_slug "
+        f"AND m.deleted_at IS NULL{narrow[0]}",
+        narrow[1],
+    )
+    return {r[0] for r in rows}

@@ -169,15 +169,36 @@ def current_versions(
     autocommit, prepared statement) instead of four (probe, BEGIN, SELECT, COMMIT); any
     trouble falls back to an ordinary read transaction, which probes and reports outages."""
     sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
+    return _parse(read_one(db, sql, params), meter_id, subject_id)
+
+
+def owner_versions_many(
+    db: Database, items: Sequence[tuple[str, str, str, Sequence[str]]]
+) -> tuple[Any, ...]:
+    """:func:`current_versions` of several (scope, feature key, meter id, subjects) at once,
+    in ONE statement (each item's catalog, scope and summed-marks columns, flattened in item
+    order): what a caller checking several of one owner's entitlements pays once."""
+    parts: list[str] = []
+    params: list[Any] = []
+    for i, (scope, feature_key, meter_id, subjects) in enumerate(items):
+        sql, p = _versions_sql(scope, feature_key, meter_id, None, tuple(subjects))
+        parts.append(f"({sql}) AS v{i}")
+        params += p
+    return tuple(read_one(db, "SELECT * FROM " + " CROSS JOIN ".join(parts), params))
+
+
+def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first row of one read statement run on its own (see :func:`current_versions`):
+    no ``BEGIN``/``COMMIT`` on SQLite, one autocommit round trip on PostgreSQL, an ordinary
+    read transaction when that is not possible. The statement must return a row."""
     if isinstance(db, SqliteDatabase):
-        row = _sqlite_exec(db._conn(), sql, params).fetchone()
-        return _parse(row, meter_id, subject_id)
+        return _sqlite_exec(db._conn(), sql, params).fetchone()
     if isinstance(db, PostgresDatabase) and not db.is_down:
         found = _pg_autocommit_one(db, sql, params)
         if found is not None:
-            return _parse(found, meter_id, subject_id)
+            return found
     with db.read() as tx:
-        return _parse(tx.execute(sql, params)[0], meter_id, subject_id)
+        return tx.execute(sql, params)[0]
 
 
 def _pg_autocommit_one(db: PostgresDatabase, sql: str, params: Sequence[Any]) -> Any:
@@ -230,3 +251,27 @@ def entitlements_of(tx: Tx, owner: Owner, feature_key: str) -> list[EntitlementR
         (owner.subject_key, owner.customer_id, feature_key),
     )
     return [entitlements_repo._record(r) for r in rows]
+
+
+# ---------------------------------------------------------------- sweeps (notifications)
+
+
+def usage_versions(tx: Tx, meter_ids: frozenset[str] | None) -> dict[tuple[str, str], int]:
+    """The usage mark version of every (meter, subject) (of these meters; None: all)."""
+    if meter_ids is not None and not meter_ids:
+        return {}
+    if meter_ids is None:
+        rows = tx.execute("SELECT meter_id, subject, version FROM usage_marks")
+    else:
+        ids = sorted(meter_ids)
+        marks = ", ".join("?" for _ in ids)
+        rows = tx.execute(
+            f"SELECT meter_id, subject, version FROM usage_marks WHERE meter_id IN ({marks})", ids
+        )
+    return {(r[0], r[1]): int(r[2]) for r in rows}
+
+
+def scope_versions(tx: Tx) -> dict[tuple[str, str], int]:
+    """The definition version of every (subject key, feature key) scope."""
+    rows = tx.execute("SELECT subject_key, feature_key, version FROM value_versions")
+    return {(r[0], r[1]): int(r[2]) for r in rows}

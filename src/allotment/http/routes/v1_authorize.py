@@ -1,0 +1,89 @@
+"""HTTP routes: enforcement at runtime (catalog.md §6) — authorize, reservations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from allotment.domain.decimals import plain
+from allotment.domain.enforcement import parse_authorize, parse_commit
+from allotment.domain.timeutil import format_rfc3339, from_micros
+from allotment.http.rate_limit_fields import rate_limit_headers
+from allotment.http.responses import json_response
+from allotment.http.routes.entitlements import compact, read_json, time_or_none
+from allotment.http.runtime import call, container
+from allotment.services.enforcement import AuthorizeResult, ReservationView
+
+
+def authorize_json(r: AuthorizeResult) -> dict[str, Any]:
+    """The stored answer (also what an idempotency key replays) with its instant in RFC 3339."""
+    out = r.to_json()
+    at_us = out.pop("expires_at_us", None)
+    if at_us is not None:
+        out["expires_at"] = format_rfc3339(from_micros(at_us))
+    return out
+
+
+def reservation_json(v: ReservationView) -> dict[str, Any]:
+    return compact(
+        {
+            "object_type": "RESERVATION",
+            "id": v.id,
+            "customer_reference": v.customer_reference,
+            "status": v.status,
+            "created_at": format_rfc3339(v.created_at),
+            "expires_at": format_rfc3339(v.expires_at),
+            "settled_at": time_or_none(v.settled_at),
+            "items": [
+                compact(
+                    {
+                        "feature_reference": i.feature_reference,
+                        "amount": str(plain(i.amount)),
+                        "expires_at": format_rfc3339(i.expires_at),
+                        "committed": None if i.committed is None else str(plain(i.committed)),
+                    }
+                )
+                for i in v.items
+            ],
+            "event_ids": list(v.event_ids) if v.status == "committed" else None,
+        }
+    )
+
+
+async def authorize(request: Request) -> Response:
+    req = parse_authorize(await read_json(request))
+    ref = str(request.path_params["ref"])
+    result = await call(container(request).enforcement.authorize, ref, req)
+    headers = rate_limit_headers(result.rate_limits)
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response(authorize_json(result), headers=headers or None)
+
+
+async def commit(request: Request) -> Response:
+    body = await read_json(request, allow_empty=True)
+    view = await call(
+        container(request).enforcement.commit, str(request.path_params["id"]), parse_commit(body)
+    )
+    return json_response(reservation_json(view))
+
+
+async def release(request: Request) -> Response:
+    view = await call(container(request).enforcement.release, str(request.path_params["id"]))
+    return json_response(reservation_json(view))
+
+
+async def get_reservation(request: Request) -> Response:
+    view = await call(container(request).enforcement.get, str(request.path_params["id"]))
+    return json_response(reservation_json(view))
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v1/customers/{ref}/authorize", authorize, methods=["POST"]),
+    Route("/v1/reservations/{id}", get_reservation, methods=["GET"]),
+    Route("/v1/reservations/{id}/commit", commit, methods=["POST"]),
+    Route("/v1/reservations/{id}/release", release, methods=["POST"]),
+]

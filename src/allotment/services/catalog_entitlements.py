@@ -1,0 +1,172 @@
+"""Budgets are entitlements (catalog.md §4): the adapter between a subscription's effective
+values and the customer's OpenMeter entitlements (``CustomerEntitlements``).
+
+* A NUMBER budget (a feature with a meter) is a **metered** entitlement of the customer: usage
+  period = the feature's ``usage_period``, anchor = the subscription's ``start_at``, its value
+  issued as the allowance each period. ``"unlimited"`` is a soft-limit entitlement with no
+  allowance (always has access). A changed allowance (override, plan or version change)
+  changes the entitlement in place: usage already counted and top-up grants are kept, the new
+  allowance applies to the whole current period, the anchor does not move.
+* A SWITCH that is on is a **boolean** entitlement; one that is off is none.
+* Every other value (plain or rate-limit NUMBER, ENUM, AMOUNT) is a **static** entitlement
+  whose ``config`` is the JSON string of the typed value (``{"enums":["gpt-4o-mini"]}``).
+
+Each entitlement is annotated ``{"managedBy": "pricing_plan_subscription"}``.
+
+Reading a customer's budgets (:meth:`CatalogEntitlements.budget_values`) checks the freshness
+counters of all of them in ONE statement (the counters the value cache itself trusts: catalog,
+the owner's scope per feature, the summed usage marks of the customer's subjects per meter)
+and answers from a memo when they and the minute are unchanged; otherwise each budget's value
+comes from the entitlement value (its cache), and the memo is refreshed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from allotment.clock import Clock
+from allotment.domain.catalog import TypedFeature
+from allotment.domain.catalog_plans import Effective
+from allotment.domain.errors import NotFound
+from allotment.domain.owners import Owner
+from allotment.domain.periods import Recurrence, add_clamped, parse_interval, period_at
+from allotment.domain.timeutil import ceil_minute
+from allotment.services.catalog_subscriptions import BudgetValue
+from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
+from allotment.services.entitlements import EntitlementService
+from allotment.storage import usage_marks
+from allotment.storage.database import Database
+
+ANNOTATIONS = {"managedBy": "pricing_plan_subscription"}
+
+
+def config_of(data: Mapping[str, object]) -> str:
+    return json.dumps(dict(data), separators=(",", ":"))
+
+
+MEMO_MAX = 100_000
+"""Customers whose budget answers are memoised (emptied past it)."""
+
+
+class MeterLookup(Protocol):
+    def get(self, id_or_slug: str) -> Any: ...
+
+
+class CatalogEntitlements:
+    def __init__(
+        self, db: Database, clock: Clock, meters: MeterLookup,
+        customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
+    ) -> None:  # fmt: skip
+        self._db = db
+        self._clock = clock
+        self._meters = meters
+        self._customer = customer_entitlements
+        self._ents = entitlements
+        self._memo: dict[tuple[str, tuple[str, ...]], _Memo] = {}
+
+    def sync(
+        self,
+        customer_id: str,
+        values: Sequence[Effective],
+        features: Mapping[str, TypedFeature],
+        anchor: datetime,
+    ) -> None:
+        for e in values:
+            f = features[e.value.feature_reference]
+            v = e.value
+            if f.is_budget:
+                period = f.usage_period or "MONTH"
+                self._customer.put_metered(customer_id, f.reference, MeteredTerms(
+                    interval=period, anchor=anchor, allowance=v.number,
+                    is_soft_limit=v.unlimited, annotations=ANNOTATIONS,
+                ))  # fmt: skip
+            elif f.type == "SWITCH":
+                if v.switch:
+                    self._customer.put_boolean(customer_id, f.reference, annotations=ANNOTATIONS)
+                else:
+                    self._customer.remove(customer_id, f.reference)
+            else:
+                self._customer.put_static(
+                    customer_id, f.reference, config_of(v.data), annotations=ANNOTATIONS
+                )
+
+    def end(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+        for key in feature_keys:
+            self._customer.remove(customer_id, key)
+
+    def budget_values(
+        self,
+        customer_id: str,
+        subjects: Sequence[str],
+        budgets: Sequence[tuple[TypedFeature, datetime]],
+    ) -> list[BudgetValue | None]:
+        """Each budget's value now (``budgets``: feature and anchor), see the module doc."""
+        if not budgets:
+            return []
+        minute = ceil_minute(self._clock.now().astimezone(UTC))
+        key = (customer_id, tuple(f.reference for f, _ in budgets))
+        memo = self._memo.get(key)
+        scope = Owner.customer(customer_id).scope
+        if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
+            versions = usage_marks.owner_versions_many(self._db, [
+                (scope, f.reference, mid, subjects)
+                for (f, _), mid in zip(budgets, memo.meter_ids, strict=True)
+            ])  # fmt: skip
+            if versions == memo.versions:
+                return list(memo.values)
+        try:
+            meter_ids = tuple(str(self._meters.get(f.meter_reference or "").id) for f, _ in budgets)
+        except NotFound:  # a meter went away: no memo, the values say what they say
+            return [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        versions = usage_marks.owner_versions_many(self._db, [
+            (scope, f.reference, mid, subjects)
+            for (f, _), mid in zip(budgets, meter_ids, strict=True)
+        ])  # fmt: skip
+        values = [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        if len(self._memo) > MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = _Memo(minute, tuple(subjects), meter_ids, versions, tuple(values))
+        return values
+
+    def budget_value(
+        self, customer_id: str, feature: TypedFeature, anchor: datetime
+    ) -> BudgetValue | None:
+        """The budget's value now; its period's end from the feature's period and the
+        subscription's anchor (one interval after the start when a reset moved it)."""
+        feature_key = feature.reference
+        now = self._clock.now().astimezone(UTC)
+        try:
+            value = self._ents.value(Owner.customer(customer_id), feature_key, now)
+        except NotFound:
+            return None
+        m = value.metered
+        if m is None:
+            return None
+        start = m.start_of_period
+        end = period_end(feature.usage_period or "MONTH", anchor, start)
+        return BudgetValue(m.usage, m.balance, value.has_access, start, end)
+
+
+@dataclass(frozen=True, slots=True)
+class _Memo:
+    """Answers read after ``versions`` were (so they hold at least what those announce)."""
+
+    minute: datetime
+    subjects: tuple[str, ...]
+    meter_ids: tuple[str, ...]
+    versions: tuple[Any, ...]
+    values: tuple[BudgetValue | None, ...]
+
+
+@functools.lru_cache(maxsize=4096)
+def period_end(interval: str, anchor: datetime, start: datetime) -> datetime:
+    """The end of the usage period that starts at ``start``: the anchor's next boundary, or
+    one interval after ``start`` when a reset moved the period off the anchor."""
+    duration = parse_interval(interval)
+    p = period_at(Recurrence(duration, anchor), start)
+    return p.end if p.start == start else add_clamped(start, duration)

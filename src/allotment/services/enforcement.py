@@ -1,0 +1,463 @@
+"""Enforcement: authorize (checks, rate-limit consumption, budget reservations) in one
+all-or-nothing call, reservation commit/release, idempotency (catalog.md §6).
+
+The service receives only its ports: the enforcement store, a source of what a customer is
+entitled to (the catalog satisfies :class:`EntitlementSource`), the ingest door for committed
+usage (:class:`UsageRecorder`) and the clock.
+
+Exactness (docs/api/enforcement.md): every authorize that consumes or reserves, and every
+settlement, runs in one store session over its (customer, feature) keys. A reservation reads
+the budget's balance *after* taking its keys; a commit records its usage event before it frees
+its hold and while it holds the same keys, so a decision never sees the hold gone without the
+usage counted.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Protocol
+
+import msgspec
+
+from allotment.clock import Clock
+from allotment.domain import enforcement as rules
+from allotment.domain import limits
+from allotment.domain.decimals import plain
+from allotment.domain.errors import (
+    DomainError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PaymentRequired,
+    TooManyRequests,
+)
+from allotment.domain.events import CloudEvent
+from allotment.domain.ids import new_ulid
+from allotment.domain.meters import compile_path
+from allotment.domain.rate_limits import WINDOW_US
+from allotment.domain.timeutil import from_micros, to_micros
+from allotment.storage import enforcement_repo as repo
+from allotment.storage.database import Tx
+
+COMMIT_SOURCE = "allotment.reservations"
+"""The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
+
+SWEEP_EVERY = 64
+SWEEP_BATCH = 200
+
+
+class EntitlementSource(Protocol):
+    """What a customer is entitled to now (the catalog service satisfies it)."""
+
+    def customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> rules.CustomerEntitlements:
+        """Effective values of the customer's active subscription, budgets with their current
+        balance *before* held reservations; :class:`NotFound` for an unknown customer.
+        ``customer``: its :meth:`identify` answer when known (saves a read); ``reserving``:
+        the budgets whose meter
+        (event type, value path) the answer must carry."""
+        ...
+
+    def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
+        """References of the active plans whose value of the ENUM feature includes ``value``."""
+        ...
+
+    def identify(self, customer_ref: str) -> tuple[str, str]:
+        """``(id, reference)`` of the live customer named by its reference or id
+        (:class:`NotFound` otherwise)."""
+        ...
+
+
+class UsageRecorder(Protocol):
+    def ingest(self, events: Sequence[CloudEvent]) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeResult:
+    reservation_id: str | None
+    remaining: Mapping[str, Decimal]
+    overage: Mapping[str, Decimal]
+    rate_limits: tuple[rules.RateState, ...]
+    expires_at: datetime | None = None
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "allowed": True,
+            "reservation_id": self.reservation_id,
+            "remaining": {k: str(plain(v)) for k, v in self.remaining.items()},
+            "rate_limits": [s.to_json() for s in self.rate_limits],
+        }
+        if self.expires_at is not None:
+            out["expires_at_us"] = to_micros(self.expires_at)
+        if self.overage:
+            out["overage"] = {k: str(plain(v)) for k, v in self.overage.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], *, replayed: bool) -> AuthorizeResult:
+        exp = d.get("expires_at_us")
+        return cls(
+            d.get("reservation_id"),
+            {k: Decimal(v) for k, v in d["remaining"].items()},
+            {k: Decimal(v) for k, v in d.get("overage", {}).items()},
+            tuple(rules.RateState.from_json(s) for s in d["rate_limits"]),
+            None if exp is None else from_micros(int(exp)),
+            replayed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationItemView:
+    feature_reference: str
+    amount: Decimal
+    expires_at: datetime
+    committed: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReservationView:
+    id: str
+    customer_reference: str
+    status: str
+    """``held``, ``committed``, ``released`` or ``expired``."""
+    created_at: datetime
+    expires_at: datetime
+    settled_at: datetime | None
+    items: tuple[ReservationItemView, ...] = field(default=())
+    event_ids: tuple[str, ...] = ()
+
+
+def _view(r: repo.ReservationRecord, now_us: int) -> ReservationView:
+    status = r.status
+    if status == "held" and r.expires_at_us <= now_us:
+        status = "expired"
+    events = ()
+    if r.status == "committed" and r.outcome:
+        events = tuple(msgspec.json.decode(r.outcome).get("event_ids", ()))
+    return ReservationView(
+        r.id,
+        r.customer_ref,
+        status,
+        from_micros(r.created_at_us),
+        from_micros(r.expires_at_us),
+        None if r.settled_at_us is None else from_micros(r.settled_at_us),
+        tuple(
+            ReservationItemView(i.feature_key, i.amount, from_micros(i.expires_at_us), i.committed)
+            for i in r.items
+        ),
+        events,
+    )
+
+
+def usage_data(value_property: str | None, amount: Decimal, extra: Mapping[str, Any] | None) -> Any:
+    """The ``data`` of a committed usage event: ``extra`` with ``amount`` at the meter's
+    JSONPath (``$.usage.tokens`` → ``{"usage": {"tokens": amount}}``)."""
+    doc: dict[str, Any] = dict(extra or {})
+    if value_property is None:
+        return doc
+    steps = compile_path(value_property, "value_property")
+    number: int | Decimal = int(amount) if amount == amount.to_integral_value() else plain(amount)
+    if not steps or not all(isinstance(s, str) for s in steps):
+        raise InvalidInput(
+            f"the meter's valueProperty {value_property!r} is not a plain object path; a"
+            " commit cannot write usage at it",
+            field="amounts",
+        )
+    names = [str(s) for s in steps]
+    node = doc
+    for step in names[:-1]:
+        child = node.get(step)
+        if not isinstance(child, dict):
+            child = {}
+            node[step] = child
+        node = child
+    node[names[-1]] = number
+    return doc
+
+
+class EnforcementService:
+    def __init__(
+        self,
+        store: repo.EnforcementStore,
+        source: EntitlementSource,
+        usage: UsageRecorder,
+        clock: Clock,
+    ) -> None:
+        self._store = store
+        self._source = source
+        self._usage = usage
+        self._clock = clock
+        self._calls = itertools.count(1)
+
+    def _now(self) -> datetime:
+        return self._clock.now().astimezone(UTC)
+
+    # ------------------------------------------------------------ authorize
+
+    def authorize(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
+        if not req.consume and not req.reserve and req.idempotency_key is None:
+            ents = self._source.customer_entitlements(customer_ref)
+            rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
+            return AuthorizeResult(None, {}, {}, ())
+        who = self._source.identify(customer_ref)  # one point read: the keys' owner
+        cid = who[0]
+        keys = [_key(cid, f) for f in req.lock_features()]
+        once = None
+        if req.idempotency_key is not None:
+            once = _key(cid, "idempotency", req.idempotency_key)
+        denial: DomainError | None = None
+        with self._store.session(keys, once=once) as session:
+            # read under the keys: a budget's balance is never older than the holds read next
+            ents = self._source.customer_entitlements(
+                customer_ref, customer=who, reserving=req.reserved_features()
+            )
+            if req.idempotency_key is None:
+                # a denial of the pure steps applies nothing and is not kept: answer it now
+                rules.validate_kinds(req, ents)
+                rules.run_checks(req, ents, self._plans)
+            with session.write() as tx:
+                now = self._now()
+                now_us = to_micros(now)
+                if req.idempotency_key is not None:
+                    replay = self._replay(tx, cid, req, now_us)
+                    if replay is not None:
+                        return replay
+                result: AuthorizeResult | None = None
+                try:
+                    result = self._apply(tx, ents, req, now, now_us)
+                except (Forbidden, PaymentRequired, TooManyRequests) as exc:
+                    denial = exc  # nothing was written; the answer may still be kept
+                if req.idempotency_key is not None:
+                    if result is not None:
+                        outcome = result.to_json()
+                    else:
+                        assert denial is not None
+                        outcome = rules.denial_to_json(denial)
+                    repo.put_idempotency_record(
+                        tx,
+                        cid,
+                        req.idempotency_key,
+                        req.fingerprint,
+                        msgspec.json.encode(outcome).decode(),
+                        now_us,
+                        now_us + limits.IDEMPOTENCY_TTL_SECONDS * 1_000_000,
+                    )
+                if next(self._calls) % SWEEP_EVERY == 0:
+                    repo.sweep_expired(tx, now_us, SWEEP_BATCH)
+        if result is None:
+            assert denial is not None
+            raise denial
+        return result
+
+    def _plans(self, feature_reference: str, value: str) -> Sequence[str]:
+        return self._source.plans_including(feature_reference, value)
+
+    def _replay(
+        self, tx: Tx, cid: str, req: rules.AuthorizeRequest, now_us: int
+    ) -> AuthorizeResult | None:
+        assert req.idempotency_key is not None
+        found = repo.idempotency_record(tx, cid, req.idempotency_key, now_us)
+        if found is None:
+            return None
+        fingerprint, outcome = found
+        if fingerprint != req.fingerprint:
+            raise rules.IdempotencyKeyReused(
+                f"idempotency_key {req.idempotency_key!r} was used within 24 h for a different"
+                " request; use a new key",
+                field="idempotency_key",
+            )
+        doc = msgspec.json.decode(outcome)
+        if "denied" in doc:
+            raise rules.denial_from_json(doc)
+        return AuthorizeResult.from_json(doc, replayed=True)
+
+    def _apply(
+        self,
+        tx: Tx,
+        ents: rules.CustomerEntitlements,
+        req: rules.AuthorizeRequest,
+        now: datetime,
+        now_us: int,
+    ) -> AuthorizeResult:
+        cid = ents.customer_id
+        logs = {}
+        for c in req.consume:
+            v = ents.values.get(c.feature_reference)
+            if v is not None and v.is_rate_limit and v.rate_window is not None:
+                window_us = WINDOW_US[v.rate_window]
+                logs[c.feature_reference] = repo.rate_log(tx, cid, c.feature_reference, window_us)
+        held = {f: repo.held_amount(tx, cid, f, now_us) for f in sorted(req.reserved_features())}
+        allowed = rules.decide(
+            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
+        )
+        for feature, log in allowed.logs.items():
+            repo.put_rate_log(tx, cid, feature, allowed.windows[feature], log, now_us)
+        reservation_id = None
+        expires = None
+        if allowed.holds:
+            reservation_id = new_ulid(now_us // 1000)
+            items = tuple(
+                repo.ItemRecord(
+                    feature_key=h.feature_reference,
+                    amount=h.amount,
+                    expires_at_us=now_us + h.ttl_seconds * 1_000_000,
+                    held=True,
+                    event_type=h.budget.event_type if h.budget else "",
+                    value_property=h.budget.value_property if h.budget else None,
+                    committed=None,
+                )
+                for h in allowed.holds
+            )
+            expires_us = max(i.expires_at_us for i in items)
+            expires = from_micros(expires_us)
+            repo.insert_reservation(
+                tx,
+                repo.ReservationRecord(
+                    reservation_id,
+                    cid,
+                    ents.customer_reference,
+                    "held",
+                    now_us,
+                    expires_us,
+                    None,
+                    None,
+                    items,
+                ),
+            )
+        return AuthorizeResult(
+            reservation_id, allowed.remaining, allowed.overage, allowed.rate_limits, expires
+        )
+
+    # ------------------------------------------------------------ reservations
+
+    def get(self, reservation_id: str) -> ReservationView:
+        with self._store.db.read() as tx:
+            r = repo.reservation(tx, reservation_id)
+        if r is None:
+            raise NotFound(f"reservation {reservation_id!r} not found")
+        return _view(r, to_micros(self._now()))
+
+    def commit(self, reservation_id: str, req: rules.CommitRequest) -> ReservationView:
+        """Record the actual usage (one event per feature with a positive amount, id derived
+        from the reservation, so a retried commit counts once) and free the hold. A commit
+        after the TTL still records the usage (it happened); a released reservation is 409."""
+        first = self._settleable(reservation_id, "commit")
+        if first.status == "committed":
+            return _view(first, to_micros(self._now()))
+        features = {i.feature_key for i in first.items}
+        for ref in req.amounts:
+            if ref not in features:
+                raise InvalidInput(
+                    f"amounts.{ref}: reservation {reservation_id} holds no {ref!r}"
+                    f" (it holds {', '.join(sorted(features))})",
+                    field=f"amounts.{ref}",
+                )
+        keys = [_key(first.customer_id, f) for f in sorted(features)]
+        with self._store.session(keys) as session:
+            with session.write() as tx:
+                r = repo.reservation(tx, reservation_id)
+                assert r is not None
+            if r.status == "committed":
+                return _view(r, to_micros(self._now()))
+            if r.status == "released":
+                raise _settled(r)
+            now = self._now()
+            now_us = to_micros(now)
+            events = []
+            committed: dict[str, Decimal] = {}
+            for item in r.items:
+                amount = req.amounts.get(item.feature_key, Decimal(0))
+                committed[item.feature_key] = amount
+                if amount > 0 and item.event_type:
+                    events.append(
+                        CloudEvent(
+                            id=f"{r.id}-{item.feature_key}",
+                            source=COMMIT_SOURCE,
+                            type=item.event_type,
+                            subject=req.subject or r.customer_ref,
+                            time=now,
+                            data=usage_data(item.value_property, amount, req.data),
+                        )
+                    )
+            if events:
+                self._usage.ingest(events)  # durable before the hold is freed
+            outcome = {"status": "committed", "event_ids": [e.id for e in events]}
+            with session.write() as tx:
+                repo.settle(
+                    tx,
+                    r.id,
+                    "committed",
+                    now_us,
+                    msgspec.json.encode(outcome).decode(),
+                    committed,
+                    from_statuses=("held", "expired"),
+                )
+                done = repo.reservation(tx, r.id)
+        assert done is not None
+        return _view(done, now_us)
+
+    def release(self, reservation_id: str) -> ReservationView:
+        """Free the whole hold; releasing again answers the same, a committed one is 409."""
+        first = self._settleable(reservation_id, "release")
+        if first.status == "released":
+            return _view(first, to_micros(self._now()))
+        if first.status == "committed":
+            raise _settled(first)
+        keys = [_key(first.customer_id, i.feature_key) for i in first.items]
+        with self._store.session(keys) as session, session.write() as tx:
+            now_us = to_micros(self._now())
+            repo.settle(
+                tx,
+                reservation_id,
+                "released",
+                now_us,
+                '{"status":"released"}',
+                from_statuses=("held", "expired"),
+            )
+            r = repo.reservation(tx, reservation_id)
+        assert r is not None
+        if r.status == "committed":
+            raise _settled(r)
+        return _view(r, now_us)
+
+    def _settleable(self, reservation_id: str, action: str) -> repo.ReservationRecord:
+        with self._store.db.read() as tx:
+            r = repo.reservation(tx, reservation_id)
+        if r is None:
+            raise NotFound(f"reservation {reservation_id!r} not found")
+        if action == "commit" and r.status == "released":
+            raise _settled(r)
+        return r
+
+    # ------------------------------------------------------------ reads for other views
+
+    def held_for_customer(self, customer_ref: str) -> dict[str, Decimal]:
+        """:meth:`held` of the customer with this reference."""
+        return self.held(self._source.identify(customer_ref)[0])
+
+    def held(self, customer_id: str) -> dict[str, Decimal]:
+        """Per budget feature: the amount the customer's held, unexpired reservations hold."""
+        now_us = to_micros(self._now())
+        with self._store.db.read() as tx:
+            return repo.held_by_feature(tx, customer_id, now_us)
+
+
+def _key(customer_id: str, *parts: str) -> str:
+    return "\x1f".join((customer_id, *parts))
+
+
+def _settled(r: repo.ReservationRecord) -> rules.ReservationSettled:
+    return rules.ReservationSettled(
+        f"reservation {r.id} is already {r.status}; a reservation is settled once",
+        extensions={"status": r.status},
+    )

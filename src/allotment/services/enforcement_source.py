@@ -1,0 +1,104 @@
+"""The catalog as enforcement sees it: :class:`~allotment.services.enforcement.EntitlementSource`
+over customers, their active subscription's effective values and the budgets' state
+(catalog.md §4–§5)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from decimal import Decimal
+from typing import Any, Protocol
+
+from allotment.domain.enforcement import Budget, CustomerEntitlements, Entitled
+from allotment.services.catalog import CatalogService
+from allotment.services.catalog_subscriptions import EntitledItem, SubscriptionService
+from allotment.services.customers import CustomerService
+
+
+class MeterLookup(Protocol):
+    def get(self, id_or_slug: str) -> Any: ...
+
+
+class PeriodUsage(Protocol):
+    def current_period(self, customer_ref: str, meter_ref: str) -> Any: ...
+
+
+class EnforcementCatalog:
+    def __init__(
+        self,
+        customers: CustomerService,
+        subscriptions: SubscriptionService,
+        catalog: CatalogService,
+        meters: MeterLookup,
+        usage: PeriodUsage,
+    ) -> None:
+        self._customers = customers
+        self._subscriptions = subscriptions
+        self._catalog = catalog
+        self._meters = meters
+        self._usage = usage
+
+    def customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> CustomerEntitlements:
+        items = self._subscriptions.entitlements(customer_ref)  # 404 unknown, 412 deleted
+        customer_id, reference = customer or self.identify(customer_ref)
+        plan = items[0].plan_reference if items else None
+        values = {
+            item.feature.reference: self._entitled(
+                customer_ref, item, item.feature.reference in reserving
+            )
+            for item in items
+        }
+        return CustomerEntitlements(customer_id, reference, plan, values)
+
+    def identify(self, customer_ref: str) -> tuple[str, str]:
+        c = self._customers.get_live(customer_ref)
+        return c.id, c.key or customer_ref
+
+    def _entitled(self, customer_ref: str, item: EntitledItem, reserving: bool) -> Entitled:
+        """``reserving``: the meter's event type and value path are read (a commit writes
+        usage events of that meter); otherwise they are left empty."""
+        v, f = item.effective.value, item.feature
+        budget = None
+        if f.is_budget and f.meter_reference is not None:
+            event_type, value_property = "", None
+            if reserving:
+                meter = self._meters.get(f.meter_reference)
+                event_type, value_property = meter.event_type, meter.value_property
+            if item.budget is not None:
+                usage = item.budget.usage
+                balance = item.budget.remaining
+            else:  # no budget entitlement behind the value: the period's meter total
+                usage = Decimal(self._usage.current_period(customer_ref, f.meter_reference).value)
+                balance = (v.number or Decimal(0)) - usage
+            budget = Budget(balance, usage, False, event_type, value_property)
+        return Entitled(
+            feature_reference=f.reference,
+            type=v.type,
+            number=v.number,
+            unlimited=v.unlimited,
+            rate_window=f.rate_window,
+            enums=tuple(v.data.get("enums") or ()),
+            switch=v.switch if v.type == "SWITCH" else None,
+            budget=budget,
+        )
+
+    def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
+        """Live plans whose active version's ENUM value includes ``value`` (the 403's hint)."""
+        found: list[str] = []
+        cursor = None
+        while True:
+            page = self._catalog.plans(cursor, 1000, False)
+            for p in page[:1000]:
+                for x in p.version.values:
+                    if x.feature_reference == feature_reference and value in (
+                        x.data.get("enums") or ()
+                    ):
+                        found.append(p.plan.reference)
+            if len(page) <= 1000:
+                return sorted(found)
+            cursor = page[999].plan.reference
