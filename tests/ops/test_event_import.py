@@ -1,7 +1,8 @@
 """``allotment events import``: a real CLI process against a real database, read back through a
 real server. Same validation and exactly-once rules as ``POST /api/v1/events``; NDJSON and JSON
 arrays, gzipped or not, from a file or stdin; resumable after SIGKILL (the rerun counts
-nothing twice)."""
+nothing twice); beside a running server that keeps ingesting, whose next reads (value check,
+history, meter query, its value cache warm) count both."""
 
 from __future__ import annotations
 
@@ -253,3 +254,41 @@ def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
     srv = make_server(db_url=db_url)
     with httpx.Client(base_url=srv.url, timeout=60.0) as c:
         assert meter_total(c, "tokens_total", subject) == expected
+
+
+def test_import_beside_a_running_server_is_seen_by_its_next_reads(
+    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    from tests.ops.test_read_your_writes import NOW, _event, _reads, _setup
+
+    srv = make_server(db_url=db_url, env={"ALLOTMENT_TEST_CLOCK": NOW})
+    slug, subject = unique("imp"), unique("s")
+    with srv.client() as c:
+        base = _setup(c, slug, subject)
+        warm = _reads(c, slug, subject, base)  # the server's value cache holds a value now
+        assert warm == (0, 0, 0)
+        events = [_event(slug, subject, f"f-{i}", i % 720, Decimal(i) / 4) for i in range(3_000)]
+        path = tmp_path / "beside.ndjson"
+        path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        args = [sys.executable, "-m", "allotment", "events", "import", str(path), "--db", db_url]
+        args += ["--config", str(EXAMPLE_CONFIG), "--batch-size", "200", "--no-progress", "--json"]
+        proc = subprocess.Popen(
+            args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        live = 0
+        while proc.poll() is None or live < 20:  # the server ingests meanwhile, same meter
+            e = _event(slug, subject, f"h-{live}", 700, Decimal(1))
+            r = c.post(
+                "/api/v1/events",
+                content=json.dumps(e),
+                headers={"content-type": "application/cloudevents+json"},
+            )
+            assert r.status_code == 204, r.text
+            live += 1
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err.decode()
+        assert json.loads(out)["accepted"] == 3_000
+        total = sum((Decimal(i) / 4 for i in range(3_000)), Decimal(0)) + live
+        assert _reads(c, slug, subject, base) == (total, total, total)
