@@ -18,7 +18,6 @@ from allotment_client import (
     RateLimited,
     SwitchOff,
 )
-
 from tests.enforcement.catalog_setup import Guide, build_guide
 from tests.support import ServerProcess, unique
 
