@@ -1,5 +1,10 @@
 """The benchmark run: builds (or reuses) the data sets, measures every figure with its two
-references, and returns one JSON-able result. See docs/benchmarks.md."""
+references, and returns one JSON-able result. See docs/benchmarks.md.
+
+Past ~500 lines (a harness, not product code): every cell's plan, order, warm-up and reference
+pairing is read in one place so a run is reproducible from this file; the cell kinds (ingest,
+value checks, queries, catalog) are the seams to split along if it grows further.
+"""
 
 from __future__ import annotations
 

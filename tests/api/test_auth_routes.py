@@ -1,12 +1,13 @@
-"""Every served route × every kind of credential → the status the policy says, against a real
-server process with authentication on, on every backend.
+"""Every served route × every kind of credential → the status the route table says, against a
+real server process with authentication on, on every backend.
 
 The routes come from ``http.app.all_routes()``, so whatever other branches merge is covered;
-what each needs comes from ``http.auth_policy`` (whose table is pinned by
-tests/unit/test_auth_policy.py). A key the route accepts must reach the route (its answer is
-not the guard's problem, and never a 5xx); a key it does not accept is 403; no key, an unknown,
-malformed, revoked or Basic credential, and a portal token are 401 — except on the public
-routes (no key needed) and the portal query (which checks its portal token itself).
+what each needs comes from the hand-written table in tests/api/route_scopes.py (a served route
+without a line there fails, named). A key the route accepts must reach the route (its answer is
+not the guard's problem, and never a 5xx); a key it does not accept is 403 naming the scopes that
+would; no key, an unknown, malformed, revoked or Basic credential, and a portal token are 401 —
+except on the public routes (no key needed) and the portal query (which checks its portal
+token itself).
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from starlette.routing import Route
 
-from allotment.domain.api_keys import Requirement, Scope
-from allotment.http.app import all_routes
-from allotment.http.auth_policy import requirement
+from allotment.domain.api_keys import Scope
 from tests.api.auth_support import auth_problem, bearer, cli, start_with_keys
+from tests.api.route_scopes import OPENED_BY, ROUTE_SCOPES, served
 from tests.support import ServerProcess, unique
 
 SCOPES = [s.value for s in Scope]
@@ -47,14 +46,6 @@ def auth_server(new_db_url: Callable[[], str]) -> Iterator[AuthServer]:
         server.stop()
 
 
-def served() -> list[tuple[str, str]]:
-    out = []
-    for route in all_routes():
-        assert isinstance(route, Route)
-        out += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
-    return out
-
-
 def _send(c: httpx.Client, method: str, template: str, headers: dict[str, str]) -> httpx.Response:
     path = re.sub(r"\{[^}]+\}", lambda _: unique("p"), template)
     if method in ("POST", "PUT", "PATCH", "DELETE"):
@@ -62,25 +53,29 @@ def _send(c: httpx.Client, method: str, template: str, headers: dict[str, str]) 
     return c.request(method, path, headers=headers)
 
 
-def _verdict(req: Requirement, scope: str | None, r: httpx.Response) -> str | None:
-    """What is wrong with this answer (None: it is what the policy says)."""
+def _needed(kind: str) -> list[str]:
+    """The scopes a refusal names: admin first, then the others that open the route."""
+    return ["admin", *sorted(s.value for s in OPENED_BY[kind] if s is not Scope.ADMIN)]
+
+
+def _verdict(kind: str, scope: str | None, r: httpx.Response) -> str | None:
+    """What is wrong with this answer (None: it is what the route table says)."""
     if r.status_code >= 500:
         return f"server error {r.status_code}: {r.text[:200]}"
     refused = auth_problem(r)
-    if req.public:
+    if kind == "public":
         return None if refused is None and r.status_code < 400 else f"refused: {r.text[:200]}"
-    if req.portal:  # the route's own portal-token check answers, never the guard
+    if kind == "portal":  # the route's own portal-token check answers, never the guard
         return None if refused is None else f"the guard answered: {r.text[:200]}"
-    if scope is None:
-        if refused is None or r.status_code != 401:
-            return f"expected the guard's 401, got {r.status_code}: {r.text[:200]}"
-        if "www-authenticate" not in r.headers:
-            return "401 without WWW-Authenticate"
-        return None
-    if req.allows(Scope(scope)):
+    if scope is not None and Scope(scope) in OPENED_BY[kind]:
         return None if refused is None else f"refused a {scope} key: {r.text[:200]}"
-    if refused is None or r.status_code != 403:
-        return f"expected 403 for a {scope} key, got {r.status_code}: {r.text[:200]}"
+    status = 401 if scope is None else 403
+    if refused is None or r.status_code != status:
+        return f"expected the guard's {status} ({kind}), got {r.status_code}: {r.text[:200]}"
+    if refused["extensions"]["requiredScopes"] != _needed(kind):
+        return f"the {status} names {refused['extensions']['requiredScopes']}, not {_needed(kind)}"
+    if status == 401 and "www-authenticate" not in r.headers:
+        return "401 without WWW-Authenticate"
     return None
 
 
@@ -88,8 +83,12 @@ def _check_all(server: ServerProcess, headers: dict[str, str], scope: str | None
     wrong = []
     with server.client() as c:
         for method, template in served():
+            kind = ROUTE_SCOPES.get((method, template))
+            if kind is None:
+                wrong.append(f"{method} {template}: no line in tests/api/route_scopes.py")
+                continue
             r = _send(c, method, template, headers)
-            problem = _verdict(requirement(method, template), scope, r)
+            problem = _verdict(kind, scope, r)
             if problem is not None:
                 wrong.append(f"{method} {template}: {problem}")
     assert not wrong, "\n".join(wrong)

@@ -14,6 +14,9 @@ Features created on `/api/v1` have no stored type: they read as ``NUMBER`` budge
 (period ``MONTH``) and ``SWITCH`` otherwise.
 
 Every error names the wire field and carries a stable upper-case ``code`` (rendered on `/v1`).
+
+About 500 lines on purpose: a feature's spec and the values plans give it are parsed against
+the same four types and share their errors and codes; they change together.
 """
 
 from __future__ import annotations

@@ -10,6 +10,11 @@ every step passes):
 4. ``consume``: each rate limit allows ``amount`` more requests now (429 with the exact wait).
 
 Budgets come before rate limits: a 429 invites a retry that a 402 would refuse anyway.
+
+Longer than ~500 lines on purpose: its four parts (the §6 error codes, what a customer has,
+the request, the decision) are one contract, read top to bottom in the order above, and each
+part uses the types of the one before. The request parser (``parse_authorize``,
+``parse_commit`` and their item types) is the part to move to a module of its own if it grows.
 """
 
 from __future__ import annotations

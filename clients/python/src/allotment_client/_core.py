@@ -5,6 +5,9 @@ Every operation is a *flow*: a generator that yields what it needs done — an H
 sleep). ``Allotment`` runs flows with ``httpx.Client`` and ``time.sleep``; ``AsyncAllotment``
 with ``httpx.AsyncClient`` and ``asyncio.sleep``. The rules (caching, leases, retries, parsing,
 errors) are written once, here.
+
+Longer than ~500 lines on purpose: that is the design — every flow beside the rules it shares
+(leases, retries, errors), so the two drivers stay a few lines per call.
 """
 
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """``Allotment`` (sync) and ``AsyncAllotment`` (async): two thin drivers over the one set of
-flows in :mod:`allotment_client._core`."""
+flows in :mod:`allotment_client._core`.
+
+Longer than ~500 lines on purpose: every public call exists twice (sync and async) with its
+signature and docstring, side by side so the two surfaces cannot drift apart.
+"""
 
 from __future__ import annotations
 
