@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +18,7 @@ from allotment.clock import FrozenClock
 from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain import limits
-from allotment.domain.api_keys import looks_like_secret
+from allotment.domain.api_keys import DISPLAY_CHARS, looks_like_secret
 from allotment.http.app import create_app
 from allotment.http.routes.entitlements import value_body
 from allotment.storage.database import open_database
@@ -368,3 +369,52 @@ def test_with_auth_off_changes_are_audited_as_such(
     assert event["actor"] == "(auth off)"
     assert event["api_key_id"] is None
     assert event["after"]["key"] == key
+
+
+def test_secrets_are_never_logged_nor_stored(db_url: str) -> None:
+    """A key's secret appears once, where it is handed out (the CLI's last line, the create
+    answer), and nowhere else: not in the server's log at debug level with the access log on
+    (good, unknown, revoked and wrong-scope keys on both headers, bodies the guard or the route
+    refuses), not in the CLI's stderr, not in the audit trail, not in any database column."""
+    done = cli("api-keys", "create", "--name", "root", "--scope", "admin", "--db", db_url)
+    assert done.returncode == 0, done.stderr
+    admin = done.stdout.strip().splitlines()[-1]
+    assert done.stdout.count(admin) == 1
+    assert admin not in done.stderr
+    server = ServerProcess(db_url, extra_args=["--log-level", "debug", "--access-log"]).start()
+    handed_out = [admin]
+    try:
+        with server.client() as c:
+            made = _ok(c.post("/v1/api-keys", json={"name": "app", "scope": "read"},
+                              headers=bearer(admin)), 201)  # fmt: skip
+            reader = made["secret"]
+            handed_out.append(reader)
+            for headers in (bearer(reader), {"X-API-KEY": reader}):
+                _ok(c.get("/api/v1/meters", headers=headers))
+                check_refused(c.post("/api/v1/features", json={}, headers=headers), 403, ["admin"])
+                r = c.post("/api/v1/meters/x/query", content=b"{", headers=headers)
+                assert r.status_code in (400, 404, 415), r.text
+            unknown = "alm_" + secrets.token_urlsafe(32)
+            handed_out.append(unknown)
+            check_refused(c.get("/api/v1/meters", headers=bearer(unknown)), 401, ["admin", "read"])
+            _ok(c.delete("/v1/api-keys/app", headers=bearer(admin)))
+            check_refused(c.get("/api/v1/meters", headers=bearer(reader)), 401, ["admin", "read"])
+            check_refused(c.get("/api/v1/meters", headers={"X-API-KEY": reader}), 401,
+                          ["admin", "read"])  # fmt: skip
+            trail = json.dumps(_audit(c, admin, limit=1000))
+    finally:
+        server.stop()
+    log = server.log_path.read_text(errors="replace")
+    assert "GET /api/v1/meters" in log  # the access log was on
+    db = open_database(db_url)
+    try:
+        with db.read() as tx:
+            stored = [str(v) for t in ("api_keys", "audit_events")
+                      for row in tx.execute(f"SELECT * FROM {t}") for v in row]  # fmt: skip
+    finally:
+        db.close()
+    assert len(stored) > 10
+    for secret in handed_out:
+        tail = secret[DISPLAY_CHARS:]  # beyond the prefix a key's listing shows
+        for where, text in (("log", log), ("audit trail", trail), ("database", "\n".join(stored))):
+            assert tail not in text, f"a secret's tail is in the {where}"

@@ -10,12 +10,14 @@ the case where these rules are the only defence), and on a server with keys.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 
 from tests.api.auth_support import bearer, start_with_keys
+from tests.api.route_scopes import served as served_routes
 from tests.support import ServerProcess, unique
 
 ORIGIN = {"origin": "https://evil.example"}
@@ -132,6 +134,58 @@ def test_the_portal_query_still_answers_preflights(client: httpx.Client) -> None
                        headers={**ORIGIN, "access-control-request-method": "GET"})  # fmt: skip
     assert r.status_code == 204
     assert r.headers["access-control-allow-origin"] == "*"
+
+
+def _concrete(template: str) -> str:
+    return re.sub(r"\{[^}]+\}", lambda _: unique("p"), template)
+
+
+def _cors(r: httpx.Response) -> list[str]:
+    return [h for h in r.headers if h.startswith("access-control-")]
+
+
+PORTAL_QUERY = "/api/v1/portal/meters/{meterSlug}/query"
+
+
+def test_every_route_taking_a_body_refuses_the_simple_ones(client: httpx.Client) -> None:
+    """Every served POST, PUT, PATCH and DELETE (tests/api/route_scopes.py's routes, from the
+    app) answers each body a browser sends cross-site without a preflight with a 415, before
+    any route runs, and grants nothing to the other origin."""
+    wrong = []
+    changes = [(m, p) for m, p in served_routes() if m in ("POST", "PUT", "PATCH", "DELETE")]
+    assert len(changes) > 40
+    for method, template in changes:
+        for kind in ("text/plain", "form", "multipart"):
+            ctype, body = SIMPLE_BODIES[kind]
+            assert ctype is not None
+            r = client.request(method, _concrete(template), content=body.replace(b"%s", b"x"),
+                               headers={**ORIGIN, "content-type": ctype})  # fmt: skip
+            if r.status_code != 415 or _cors(r):
+                wrong.append(f"{method} {template} ({kind}): {r.status_code} {_cors(r)}")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_route_but_the_portal_query_grants_another_origin_anything(
+    client: httpx.Client,
+) -> None:
+    """Every served route, asked from another origin (the request itself and its preflight),
+    answers without a single CORS header; the portal query alone grants one."""
+    wrong = []
+    preflight = {"access-control-request-method": "POST",
+                 "access-control-request-headers": "content-type, authorization"}  # fmt: skip
+    for method, template in served_routes():
+        path = _concrete(template)
+        if template == PORTAL_QUERY:
+            continue
+        body = {"json": {}} if method in ("POST", "PUT", "PATCH", "DELETE") else {}
+        r = client.request(method, path, headers=ORIGIN, **body)
+        if _cors(r):
+            wrong.append(f"{method} {template}: {_cors(r)}")
+        r = client.options(path, headers={**ORIGIN, **preflight,
+                                          "access-control-request-method": method})  # fmt: skip
+        if _cors(r) or r.status_code < 400:
+            wrong.append(f"OPTIONS {template} (preflight for {method}): {r.status_code} {_cors(r)}")
+    assert not wrong, "\n".join(wrong)  # the portal's own: test_the_portal_query_still_…
 
 
 @pytest.fixture(scope="module")

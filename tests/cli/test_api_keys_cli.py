@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from allotment.cli import main
+from allotment.cli import is_loopback, main
 from allotment.config import Settings
 from allotment.container import build_container
 from allotment.domain.api_keys import looks_like_secret
@@ -73,3 +73,24 @@ def test_errors_exit_2_and_say_why(db_url: str, capsys: pytest.CaptureFixture[st
         main(["api-keys", "create", "--name", "b", "--scope", "root", "--db", db_url])
     assert exit_.value.code == 2
     assert "invalid choice: 'root'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "localhost.example.com"])
+def test_serve_without_keys_refuses_every_address_but_loopback(
+    db_url: str, capsys: pytest.CaptureFixture[str], host: str
+) -> None:
+    code, _, err = run(capsys, "serve", "--db", db_url, "--host", host, "--port", "1")
+    assert code == 2  # before it binds anything
+    assert f"refusing to listen on {host} without API keys" in err
+    assert "allotment api-keys create --name admin --scope admin" in err
+    assert "--insecure-no-auth" in err
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [("127.0.0.1", True), ("127.8.9.10", True), ("::1", True), ("[::1]", True),
+     ("localhost", True), ("LocalHost", True), ("0.0.0.0", False), ("::", False),
+     ("10.0.0.1", False), ("localhost.example.com", False), ("", False)],
+)  # fmt: skip
+def test_what_counts_as_loopback(host: str, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
