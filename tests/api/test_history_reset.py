@@ -10,7 +10,7 @@ import pytest
 from allotment.domain import limits
 from tests.api import test_features as shared
 from tests.api.test_entitlement_value import Ent
-from tests.api.test_features import create_feature, ok, problem, set_clock
+from tests.api.test_features import CLOCK_START, create_feature, ok, problem, set_clock
 from tests.support import unique
 
 clock_server = shared.clock_server  # fixtures: a module-scoped server on the test clock
@@ -120,6 +120,36 @@ def test_history_ending_on_a_reset_ends_with_the_post_reset_state(tc: httpx.Clie
         ("2024-01-02T00:00:00Z", "2024-01-02T00:00:00Z", 100, 100),  # the post-reset state
     ]  # fmt: skip
     assert ent.value("2024-01-02T00:00:00Z")["balance"] == 100
+
+
+def test_history_at_a_grants_expiry_instant(tc: httpx.Client) -> None:
+    """docs/engine.md's rule at a grant's end instant E, over HTTP: the segment that ends at E
+    shows what the grant held just before (it expires unused), a run ending at E adds no
+    segment, and every state at E — the value, the next segment and window — holds 0 for it."""
+    ent = Ent(tc)
+    short = ent.grant(100, priority=1, expiration={"duration": "HOUR", "count": 1})["id"]
+    long = ent.grant(50, priority=2)["id"]
+    ent.event("2024-01-01T00:10:00Z", value=30)
+    set_clock(tc, "2024-01-01T03:00:00Z")
+    e = "2024-01-01T01:00:00Z"  # the short grant's expiry
+    to_e = {"windowSize": "HOUR", "from": CLOCK_START, "to": e}
+    h = ok(tc.get(ent.base + "/history", params=to_e))
+    [segment] = h["burndownHistory"]
+    assert segment["period"] == {"from": CLOCK_START, "to": e}
+    assert (segment["balanceAtStart"], segment["usage"], segment["balanceAtEnd"]) == (150, 30, 120)
+    assert segment["grantBalancesAtEnd"] == {short: 70, long: 50}
+    assert [(w["period"]["from"], w["usage"], w["balanceAtStart"])
+            for w in h["windowedHistory"]] == [(CLOCK_START, 30, 150)]  # fmt: skip
+    at_e = ent.value(e)
+    assert (at_e["balance"], at_e["usage"]) == (50, 30)
+    after = ok(tc.get(ent.base + "/history", params={**to_e, "to": "2024-01-01T02:00:00Z"}))
+    first, second = after["burndownHistory"]
+    assert first == segment
+    assert second["period"] == {"from": e, "to": "2024-01-01T02:00:00Z"}
+    assert second["grantBalancesAtStart"] == second["grantBalancesAtEnd"] == {long: 50}
+    assert (second["balanceAtStart"], second["usage"]) == (50, 0)
+    assert [(w["period"]["from"], w["usage"], w["balanceAtStart"])
+            for w in after["windowedHistory"]] == [(CLOCK_START, 30, 150), (e, 0, 50)]  # fmt: skip
 
 
 @pytest.mark.parametrize(
