@@ -1,7 +1,8 @@
 """The catalog on each real backend: migrations 0550/0551 forward from the schema before them
 with existing features kept, and what a subscription makes of the customer's OpenMeter
 entitlements (metered budgets, static values, boolean switches; top-ups kept across a plan
-change; everything ended by a cancel)."""
+change that keeps the feature, ended by one that drops it; everything ended by a cancel), and
+the subscription and its entitlements written in one transaction."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -144,3 +146,188 @@ def test_subscription_values_are_customer_entitlements(c: Container) -> None:
     c.subscriptions.cancel(sub.subscription.id)
     assert kinds() == {}
     assert c.subscriptions.entitlements(key) == []
+
+
+class _Budget:
+    """A meter, a MONTH budget feature, an ENUM, plans and one customer to subscribe."""
+
+    def __init__(self, c: Container, plans: dict[str, list[dict[str, object]]]) -> None:
+        self.c = c
+        self.event_type, slug = unique("t"), unique("m")
+        c.meters.create({"slug": slug, "aggregation": "SUM", "eventType": self.event_type,
+                         "valueProperty": "$.v"})  # fmt: skip
+        self.budget, self.models = unique("budget"), unique("models")
+        for spec in (
+            {"reference": self.budget, "type": "NUMBER", "meter_reference": slug},
+            {"reference": self.models, "type": "ENUM", "enum_values": ["a", "b"]},
+        ):
+            c.catalog.create_feature(parse_feature_spec({"name": "F", **spec}))
+        self.plans: dict[str, str] = {}
+        for name, values in plans.items():
+            ref = unique(name)
+            self.plans[name] = ref
+            items = [{**v, "feature_reference": getattr(self, str(v["feature_reference"]))}
+                     for v in values]  # fmt: skip
+            c.catalog.create_plan({"reference": ref, "name": name, "entitlements": items})
+        self.key = unique("acme")
+        self.owner = Owner.customer(c.customers.create({"name": "Acme", "key": self.key}).id)
+
+    def subscribe(self, plan: str) -> str:
+        sub = self.c.subscriptions.create(
+            {"customer_reference": self.key, "pricing_plan_reference": self.plans[plan]}
+        )
+        return sub.subscription.id
+
+    def ingest(self, v: int) -> None:
+        now = self.c.clock.now()
+        raw = {"specversion": "1.0", "id": unique("e"), "source": "t", "type": self.event_type,
+               "subject": self.key, "time": format_rfc3339(now), "data": {"v": v}}  # fmt: skip
+        self.c.events.ingest([validate_event(raw, "event", now + timedelta(minutes=1))])
+
+    def tick(self) -> None:
+        clock = self.c.clock
+        assert isinstance(clock, FrozenClock)
+        clock.advance(timedelta(minutes=1))
+
+    def topup(self, amount: int) -> None:
+        self.c.grants.create(self.owner, self.budget, parse_grant_create({
+            "amount": amount, "effectiveAt": format_rfc3339(self.c.clock.now()), "priority": 10,
+            "expiration": {"duration": "YEAR", "count": 1}}))  # fmt: skip
+
+    def value(self) -> tuple[Decimal, Decimal] | None:
+        items = {i.feature.reference: i for i in self.c.subscriptions.entitlements(self.key)}
+        item = items.get(self.budget)
+        if item is None:
+            return None
+        assert item.budget is not None
+        return item.budget.usage, item.budget.remaining
+
+    def state(self) -> tuple[object, ...]:
+        """Everything a subscription change writes: the subscription, the customer's live
+        entitlements with their terms, their live grants, and the one call's answer."""
+        sub = self.c.subscriptions.current(self.key)
+        views = self.c.entitlements.list_for_owner(self.owner, include_deleted=True)
+        ents = sorted((v.record.id, v.record.feature_key, v.record.config,
+                       v.record.issue_after_reset, v.record.deleted_at) for v in views)  # fmt: skip
+        grants = sorted(
+            (g.id, g.amount, g.voided_at, g.deleted_at)
+            for v in views
+            for g in self.c.grants.list_for_entitlement(self.owner, v.record.id, True)
+        )
+        plan = None if sub is None else (sub.plan.reference, sub.subscription.plan_version,
+                                          dict(sub.subscription.overrides))  # fmt: skip
+        return plan, ents, grants, self.value()
+
+
+def test_a_plan_change_that_drops_the_budget_ends_it_with_its_top_ups(c: Container) -> None:
+    """The decision (docs/catalog.md "Budgets are entitlements"): top-ups belong to the
+    budget's entitlement; a plan change that keeps the feature keeps them, one that drops it
+    ends the entitlement with its grants (as a cancel does; they stay readable as deleted), and
+    a later plan with the feature again starts a new entitlement with only the plan's
+    allowance — usage of the current period still counts, the anchor is still start_at."""
+    w = _Budget(c, {"pro": [{"feature_reference": "budget", "number": 100}],
+                    "pro2": [{"feature_reference": "budget", "number": 200}],
+                    "free": [{"feature_reference": "models", "enums": ["a"]}]})  # fmt: skip
+    sub = w.subscribe("pro")
+    w.ingest(30)
+    w.tick()
+    w.topup(50)
+    w.tick()
+    assert w.value() == (Decimal(30), Decimal(120))
+    c.subscriptions.patch(sub, {"pricing_plan_reference": w.plans["pro2"]})  # keeps the feature
+    assert w.value() == (Decimal(30), Decimal(220))  # 200 + 50 − 30: the top-up survived
+    (first,) = c.entitlements.list_for_owner(w.owner, include_deleted=False)
+    c.subscriptions.patch(sub, {"pricing_plan_reference": w.plans["free"]})  # drops it
+    assert w.value() is None
+    live = c.entitlements.list_for_owner(w.owner, include_deleted=False)
+    assert [v.record.feature_key for v in live] == [w.models]
+    old = c.grants.list_for_entitlement(w.owner, first.record.id, include_deleted=True)
+    assert old  # readable, deleted with it
+    assert all(g.deleted_at is not None for g in old)
+    w.tick()
+    w.ingest(5)
+    w.tick()
+    c.subscriptions.patch(sub, {"pricing_plan_reference": w.plans["pro"]})  # the feature again
+    assert w.value() == (Decimal(35), Decimal(65))  # 100 − 35: no top-up, the period's usage
+    (again,) = [v for v in c.entitlements.list_for_owner(w.owner, False)
+                if v.record.feature_key == w.budget]  # fmt: skip
+    assert again.record.id != first.record.id
+    assert again.record.usage_period_anchor == first.record.usage_period_anchor
+
+
+class _Boom(Exception):
+    pass
+
+
+def test_a_failure_mid_sync_leaves_subscription_and_entitlements_unchanged(
+    c: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The subscription's write and its entitlements' are one transaction: a failure after
+    the budget was written (here, injected into the second item's write) rolls both back —
+    on create, on a plan change, on an override and on cancel."""
+    w = _Budget(c, {"pro": [{"feature_reference": "budget", "number": 100},
+                            {"feature_reference": "models", "enums": ["a"]}],
+                    "max": [{"feature_reference": "budget", "number": 900},
+                            {"feature_reference": "models", "enums": ["a", "b"]}]})  # fmt: skip
+    real = c.customer_entitlements.put_plain_in
+    real_remove = c.customer_entitlements.remove_in
+
+    def boom(*args: object, **kwargs: object) -> object:
+        raise _Boom
+
+    monkeypatch.setattr(c.customer_entitlements, "put_plain_in", boom)
+    before = w.state()
+    with pytest.raises(_Boom):
+        w.subscribe("pro")
+    assert w.state() == before == (None, [], [], None)
+    monkeypatch.setattr(c.customer_entitlements, "put_plain_in", real)
+    sub = w.subscribe("pro")
+    w.ingest(30)
+    w.tick()
+    w.topup(50)
+    w.tick()
+    monkeypatch.setattr(c.customer_entitlements, "put_plain_in", boom)
+    before = w.state()
+    assert before[3] == (Decimal(30), Decimal(120))
+    for body in (
+        {"pricing_plan_reference": w.plans["max"]},
+        {"entitlements": [{"feature_reference": w.budget, "number": 7}]},
+    ):
+        with pytest.raises(_Boom):
+            c.subscriptions.patch(sub, body)
+        assert w.state() == before, body
+    monkeypatch.setattr(c.customer_entitlements, "put_plain_in", real)
+    calls = [0]
+
+    def remove_then_boom(*args: Any, **kwargs: Any) -> bool:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise _Boom
+        return real_remove(*args, **kwargs)
+
+    monkeypatch.setattr(c.customer_entitlements, "remove_in", remove_then_boom)
+    with pytest.raises(_Boom):
+        c.subscriptions.cancel(sub)
+    assert calls[0] == 2
+    assert w.state() == before
+    monkeypatch.setattr(c.customer_entitlements, "remove_in", real_remove)
+    c.subscriptions.patch(sub, {"pricing_plan_reference": w.plans["max"]})
+    assert w.value() == (Decimal(30), Decimal(920))
+
+
+def test_an_override_keeps_top_ups_across_a_plan_without_the_feature(c: Container) -> None:
+    """What docs/catalog.md advises: an override of 0 keeps the entitlement (and its top-ups)
+    on a plan that leaves the feature out; removing the override then ends it."""
+    w = _Budget(c, {"pro": [{"feature_reference": "budget", "number": 100}],
+                    "free": [{"feature_reference": "models", "enums": ["a"]}]})  # fmt: skip
+    sub = w.subscribe("pro")
+    w.ingest(30)
+    w.tick()
+    w.topup(50)
+    w.tick()
+    c.subscriptions.patch(sub, {"entitlements": [{"feature_reference": w.budget, "number": 0}],
+                                "pricing_plan_reference": w.plans["free"]})  # fmt: skip
+    assert w.value() == (Decimal(30), Decimal(20))  # 0 + 50 − 30
+    c.subscriptions.patch(sub, {"entitlements": [{"feature_reference": w.budget,
+                                                  "override": False}]})  # fmt: skip
+    assert w.value() is None

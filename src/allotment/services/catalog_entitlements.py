@@ -32,6 +32,7 @@ from typing import Any, Protocol
 from allotment.clock import Clock
 from allotment.domain.catalog import TypedFeature
 from allotment.domain.catalog_plans import Effective
+from allotment.domain.entitlement_inputs import EntitlementType
 from allotment.domain.errors import NotFound
 from allotment.domain.owners import Owner
 from allotment.domain.periods import Recurrence, add_clamped, parse_interval, period_at
@@ -40,7 +41,7 @@ from allotment.services.catalog_subscriptions import BudgetValue
 from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
 from allotment.services.entitlements import EntitlementService
 from allotment.storage import usage_marks
-from allotment.storage.database import Database
+from allotment.storage.database import Database, Tx
 
 ANNOTATIONS = {"managedBy": "pricing_plan_subscription"}
 
@@ -71,33 +72,50 @@ class CatalogEntitlements:
 
     def sync(
         self,
+        tx: Tx,
         customer_id: str,
         values: Sequence[Effective],
         features: Mapping[str, TypedFeature],
         anchor: datetime,
-    ) -> None:
+        now: datetime,
+    ) -> list[str]:
+        """Bring the customer's entitlements in line with ``values`` inside the caller's
+        write transaction; the feature keys written (for :meth:`committed`)."""
+        touched = []
         for e in values:
             f = features[e.value.feature_reference]
             v = e.value
             if f.is_budget:
                 period = f.usage_period or "MONTH"
-                self._customer.put_metered(customer_id, f.reference, MeteredTerms(
+                self._customer.put_metered_in(tx, customer_id, f.reference, MeteredTerms(
                     interval=period, anchor=anchor, allowance=v.number,
                     is_soft_limit=v.unlimited, annotations=ANNOTATIONS,
-                ))  # fmt: skip
+                ), now)  # fmt: skip
             elif f.type == "SWITCH":
                 if v.switch:
-                    self._customer.put_boolean(customer_id, f.reference, annotations=ANNOTATIONS)
+                    self._customer.put_plain_in(
+                        tx, customer_id, f.reference, EntitlementType.BOOLEAN, None, now,
+                        annotations=ANNOTATIONS,
+                    )  # fmt: skip
                 else:
-                    self._customer.remove(customer_id, f.reference)
+                    self._customer.remove_in(tx, customer_id, f.reference, now)
             else:
-                self._customer.put_static(
-                    customer_id, f.reference, config_of(v.data), annotations=ANNOTATIONS
-                )
+                self._customer.put_plain_in(
+                    tx, customer_id, f.reference, EntitlementType.STATIC, config_of(v.data), now,
+                    annotations=ANNOTATIONS,
+                )  # fmt: skip
+            touched.append(f.reference)
+        return touched
 
-    def end(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+    def end(self, tx: Tx, customer_id: str, feature_keys: Sequence[str], now: datetime) -> None:
         for key in feature_keys:
-            self._customer.remove(customer_id, key)
+            self._customer.remove_in(tx, customer_id, key, now)
+
+    def committed(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+        """After the commit of :meth:`sync`/:meth:`end`: tell the notification evaluator."""
+        owner = Owner.customer(customer_id)
+        for key in feature_keys:
+            self._ents.changed(owner, key)
 
     def budget_values(
         self,

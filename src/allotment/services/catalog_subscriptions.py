@@ -7,9 +7,10 @@
   survive a plan change; ``start_at`` (the budgets' anchor) never moves.
 * ``DELETE`` cancels now.
 
-After every write the customer's OpenMeter entitlements are brought in line with the
-subscription's effective values by the :class:`EntitlementSync` port (budgets are metered
-entitlements, the other values static or boolean ones).
+In the transaction of every write the customer's OpenMeter entitlements are brought in line
+with the subscription's effective values by the :class:`EntitlementSync` port (budgets are
+metered entitlements, the other values static or boolean ones): a failure anywhere leaves the
+subscription and its entitlements as they were.
 
 The one call (:meth:`SubscriptionService.entitlements`) reads the effective values from an
 in-memory cache that is valid while the catalog version (bumped by every catalog write) is
@@ -49,7 +50,7 @@ from allotment.domain.catalog_plans import (
     effective_values,
 )
 from allotment.domain.customers import Customer
-from allotment.domain.errors import InvalidInput
+from allotment.domain.errors import Conflict, InvalidInput
 from allotment.domain.ids import is_ulid, new_ulid
 from allotment.domain.timeutil import floor_minute, parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
@@ -96,13 +97,23 @@ class EntitlementSync(Protocol):
 
     def sync(
         self,
+        tx: Tx,
         customer_id: str,
         values: Sequence[Effective],
         features: Mapping[str, TypedFeature],
         anchor: datetime,
-    ) -> None: ...
+        now: datetime,
+    ) -> list[str]:
+        """In the subscription's write transaction; returns the feature keys written."""
+        ...
 
-    def end(self, customer_id: str, feature_keys: Sequence[str]) -> None: ...
+    def end(self, tx: Tx, customer_id: str, feature_keys: Sequence[str], now: datetime) -> None:
+        """In the subscription's write transaction."""
+        ...
+
+    def committed(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+        """After that transaction's commit."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,10 +308,17 @@ class SubscriptionService:
                 catalog_repo.insert_subscription(tx, sub, to_micros(now))
                 catalog_repo.bump(tx)
                 view = self._view(tx, sub, customer)
+                touched = self._apply(tx, view, (), now)
         except DuplicateKey:
             with self._db.read() as tx:
-                raise self._exists(self._customers.resolve(tx, ref)) from None
-        self._apply(view)
+                customer = self._customers.resolve(tx, ref)
+                if catalog_repo.active_subscription(tx, customer.id) is not None:
+                    raise self._exists(customer) from None
+            raise Conflict(  # a concurrent write of one of its entitlements won: nothing stored
+                f"customer {customer.key or customer.id!r} changed concurrently; retry",
+                field="customer_reference",
+            ) from None
+        self._committed(customer.id, touched)
         return self.get(sub_id)
 
     @staticmethod
@@ -369,10 +387,11 @@ class SubscriptionService:
             catalog_repo.bump(tx)
             before = self._view(tx, sub)
             view = self._view(tx, changed)
-        gone = {e.value.feature_reference for e in before.values} - {
-            e.value.feature_reference for e in view.values
-        }
-        self._apply(view, sorted(gone))
+            gone = {e.value.feature_reference for e in before.values} - {
+                e.value.feature_reference for e in view.values
+            }
+            touched = self._apply(tx, view, sorted(gone), now)
+        self._committed(sub.customer_id, touched)
         return self.get(subscription_id)
 
     def cancel(self, subscription_id: str) -> SubscriptionView:
@@ -385,16 +404,30 @@ class SubscriptionService:
             catalog_repo.update_subscription(tx, done, to_micros(now))
             catalog_repo.bump(tx)
             view = self._view(tx, done)
-        if self._sync is not None:
-            self._sync.end(sub.customer_id, [e.value.feature_reference for e in view.values])
+            ended = [e.value.feature_reference for e in view.values]
+            if self._sync is not None:
+                self._sync.end(tx, sub.customer_id, ended, now)
+        self._committed(sub.customer_id, ended)
         return view
 
-    def _apply(self, view: SubscriptionView, gone: Sequence[str] = ()) -> None:
+    def _apply(
+        self, tx: Tx, view: SubscriptionView, gone: Sequence[str], now: datetime
+    ) -> list[str]:
+        """The customer's entitlements brought in line with ``view``, in the subscription's
+        transaction ``tx``: the subscription and its entitlements change together or not at
+        all. Returns the feature keys touched (for :meth:`_committed`)."""
         if self._sync is None:
-            return
+            return []
         if gone:
-            self._sync.end(view.customer.id, gone)
-        self._sync.sync(view.customer.id, view.values, view.features, view.subscription.start_at)
+            self._sync.end(tx, view.customer.id, gone, now)
+        written = self._sync.sync(
+            tx, view.customer.id, view.values, view.features, view.subscription.start_at, now
+        )
+        return [*gone, *written]
+
+    def _committed(self, customer_id: str, feature_keys: Sequence[str]) -> None:
+        if self._sync is not None and feature_keys:
+            self._sync.committed(customer_id, feature_keys)
 
 
 class _ActiveSubscriptionGuard:

@@ -15,6 +15,9 @@ consistent. The entitlement engine itself is ``EntitlementService`` with a custo
   (static ``config``), a static or boolean entitlement; a change of type replaces it.
 * :meth:`CustomerEntitlements.remove` — delete the customer's entitlement for a feature.
 
+Each has a ``*_in(tx, …)`` twin that writes inside the caller's transaction: the catalog
+changes a subscription and its entitlements in ONE transaction (nothing half-done).
+
 As a :class:`~allotment.services.customers.CustomerGuard` it refuses to delete a customer
 that still has active entitlements (409, as OpenMeter) and bumps a customer's value-cache
 scopes when the subjects whose usage is its own change.
@@ -91,10 +94,6 @@ class CustomerEntitlements:
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
 
-    def _live(self, customer_id: str, feature_key: str) -> EntitlementRecord | None:
-        with self._db.read() as tx:
-            return entitlements_repo.live_for(tx, Owner.customer(customer_id), feature_key)
-
     # ------------------------------------------------------------ the v2 create
 
     def create(
@@ -132,20 +131,34 @@ class CustomerEntitlements:
     # ------------------------------------------------------------ the catalog's calls
 
     def put_metered(self, customer_id: str, feature_key: str, t: MeteredTerms) -> EntitlementView:
+        """:meth:`put_metered_in` in a transaction of its own."""
+        now = self._now()
+        with self._db.write() as tx:
+            record = self.put_metered_in(tx, customer_id, feature_key, t, now)
+            view = self._ents.view(tx, record, now)
+        self._ents.changed(record.owner, feature_key)
+        return view
+
+    def put_metered_in(
+        self, tx: Tx, customer_id: str, feature_key: str, t: MeteredTerms, now: datetime
+    ) -> EntitlementRecord:
+        """Inside the caller's write transaction (the caller tells ``entitlements.changed``
+        after its commit)."""
         interval = parse_interval(t.interval, "usagePeriod.interval")
         anchor = floor_minute(t.anchor.astimezone(UTC))
         if t.allowance is not None and t.allowance < 0:
             raise InvalidInput("allowance: must be >= 0", field="allowance")
-        existing = self._live(customer_id, feature_key)
+        owner = Owner.customer(customer_id)
+        existing = entitlements_repo.live_for(tx, owner, feature_key)
         if (
             existing is not None
             and existing.type == EntitlementType.METERED
             and existing.usage_period_interval == interval_iso(interval)
             and existing.usage_period_anchor == anchor
         ):
-            return self._change_allowance(existing, t)
+            return self._change_allowance(tx, existing, t, now)
         if existing is not None:
-            self._ents.delete(existing.owner, existing.id)
+            self._ents.delete_in(tx, existing.id, now)
         allowance = t.allowance if t.allowance else None
         inp = EntitlementCreate(
             EntitlementType.METERED, feature_key, None, dict(t.metadata or {}) or None,
@@ -153,41 +166,39 @@ class CustomerEntitlements:
             allowance, t.allowance_priority if allowance is not None else None,
             t.preserve_overage_at_reset, None,
         )  # fmt: skip
-        return self._ents.create(Owner.customer(customer_id), inp, t.annotations)
+        return self._ents.create_in(tx, owner, inp, now, t.annotations)
 
-    def _change_allowance(self, existing: EntitlementRecord, t: MeteredTerms) -> EntitlementView:
-        now = self._now()
+    def _change_allowance(
+        self, tx: Tx, existing: EntitlementRecord, t: MeteredTerms, now: datetime
+    ) -> EntitlementRecord:
         now_us = to_micros(now)
-        with self._db.write() as tx:
-            self._ents.require_live_owner(tx, existing.owner)
-            record = entitlements_repo.lock(tx, existing.id, tx.dialect)
-            if record is None or record.deleted_at is not None:
-                raise NotFound(f"entitlement {existing.id} not found")
-            spec = spec_of(record)
-            resets = entitlements_repo.resets_of(tx, record.id)
-            start = max(em.current_period_start(spec, resets, now), spec.measure_usage_from)
-            amount = t.allowance if t.allowance else None
-            if amount != record.issue_after_reset:
-                for g in grants_repo.of_entitlement(tx, record.id, include_deleted=False):
-                    if _is_allowance(g) and g.voided_at is None:
-                        void_at = max(start, g.effective_at)
-                        grants_repo.void(tx, g.id, to_micros(void_at), now_us)
-                if amount is not None:
-                    grants_repo.insert(tx, self._allowance_grant(record, amount, t, start, now))
-            updated = EntitlementRecord(**{
-                **{f: getattr(record, f) for f in EntitlementRecord.__dataclass_fields__},
-                "issue_after_reset": amount,
-                "issue_after_reset_priority": t.allowance_priority if amount is not None else None,
-                "is_soft_limit": t.is_soft_limit,
-                "metadata": dict(t.metadata) if t.metadata else None,
-                "annotations": dict(t.annotations) if t.annotations else record.annotations,
-                "updated_at": now,
-            })  # fmt: skip
-            entitlements_repo.update_terms(tx, updated)
-            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
-            view = self._ents.view(tx, updated, now)
-        self._grants.changed(record.owner, record.feature_key)  # after the commit
-        return view
+        self._ents.require_live_owner(tx, existing.owner)
+        record = entitlements_repo.lock(tx, existing.id, tx.dialect)
+        if record is None or record.deleted_at is not None:
+            raise NotFound(f"entitlement {existing.id} not found")
+        spec = spec_of(record)
+        resets = entitlements_repo.resets_of(tx, record.id)
+        start = max(em.current_period_start(spec, resets, now), spec.measure_usage_from)
+        amount = t.allowance if t.allowance else None
+        if amount != record.issue_after_reset:
+            for g in grants_repo.of_entitlement(tx, record.id, include_deleted=False):
+                if _is_allowance(g) and g.voided_at is None:
+                    void_at = max(start, g.effective_at)
+                    grants_repo.void(tx, g.id, to_micros(void_at), now_us)
+            if amount is not None:
+                grants_repo.insert(tx, self._allowance_grant(record, amount, t, start, now))
+        updated = EntitlementRecord(**{
+            **{f: getattr(record, f) for f in EntitlementRecord.__dataclass_fields__},
+            "issue_after_reset": amount,
+            "issue_after_reset_priority": t.allowance_priority if amount is not None else None,
+            "is_soft_limit": t.is_soft_limit,
+            "metadata": dict(t.metadata) if t.metadata else None,
+            "annotations": dict(t.annotations) if t.annotations else record.annotations,
+            "updated_at": now,
+        })  # fmt: skip
+        entitlements_repo.update_terms(tx, updated)
+        usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
+        return updated
 
     @staticmethod
     def _allowance_grant(
@@ -211,7 +222,7 @@ class CustomerEntitlements:
         annotations: Mapping[str, Any] | None = None,
     ) -> EntitlementView:
         """``config``: a string holding JSON (as the static entitlement stores it)."""
-        return self._put_plain(
+        return self._own_tx(
             customer_id, feature_key, EntitlementType.STATIC, config, metadata, annotations
         )
 
@@ -222,11 +233,11 @@ class CustomerEntitlements:
         metadata: Mapping[str, str] | None = None,
         annotations: Mapping[str, Any] | None = None,
     ) -> EntitlementView:
-        return self._put_plain(
+        return self._own_tx(
             customer_id, feature_key, EntitlementType.BOOLEAN, None, metadata, annotations
         )
 
-    def _put_plain(
+    def _own_tx(
         self,
         customer_id: str,
         feature_key: str,
@@ -235,42 +246,64 @@ class CustomerEntitlements:
         metadata: Mapping[str, str] | None,
         annotations: Mapping[str, Any] | None,
     ) -> EntitlementView:
-        existing = self._live(customer_id, feature_key)
+        now = self._now()
+        with self._db.write() as tx:
+            record = self.put_plain_in(
+                tx, customer_id, feature_key, kind, config, now, metadata, annotations
+            )
+            view = self._ents.view(tx, record, now)
+        self._ents.changed(record.owner, feature_key)
+        return view
+
+    def put_plain_in(
+        self,
+        tx: Tx,
+        customer_id: str,
+        feature_key: str,
+        kind: EntitlementType,
+        config: str | None,
+        now: datetime,
+        metadata: Mapping[str, str] | None = None,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> EntitlementRecord:
+        """A static (``config``: JSON text) or boolean entitlement, created or changed in
+        place, inside the caller's write transaction; a change of type replaces it."""
+        owner = Owner.customer(customer_id)
+        existing = entitlements_repo.live_for(tx, owner, feature_key)
         if existing is not None and existing.type == kind:
-            now = self._now()
-            with self._db.write() as tx:
-                self._ents.require_live_owner(tx, existing.owner)
-                record = entitlements_repo.lock(tx, existing.id, tx.dialect)
-                if record is None or record.deleted_at is not None:
-                    raise NotFound(f"entitlement {existing.id} not found")
-                updated = EntitlementRecord(**{
-                    **{f: getattr(record, f) for f in EntitlementRecord.__dataclass_fields__},
-                    "config": config,
-                    "metadata": dict(metadata) if metadata else None,
-                    "annotations": dict(annotations) if annotations else record.annotations,
-                    "updated_at": now,
-                })  # fmt: skip
-                entitlements_repo.update_terms(tx, updated)
-                usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
-                return self._ents.view(tx, updated, now)
+            self._ents.require_live_owner(tx, existing.owner)
+            record = entitlements_repo.lock(tx, existing.id, tx.dialect)
+            if record is None or record.deleted_at is not None:
+                raise NotFound(f"entitlement {existing.id} not found")
+            updated = EntitlementRecord(**{
+                **{f: getattr(record, f) for f in EntitlementRecord.__dataclass_fields__},
+                "config": config,
+                "metadata": dict(metadata) if metadata else None,
+                "annotations": dict(annotations) if annotations else record.annotations,
+                "updated_at": now,
+            })  # fmt: skip
+            entitlements_repo.update_terms(tx, updated)
+            usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
+            return updated
         if existing is not None:
-            self._ents.delete(existing.owner, existing.id)
+            self._ents.delete_in(tx, existing.id, now)
         inp = EntitlementCreate(
             kind, feature_key, None, dict(metadata or {}) or None, None, None, False, None, None,
             False, config,
         )  # fmt: skip
-        return self._ents.create(Owner.customer(customer_id), inp, annotations)
+        return self._ents.create_in(tx, owner, inp, now, annotations)
 
     def remove(self, customer_id: str, feature_key: str) -> bool:
         """Delete the customer's live entitlement for the feature; False when it has none."""
-        existing = self._live(customer_id, feature_key)
-        if existing is None:
-            return False
-        try:
-            self._ents.delete(existing.owner, existing.id)
-        except NotFound:
-            return False
-        return True
+        with self._db.write() as tx:
+            removed = self.remove_in(tx, customer_id, feature_key, self._now())
+        if removed:
+            self._ents.changed(Owner.customer(customer_id), feature_key)
+        return removed
+
+    def remove_in(self, tx: Tx, customer_id: str, feature_key: str, now: datetime) -> bool:
+        existing = entitlements_repo.live_for(tx, Owner.customer(customer_id), feature_key)
+        return existing is not None and self._ents.delete_in(tx, existing.id, now) is not None
 
     # ------------------------------------------------------------ CustomerGuard
 

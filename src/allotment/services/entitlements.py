@@ -75,7 +75,8 @@ class EntitlementService(EntitlementValues):
     on_scope_change: Callable[[Owner, str], None] | None = None
     """Told (owner, feature key) after an entitlement write commits (notifications)."""
 
-    def _changed(self, owner: Owner, feature_key: str) -> None:
+    def changed(self, owner: Owner, feature_key: str) -> None:
+        """Tell the listener (notifications) that the scope changed; after the commit."""
         if self.on_scope_change is not None:
             self.on_scope_change(owner, feature_key)
 
@@ -172,19 +173,19 @@ class EntitlementService(EntitlementValues):
         if default is not None:
             grants_repo.insert(tx, default)
 
-    def _raced(self, record: EntitlementRecord) -> Conflict:
+    def _raced(self, owner: Owner, feature_key: str) -> Conflict:
         """A concurrent create won the unique index: name it, read in a fresh transaction
         (the failed one is unusable on PostgreSQL)."""
         with self._db.read() as tx:
-            return self._conflict(tx, record)
+            return self._conflict(tx, owner, feature_key)
 
     @staticmethod
-    def _conflict(tx: Tx, record: EntitlementRecord) -> Conflict:
-        existing = entitlements_repo.live_for(tx, record.owner, record.feature_key)
+    def _conflict(tx: Tx, owner: Owner, feature_key: str) -> Conflict:
+        existing = entitlements_repo.live_for(tx, owner, feature_key)
         ext = {"conflictingEntityId": existing.id} if existing is not None else None
         return Conflict(
             f"entitlement with id {existing.id if existing else '?'} already exists for "
-            f"feature {record.feature_key!r} and {record.owner.describe()}",
+            f"feature {feature_key!r} and {owner.describe()}",
             extensions=ext,
         )
 
@@ -212,22 +213,36 @@ class EntitlementService(EntitlementValues):
         with self._db.read() as tx:
             owner = reads.owner_of(tx, owner_ref)
             feature = self._feature_for(tx, inp)
-        record, default = self._build(owner, inp, feature, now, annotations)
         try:
             with self._db.write() as tx:
-                self.require_live_owner(tx, owner)
-                existing = entitlements_repo.live_for(tx, owner, feature.key)
-                if existing is not None:
-                    raise self._conflict(tx, record)
-                self._insert(tx, record, default)
+                record = self.create_in(tx, owner, inp, now, annotations)
                 if then is not None:
                     then(tx, record, now)
-                usage_marks.bump_scope(tx, owner.scope, feature.key)
                 created = self.view(tx, record, now)
         except DuplicateKey:
-            raise self._raced(record) from None
-        self._changed(owner, feature.key)
+            raise self._raced(owner, feature.key) from None
+        self.changed(owner, feature.key)
         return created
+
+    def create_in(
+        self,
+        tx: Tx,
+        owner: Owner,
+        inp: EntitlementCreate,
+        now: datetime,
+        annotations: Mapping[str, Any] | None = None,
+    ) -> EntitlementRecord:
+        """The create inside the caller's write transaction (a subscription's, so that its
+        change and its entitlements commit together); the caller calls :meth:`changed` after
+        its commit. A concurrent create of the same one raises ``DuplicateKey``."""
+        feature = self._feature_for(tx, inp)
+        record, default = self._build(owner, inp, feature, now, annotations)
+        self.require_live_owner(tx, owner)
+        if entitlements_repo.live_for(tx, owner, feature.key) is not None:
+            raise self._conflict(tx, owner, feature.key)
+        self._insert(tx, record, default)
+        usage_marks.bump_scope(tx, owner.scope, feature.key)
+        return record
 
     def override(
         self, owner_ref: OwnerRef, id_or_feature_key: str, inp: EntitlementCreate
@@ -259,21 +274,28 @@ class EntitlementService(EntitlementValues):
                 usage_marks.bump_scope(tx, old.owner.scope, old.feature_key)
                 created = self.view(tx, record, now)
         except DuplicateKey:
-            raise self._raced(record) from None
-        self._changed(old.owner, old.feature_key)
+            raise self._raced(old.owner, old.feature_key) from None
+        self.changed(old.owner, old.feature_key)
         return created
 
     def delete(self, owner_ref: OwnerRef, entitlement_id: str) -> None:
         now = self._now()
         with self._db.write() as tx:
             found = reads.resolve(tx, owner_ref, entitlement_id, now)
-            locked = entitlements_repo.lock(tx, found.id, self._db.dialect)
-            if locked is None or locked.deleted_at is not None:
+            if self.delete_in(tx, found.id, now) is None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
-            now_us = to_micros(now)
-            entitlements_repo.soft_delete(tx, found.id, now_us)
-            grants_repo.delete_for_entitlement(tx, found.id, now_us)
-            usage_marks.bump_scope(tx, locked.owner.scope, locked.feature_key)
+
+    def delete_in(self, tx: Tx, entitlement_id: str, now: datetime) -> EntitlementRecord | None:
+        """Delete (soft) the entitlement and its grants inside the caller's write
+        transaction; None when it is gone already."""
+        locked = entitlements_repo.lock(tx, entitlement_id, self._db.dialect)
+        if locked is None or locked.deleted_at is not None:
+            return None
+        now_us = to_micros(now)
+        entitlements_repo.soft_delete(tx, locked.id, now_us)
+        grants_repo.delete_for_entitlement(tx, locked.id, now_us)
+        usage_marks.bump_scope(tx, locked.owner.scope, locked.feature_key)
+        return locked
 
     # ------------------------------------------------------------ reads
 
@@ -345,4 +367,4 @@ class EntitlementService(EntitlementValues):
                 to_micros(now),
             )  # fmt: skip
             usage_marks.bump_scope(tx, record.owner.scope, record.feature_key)
-        self._changed(record.owner, record.feature_key)
+        self.changed(record.owner, record.feature_key)
