@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from allotment.domain import limits
 from allotment.domain.errors import InvalidInput, LimitExceeded, check
+from allotment.domain.timeutil import format_rfc3339
 
 # --------------------------------------------------------------------------------------------
 # Durations
@@ -250,6 +251,26 @@ def _index_at(rec: Recurrence, at: datetime) -> int:
     raise LimitExceeded("recurrence: RECURRENCE_ITERATIONS_MAX exceeded")
 
 
+def periods_spanned(interval: Duration, start: datetime, end: datetime) -> int:
+    """About how many ``interval``-long periods ``[start, end]`` holds (average months)."""
+    if end <= start:
+        return 0
+    return (end - start) // interval.approximate() + 1
+
+
+def check_walk(periods: int, start: datetime, end: datetime) -> None:
+    """A 400 naming ``time`` when a computation would walk more than
+    ``limits.ENGINE_PERIODS_MAX`` periods (usage periods and grant recurrences together):
+    the bound on the CPU one value or history read may take."""
+    if periods > limits.ENGINE_PERIODS_MAX:
+        shown = f"{format_rfc3339(start)} to {format_rfc3339(end)}"
+        raise LimitExceeded(
+            f"time: from {shown} spans about {periods} usage periods and grant recurrences; "
+            f"one read walks at most {limits.ENGINE_PERIODS_MAX} (ENGINE_PERIODS_MAX)",
+            field="time",
+        )
+
+
 def period_at(rec: Recurrence, at: datetime) -> Period:
     """The period ``[b(k), b(k+1))`` containing ``at``; a boundary starts the new period."""
     k = _index_at(rec, at)
@@ -344,6 +365,8 @@ class UsagePeriodTimeline:
         Bounded by ``limits.RECURRENCE_ITERATIONS_MAX`` periods.
         """
         instants = {i.starts_at for i in self.inputs[1:] if after < i.starts_at <= until}
+        shortest = min((i.recurrence.interval for i in self.inputs), key=Duration.approximate)
+        check_walk(periods_spanned(shortest, after, until), after, until)
         period = self.current_usage_period(after)
         for _ in range(limits.RECURRENCE_ITERATIONS_MAX):
             if period.end > until:
