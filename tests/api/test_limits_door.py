@@ -290,3 +290,23 @@ def test_include_deleted_must_be_a_boolean(tc: httpx.Client, url: str) -> None:
     for value in ("true", "false", "1", "0"):
         ok(tc.get(url, params={"includeDeleted": value}))
     problem(tc.get(url, params={"includeDeleted": "null"}), 400, "includeDeleted", "boolean")
+
+
+def test_intervals_at_the_limit_and_past_it(tc: httpx.Client) -> None:
+    feature = create_feature(tc, create_meter(tc)["slug"])
+    url = f"/api/v1/subjects/{unique('s')}/entitlements"
+    for past in ("P101Y", "P9999Y", "P99999999999999999999Y"):
+        body = {"type": "metered", "featureKey": feature["key"], "usagePeriod": {"interval": past}}
+        problem(tc.post(url, json=body), 400, "INTERVAL_YEARS_MAX")
+    body = {"type": "metered", "featureKey": feature["key"], "usagePeriod": {"interval": "P100Y"}}
+    e = ok(tc.post(url, json=body), 201)
+    base = f"{url}/{e['id']}"
+    grant = {"amount": 1, "effectiveAt": "2024-01-01T00:00:00Z",
+             "expiration": {"duration": "YEAR", "count": 1000}}  # fmt: skip
+    for past in ("P101Y", "P99999999999999999999D"):
+        r = tc.post(base + "/grants", json={**grant, "recurrence": {"interval": past}})
+        problem(r, 400, "INTERVAL_YEARS_MAX")
+    ok(tc.post(base + "/grants", json={**grant, "recurrence": {"interval": "P100Y"}}), 201)
+    ok(tc.get(base + "/value"))
+    ok(tc.get(base + "/grants"))
+    ok(tc.get(base + "/value", params={"time": "8999-12-31T00:00:00Z"}))

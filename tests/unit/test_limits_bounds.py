@@ -188,3 +188,18 @@ def test_engine_walk_at_the_limit_and_past_it() -> None:
     assert len(list(iter_boundaries(Recurrence(PT1H, start), start, end))) == (
         limits.ENGINE_PERIODS_MAX
     )
+
+
+@pytest.mark.parametrize(
+    ("at_limit", "past"),
+    [("P100Y", "P101Y"), ("P1200M", "P1201M"), ("P36525D", "P36526D"), ("P5217W", "P5218W"),
+     ("PT876600H", "PT876601H"), ("P100Y", "P99999999999999999999Y")],
+)  # fmt: skip
+def test_intervals_at_the_limit_and_past_it(at_limit: str, past: str) -> None:
+    from allotment.domain.periods import parse_interval
+
+    parse_interval(at_limit, "usagePeriod.interval")
+    with pytest.raises(InvalidInput) as caught:
+        parse_interval(past, "usagePeriod.interval")
+    assert caught.value.field == "usagePeriod.interval"
+    assert "INTERVAL_YEARS_MAX" in caught.value.detail

@@ -76,6 +76,18 @@ _ISO_DURATION = re.compile(
 _FRACTIONAL = re.compile(r"\d[.,]\d*[YMWDHS]|[.,]\d+[YMWDHS]")
 
 
+_INTERVAL_MAX = timedelta(hours=limits.INTERVAL_YEARS_MAX * 8766)
+_COMPONENT_MAX = limits.INTERVAL_YEARS_MAX * 366 * 24 * 60 * 60  # no component can be larger
+
+
+def _too_long(text: str, field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {text[:40]!r} is longer than {limits.INTERVAL_YEARS_MAX} years "
+        "(INTERVAL_YEARS_MAX)",
+        field=field,
+    )
+
+
 def parse_interval(text: str, field: str = "interval") -> Duration:
     """Parse ``DAY|WEEK|MONTH|YEAR`` (case-insensitive) or a whole-number ISO-8601 duration.
 
@@ -95,9 +107,13 @@ def parse_interval(text: str, field: str = "interval") -> Duration:
     if match is None or upper.endswith("T"):
         raise InvalidInput(f"{field}: {text!r} is not an ISO-8601 duration", field=field)
     parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    if any(v > _COMPONENT_MAX for v in parts.values()):
+        raise _too_long(text, field)
     duration = Duration(**parts)
     if not duration.is_positive():
         raise InvalidInput(f"{field}: the duration must be positive", field=field)
+    if duration.approximate() > _INTERVAL_MAX:
+        raise _too_long(text, field)
     if duration.seconds % 60:
         raise InvalidInput(f"{field}: seconds must be whole minutes", field=field)
     return duration
