@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from allotment.domain import json_bounds
 from allotment.domain.errors import InvalidInput
-from allotment.domain.timeutil import format_rfc3339, parse_rfc3339, to_micros
+from allotment.domain.timeutil import (
+    TIME_MAX,
+    TIME_MIN,
+    TimeOutOfRange,
+    format_rfc3339,
+    parse_rfc3339,
+    to_micros,
+)
 
 SPEC_VERSION = "1.0"
 DATA_CONTENT_TYPE = "application/json"
@@ -82,8 +90,12 @@ def build_event(
     dataschema: object,
     data: object,
     now: datetime,
+    depth: int = 2,
 ) -> CloudEvent:
-    """Validate one event's attributes (``label`` is e.g. ``events[3]``) and normalize it."""
+    """Validate one event's attributes (``label`` is e.g. ``events[3]``) and normalize it.
+
+    ``depth``: the level ``data`` sits at in the request body (2 in a single event, 3 in a
+    batch), for ``limits.JSON_DEPTH_MAX``; ``data`` must be within the JSON bounds."""
     if specversion != SPEC_VERSION:
         raise _fail(label, "specversion", f'must be "{SPEC_VERSION}", got {specversion!r}')
     for name, value in (("id", id), ("source", source), ("type", type), ("subject", subject)):
@@ -94,6 +106,8 @@ def build_event(
     elif isinstance(time, str):
         try:
             at = parse_rfc3339(time, f"{label}.time")
+        except TimeOutOfRange:
+            raise
         except InvalidInput as exc:
             raise _fail(label, "time", f"{time!r} is not an RFC 3339 date-time") from exc
     else:
@@ -108,6 +122,8 @@ def build_event(
         raise _fail(label, "dataschema", "must be a non-empty URI string or null")
     if data is not None and not isinstance(data, dict):
         raise _fail(label, "data", "must be a JSON object or null")
+    if data is not None:
+        json_bounds.check(data, f"{label}.data", depth)
     return CloudEvent(
         id=id,  # type: ignore[arg-type]
         source=source,  # type: ignore[arg-type]
@@ -120,7 +136,7 @@ def build_event(
     )
 
 
-def validate_event(raw: object, label: str, now: datetime) -> CloudEvent:
+def validate_event(raw: object, label: str, now: datetime, depth: int = 2) -> CloudEvent:
     """Validate one decoded JSON value as a CloudEvent. Extra attributes are tolerated."""
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"{label}: must be a JSON object (a CloudEvent)", field=label)
@@ -141,6 +157,7 @@ def validate_event(raw: object, label: str, now: datetime) -> CloudEvent:
         dataschema=raw.get("dataschema"),
         data=raw.get("data"),
         now=now,
+        depth=depth,
     )
 
 
@@ -150,7 +167,7 @@ def validate_batch(
     """Validate a whole batch (all or nothing). ``single`` labels the one event ``event``."""
     if single:
         return [validate_event(raws[0], "event", now)]
-    return [validate_event(raw, f"events[{index}]", now) for index, raw in enumerate(raws)]
+    return [validate_event(raw, f"events[{index}]", now, 3) for index, raw in enumerate(raws)]
 
 
 def dedupe(events: Sequence[CloudEvent]) -> list[CloudEvent]:
@@ -213,7 +230,8 @@ def stored_time(text: str) -> tuple[int, str] | None:
 
 
 def _minute_micros(prefix: str) -> int | None:
-    """Epoch µs of ``YYYY-MM-DDTHH:MM`` (ASCII digits, a real date, year ≥ 1000), else None.
+    """Epoch µs of ``YYYY-MM-DDTHH:MM`` (ASCII digits, a real date in the accepted time range),
+    else None.
 
     Arithmetic on the fixed positions instead of the general parser: a backfill of historical
     events misses the minute cache on nearly every event (2.8× cheaper per miss, A/B in one
@@ -228,6 +246,6 @@ def _minute_micros(prefix: str) -> int | None:
         at = datetime(int(y), int(mo), int(d), int(h), int(mi), tzinfo=UTC)
     except ValueError:
         return None
-    if at.year < 1000:  # format_rfc3339 would not give the text back: the general path
+    if not TIME_MIN <= at < TIME_MAX:  # the general path words the error
         return None
     return to_micros(at)

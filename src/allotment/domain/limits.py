@@ -69,3 +69,31 @@ RESERVATION_TTL_SECONDS_MAX = 86_400
 """Longest ``ttl_seconds`` of a reservation (1 day)."""
 RESERVATION_TTL_SECONDS_DEFAULT = 300
 """``ttl_seconds`` when a reserve item leaves it out."""
+
+# Input ranges (docs/limits.md): what the door accepts, so that everything stored reads back
+NUMBER_INTEGER_DIGITS_MAX = 24
+"""Digits before the point of an accepted number: ``|x| < 10^24`` (grant amounts, every amount
+field, every JSON number of an event, meter values)."""
+NUMBER_FRACTION_DIGITS_MAX = 18
+"""Digits after the point of an accepted number, trailing zeros not counted (a multiple of
+``10^-18``). With the bound above, a sum of up to ``10^18`` accepted numbers has at most
+24 + 18 + 18 = 60 significant digits: exact in the 60-digit context every amount is summed and
+formatted in (``decimals.EXACT``, the engine's context)."""
+JSON_DEPTH_MAX = 32
+"""Nesting of arrays and objects in one JSON request body, the top level being 1 (an event
+batch: the array 1, an event 2, its ``data`` 3)."""
+JSON_OBJECT_KEYS_MAX = 1000
+"""Keys of one JSON object anywhere in a request body (an event's ``data`` included)."""
+TIME_MIN_YEAR = 1970
+"""Earliest accepted instant: ``1970-01-01T00:00:00Z`` (the epoch storage counts from)."""
+TIME_MAX_YEAR = 9000
+"""Accepted instants lie before ``9000-01-01T00:00:00Z``: a margin of 999 years under
+Python's (and RFC 3339's) year 9999 keeps every derived instant (period ends, expirations,
+windows in any time zone) representable."""
+QUERY_INT_MAX = 2**31 - 1
+"""Largest integer query parameter (``page``, ``offset``, ``limit``, …), unless a smaller
+limit applies: ``page × pageSize`` stays far inside PostgreSQL's BIGINT."""
+ENGINE_PERIODS_MAX = 20_000
+"""Usage periods and grant recurrences one value or history computation may walk (e.g.
+2.3 years of PT1H periods, 54 years of daily ones); past it the read is a 400 naming
+``time``. Bounds a read's CPU to about 4 s on this project's 2-core machine."""

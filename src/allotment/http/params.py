@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -11,6 +12,7 @@ from starlette.requests import Request
 
 from allotment.domain import limits
 from allotment.domain.errors import InvalidInput, PayloadTooLarge
+from allotment.domain.json_bounds import check_body, exact_decimal, too_deep
 from allotment.domain.timeutil import parse_rfc3339
 
 T = TypeVar("T")
@@ -48,12 +50,7 @@ def get_int(
     value = q.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise InvalidInput(
-            f"query parameter {name}: {value!r} is not an integer", field=name
-        ) from exc
+    number = parse_int(value, f"query parameter {name}", name)
     if minimum is not None and number < minimum:
         raise InvalidInput(
             f"query parameter {name}: must be >= {minimum}, got {number}", field=name
@@ -61,6 +58,29 @@ def get_int(
     if maximum is not None and number > maximum:
         raise InvalidInput(
             f"query parameter {name}: must be <= {maximum}, got {number}", field=name
+        )
+    return number
+
+
+def is_digits(text: str) -> bool:
+    """Only ASCII digits, at least one (``str.isdigit`` also takes ``²`` and ``١``)."""
+    return text.isascii() and text.isdigit()
+
+
+_INT_TEXT = re.compile(r"-?[0-9]{1,20}")
+
+
+def parse_int(value: str, what: str, field: str) -> int:
+    """An integer written in ASCII digits with an optional ``-`` (not ``+1``, ``1_0``, ``١``,
+    spaces), within ``±limits.QUERY_INT_MAX``."""
+    if _INT_TEXT.fullmatch(value) is None:
+        raise InvalidInput(f"{what}: {value[:40]!r} is not an integer", field=field)
+    number = int(value)
+    if not -limits.QUERY_INT_MAX <= number <= limits.QUERY_INT_MAX:
+        raise InvalidInput(
+            f"{what}: {number} is out of range; at most {limits.QUERY_INT_MAX} in absolute "
+            "value (QUERY_INT_MAX)",
+            field=field,
         )
     return number
 
@@ -101,7 +121,7 @@ def get_deep_object(q: QueryParams, name: str) -> dict[str, str]:
 async def read_body(request: Request, max_bytes: int = limits.REQUEST_BODY_BYTES_MAX) -> bytes:
     """The whole body, refusing (413) anything over ``max_bytes`` before buffering it all."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+    if declared is not None and is_digits(declared) and int(declared) > max_bytes:
         raise PayloadTooLarge(
             f"request body of {declared} bytes exceeds the limit of {max_bytes} bytes"
         )
@@ -115,16 +135,24 @@ async def read_body(request: Request, max_bytes: int = limits.REQUEST_BODY_BYTES
     return b"".join(chunks)
 
 
-def decode_json(body: bytes, type_: type[T] | Any = Any) -> Any:
-    """Decode a JSON body; a malformed one is a 400 that says where it broke."""
+_exact = msgspec.json.Decoder(float_hook=exact_decimal)
+
+
+def decode_json(body: bytes, type_: type[T] | Any = Any, *, exact: bool = False) -> Any:
+    """Decode a JSON body; a malformed one is a 400 that says where it broke, and so is one
+    past the JSON bounds (``json_bounds``: depth, keys per object, numbers in range).
+    ``exact``: every non-integer number as an exact ``Decimal`` (else a float)."""
     if not body.strip():
         raise InvalidInput("request body is empty; a JSON document is required", field="body")
     try:
-        return msgspec.json.decode(body, type=type_)
+        payload = _exact.decode(body) if exact else msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         raise InvalidInput(f"invalid request body: {exc}", field="body") from exc
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
+    except RecursionError:
+        raise too_deep() from None
+    return check_body(payload)
 
 
 def require_json_object(payload: Any, what: str = "request body") -> dict[str, Any]:

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,7 @@ import msgspec
 from allotment.domain import limits
 from allotment.domain.errors import InvalidInput, Unavailable
 from allotment.domain.events import CloudEvent, PreparedEvent
+from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
 from allotment.storage import events_repo, meters_repo, usage_write
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("allotment.ingest")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
+_decoder = msgspec.json.Decoder(float_hook=exact_decimal)
 
 GROUP_MAX_EVENTS = 20_000
 """Most events one group commit writes (several requests; one request is never split)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Aggregation, Meter, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.storage.database import Tx, dec_or_none
@@ -230,7 +231,7 @@ def distinct_group_keys(
     return [r[0] for r in rows]
 
 
-_decode_event = msgspec.json.Decoder(float_hook=Decimal)
+_decode_event = msgspec.json.Decoder(float_hook=exact_decimal)
 
 
 def split_range(

@@ -42,6 +42,7 @@ from typing import Any
 import msgspec
 
 from allotment.domain.decimals import EXACT
+from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.storage import usage_marks
@@ -54,7 +55,7 @@ DAY_US = 86_400_000_000
 ISUM_MAX = 2**53
 """Bound of ``isum``: native SQLite ``sum()`` over up to 1024 such rows cannot overflow (and
 a read that does overflow is re-run on the exact decimals, see ``usage_sums``)."""
-_decode_event = msgspec.json.Decoder(float_hook=Decimal)
+_decode_event = msgspec.json.Decoder(float_hook=exact_decimal)
 _EXACT = EXACT
 """Sums inside one batch keep 60 significant digits (the default context keeps only 28)."""
 

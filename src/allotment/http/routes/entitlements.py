@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,15 +28,21 @@ from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import InvalidInput, NotFound
 from allotment.domain.periods import interval_iso, interval_to_wire, parse_interval
 from allotment.domain.timeutil import format_rfc3339
-from allotment.http.params import get_bool, get_int, get_list, get_str, get_time, read_body
+from allotment.http.params import (
+    decode_json,
+    get_bool,
+    get_int,
+    get_list,
+    get_str,
+    get_time,
+    read_body,
+)
 from allotment.http.responses import JSON, encode, json_response, no_content, num
 from allotment.http.runtime import call, container
 from allotment.services.entitlement_values import HistoryView
 from allotment.services.entitlements import EntitlementService, EntitlementView
 
 # ---------------------------------------------------------------- shared wire helpers
-
-_decoder = msgspec.json.Decoder(float_hook=Decimal)
 
 
 async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
@@ -48,10 +52,7 @@ async def read_json(request: Request, *, allow_empty: bool = False) -> Any:
         if allow_empty:
             return {}
         raise InvalidInput("request body is empty; a JSON document is required", field="body")
-    try:
-        return _decoder.decode(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
+    return decode_json(body, exact=True)
 
 
 def time_or_none(at: datetime | None) -> str | None:

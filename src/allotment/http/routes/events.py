@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
@@ -41,8 +40,9 @@ from allotment.domain.events import (
     stored_time,
     validate_batch,
 )
+from allotment.domain.json_bounds import checked_decimal, exact_decimal, too_deep, violation
 from allotment.domain.timeutil import format_rfc3339, to_micros
-from allotment.http.params import get_bool, get_int, get_str, get_time, read_body
+from allotment.http.params import get_bool, get_int, get_str, get_time, is_digits, read_body
 from allotment.http.problems import error_response
 from allotment.http.responses import json_response, no_content
 from allotment.http.runtime import call, container
@@ -80,8 +80,11 @@ class _EventIn(msgspec.Struct, omit_defaults=True):
     data: dict[str, Any] | None = None
 
 
-_typed = msgspec.json.Decoder(list[_EventIn] | _EventIn, float_hook=Decimal)
-_untyped = msgspec.json.Decoder(float_hook=Decimal)
+_typed = msgspec.json.Decoder(list[_EventIn] | _EventIn, float_hook=checked_decimal)
+"""Numbers are checked as they are decoded (``json_bounds.checked_decimal``: no cost for
+integers and short numbers); one out of range fails the typed decode, and the slow path
+names it by its path."""
+_untyped = msgspec.json.Decoder(float_hook=exact_decimal)
 _stored = msgspec.json.Encoder(decimal_format="number")
 
 _INLINE_BODY_BYTES = 16 * 1024
@@ -135,10 +138,14 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
         typed = None
     except msgspec.DecodeError as exc:
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
+    except RecursionError:
+        raise too_deep() from None
     if typed is None:
         # slow path: find and name the offending event and field
         try:
             payload = _untyped.decode(body)
+        except msgspec.ValidationError as exc:  # a number no Decimal can hold
+            raise InvalidInput(f"request body: {exc}", field="body") from exc
         except msgspec.DecodeError as exc:  # the typed decode stopped at a field before this
             raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
         if not isinstance(payload, list | dict):
@@ -172,6 +179,7 @@ def _prepare(events: list[_EventIn], now: Any, *, single: bool) -> list[Prepared
     encode = _stored.encode
     out: list[PreparedEvent] = []
     append = out.append
+    depth = 2 if single else 3  # where data sits in the body (limits.JSON_DEPTH_MAX)
     for index, e in enumerate(events):
         text = e.time
         at: tuple[int, str] | None
@@ -183,20 +191,22 @@ def _prepare(events: list[_EventIn], now: Any, *, single: bool) -> list[Prepared
             at = stored_time(text)
         ct = e.datacontenttype
         ds = e.dataschema
+        data = e.data
         if (
             at is None
             or e.specversion != SPEC_VERSION
             or (ct is not None and ct != DATA_CONTENT_TYPE)
             or (ds is not None and not ds)
+            or (data is not None and violation(data, depth, decimals_checked=True) is not None)
         ):
-            append(prepare(_build(e, "event" if single else f"events[{index}]", now)))
+            append(prepare(_build(e, "event" if single else f"events[{index}]", now, depth)))
             continue
         us, e.time = at
         append((e.source, e.id, e.type, e.subject, us, encode(e).decode(), e.data))
     return out
 
 
-def _build(e: _EventIn, label: str, now: Any) -> CloudEvent:
+def _build(e: _EventIn, label: str, now: Any, depth: int) -> CloudEvent:
     return build_event(
         label,
         specversion=e.specversion,
@@ -209,6 +219,7 @@ def _build(e: _EventIn, label: str, now: Any) -> CloudEvent:
         dataschema=e.dataschema,
         data=e.data,
         now=now,
+        depth=depth,
     )
 
 
@@ -261,7 +272,7 @@ def ingest_fast_path(app: ASGIApp, c: Container) -> ASGIApp:
             if name == b"content-type" and content_type is None:  # the first, as the route reads
                 content_type = value
             elif name == b"content-length":
-                length = int(value) if value.isdigit() else -1
+                length = int(value) if is_digits(value) else -1
         shape = _FAST_SHAPES.get(content_type or b"")
         if shape is None or not 0 < length <= min(_INLINE_BODY_BYTES, c.settings.max_body_bytes):
             await app(scope, receive, send)

@@ -15,12 +15,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from allotment.domain import limits
 from allotment.domain.catalog import CatalogInvalid, validate_reference
 from allotment.domain.customers import Customer, CustomerInput, parse_customer_input
 from allotment.domain.entitlement_inputs import Paging
 from allotment.domain.errors import InvalidInput
 from allotment.domain.timeutil import format_rfc3339
-from allotment.http.params import get_str
+from allotment.http.params import get_str, is_digits
 from allotment.http.responses import json_response, no_content
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
@@ -94,8 +95,8 @@ async def list_customers(request: Request) -> Response:
     limit, cursor = page(request.query_params)
     offset = 0
     if cursor is not None:
-        if not cursor.isdigit():
-            raise CatalogInvalid(f"cursor: {cursor!r} is not a cursor of this list",
+        if not is_digits(cursor) or int(cursor) > limits.QUERY_INT_MAX:
+            raise CatalogInvalid(f"cursor: {cursor[:40]!r} is not a cursor of this list",
                                  field="cursor")  # fmt: skip
         offset = int(cursor)
     paging = Paging(False, 1, limit, limit + 1, offset, False, "createdAt")

@@ -8,10 +8,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from allotment.domain import limits
 from allotment.domain.catalog import TypedValue
 from allotment.domain.errors import InvalidInput
 from allotment.domain.timeutil import format_rfc3339, from_micros
-from allotment.http.params import get_bool
+from allotment.http.params import get_bool, is_digits
 from allotment.http.responses import json_response, no_content
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
@@ -77,7 +78,7 @@ async def get_plan(request: Request) -> Response:
 
 async def get_version(request: Request) -> Response:
     raw = str(request.path_params["version"])
-    if not raw.isdigit() or int(raw) < 1:
+    if not is_digits(raw) or not 1 <= int(raw) <= limits.QUERY_INT_MAX:
         raise InvalidInput(f"version: {raw!r} is not a version number (1, 2, ...)",
                            field="version")  # fmt: skip
     view = await call(container(request).catalog.plan, str(request.path_params["ref"]), int(raw))
