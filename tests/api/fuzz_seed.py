@@ -34,41 +34,105 @@ class Seeded:
 
     everywhere: dict[str, str] = field(default_factory=dict)
     by_operation: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
-    headers_by_operation: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
 
 def _api_v1(c: httpx.Client) -> dict[str, str]:
     meter = unique("m")
-    _ok(c.post("/api/v1/meters", json={"slug": meter, "aggregation": "SUM", "eventType": meter,
-                                        "valueProperty": "$.tokens",
-                                        "groupBy": {"model": "$.model"}}))  # fmt: skip
+    _ok(
+        c.post(
+            "/api/v1/meters",
+            json={
+                "slug": meter,
+                "aggregation": "SUM",
+                "eventType": meter,
+                "valueProperty": "$.tokens",
+                "groupBy": {"model": "$.model"},
+            },
+        )
+    )
     subject = unique("s")
     _ok(c.post("/api/v1/subjects", json=[{"key": subject}]))
-    events = [{"specversion": "1.0", "id": unique("e"), "source": "fuzz-seed", "type": meter,
-               "subject": subject, "data": {"tokens": 5, "model": "m1"}}]  # fmt: skip
-    _ok(c.post("/api/v1/events", json=events,
-               headers={"content-type": "application/cloudevents-batch+json"}), 204)  # fmt: skip
-    feature = _ok(c.post("/api/v1/features", json={"key": unique("f"), "name": "F",
-                                                   "meterSlug": meter}))  # fmt: skip
-    ent = _ok(c.post(f"/api/v1/subjects/{subject}/entitlements",
-                     json={"type": "metered", "featureKey": feature["key"],
-                           "usagePeriod": {"interval": "MONTH"}}))  # fmt: skip
+    events = [
+        {
+            "specversion": "1.0",
+            "id": unique("e"),
+            "source": "fuzz-seed",
+            "type": meter,
+            "subject": subject,
+            "data": {"tokens": 5, "model": "m1"},
+        }
+    ]
+    _ok(
+        c.post(
+            "/api/v1/events",
+            json=events,
+            headers={"content-type": "application/cloudevents-batch+json"},
+        ),
+        204,
+    )
+    feature = _ok(
+        c.post("/api/v1/features", json={"key": unique("f"), "name": "F", "meterSlug": meter})
+    )
+    ent = _ok(
+        c.post(
+            f"/api/v1/subjects/{subject}/entitlements",
+            json={
+                "type": "metered",
+                "featureKey": feature["key"],
+                "usagePeriod": {"interval": "MONTH"},
+            },
+        )
+    )
     base = f"/api/v1/subjects/{subject}/entitlements/{ent['id']}"
-    grant = _ok(c.post(base + "/grants", json={"amount": 100, "effectiveAt": ent["currentUsagePeriod"]["from"],
-                                              "expiration": {"duration": "YEAR", "count": 1}}))  # fmt: skip
-    customer = _ok(c.post("/api/v1/customers", json={"key": unique("cust"), "name": "C",
-                                                     "usageAttribution": {"subjectKeys": [unique("cs")]}}))  # fmt: skip
-    v2 = _ok(c.post(f"/api/v2/customers/{customer['id']}/entitlements",
-                    json={"type": "metered", "featureKey": feature["key"],
-                          "usagePeriod": {"interval": "MONTH"}}))  # fmt: skip
-    channel = _ok(c.post("/api/v1/notification/channels",
-                         json={"type": "WEBHOOK", "name": unique("ch"), "url": _PUBLIC_URL,
-                               "disabled": True}))  # fmt: skip
-    rule = _ok(c.post("/api/v1/notification/rules",
-                      json={"type": "entitlements.balance.threshold", "name": unique("r"),
-                            "channels": [channel["id"]], "features": [feature["key"]],
-                            "thresholds": [{"value": 50, "type": "PERCENT"}],
-                            "disabled": True}))  # fmt: skip
+    grant = _ok(
+        c.post(
+            base + "/grants",
+            json={
+                "amount": 100,
+                "effectiveAt": ent["currentUsagePeriod"]["from"],
+                "expiration": {"duration": "YEAR", "count": 1},
+            },
+        )
+    )
+    customer = _ok(
+        c.post(
+            "/api/v1/customers",
+            json={
+                "key": unique("cust"),
+                "name": "C",
+                "usageAttribution": {"subjectKeys": [unique("cs")]},
+            },
+        )
+    )
+    v2 = _ok(
+        c.post(
+            f"/api/v2/customers/{customer['id']}/entitlements",
+            json={
+                "type": "metered",
+                "featureKey": feature["key"],
+                "usagePeriod": {"interval": "MONTH"},
+            },
+        )
+    )
+    channel = _ok(
+        c.post(
+            "/api/v1/notification/channels",
+            json={"type": "WEBHOOK", "name": unique("ch"), "url": _PUBLIC_URL, "disabled": True},
+        )
+    )
+    rule = _ok(
+        c.post(
+            "/api/v1/notification/rules",
+            json={
+                "type": "entitlements.balance.threshold",
+                "name": unique("r"),
+                "channels": [channel["id"]],
+                "features": [feature["key"]],
+                "thresholds": [{"value": 50, "type": "PERCENT"}],
+                "disabled": True,
+            },
+        )
+    )
     return {
         "meterIdOrSlug": meter,
         "meterSlug": meter,
@@ -88,8 +152,12 @@ def _api_v1(c: httpx.Client) -> dict[str, str]:
 
 def _catalog(c: httpx.Client) -> dict[str, str]:
     g = build_guide(c)
-    res = _ok(c.post(f"/v1/customers/{g.customer}/authorize",
-                     json={"reserve": [{"feature_reference": g.budget, "amount": "1"}]}))  # fmt: skip
+    res = _ok(
+        c.post(
+            f"/v1/customers/{g.customer}/authorize",
+            json={"reserve": [{"feature_reference": g.budget, "amount": "1"}]},
+        )
+    )
     key = _ok(c.post("/v1/api-keys", json={"name": unique("k"), "scope": "read"}))
     return {
         "customer": g.customer,
@@ -105,8 +173,6 @@ def _catalog(c: httpx.Client) -> dict[str, str]:
 def seed(c: httpx.Client) -> Seeded:
     keep, victim = _api_v1(c), _api_v1(c)
     cat, cat_victim = _catalog(c), _catalog(c)
-    token = _ok(c.post("/api/v1/portal/tokens",
-                       json={"subject": keep["subjectIdOrKey"]}))["token"]  # fmt: skip
     out = Seeded(everywhere={k: v for k, v in keep.items() if k != "v2EntitlementId"})
     out.everywhere["name"] = cat["apiKey"]
     out.everywhere["version"] = cat["version"]
@@ -114,16 +180,19 @@ def seed(c: httpx.Client) -> Seeded:
     out.by_operation[("GET", "/api/v2/entitlements/{entitlementId}")] = {
         "entitlementId": keep["v2EntitlementId"]
     }
-    refs = {"/v1/customers/{ref}": "customer", "/v1/features/{ref}": "feature",
-            "/v1/pricing-plans/{ref}": "plan"}  # fmt: skip
+    refs = {
+        "/v1/customers/{ref}": "customer",
+        "/v1/features/{ref}": "feature",
+        "/v1/pricing-plans/{ref}": "plan",
+    }
     for path, kind in refs.items():
-        for method in ("GET", "PATCH", "POST"):
-            out.by_operation[(method, path)] = {"ref": cat[kind]}
+        out.by_operation[("GET", path)] = {"ref": cat[kind]}
         out.by_operation[("DELETE", path)] = {"ref": cat_victim[kind]}
+    out.by_operation[("PATCH", "/v1/customers/{ref}")] = {"ref": cat["customer"]}
     for sub in ("/authorize", "/entitlements"):
-        out.by_operation[("POST" if sub == "/authorize" else "GET", "/v1/customers/{ref}" + sub)] = {
-            "ref": cat["customer"]
-        }
+        out.by_operation[
+            ("POST" if sub == "/authorize" else "GET", "/v1/customers/{ref}" + sub)
+        ] = {"ref": cat["customer"]}
     out.by_operation[("POST", "/v1/pricing-plans/{ref}/versions")] = {"ref": cat["plan"]}
     out.by_operation[("GET", "/v1/pricing-plans/{ref}/versions/{version}")] = {"ref": cat["plan"]}
     sub_path = "/v1/pricing-plan-subscriptions/{id}"
@@ -150,6 +219,4 @@ def seed(c: httpx.Client) -> Seeded:
     }
     for path, names in deletes.items():
         out.by_operation[("DELETE", path)] = {n: victim[n] for n in names}
-    portal = "/api/v1/portal/meters/{meterSlug}/query"
-    out.headers_by_operation[("GET", portal)] = {"Authorization": f"Bearer {token}"}
     return out

@@ -30,7 +30,7 @@ import pytest
 
 from tests.api.auth_support import create_key
 from tests.api.fuzz_seed import Seeded, seed
-from tests.support import ServerProcess
+from tests.support import ROOT, ServerProcess
 
 pytestmark = pytest.mark.slow
 
@@ -40,10 +40,10 @@ CHECKS = (
     "content_type_conformance",
     "response_schema_conformance",
 )
-FUZZ_EXAMPLES = 8
+FUZZ_EXAMPLES = 4
 """Generated cases per operation in the fuzzing phase (plus the coverage phase's own)."""
 SEED = 12
-REQUEST_TIMEOUT_S = 10.0
+REQUEST_TIMEOUT_S = 5.0
 
 KNOWN: list[tuple[str, str]] = []
 """(operation regex, reason with the finding number) excluded from the run; keep it empty."""
@@ -57,31 +57,22 @@ def _table(values: dict[str, str]) -> str:
     return "{ " + ", ".join(f"{_toml_str(k)} = {_toml_str(v)}" for k, v in values.items()) + " }"
 
 
-def _config(seeded: Seeded, admin_key: str) -> str:
+def _config(seeded: Seeded) -> str:
     lines = [
         f"seed = {SEED}",
-        f"request-timeout = {REQUEST_TIMEOUT_S}",
-        f"headers = {_table({'Authorization': f'Bearer {admin_key}'})}",
         "[generation]",
         "with-security-parameters = false",  # the key above, not generated X-API-KEY values
         "[parameters]",
         *(f"{_toml_str('path.' + k)} = {_toml_str(v)}" for k, v in seeded.everywhere.items()),
     ]
-    ops = set(seeded.by_operation) | set(seeded.headers_by_operation)
-    for method, path in sorted(ops):
+    for (method, path), params in sorted(seeded.by_operation.items()):
         lines += [
             "[[operations]]",
             f"include-name = {_toml_str(f'{method} {path}')}",
         ]
-        params = seeded.by_operation.get((method, path))
-        if params:
-            lines.append(f"parameters = {_table({'path.' + k: v for k, v in params.items()})}")
-        headers = seeded.headers_by_operation.get((method, path))
-        if headers:
-            lines.append(f"headers = {_table(headers)}")
+        lines.append(f"parameters = {_table({'path.' + k: v for k, v in params.items()})}")
     for pattern, _reason in KNOWN:
-        lines += ["[[operations]]", f"include-name-regex = {_toml_str(pattern)}",
-                  "enabled = false"]  # fmt: skip
+        lines += ["[[operations]]", f"include-name-regex = {_toml_str(pattern)}", "enabled = false"]
     return "\n".join(lines) + "\n"
 
 
@@ -99,20 +90,47 @@ def test_schemathesis_finds_nothing(
     db_url = new_db_url()
     admin = create_key(db_url, "fuzz-admin", "admin")
     server = make_server(db_url)
-    with httpx.Client(base_url=server.url, timeout=30.0,
-                      headers={"authorization": f"Bearer {admin}"}) as c:  # fmt: skip
+    with httpx.Client(
+        base_url=server.url, timeout=30.0, headers={"authorization": f"Bearer {admin}"}
+    ) as c:
         seeded = seed(c)
     config = tmp_path / "schemathesis.toml"
-    config.write_text(_config(seeded, admin), encoding="utf-8")
+    config.write_text(_config(seeded), encoding="utf-8")
     extra = os.environ.get("FUZZ_EXTRA_ARGS", "").split()
     done = subprocess.run(
-        [st, "--no-color", "--config-file", str(config), "run", f"{server.url}/api/v1/openapi.json",
-         "--checks", ",".join(CHECKS), "--phases", "examples,coverage,fuzzing",
-         "--max-examples", str(FUZZ_EXAMPLES), "--workers", "2", "--output-truncate", "true", *extra],  # fmt: skip
+        [
+            st,
+            "--no-color",
+            "--config-file",
+            str(config),
+            "run",
+            f"{server.url}/api/v1/openapi.json",
+            "--checks",
+            ",".join(CHECKS),
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--max-examples",
+            str(FUZZ_EXAMPLES),
+            "--workers",
+            "2",
+            "--output-truncate",
+            "true",
+            "--request-timeout",
+            str(REQUEST_TIMEOUT_S),
+            *extra,
+        ],
         capture_output=True,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "SCHEMATHESIS_TELEMETRY": "false"},
+        env={
+            **os.environ,
+            "SCHEMATHESIS_TELEMETRY": "false",
+            "SCHEMATHESIS_HOOKS": "tests.api.fuzz_hooks",
+            "PYTHONPATH": str(ROOT),
+            "FUZZ_BASE_URL": server.url,
+            "FUZZ_ADMIN_KEY": admin,
+            "FUZZ_PORTAL_SUBJECT": seeded.everywhere["subjectIdOrKey"],
+        },
         timeout=600,
         check=False,
     )

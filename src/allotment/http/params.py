@@ -10,7 +10,7 @@ import msgspec
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 
-from allotment.domain import limits
+from allotment.domain import limits, nul_text
 from allotment.domain.errors import InvalidInput, PayloadTooLarge
 from allotment.domain.json_bounds import check_body, exact_decimal, too_deep
 from allotment.domain.timeutil import parse_rfc3339
@@ -152,6 +152,7 @@ def decode_json(body: bytes, type_: type[T] | Any = Any, *, exact: bool = False)
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
     except RecursionError:
         raise too_deep() from None
+    nul_text.check_json(body, payload)
     return check_body(payload)
 
 
