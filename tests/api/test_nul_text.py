@@ -73,12 +73,16 @@ def test_a_nul_in_an_event_is_a_400_and_stores_no_event_of_the_batch(
          "query parameter filterGroupBy[model]"),
         ("/api/v1/subjects/a%00b", "path"),
         ("/v1/customers/a%00b", "path"),
+        ("/v1/features?limit=%00", "query parameter limit"),
     ],
 )  # fmt: skip
 def test_a_nul_in_the_path_or_a_query_parameter_is_a_400(
     client: httpx.Client, url: str, field: str
 ) -> None:
-    _problem(client.get(url), field)
+    r = client.get(url)
+    _problem(r, field)
+    if url.startswith("/v1/"):  # the /v1 problem shape (catalog.md §1)
+        assert r.json()["code"] == "INVALID_INPUT"
 
 
 def test_a_nul_in_a_json_filter_parameter_is_a_400(client: httpx.Client) -> None:

@@ -47,6 +47,7 @@ from allotment.domain.api_keys import (
     bearer_or_header,
     scopes_text,
 )
+from allotment.domain.errors import InvalidInput
 from allotment.http.auth_policy import CHANGE, requirement
 from allotment.http.problems import error_response
 from allotment.http.responses import problem_response
@@ -111,20 +112,21 @@ def _content_type_problem(req: Requirement, content_type: str | None) -> Respons
     )
 
 
-def _nul_problem(path: str, query: bytes) -> Response | None:
-    """A 400 when the (decoded) path or a query parameter holds U+0000 (PostgreSQL refuses it
-    in text; it names nothing on either engine)."""
+def _nul_problem(path: str, query: bytes) -> InvalidInput | None:
+    """The 400 when the (decoded) path or a query parameter holds U+0000 (PostgreSQL refuses it
+    in text; it names nothing on either engine), answered through the app's one error map."""
     where = None
     if nul_text.NUL in path:
         where = "path"
     elif b"%00" in query or b"\x00" in query:
         for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
             if nul_text.NUL in name or nul_text.NUL in value:
-                where = "query parameter " + name.replace(nul_text.NUL, "\\u0000")
+                where = name.replace(nul_text.NUL, "\\u0000")
                 break
     if where is None:
         return None
-    return problem_response(400, f"{where}: {nul_text.RULE}", extensions={"field": where})
+    shown = where if where == "path" else f"query parameter {where}"
+    return InvalidInput(f"{shown}: {nul_text.RULE}", field=where)
 
 
 def loopback_host(host: str) -> bool:
@@ -224,7 +226,7 @@ class Guard:
                 key = found
         nul = _nul_problem(path, scope.get("query_string", b""))
         if nul is not None:
-            await nul(scope, receive, send)
+            await (await error_response(Request(scope), nul))(scope, receive, send)
             return
         if method in CHANGE and not req.portal and (has_body or content_type is not None):
             problem = _content_type_problem(req, content_type)
