@@ -52,7 +52,7 @@ def parse_amount(value: object, field: str) -> Decimal:
     return check_range(result, field)
 
 
-_INT_BOUND = 10**limits.NUMBER_INTEGER_DIGITS_MAX
+_INT_BOUND: int = 10**limits.NUMBER_INTEGER_DIGITS_MAX
 _FRACTION_EXP = -limits.NUMBER_FRACTION_DIGITS_MAX
 
 

@@ -70,7 +70,7 @@ from types import MappingProxyType
 
 from allotment.domain.errors import InvariantViolation, check
 from allotment.domain.grants import Grant, in_burn_order, rollover_balance
-from allotment.domain.periods import iter_boundaries
+from allotment.domain.periods import check_walk, iter_boundaries, periods_spanned
 from allotment.domain.timeutil import floor_minute
 
 ENGINE_CONTEXT = Context(
@@ -239,6 +239,13 @@ class _Events:
 
 
 def _collect_events(grants: Sequence[Grant], start: datetime, until: datetime) -> _Events:
+    """Bounded: all recurrences together walk at most ``limits.ENGINE_PERIODS_MAX`` periods."""
+    walked = 0
+    for g in grants:
+        if g.recurrence is not None:
+            last = until if g.end is None else min(until, g.end)
+            walked += periods_spanned(g.recurrence.interval, max(start, g.effective_at), last)
+    check_walk(walked, start, until)
     events = _Events({}, {}, {})
     for g in grants:
         end = g.end

@@ -90,6 +90,10 @@ TIME_MAX_YEAR = 9000
 """Accepted instants lie before ``9000-01-01T00:00:00Z``: a margin of 999 years under
 Python's (and RFC 3339's) year 9999 keeps every derived instant (period ends, expirations,
 windows in any time zone) representable."""
+INTERVAL_YEARS_MAX = 100
+"""Longest ISO 8601 interval of a usage period or a grant recurrence (``P100Y``, ``P1200M``,
+``P36525D``, …; months and years at their average length): with ``TIME_MAX_YEAR``'s margin,
+every period end stays a representable instant."""
 QUERY_INT_MAX = 2**31 - 1
 """Largest integer query parameter (``page``, ``offset``, ``limit``, …), unless a smaller
 limit applies: ``page × pageSize`` stays far inside PostgreSQL's BIGINT."""

@@ -22,6 +22,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Final
 
+from allotment.domain.decimals import out_of_range
 from allotment.domain.errors import InvalidInput
 from allotment.domain.timeutil import parse_rfc3339
 
@@ -372,9 +373,14 @@ def parse_value(raw: Any) -> Decimal | str:
             return "invalid event: value cannot be infinity"
         if _DECIMAL_TEXT.match(text) is not None:
             try:
-                return Decimal(text)
-            except InvalidOperation:  # pragma: no cover - the pattern admits only numbers
-                pass
+                number = Decimal(text)
+            except InvalidOperation:  # an exponent past any Decimal's
+                return f"invalid event: value out of range: {text[:40]}"
+            # the JSON numbers of data are checked at ingest (json_bounds); a string here
+            rule = out_of_range(number)
+            if rule is not None:
+                return f"invalid event: value out of range: {text[:40]} {rule}"
+            return number
     return f"invalid event: value cannot be parsed as float64: {render(raw)}"
 
 

@@ -25,6 +25,7 @@ from enum import StrEnum
 
 from allotment.domain import limits
 from allotment.domain.errors import InvalidInput, LimitExceeded, check
+from allotment.domain.timeutil import format_rfc3339
 
 # --------------------------------------------------------------------------------------------
 # Durations
@@ -75,6 +76,18 @@ _ISO_DURATION = re.compile(
 _FRACTIONAL = re.compile(r"\d[.,]\d*[YMWDHS]|[.,]\d+[YMWDHS]")
 
 
+_INTERVAL_MAX = timedelta(hours=limits.INTERVAL_YEARS_MAX * 8766)
+_COMPONENT_MAX = limits.INTERVAL_YEARS_MAX * 366 * 24 * 60 * 60  # no component can be larger
+
+
+def _too_long(text: str, field: str) -> InvalidInput:
+    return InvalidInput(
+        f"{field}: {text[:40]!r} is longer than {limits.INTERVAL_YEARS_MAX} years "
+        "(INTERVAL_YEARS_MAX)",
+        field=field,
+    )
+
+
 def parse_interval(text: str, field: str = "interval") -> Duration:
     """Parse ``DAY|WEEK|MONTH|YEAR`` (case-insensitive) or a whole-number ISO-8601 duration.
 
@@ -94,9 +107,13 @@ def parse_interval(text: str, field: str = "interval") -> Duration:
     if match is None or upper.endswith("T"):
         raise InvalidInput(f"{field}: {text!r} is not an ISO-8601 duration", field=field)
     parts = {k: int(v) for k, v in match.groupdict().items() if v is not None}
+    if any(v > _COMPONENT_MAX for v in parts.values()):
+        raise _too_long(text, field)
     duration = Duration(**parts)
     if not duration.is_positive():
         raise InvalidInput(f"{field}: the duration must be positive", field=field)
+    if duration.approximate() > _INTERVAL_MAX:
+        raise _too_long(text, field)
     if duration.seconds % 60:
         raise InvalidInput(f"{field}: seconds must be whole minutes", field=field)
     return duration
@@ -250,6 +267,26 @@ def _index_at(rec: Recurrence, at: datetime) -> int:
     raise LimitExceeded("recurrence: RECURRENCE_ITERATIONS_MAX exceeded")
 
 
+def periods_spanned(interval: Duration, start: datetime, end: datetime) -> int:
+    """About how many ``interval``-long periods ``[start, end]`` holds (average months)."""
+    if end <= start:
+        return 0
+    return (end - start) // interval.approximate() + 1
+
+
+def check_walk(periods: int, start: datetime, end: datetime) -> None:
+    """A 400 naming ``time`` when a computation would walk more than
+    ``limits.ENGINE_PERIODS_MAX`` periods (usage periods and grant recurrences together):
+    the bound on the CPU one value or history read may take."""
+    if periods > limits.ENGINE_PERIODS_MAX:
+        shown = f"{format_rfc3339(start)} to {format_rfc3339(end)}"
+        raise LimitExceeded(
+            f"time: from {shown} spans about {periods} usage periods and grant recurrences; "
+            f"one read walks at most {limits.ENGINE_PERIODS_MAX} (ENGINE_PERIODS_MAX)",
+            field="time",
+        )
+
+
 def period_at(rec: Recurrence, at: datetime) -> Period:
     """The period ``[b(k), b(k+1))`` containing ``at``; a boundary starts the new period."""
     k = _index_at(rec, at)
@@ -344,6 +381,8 @@ class UsagePeriodTimeline:
         Bounded by ``limits.RECURRENCE_ITERATIONS_MAX`` periods.
         """
         instants = {i.starts_at for i in self.inputs[1:] if after < i.starts_at <= until}
+        shortest = min((i.recurrence.interval for i in self.inputs), key=Duration.approximate)
+        check_walk(periods_spanned(shortest, after, until), after, until)
         period = self.current_usage_period(after)
         for _ in range(limits.RECURRENCE_ITERATIONS_MAX):
             if period.end > until:

@@ -5,6 +5,7 @@ over many ranges in one statement (:func:`range_totals`, read from the coarsest 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -104,6 +105,12 @@ def subject_group_keys(tx: Tx, meter: Meter, subject: str, lo: int, hi: int) -> 
     return [r[0] for r in rows]
 
 
+_BRANCHES_PER_STATEMENT = 400
+"""``UNION ALL`` branches of one statement: SQLite refuses a compound SELECT of more than 500
+(SQLITE_MAX_COMPOUND_SELECT); a read of many usage periods runs as several statements."""
+Query = tuple[str, list[Any]]
+
+
 def range_totals(
     tx: Tx,
     meter: Meter,
@@ -111,7 +118,8 @@ def range_totals(
     ranges: Sequence[tuple[int, int]],
     keep: Callable[[str], bool] | None = None,
 ) -> list[Decimal]:
-    """One subject's usage total per minute-aligned range, in one statement: COUNT meters the
+    """One subject's usage total per minute-aligned range, in one statement per 400 branches
+    (``_BRANCHES_PER_STATEMENT``): COUNT meters the
     number of events, every other aggregation the sum of values. Each range is read through
     :func:`decompose`; ``keep`` (None = every group) filters groups by ``group_key``."""
     segments: dict[Grain, list[tuple[int, int, int]]] = {g: [] for g in GRAINS}
@@ -119,34 +127,35 @@ def range_totals(
         for grain, a, b in decompose(lo, hi):
             segments[grain].append((i, a, b))
     totals = [_ZERO] * len(ranges)
-    used = [(g, segs) for g, segs in segments.items() if segs]
-    if not used:
+    branches = [(grain, *seg) for grain, segs in segments.items() for seg in segs]
+    if not branches:
         return totals
     count = meter.aggregation is Aggregation.COUNT
 
-    def statement(mode: SumMode) -> tuple[str, list[Any]]:
+    def statement(chunk: Sequence[tuple[Grain, int, int, int]], mode: SumMode) -> Query:
         # one branch per (range, grain span): each an index range scan on both engines
         gk = "group_key" if keep is not None else "''"
         amounts = "NULL, NULL" if count else sum_columns(mode)
         tail = " GROUP BY group_key" if keep is not None else ""
         selects, params = [], []
-        for grain, segs in used:
+        for grain, i, a, b in chunk:
             col = grain.column
-            for i, a, b in segs:
-                selects.append(
-                    f"SELECT {int(i)}, {gk}, sum(count), {amounts} FROM {grain.table} "
-                    f"WHERE meter_id = ? AND subject = ? AND {col} >= ? AND {col} < ?{tail}"
-                )
-                params += [meter.id, subject, a, b]
+            selects.append(
+                f"SELECT {int(i)}, {gk}, sum(count), {amounts} FROM {grain.table} "
+                f"WHERE meter_id = ? AND subject = ? AND {col} >= ? AND {col} < ?{tail}"
+            )
+            params += [meter.id, subject, a, b]
         return " UNION ALL ".join(selects), params
 
-    rows = execute_summing(tx, statement, rest=4)
-    for r in rows:
-        if keep is not None and not keep(r[1]):
-            continue
-        i = int(r[0])
-        if count:
-            totals[i] += int(r[2] or 0)
-        else:
-            totals[i] = WIDE.add(totals[i], exact_sum(r[3], r[4]) or _ZERO)
+    for start in range(0, len(branches), _BRANCHES_PER_STATEMENT):
+        chunk = branches[start : start + _BRANCHES_PER_STATEMENT]
+        rows = execute_summing(tx, functools.partial(statement, chunk), rest=4)
+        for r in rows:
+            if keep is not None and not keep(r[1]):
+                continue
+            i = int(r[0])
+            if count:
+                totals[i] += int(r[2] or 0)
+            else:
+                totals[i] = WIDE.add(totals[i], exact_sum(r[3], r[4]) or _ZERO)
     return totals

@@ -10,7 +10,7 @@ import ast
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -184,7 +184,7 @@ def result_json(result: MeterQueryResult) -> dict[str, Any]:
 
 
 def _csv_time(at: datetime) -> str:
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return format_rfc3339(at.replace(microsecond=0))
 
 
 def csv_value(value: int | Decimal) -> str:
