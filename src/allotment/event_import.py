@@ -251,6 +251,8 @@ def _decode_one(where: str, raw: bytes, c: Container) -> list[PreparedEvent] | R
             msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
             return Rejection(where, None, f"{where}: not valid JSON: {exc}")
+        except RecursionError:  # nested past what the decoder descends: not an event either
+            pass
         return Rejection(where, None, f"{where}: must be a JSON object (a CloudEvent)")
     try:
         return decode_events(raw, "single", c)

@@ -153,6 +153,8 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
             raise InvalidInput(f"request body: {exc}", field="body") from exc
         except msgspec.DecodeError as exc:  # the typed decode stopped at a field before this
             raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
+        except RecursionError:
+            raise too_deep() from None
         if not isinstance(payload, list | dict):
             raise InvalidInput("request body must be a CloudEvent object or an array", field="body")
         _check_shape(payload, shape)
