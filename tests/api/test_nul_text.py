@@ -57,9 +57,9 @@ def test_a_nul_in_an_event_is_a_400_and_stores_no_event_of_the_batch(
     subject = unique("s")
     good, bad = _event(subject=subject), _event(subject=subject, data={"model": "m\x00"})
     r = client.post("/api/v1/events", content=json.dumps([good, bad]), headers=BATCH)
-    _problem(r, "body[1].data.model")
+    _problem(r, "events[1].data.model")
     r = client.post("/api/v1/events", content=json.dumps(_event(subject="s\x00")), headers=JSON)
-    _problem(r, "subject")
+    _problem(r, "event.subject")
     listed = client.get("/api/v1/events", params={"subject": subject})
     assert listed.status_code == 200
     assert listed.json() == []

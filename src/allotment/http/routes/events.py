@@ -134,7 +134,8 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
     now = c.clock.now()
     if nul_text.JSON_ESCAPE in body:  # rare: decode once more to name where the NUL is
         try:
-            nul_text.check_value(_untyped.decode(body), "body")
+            decoded = _untyped.decode(body)
+            nul_text.check_value(decoded, "events" if isinstance(decoded, list) else "event")
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
             pass  # the decodes below name what is wrong with it
     try:
