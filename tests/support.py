@@ -48,8 +48,12 @@ class ServerProcess:
         config: Path | None = EXAMPLE_CONFIG,
         env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        command: list[str] | None = None,
     ) -> None:
+        """``command`` starts the program (default: this interpreter's ``-m allotment``; the
+        installed-wheel test passes another venv's ``allotment`` script)."""
         self.db_url = db_url
+        self.command = command or [sys.executable, "-m", "allotment"]
         self.config = config
         self.env = env or {}
         self.extra_args = extra_args or []
@@ -60,9 +64,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         args = [
-            sys.executable,
-            "-m",
-            "allotment",
+            *self.command,
             "serve",
             "--db",
             self.db_url,

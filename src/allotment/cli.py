@@ -57,6 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
     from allotment.container import build_container
     from allotment.gc_tuning import tune_gc
     from allotment.http.app import create_app
+    from allotment.http.server_protocol import ClientLimits, GuardedHttpToolsProtocol
 
     settings = _settings(args)
     if args.workers < 1:
@@ -91,7 +92,11 @@ def _serve(args: argparse.Namespace) -> int:
         "server_header": False,
         "timeout_keep_alive": 30,
         "timeout_graceful_shutdown": 20,
+        # headers, bodies and connections per client bounded (docs/limits.md "Connections")
+        "http": GuardedHttpToolsProtocol,
+        "limit_concurrency": limits.HTTP_SERVER_CONNECTIONS_MAX,
     }
+    GuardedHttpToolsProtocol.limits = ClientLimits.of(settings)
     if args.workers > 1:
         # Migrated once above (fail fast); each worker builds its own app and pool from the
         # environment, which carries what the flags and the config file said.

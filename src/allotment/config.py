@@ -51,6 +51,11 @@ class Settings:
     max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
     catalog: Mapping[str, Any] | None = None
     """The ``catalog:`` section (features and plans as code, docs/catalog.md), as written."""
+    # --- slow and greedy HTTP clients (docs/limits.md "Connections"), lowered by tests
+    http_header_timeout_seconds: float = limits.HTTP_HEADER_TIMEOUT_SECONDS
+    http_body_idle_seconds: float = limits.HTTP_BODY_IDLE_SECONDS
+    http_body_timeout_seconds: float = limits.HTTP_BODY_TIMEOUT_SECONDS
+    http_client_connections_max: int = limits.HTTP_CLIENT_CONNECTIONS_MAX
     # --- API keys (docs/security.md)
     auth_mode: AuthMode = AuthMode.AUTO
     auth_cache_seconds: float = limits.AUTH_CACHE_SECONDS_DEFAULT
@@ -164,6 +169,11 @@ ENV_VARS = {
     " (default: generated once, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
     "ALLOTMENT_MAX_BODY_BYTES": "largest request body in bytes (default 16 MiB); 413 above it",
+    "ALLOTMENT_HTTP_HEADER_TIMEOUT": "seconds a request's headers may take (10); then 408",
+    "ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT": "seconds a request body may pause (10); then 408",
+    "ALLOTMENT_HTTP_BODY_TIMEOUT": "seconds a request body may take in all (60); then 408",
+    "ALLOTMENT_HTTP_CLIENT_CONNECTIONS": "open connections per client address and process (64);"
+    " then 503",
     "ALLOTMENT_AUTH": "auto (default: API keys required once one exists), required, or off"
     " (what --insecure-no-auth sets)",
     "ALLOTMENT_AUTH_CACHE_SECONDS": "how long a process reuses an API key lookup (default 1,"
@@ -207,6 +217,18 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             ),
             test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
             max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes)),
+            http_header_timeout_seconds=float(
+                env.get("ALLOTMENT_HTTP_HEADER_TIMEOUT", settings.http_header_timeout_seconds)
+            ),
+            http_body_idle_seconds=float(
+                env.get("ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT", settings.http_body_idle_seconds)
+            ),
+            http_body_timeout_seconds=float(
+                env.get("ALLOTMENT_HTTP_BODY_TIMEOUT", settings.http_body_timeout_seconds)
+            ),
+            http_client_connections_max=int(
+                env.get("ALLOTMENT_HTTP_CLIENT_CONNECTIONS", settings.http_client_connections_max)
+            ),
             auth_mode=parse_auth_mode(env.get("ALLOTMENT_AUTH", settings.auth_mode.value)),
             auth_cache_seconds=float(
                 env.get("ALLOTMENT_AUTH_CACHE_SECONDS", settings.auth_cache_seconds)
@@ -260,6 +282,9 @@ def validate(settings: Settings) -> None:
         except InvalidInput as exc:
             raise ConfigError(f"config: {exc.detail}") from exc
     for name, value in (
+        ("ALLOTMENT_HTTP_HEADER_TIMEOUT", settings.http_header_timeout_seconds),
+        ("ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT", settings.http_body_idle_seconds),
+        ("ALLOTMENT_HTTP_BODY_TIMEOUT", settings.http_body_timeout_seconds),
         ("notifications.timeout", settings.webhook_timeout_seconds),
         ("notifications.lease", settings.webhook_lease_seconds),
         ("notifications.sweepInterval", settings.notifications_sweep_seconds),
@@ -267,6 +292,8 @@ def validate(settings: Settings) -> None:
     ):
         if not value > 0:
             raise ConfigError(f"config: {name} must be > 0 seconds")
+    if settings.http_client_connections_max < 1:
+        raise ConfigError("ALLOTMENT_HTTP_CLIENT_CONNECTIONS must be at least 1")
     if settings.webhook_lease_seconds <= settings.webhook_timeout_seconds:
         raise ConfigError("config: notifications.lease must be longer than notifications.timeout")
     seen: set[str] = set()

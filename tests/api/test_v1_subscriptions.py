@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
+from allotment.domain.limits import QUERY_INT_MAX
 from tests.api.v1_helpers import feature, meter, ok, plan, v1_problem
 from tests.support import unique
 
@@ -228,6 +229,23 @@ BAD_PATCH: list[tuple[dict[str, Any], str, str]] = [
     ),
     ({"pricing_plan_version": 1}, "INVALID_INPUT", "pricing_plan_reference"),
     ({"status": "PAUSED"}, "INVALID_INPUT", "status"),
+    # the largest version number is a version that does not exist; one more (or one past
+    # BIGINT, a 500 before issue 12) is not a version number
+    (
+        {"pricing_plan_reference": "Q", "pricing_plan_version": QUERY_INT_MAX},
+        "PRICING_PLAN_NOT_FOUND",
+        "pricing_plan_version",
+    ),
+    (
+        {"pricing_plan_reference": "Q", "pricing_plan_version": QUERY_INT_MAX + 1},
+        "INVALID_INPUT",
+        "pricing_plan_version",
+    ),
+    (
+        {"pricing_plan_reference": "Q", "pricing_plan_version": 2**76},
+        "INVALID_INPUT",
+        "pricing_plan_version",
+    ),
 ]
 
 

@@ -101,3 +101,21 @@ ENGINE_PERIODS_MAX = 20_000
 """Usage periods and grant recurrences one value or history computation may walk (e.g.
 2.3 years of PT1H periods, 54 years of daily ones); past it the read is a 400 naming
 ``time``. Bounds a read's CPU to about 4 s on this project's 2-core machine."""
+
+# Slow and greedy HTTP clients (http/server_protocol.py; docs/limits.md "Connections")
+HTTP_HEADER_TIMEOUT_SECONDS = 10.0
+"""From a connection's accept (or the first byte of its next request) to the end of the
+request's headers: past it the server answers 408 and closes the connection."""
+HTTP_HEADER_BYTES_MAX = 64 * 1024
+"""Bytes of one request's request line and headers: past it 431 and closed."""
+HTTP_BODY_IDLE_SECONDS = 10.0
+"""Longest pause between two pieces of a request body: past it 408 and closed."""
+HTTP_BODY_TIMEOUT_SECONDS = 60.0
+"""From the end of the headers to the end of the body (a 16 MiB body needs ~280 KB/s):
+past it 408 and closed."""
+HTTP_CLIENT_CONNECTIONS_MAX = 64
+"""Open connections of one client address to one server process: the next is answered 503
+and closed. Behind a gateway every request comes from its address: raise it there."""
+HTTP_SERVER_CONNECTIONS_MAX = 2048
+"""Open connections plus running requests of one process (uvicorn's ``limit_concurrency``):
+a request past it is answered 503."""

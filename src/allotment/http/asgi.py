@@ -27,8 +27,11 @@ def create_app_from_env() -> ASGIApp:
     from allotment.container import build_container
     from allotment.gc_tuning import tune_gc
     from allotment.http.app import create_app
+    from allotment.http.server_protocol import ClientLimits, GuardedHttpToolsProtocol
 
-    container = build_container(settings_from_env())
+    settings = settings_from_env()
+    GuardedHttpToolsProtocol.limits = ClientLimits.of(settings)  # this worker's connections
+    container = build_container(settings)
     try:
         container.start()
     except BaseException:

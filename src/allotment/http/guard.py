@@ -10,11 +10,13 @@ It runs before the fast paths and Starlette's routing, so every request passes i
    scopes that would do (``extensions.requiredScopes``). While it is off because no key
    exists yet (``auto``), only requests addressed to a loopback name (the Host header) are
    served: a DNS-rebinding page cannot reach an unauthenticated local server (403).
-2. **Content types**: a POST, PUT, PATCH or DELETE that carries a body, or names a
+2. **No NUL in the path or the query** (``domain/nul_text.py``): a 400 naming the parameter.
+   JSON bodies are checked where they are decoded (``http/params.py``, the events route).
+3. **Content types**: a POST, PUT, PATCH or DELETE that carries a body, or names a
    Content-Type at all, must be ``application/json`` (or a CloudEvents type on the ingest
    route): 415 otherwise. Browsers send ``text/plain`` and form bodies cross-site without a
    preflight; JSON needs one, and no route but the portal's answers preflights.
-3. **Audit**: a successful change on an admin route is recorded (key, method, route, resource,
+4. **Audit**: a successful change on an admin route is recorded (key, method, route, resource,
    status, the resource before — a GET of it through the app — and the response body after)
    before the answer is sent; when a key authenticated it, or with ``ALLOTMENT_AUTH=off``
    (behind a gateway). A local server that has no key yet records nothing (no one to name,
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -34,6 +37,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from allotment.domain import nul_text
 from allotment.domain.api_keys import (
     ADMIN,
     INGEST,
@@ -43,6 +47,7 @@ from allotment.domain.api_keys import (
     bearer_or_header,
     scopes_text,
 )
+from allotment.domain.errors import InvalidInput
 from allotment.http.auth_policy import CHANGE, requirement
 from allotment.http.problems import error_response
 from allotment.http.responses import problem_response
@@ -105,6 +110,23 @@ def _content_type_problem(req: Requirement, content_type: str | None) -> Respons
         f"{scopes_text(sorted(allowed))}",
         extensions={"field": "Content-Type", "accepted": sorted(allowed)},
     )
+
+
+def _nul_problem(path: str, query: bytes) -> InvalidInput | None:
+    """The 400 when the (decoded) path or a query parameter holds U+0000 (PostgreSQL refuses it
+    in text; it names nothing on either engine), answered through the app's one error map."""
+    where = None
+    if nul_text.NUL in path:
+        where = "path"
+    elif b"%00" in query or b"\x00" in query:
+        for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+            if nul_text.NUL in name or nul_text.NUL in value:
+                where = name.replace(nul_text.NUL, "\\u0000")
+                break
+    if where is None:
+        return None
+    shown = where if where == "path" else f"query parameter {where}"
+    return InvalidInput(f"{shown}: {nul_text.RULE}", field=where)
 
 
 def loopback_host(host: str) -> bool:
@@ -202,6 +224,10 @@ class Guard:
                     await _forbidden(req, found, method, path)(scope, receive, send)
                     return
                 key = found
+        nul = _nul_problem(path, scope.get("query_string", b""))
+        if nul is not None:
+            await (await error_response(Request(scope), nul))(scope, receive, send)
+            return
         if method in CHANGE and not req.portal and (has_body or content_type is not None):
             problem = _content_type_problem(req, content_type)
             if problem is not None:

@@ -7,6 +7,10 @@ checks that every route the app serves is documented and every documented path i
 What each operation needs comes from the one route policy (``http/auth_policy.py``), so the
 document cannot disagree with it: public operations get ``security: []``, the others list
 ``x-required-scopes`` and the guard's 401 and 403 answers, and those with a request body its 415.
+
+Two answers follow from the shape of an operation, so they are added where a fragment leaves
+them out: an operation with parameters or a request body can answer 400 (a parameter or field
+breaks a rule: ``http/params.py``), and one with a path parameter 404 (nothing by that id).
 """
 
 from __future__ import annotations
@@ -43,8 +47,18 @@ def openapi_document() -> dict[str, Any]:
     for path, item in doc["paths"].items():
         for method in _METHODS:
             if isinstance(item, dict) and isinstance(item.get(method), dict):
+                _with_shape_answers(path, item, item[method])
                 _with_auth(path, method.upper(), item[method])
     return doc
+
+
+def _with_shape_answers(path: str, item: dict[str, Any], op: dict[str, Any]) -> None:
+    if not item.get("parameters") and not op.get("parameters") and "requestBody" not in op:
+        return
+    responses = op.setdefault("responses", {})
+    responses.setdefault("400", {"$ref": _REF + "BadRequest"})
+    if "{" in path:
+        responses.setdefault("404", {"$ref": _REF + "NotFound"})
 
 
 def _with_auth(path: str, method: str, op: dict[str, Any]) -> None:

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 import msgspec
 from starlette.datastructures import QueryParams
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from allotment.domain import limits
+from allotment.domain import limits, nul_text
 from allotment.domain.errors import InvalidInput, PayloadTooLarge
 from allotment.domain.json_bounds import check_body, exact_decimal, too_deep
 from allotment.domain.timeutil import parse_rfc3339
@@ -127,11 +127,16 @@ async def read_body(request: Request, max_bytes: int = limits.REQUEST_BODY_BYTES
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # gone, or cut off as too slow (http/server_protocol.py)
+        raise InvalidInput(
+            f"request body: the connection closed after {size} bytes", field="body"
+        ) from None
     return b"".join(chunks)
 
 
@@ -152,6 +157,7 @@ def decode_json(body: bytes, type_: type[T] | Any = Any, *, exact: bool = False)
         raise InvalidInput(f"request body is not valid JSON: {exc}", field="body") from exc
     except RecursionError:
         raise too_deep() from None
+    nul_text.check_json(body, payload)
     return check_body(payload)
 
 

@@ -52,6 +52,7 @@ from allotment.domain.catalog_plans import (
 from allotment.domain.customers import Customer
 from allotment.domain.errors import Conflict, InvalidInput
 from allotment.domain.ids import is_ulid, new_ulid
+from allotment.domain.limits import QUERY_INT_MAX
 from allotment.domain.timeutil import floor_minute, parse_rfc3339, to_micros
 from allotment.services.catalog import CatalogService
 from allotment.services.customers import CustomerService
@@ -252,9 +253,10 @@ class SubscriptionService:
         if raw is None:
             number = plan.active_version
         else:
-            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
-                raise CatalogInvalid(
-                    f"pricing_plan_version: {raw!r} is not a version number (1, 2, ...)",
+            if isinstance(raw, bool) or not isinstance(raw, int) or not 1 <= raw <= QUERY_INT_MAX:
+                raise CatalogInvalid(  # a version past BIGINT was a 500 (issue 12)
+                    f"pricing_plan_version: {raw!r} is not a version number (1, 2, ..., "
+                    f"{QUERY_INT_MAX})",
                     field="pricing_plan_version",
                 )
             number = raw

@@ -29,7 +29,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from allotment.domain import limits
+from allotment.domain import limits, nul_text
 from allotment.domain.errors import InvalidInput, PayloadTooLarge
 from allotment.domain.events import (
     DATA_CONTENT_TYPE,
@@ -132,6 +132,12 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
             "request body is empty; a CloudEvent or an array is required", field="body"
         )
     now = c.clock.now()
+    if nul_text.JSON_ESCAPE in body:  # rare: decode once more to name where the NUL is
+        try:
+            decoded = _untyped.decode(body)
+            nul_text.check_value(decoded, "events" if isinstance(decoded, list) else "event")
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+            pass  # the decodes below name what is wrong with it
     try:
         typed = _typed.decode(body)
     except msgspec.ValidationError:

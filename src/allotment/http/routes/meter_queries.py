@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from allotment.domain import nul_text
 from allotment.domain.errors import InvalidInput
 from allotment.domain.timeutil import format_rfc3339, parse_rfc3339
 from allotment.domain.usage_series import GroupFilter, parse_advanced_filters
@@ -58,6 +59,7 @@ def _filters_from_query(q: QueryParams) -> tuple[tuple[GroupFilter, ...], str]:
             raw = json.loads(advanced)
         except ValueError as exc:
             raise InvalidInput(f"{ADVANCED}: not valid JSON ({exc})", field=ADVANCED) from exc
+        nul_text.check_value(raw, ADVANCED)
         return parse_advanced_filters(raw, ADVANCED), ADVANCED
     return tuple(GroupFilter(k, "$eq", (v,)) for k, v in sorted(simple.items())), FILTER
 
@@ -76,6 +78,7 @@ def _legacy_filter_map(text: str) -> dict[str, str]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         raise InvalidInput(f"{FILTER}: use filterGroupBy[key]=value (got {text!r})", field=FILTER)
+    nul_text.check_value(value, FILTER)
     return value
 
 

@@ -1,0 +1,46 @@
+"""Schemathesis hooks of the fuzz run (loaded with ``SCHEMATHESIS_HOOKS``; test_openapi_fuzz.py).
+
+Two auth providers: the portal query gets a portal token minted for the seeded subject (and
+minted again after a 401, since the run's own ``POST /api/v1/portal/tokens/invalidate``
+revokes every token), every other operation the admin key. The test passes the server, the key
+and the subject in ``FUZZ_BASE_URL``, ``FUZZ_ADMIN_KEY`` and ``FUZZ_PORTAL_SUBJECT``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+import schemathesis
+
+PORTAL_QUERY = "/api/v1/portal/meters/{meterSlug}/query"
+
+
+def _bearer(case: Any, token: str) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
+
+
+@schemathesis.auth(refresh_interval=None).skip_for(path=PORTAL_QUERY)
+class AdminKey:
+    def get(self, case: Any, context: Any) -> str:
+        return os.environ["FUZZ_ADMIN_KEY"]
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        _bearer(case, data)
+
+
+@schemathesis.auth(refresh_interval=300).apply_to(path=PORTAL_QUERY)
+class PortalToken:
+    def get(self, case: Any, context: Any) -> str:
+        r = httpx.post(
+            os.environ["FUZZ_BASE_URL"] + "/api/v1/portal/tokens",
+            json={"subject": os.environ["FUZZ_PORTAL_SUBJECT"]},
+            headers={"authorization": "Bearer " + os.environ["FUZZ_ADMIN_KEY"]},
+            timeout=10.0,
+        )
+        r.raise_for_status()
+        return str(r.json()["token"])
+
+    def set(self, case: Any, data: str, context: Any) -> None:
+        _bearer(case, data)
