@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from allotment.http.console import customers, meters, plans, session
+from allotment.http.console import customers, entitlements, meters, plans, session
 
 
 def console_routes() -> list[BaseRoute]:
-    return [*session.ROUTES, *customers.ROUTES, *plans.ROUTES, *meters.ROUTES]
+    return [*session.ROUTES, *customers.ROUTES, *plans.ROUTES, *meters.ROUTES, *entitlements.ROUTES]
