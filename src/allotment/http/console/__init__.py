@@ -11,8 +11,15 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from allotment.http.console import customers, entitlements, meters, plans, session
+from allotment.http.console import activity, customers, entitlements, meters, plans, session
 
 
 def console_routes() -> list[BaseRoute]:
-    return [*session.ROUTES, *customers.ROUTES, *plans.ROUTES, *meters.ROUTES, *entitlements.ROUTES]
+    return [
+        *session.ROUTES,
+        *customers.ROUTES,
+        *plans.ROUTES,
+        *meters.ROUTES,
+        *entitlements.ROUTES,
+        *activity.ROUTES,
+    ]
