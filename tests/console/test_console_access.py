@@ -153,3 +153,12 @@ def test_every_console_route_needs_an_admin_once_keys_exist(db_url: str) -> None
                 assert "CSRF" in r.text
             checked += 1
         assert checked >= 12
+
+
+def test_every_console_route_is_in_the_openapi_document() -> None:
+    from allotment.http.openapi_doc import openapi_document
+
+    paths = openapi_document()["paths"]
+    documented = {(m.upper(), p) for p, ops in paths.items() if p.startswith("/console")
+                  for m in ops if m in ("get", "post")}  # fmt: skip
+    assert documented == set(_console_routes())
