@@ -22,4 +22,5 @@ def console_routes() -> list[BaseRoute]:
         *meters.ROUTES,
         *entitlements.ROUTES,
         *activity.ROUTES,
+        *session.LAST,
     ]

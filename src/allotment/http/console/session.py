@@ -93,6 +93,11 @@ async def home(request: Request, actor: Actor) -> Response:
     return RedirectResponse("/console/customers", status_code=303)
 
 
+@page
+async def not_found(request: Request, actor: Actor) -> Response:
+    raise ConsoleProblem(404, f"no console page at {request.url.path}")
+
+
 ROUTES: list[BaseRoute] = [
     Route("/console", home, methods=["GET"]),
     Route("/console/", home, methods=["GET"]),
@@ -101,3 +106,5 @@ ROUTES: list[BaseRoute] = [
     Route("/console/logout", logout, methods=["POST"]),
     *(_static(name) for name in STATIC),
 ]
+LAST: list[BaseRoute] = [Route("/console/{path:path}", not_found, methods=["GET"])]
+"""After every other console route: an unknown console path is a page that says so."""
