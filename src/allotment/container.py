@@ -20,6 +20,7 @@ from allotment.services.catalog import CatalogService
 from allotment.services.catalog_entitlements import CatalogEntitlements
 from allotment.services.catalog_meter_data import MeterDataService
 from allotment.services.catalog_subscriptions import SubscriptionService
+from allotment.services.console_sessions import ConsoleSessions
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.enforcement import EnforcementService
@@ -28,6 +29,7 @@ from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
 from allotment.services.grants import GrantService
+from allotment.services.ingest_rate import IngestRate
 from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
 from allotment.services.notification_evaluator import NotificationEvaluator
@@ -54,6 +56,7 @@ class Container:
         # leaves first: each line uses only what the lines above built
         self.meters = MeterService(db, clock)
         self.events = EventService(db, clock)
+        self.ingest_rate = IngestRate(db, clock)
         self.subjects = SubjectService(db, clock)
         self.grants = GrantService(db, clock)
         self.meter_queries = MeterQueryService(db, clock, self.meters)
@@ -91,6 +94,7 @@ class Container:
         )
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
+        self.console_sessions = ConsoleSessions(db, clock)
         self.key_revocations = (
             RevocationListener(getattr(db, "url", settings.db_url), self.api_keys.forget)
             if db.dialect == "postgresql"

@@ -3,6 +3,8 @@ it needs. One line per route; a branch that adds a route adds its line here.
 
     public        no key (liveness, readiness, the OpenAPI document)
     portal        a portal token, checked by the route itself (the guard lets it through)
+    console       the operator console: its own session cookie, key and CSRF token, checked by
+                  the console itself (the guard lets it through)
     admin         an admin key
     read          admin or read
     ingest        admin, runtime or ingest
@@ -140,6 +142,29 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/v1/reservations/{id}"): "runtime-read",
     ("POST", "/v1/reservations/{id}/commit"): "runtime",
     ("POST", "/v1/reservations/{id}/release"): "runtime",
+    # the operator console: pages and forms check its session and CSRF token themselves
+    ("GET", "/console/static/console.css"): "public",
+    ("GET", "/console/static/console.js"): "public",
+    ("GET", "/console"): "console",
+    ("GET", "/console/"): "console",
+    ("GET", "/console/login"): "console",
+    ("POST", "/console/login"): "console",
+    ("POST", "/console/logout"): "console",
+    ("GET", "/console/customers"): "console",
+    ("GET", "/console/customers/{ref}"): "console",
+    ("POST", "/console/customers/{ref}/overrides"): "console",
+    ("POST", "/console/customers/{ref}/overrides/remove"): "console",
+    ("GET", "/console/plans"): "console",
+    ("GET", "/console/plans/{plan}"): "console",
+    ("GET", "/console/meters"): "console",
+    ("GET", "/console/meters/{slug}"): "console",
+    ("GET", "/console/entitlements/{id}"): "console",
+    ("POST", "/console/entitlements/{id}/grants"): "console",
+    ("POST", "/console/entitlements/{id}/void"): "console",
+    ("POST", "/console/entitlements/{id}/reset"): "console",
+    ("GET", "/console/notifications"): "console",
+    ("GET", "/console/ingest"): "console",
+    ("GET", "/console/{path:path}"): "console",
     # keys and the audit trail: admin, reads included
     ("POST", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys"): "admin",
@@ -151,6 +176,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
 OPENED_BY: dict[str, frozenset[Scope]] = {
     "public": frozenset(Scope),
     "portal": frozenset(),  # no API key opens it: the route checks a portal token
+    "console": frozenset(),  # the console checks its session (or key) itself
     "admin": frozenset({Scope.ADMIN}),
     "read": frozenset({Scope.ADMIN, Scope.READ}),
     "ingest": frozenset({Scope.ADMIN, Scope.RUNTIME, Scope.INGEST}),
@@ -178,7 +204,7 @@ def table_gaps() -> list[str]:
     routes = served()
     gaps = [
         f"{method} {path}: served but has no line in tests/api/route_scopes.py ROUTE_SCOPES "
-        f'(add ("{method}", "{path}"): "<public|portal|admin|read|ingest|runtime|runtime-read>")'
+        f'(add ("{method}", "{path}"): "<public|portal|console|admin|read|ingest|runtime|runtime-read>")'
         for method, path in routes
         if (method, path) not in ROUTE_SCOPES
     ]
