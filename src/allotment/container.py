@@ -20,6 +20,7 @@ from allotment.services.catalog import CatalogService
 from allotment.services.catalog_entitlements import CatalogEntitlements
 from allotment.services.catalog_meter_data import MeterDataService
 from allotment.services.catalog_subscriptions import SubscriptionService
+from allotment.services.console_sessions import ConsoleSessions
 from allotment.services.customer_entitlements import CustomerEntitlements
 from allotment.services.customers import CustomerService
 from allotment.services.enforcement import EnforcementService
@@ -91,6 +92,7 @@ class Container:
         )
         self.audit = AuditService(db, clock)
         self.api_keys = ApiKeyService(db, clock, cache_seconds=settings.auth_cache_seconds)
+        self.console_sessions = ConsoleSessions(db, clock)
         self.key_revocations = (
             RevocationListener(getattr(db, "url", settings.db_url), self.api_keys.forget)
             if db.dialect == "postgresql"

@@ -69,7 +69,7 @@ def _verdict(req: Requirement, scope: str | None, r: httpx.Response) -> str | No
     refused = auth_problem(r)
     if req.public:
         return None if refused is None and r.status_code < 400 else f"refused: {r.text[:200]}"
-    if req.portal:  # the route's own portal-token check answers, never the guard
+    if req.portal or req.console:  # the route's own check answers (token, session), not the guard
         return None if refused is None else f"the guard answered: {r.text[:200]}"
     if scope is None:
         if refused is None or r.status_code != 401:

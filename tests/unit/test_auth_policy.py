@@ -59,6 +59,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/portal/tokens/invalidate"): "admin",
     ("GET", "/api/v1/portal/meters/{meterSlug}/query"): "portal",
     ("OPTIONS", "/api/v1/portal/meters/{meterSlug}/query"): "portal",
+    # the console checks its own session, key and CSRF token; its static files are public
+    ("GET", "/console"): "console",
+    ("GET", "/console/customers"): "console",
+    ("POST", "/console/login"): "console",
+    ("POST", "/console/logout"): "console",
+    ("GET", "/console/static/console.css"): "public",
+    ("GET", "/console/static/console.js"): "public",
     ("POST", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys/{name}"): "admin",
@@ -116,6 +123,7 @@ EXPECTED.update(NOTIFICATION_ROUTES)
 ALLOWED = {
     "public": set(Scope),
     "portal": set(),
+    "console": set(),
     "admin": {Scope.ADMIN},
     "read": {Scope.ADMIN, Scope.READ},
     "ingest": {Scope.ADMIN, Scope.RUNTIME, Scope.INGEST},
@@ -147,7 +155,7 @@ def test_known_routes_need_the_scope_they_must(method: str, path: str) -> None:
     req = requirement(method, path)
     assert req.name == EXPECTED[(method, path)]
     for scope in Scope:
-        if req.public or req.portal:  # no key opens these / the route checks its token
+        if req.public or req.portal or req.console:  # no key / the route checks it itself
             continue
         assert req.allows(scope) == (scope in ALLOWED[req.name]), (method, path, scope)
 
@@ -170,7 +178,7 @@ def test_unlisted_methods_and_prefixes_need_an_admin_key() -> None:
     for method, path in [
         ("OPTIONS", "/api/v1/features"),
         ("TRACE", "/api/v1/features"),
-        ("GET", "/console"),
+        ("PUT", "/consoles"),
         ("POST", "/somewhere/else"),
         ("GET", "/"),
     ]:

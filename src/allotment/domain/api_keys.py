@@ -70,12 +70,15 @@ def check_name(value: object, field: str = "name") -> str:
 @dataclass(frozen=True)
 class Requirement:
     """What a route needs: the scopes (besides ``admin``, which opens everything) that may call
-    it; ``public`` routes need no key, ``portal`` routes check a portal token themselves."""
+    it; ``public`` routes need no key, ``portal`` routes check a portal token themselves,
+    ``console`` routes (the operator console's HTML pages and forms) check an admin key, a
+    console session cookie and a CSRF token themselves."""
 
     name: str
     scopes: frozenset[Scope]
     public: bool = False
     portal: bool = False
+    console: bool = False
 
     def allows(self, scope: Scope) -> bool:
         return scope is Scope.ADMIN or scope in self.scopes
@@ -87,6 +90,7 @@ class Requirement:
 
 PUBLIC = Requirement("public", frozenset(), public=True)
 PORTAL = Requirement("portal", frozenset(), portal=True)
+CONSOLE = Requirement("console", frozenset(), console=True)
 ADMIN = Requirement("admin", frozenset())
 READ = Requirement("read", frozenset({Scope.READ}))
 INGEST = Requirement("ingest", frozenset({Scope.INGEST, Scope.RUNTIME}))

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp
 
+from allotment.http.console import console_routes
 from allotment.http.guard import guard
 from allotment.http.problems import EXCEPTION_HANDLERS
 from allotment.http.routes import (
@@ -59,6 +60,7 @@ def all_routes() -> list[BaseRoute]:
         *v1_audit_events.ROUTES,
         *notifications.ROUTES,
         *v1_authorize.ROUTES,
+        *console_routes(),
     ]
 
 

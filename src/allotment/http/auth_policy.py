@@ -11,6 +11,9 @@ methods admin, except the hot-path routes named here. A path no rule covers need
 
     public        /healthz, /readyz, the OpenAPI document: no key
     portal        the portal meter query: a portal token, checked by the route itself
+    console       the operator console's pages and forms (/console): an admin key, as a
+                  session cookie from its login form or a header, and a CSRF token on forms,
+                  checked by the console itself (its stylesheet and script are public)
     ingest        POST /api/v1/events: keys with scope ingest or runtime
     runtime-read  entitlement values and a customer's entitlements: runtime or read
     runtime       authorize, reservations: runtime
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 
 from allotment.domain.api_keys import (
     ADMIN,
+    CONSOLE,
     INGEST,
     PORTAL,
     PUBLIC,
@@ -77,6 +81,9 @@ RULES: tuple[Rule, ...] = (
     _rule(GET, "/readyz", PUBLIC),
     _rule(GET, "/openapi.json", PUBLIC),
     _rule(GET, "/api/v1/openapi.json", PUBLIC),
+    # the operator console: its static files carry no data; its pages check a session
+    _rule(GET, "/console/static/**", PUBLIC),
+    _rule(ANY, "/console/**", CONSOLE),
     # portal tokens open the portal meter query and nothing else (the route checks them)
     _rule(frozenset({"GET", "HEAD", "OPTIONS"}), "/api/v1/portal/meters/*/query", PORTAL),
     # the keys, the audit trail and the test clock: admin, reads included

@@ -9,11 +9,14 @@ It runs before the fast paths and Starlette's routing, so every request passes i
    ``WWW-Authenticate`` — whose scope the route accepts — 403 otherwise. Both problems name the
    scopes that would do (``extensions.requiredScopes``). While it is off because no key
    exists yet (``auto``), only requests addressed to a loopback name (the Host header) are
-   served: a DNS-rebinding page cannot reach an unauthenticated local server (403).
+   served: a DNS-rebinding page cannot reach an unauthenticated local server (403). The
+   console's pages (``/console``) check their own session cookie or key the same way
+   (:mod:`allotment.http.console.access`).
 2. **Content types**: a POST, PUT, PATCH or DELETE that carries a body, or names a
    Content-Type at all, must be ``application/json`` (or a CloudEvents type on the ingest
    route): 415 otherwise. Browsers send ``text/plain`` and form bodies cross-site without a
-   preflight; JSON needs one, and no route but the portal's answers preflights.
+   preflight; JSON needs one, and no route but the portal's answers preflights. The
+   console's forms are form bodies: a CSRF token, checked by the console, answers that threat.
 3. **Audit**: a successful change on an admin route is recorded (key, method, route, resource,
    status, the resource before — a GET of it through the app — and the response body after)
    before the answer is sent; when a key authenticated it, or with ``ALLOTMENT_AUTH=off``
@@ -170,7 +173,7 @@ class Guard:
             elif name == b"transfer-encoding":
                 has_body = True
         key: ApiKey | None = None
-        if not (req.public or req.portal) and self.mode is not AuthMode.OFF:
+        if not (req.public or req.portal or req.console) and self.mode is not AuthMode.OFF:
             on = self.mode is AuthMode.REQUIRED
             try:
                 if not on:
@@ -202,7 +205,8 @@ class Guard:
                     await _forbidden(req, found, method, path)(scope, receive, send)
                     return
                 key = found
-        if method in CHANGE and not req.portal and (has_body or content_type is not None):
+        own_body = req.portal or req.console  # the portal's preflights, the console's forms
+        if method in CHANGE and not own_body and (has_body or content_type is not None):
             problem = _content_type_problem(req, content_type)
             if problem is not None:
                 await problem(scope, receive, send)

@@ -39,6 +39,12 @@ def by_hash(tx: Tx, secret_hash: str) -> tuple[ApiKey, str] | None:
     return None if row is None else (_key(row), str(row[7]))
 
 
+def by_id(tx: Tx, key_id: str) -> ApiKey | None:
+    """The key with this id, revoked or not."""
+    row = tx.one(f"SELECT {_COLUMNS} FROM api_keys WHERE id = ?", (key_id,))
+    return None if row is None else _key(row)
+
+
 def live_by_name(tx: Tx, name: str) -> ApiKey | None:
     row = tx.one(f"SELECT {_COLUMNS} FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,))
     return None if row is None else _key(row)

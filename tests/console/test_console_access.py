@@ -1,0 +1,103 @@
+"""Who may open the console: open on loopback without keys, else an admin key (a session from
+the login form, or a header); read and runtime keys refused; forms need the CSRF token."""
+
+from __future__ import annotations
+
+from allotment.domain.api_keys import AuthMode
+from tests.console.support import console, csrf, text_of
+
+
+def test_open_on_loopback_without_keys_and_refused_on_other_names(db_url: str) -> None:
+    with console(db_url) as (_, client):
+        r = client.get("/console/customers")
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/html")
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+        assert "Customers" in r.text
+        # the login form has nothing to do: back to the console
+        r = client.get("/console/login")
+        assert r.status_code == 303
+        r = client.get("/console/customers", headers={"host": "console.example.com"})
+        assert r.status_code == 403
+        assert "not a loopback name" in text_of(r.text)
+        # the static files are public
+        r = client.get("/console/static/console.css")
+        assert r.status_code == 200
+        assert "sidebar" in r.text
+
+
+def test_login_with_an_admin_key_and_refusals(db_url: str) -> None:
+    with console(db_url) as (c, client):
+        _, admin = c.api_keys.create("root", "admin")
+        _, reader = c.api_keys.create("dash", "read")
+        _, runtime = c.api_keys.create("app", "runtime")
+        # no credential: a page redirects to the login form, a form post is refused
+        r = client.get("/console/customers?by=name")
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/login?next=/console/customers%3Fby%3Dname"
+        token = csrf(client, "/console/login")
+        assert client.post("/console/logout", data={"csrf": token}).status_code == 401
+        # read and runtime keys are refused at the form and as headers
+        for secret, scope in ((reader, "read"), (runtime, "runtime")):
+            r = client.post("/console/login", data={"csrf": token, "key": secret, "next": "/"})
+            assert r.status_code == 403
+            assert f"has scope {scope}" in text_of(r.text)
+            r = client.get("/console/customers", headers={"authorization": f"Bearer {secret}"})
+            assert r.status_code == 403
+            assert "needs scope admin" in text_of(r.text)
+        r = client.post("/console/login", data={"csrf": token, "key": "alm_" + "x" * 43})
+        assert r.status_code == 401
+        assert "Unknown or revoked" in r.text
+        # an admin key as a header opens a page
+        r = client.get("/console/customers", headers={"X-API-KEY": admin})
+        assert r.status_code == 200
+        # the login form: the CSRF token is required
+        r = client.post("/console/login", data={"csrf": "wrong", "key": admin})
+        assert r.status_code == 403
+        assert "CSRF" in r.text
+        r = client.post(
+            "/console/login", data={"csrf": token, "key": admin, "next": "/console/customers"}
+        )
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/customers"
+        cookie = r.headers["set-cookie"]
+        assert "allotment_console=" in cookie
+        assert "HttpOnly" in cookie
+        assert "SameSite=strict" in cookie or "samesite=strict" in cookie.lower()
+        assert "Secure" not in cookie  # plain http on loopback
+        page = client.get("/console/customers")
+        assert page.status_code == 200
+        assert "root" in page.text
+        assert "Log out" in page.text
+        # a cross-site origin is refused even with the token
+        r = client.post("/console/logout", data={"csrf": token},
+                        headers={"origin": "http://evil.example"})  # fmt: skip
+        assert r.status_code == 403
+        # revoking the key ends the session
+        c.api_keys.revoke("root")
+        assert client.get("/console/customers").status_code == 303
+
+
+def test_logout_ends_the_session(db_url: str) -> None:
+    with console(db_url) as (c, client):
+        _, admin = c.api_keys.create("root", "admin")
+        token = csrf(client, "/console/login")
+        r = client.post("/console/login", data={"csrf": token, "key": admin})
+        assert r.status_code == 303
+        secret = client.cookies["allotment_console"]
+        assert client.get("/console/customers").status_code == 200
+        r = client.post("/console/logout", data={"csrf": token})
+        assert r.status_code == 303
+        assert r.headers["location"] == "/console/login"
+        assert c.console_sessions.key_of(secret) is None
+        client.cookies.set("allotment_console", secret)  # the old cookie, replayed
+        assert client.get("/console/customers").status_code == 303
+
+
+def test_auth_required_and_off(db_url: str) -> None:
+    with console(db_url, auth_mode=AuthMode.REQUIRED) as (_, client):
+        assert client.get("/console/customers").status_code == 303
+    with console(db_url, auth_mode=AuthMode.OFF) as (c, client):
+        c.api_keys.create("root", "admin")
+        r = client.get("/console/customers", headers={"host": "console.example.com"})
+        assert r.status_code == 200
