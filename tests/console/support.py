@@ -5,10 +5,12 @@ the machine would be."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from html import unescape
 from typing import Any
 
 import httpx
@@ -26,6 +28,7 @@ METERS: list[dict[str, Any]] = [
      "groupBy": {"model": "$.model"}},
     {"slug": "calls", "eventType": "call", "aggregation": "COUNT"},
 ]  # fmt: skip
+_ids = itertools.count()
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -81,6 +84,93 @@ def csrf(client: Client, path: str = "/console/customers", **kwargs: Any) -> str
     return found.group(1)
 
 
-def text_of(html: str) -> str:
+def text_of(page: str) -> str:
     """The page's words, tags dropped and spaces collapsed (what the assertions read)."""
-    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    return " ".join(unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+
+def ok(r: httpx.Response, status: int = 200) -> Any:
+    assert r.status_code == status, r.text
+    return r.json() if r.content else None
+
+
+def ingest(client: Client, event_type: str, subject: str, at: datetime, **data: Any) -> None:
+    event = {"specversion": "1.0", "id": f"e-{next(_ids)}", "source": "console-test",
+             "type": event_type, "subject": subject, "time": at.isoformat(),
+             "data": data}  # fmt: skip
+    r = client.post(
+        "/api/v1/events", json=event, headers={"content-type": "application/cloudevents+json"}
+    )
+    assert r.status_code == 204, r.text
+
+
+def catalog(client: Client) -> dict[str, Any]:
+    """A budget on the ``tokens`` meter (1 000 a month), a switch and an enum feature, a plan
+    with two versions, and customer ``acme`` (subject ``acme-app``) subscribed to it."""
+    ok(
+        client.post(
+            "/v1/features",
+            json={
+                "reference": "tokens",
+                "name": "Tokens",
+                "type": "NUMBER",
+                "meter_reference": "tokens",
+            },
+        ),
+        201,
+    )
+    ok(client.post("/v1/features", json={"reference": "sso", "name": "SSO", "type": "SWITCH"}), 201)
+    ok(
+        client.post(
+            "/v1/features",
+            json={
+                "reference": "tier",
+                "name": "Support tier",
+                "type": "ENUM",
+                "enum_values": ["email", "phone"],
+            },
+        ),
+        201,
+    )
+    ok(
+        client.post(
+            "/v1/pricing-plans",
+            json={
+                "reference": "pro",
+                "name": "Pro",
+                "entitlements": [
+                    {"feature_reference": "tokens", "number": "1000"},
+                    {"feature_reference": "sso", "switch": False},
+                    {"feature_reference": "tier", "enums": ["email"]},
+                ],
+            },
+        ),
+        201,
+    )
+    ok(
+        client.post(
+            "/v1/pricing-plans/pro/versions",
+            json={
+                "entitlements": [
+                    {"feature_reference": "tokens", "number": "2000"},
+                    {"feature_reference": "sso", "switch": True},
+                ]
+            },
+        ),
+        201,
+    )
+    ok(
+        client.post(
+            "/v1/customers",
+            json={"reference": "acme", "name": "Acme Inc", "subject_keys": ["acme-app"]},
+        ),
+        201,
+    )
+    sub: dict[str, Any] = ok(
+        client.post(
+            "/v1/pricing-plan-subscriptions",
+            json={"customer_reference": "acme", "pricing_plan_reference": "pro"},
+        ),
+        201,
+    )
+    return sub  # fmt: skip

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from allotment.http.console import customers, portal, session
+from allotment.http.console import customers, meters, plans, portal, session
 
 
 def console_routes() -> list[BaseRoute]:
-    return [*session.ROUTES, *customers.ROUTES, *portal.ROUTES]
+    return [*session.ROUTES, *customers.ROUTES, *plans.ROUTES, *meters.ROUTES, *portal.ROUTES]

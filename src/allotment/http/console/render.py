@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from allotment.domain.errors import DomainError
-from allotment.http.console import access
+from allotment.http.console import access, charts
 from allotment.http.console.access import Actor, Refused
 from allotment.http.problems import status_for
 
@@ -98,6 +98,7 @@ ENV.filters["when"] = when
 ENV.filters["when_short"] = when_short
 ENV.globals["percent"] = percent
 ENV.globals["query"] = query
+ENV.globals["gauge"] = charts.gauge
 
 
 def render(

@@ -1,11 +1,13 @@
-"""Shared view helpers of the console pages: paging and query-parameter parsing."""
+"""Shared view helpers of the console pages: paging, query parameters, typed values."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
-from allotment.http.console.render import ConsoleProblem
+from allotment.http.console.render import ConsoleProblem, number
 
 PAGE_ROWS = 50
 """At most this many rows on any console page (every list is paginated)."""
@@ -45,3 +47,42 @@ def text(params: Mapping[str, str], name: str, longest: int = 200) -> str:
     if len(value) > longest:
         raise ConsoleProblem(400, f"{name}: at most {longest} characters, got {len(value)}")
     return value
+
+
+def typed_value(data: Mapping[str, Any], kind: str) -> str:
+    """A catalog value (``{"number": "600"}``, …) for people."""
+    if kind == "NUMBER":
+        raw = data.get("number")
+        return "unlimited" if raw == "unlimited" else number(raw)
+    if kind == "SWITCH":
+        return "on" if data.get("switch") else "off"
+    if kind == "ENUM":
+        return ", ".join(str(v) for v in data.get("enums") or ())
+    amount = data.get("amount") or {}
+    return f"{number(amount.get('value'))} {amount.get('currency', '')}".strip()
+
+
+def form_value(kind: str, text: str, currency: str | None) -> dict[str, Any]:
+    """What an override form's one text field means for a feature of this type (the API
+    validates it and says what is wrong)."""
+    text = text.strip()
+    if kind == "NUMBER":
+        return {"number": text}
+    if kind == "SWITCH":
+        lowered = text.lower()
+        flag: object = {"true": True, "on": True, "yes": True, "false": False, "off": False,
+                        "no": False}.get(lowered, text)  # fmt: skip
+        return {"switch": flag}
+    if kind == "ENUM":
+        return {"enums": [v.strip() for v in text.split(",") if v.strip()]}
+    value, _, cur = text.partition(" ")
+    amount = {"value": value} | ({"currency": cur.strip().upper()} if cur.strip() else {})
+    if currency is None and "currency" not in amount:
+        amount["currency"] = ""
+    return {"amount": amount}
+
+
+def available(usage: Decimal, balance: Decimal, overage: Decimal) -> Decimal:
+    """What a metered entitlement had to spend this period: the grants used plus what is left
+    (usage beyond the grants — overage — is not part of it)."""
+    return balance + usage - overage

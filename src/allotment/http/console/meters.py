@@ -1,0 +1,159 @@
+"""Meters: the list, and a meter's usage chart (window size, range, group-by, time zone) read
+through the meter query service — the same query ``GET /api/v1/meters/{slug}/query`` answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from decimal import Decimal
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from allotment.container import Container
+from allotment.domain.errors import DomainError
+from allotment.domain.meters import Aggregation
+from allotment.domain.timeutil import to_micros
+from allotment.domain.windows import (
+    WindowGrid,
+    WindowSize,
+    floor_window,
+    next_window,
+    parse_time_zone,
+    window_count,
+)
+from allotment.http.console.access import Actor
+from allotment.http.console.charts import Series, chart
+from allotment.http.console.render import ConsoleProblem, page, render
+from allotment.http.console.views import PAGE_ROWS, choice, page_of, text
+from allotment.http.runtime import call, container
+from allotment.services.meter_queries import MeterQuery, MeterQueryRow
+
+RANGES = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7),
+          "30d": timedelta(days=30), "90d": timedelta(days=90),
+          "365d": timedelta(days=365)}  # fmt: skip
+CHART_WINDOWS_MAX = 400
+"""Windows one chart draws at most (a year of days fits); a finer choice asks for a larger
+window or a shorter range."""
+CHART_SERIES_MAX = 8
+"""Groups drawn as lines at most (the largest by total); the table lists up to 50."""
+TIME_ZONES = ("UTC", "Europe/London", "Europe/Berlin", "America/New_York",
+              "America/Los_Angeles", "Asia/Kolkata", "Asia/Tokyo", "Australia/Sydney")  # fmt: skip
+_ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
+
+
+@dataclass(frozen=True)
+class Group:
+    label: str
+    values: list[Decimal | None]
+
+    @property
+    def total(self) -> Decimal:
+        return sum((v for v in self.values if v is not None), Decimal(0))
+
+    @property
+    def peak(self) -> Decimal:
+        return max((v for v in self.values if v is not None), default=Decimal(0))
+
+
+def _label(start: datetime, size: WindowSize, tz: tzinfo) -> str:
+    local = start.astimezone(tz)
+    if size is WindowSize.MONTH:
+        return local.strftime("%Y-%m")
+    if size is WindowSize.DAY:
+        return local.strftime("%m-%d")
+    return local.strftime("%H:%M")
+
+
+def _group_of(row: MeterQueryRow, group: str) -> str:
+    if not group:
+        return "all"
+    value = row.subject if group == "subject" else row.group_by.get(group)
+    return value or "(none)"
+
+
+def usage_view(
+    c: Container, slug: str, size: WindowSize, span: str, group: str, tz_name: str
+) -> dict[str, Any]:
+    meter = c.meters.get(slug)
+    tz = parse_time_zone(tz_name)
+    now = c.clock.now()
+    start = floor_window(now - RANGES[span], size, tz)
+    end = next_window(floor_window(now, size, tz), size, tz)
+    view: dict[str, Any] = {"meter": meter, "from_": start, "to": end, "chart": None,
+                            "groups": [], "hidden": 0, "error": None}  # fmt: skip
+    count = window_count(start, end, size, tz)
+    if count > CHART_WINDOWS_MAX:
+        view["error"] = (
+            f"{count} {size} windows in {span} is more than one chart draws "
+            f"({CHART_WINDOWS_MAX}); choose a larger window or a shorter range"
+        )
+        return view
+    if group and group != "subject" and group not in meter.group_by:
+        raise ConsoleProblem(
+            400, f"group: {group!r} is not a groupBy key of meter {meter.slug} "
+            f"(one of: subject{''.join(', ' + k for k in sorted(meter.group_by))})",
+        )  # fmt: skip
+    q = MeterQuery(from_=start, to=end, window_size=size, time_zone=tz,
+                   group_by=(group,) if group else ())  # fmt: skip
+    result = c.meter_queries.query(meter.slug, q)
+    grid = WindowGrid.build(start, end, size, tz)
+    windows = len(grid.bounds) - 1
+    fill = Decimal(0) if meter.aggregation in _ADDITIVE else None
+    by_group: dict[str, list[Decimal | None]] = {}
+    for row in result.rows:
+        values = by_group.setdefault(_group_of(row, group), [fill] * windows)
+        i = grid.index(to_micros(row.window_start))
+        if i is not None:
+            values[i] = Decimal(row.value)
+    groups = sorted((Group(k, v) for k, v in by_group.items()),
+                    key=lambda g: (-g.total, g.label))  # fmt: skip
+    if not group and not groups:
+        groups = [Group("all", [fill] * windows)]
+    labels = [_label(grid.window(i)[0], size, tz) for i in range(windows)]
+    drawn = groups[:CHART_SERIES_MAX]
+    title = f"{meter.name}: {meter.aggregation} per {size.lower()}"
+    view["chart"] = chart(labels, [Series("" if not group else g.label, g.values)
+                                   for g in drawn], title=title)  # fmt: skip
+    view["groups"] = groups[:PAGE_ROWS]
+    view["hidden"] = max(0, len(groups) - CHART_SERIES_MAX)
+    view["windows"] = [(grid.window(i)[0], labels[i]) for i in range(windows)]
+    return view
+
+
+@page
+async def meters_page(request: Request, actor: Actor) -> Response:
+    at = page_of(request.query_params)
+    meters = await call(container(request).meters.list)
+    shown = meters[at.offset : at.offset + at.rows]
+    return render(request, actor, "meters.html", meters=shown, page=at.number,
+                  pages=at.count(len(meters)), total=len(meters), params={})  # fmt: skip
+
+
+@page
+async def meter_page(request: Request, actor: Actor) -> Response:
+    params = request.query_params
+    size = WindowSize(choice(params, "window", tuple(WindowSize), "HOUR"))
+    span = choice(params, "range", tuple(RANGES), "24h")
+    group = text(params, "group", 64)
+    tz_name = text(params, "tz", 64) or "UTC"
+    slug = request.path_params["slug"]
+    try:
+        view = await call(usage_view, container(request), slug, size, span, group, tz_name)
+    except DomainError as exc:
+        if exc.field != "windowTimeZone":
+            raise
+        raise ConsoleProblem(400, f"tz: {exc.detail}") from exc
+    return render(
+        request, actor, "meter.html", window=size.value, span=span, group=group, tz=tz_name,
+        ranges=list(RANGES), sizes=[s.value for s in WindowSize], zones=TIME_ZONES,
+        additive=view["meter"].aggregation in _ADDITIVE, drawn=CHART_SERIES_MAX, **view,
+    )  # fmt: skip
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/console/meters", meters_page, methods=["GET"]),
+    Route("/console/meters/{slug}", meter_page, methods=["GET"]),
+]

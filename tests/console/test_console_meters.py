@@ -1,0 +1,87 @@
+"""Meters: the list and a meter's usage chart; the chart's bars carry the meter query's
+numbers, by window, group and time zone."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+
+from allotment.http.console import meters
+from tests.console.support import START, console, ingest, text_of
+
+
+def _points(html: str) -> dict[tuple[str, str], str]:
+    """(series, label) → value of every bar or point the chart drew."""
+    found = re.findall(r'data-series="([^"]*)" data-label="([^"]*)" data-value="([^"]*)"', html)
+    return {(s, label): v for s, label, v in found}
+
+
+def test_list_and_chart(db_url: str) -> None:
+    with console(db_url) as (c, client):
+        c.clock.set(START + timedelta(hours=3, minutes=30))  # type: ignore[attr-defined]
+        ingest(client, "tokens", "a", START + timedelta(hours=1, minutes=1), n=10, model="x")
+        ingest(client, "tokens", "a", START + timedelta(hours=1, minutes=59), n="2.5", model="y")
+        ingest(client, "tokens", "b", START + timedelta(hours=3, minutes=10), n=7, model="x")
+        r = client.get("/console/meters")
+        assert r.status_code == 200
+        assert 'href="/console/meters/tokens"' in r.text
+        assert "SUM" in r.text
+        r = client.get("/console/meters/tokens?window=HOUR&range=24h")
+        assert r.status_code == 200, r.text
+        assert 'data-chart="bars"' in r.text
+        bars = _points(r.text)
+        assert bars[("", "01:00")] == "12.5"
+        assert bars[("", "03:00")] == "7"
+        assert bars[("", "02:00")] == "0"
+        assert "Total in this range 19.5" in text_of(r.text)
+        # grouped by a dimension: a line per group, totals in the table
+        r = client.get("/console/meters/tokens?window=HOUR&range=24h&group=model")
+        lines = _points(r.text)
+        assert 'data-chart="lines"' in r.text
+        assert lines[("x", "01:00")] == "10"
+        assert lines[("y", "01:00")] == "2.5"
+        assert lines[("x", "03:00")] == "7"
+        assert re.search(r'data-group="x"><td>x</td><td class="num">17</td>', r.text)
+        r = client.get("/console/meters/tokens?window=HOUR&range=24h&group=subject")
+        assert _points(r.text)[("b", "03:00")] == "7"
+        # another time zone moves the windows: India's hours start at :30 UTC (UTC+05:30), so
+        # 01:01 and 01:59 UTC fall in two local hours
+        r = client.get("/console/meters/tokens?window=HOUR&range=24h&tz=Asia/Kolkata")
+        bars = _points(r.text)
+        assert (bars[("", "06:00")], bars[("", "07:00")], bars[("", "08:00")]) == ("10", "2.5", "7")
+        # a day window, the count meter
+        r = client.get("/console/meters/calls?window=DAY&range=7d")
+        assert r.status_code == 200
+        assert "Total in this range 0" in text_of(r.text)
+
+
+def test_bad_choices_are_explained(db_url: str) -> None:
+    with console(db_url) as (_, client):
+        r = client.get("/console/meters/tokens?window=MINUTE&range=7d")
+        assert r.status_code == 200
+        assert "10081 MINUTE windows in 7d is more than one chart draws (400)" in text_of(r.text)
+        assert client.get("/console/meters/tokens?window=DAY&range=365d").status_code == 200
+        r = client.get("/console/meters/tokens?group=colour")
+        assert r.status_code == 400
+        assert "'colour' is not a groupBy key of meter tokens" in text_of(r.text)
+        r = client.get("/console/meters/tokens?tz=Mars/Base")
+        assert r.status_code == 400
+        assert "unknown time zone 'Mars/Base'" in text_of(r.text)
+        r = client.get("/console/meters/tokens?window=WEEK")
+        assert r.status_code == 400
+        assert "window: must be one of MINUTE, HOUR, DAY, MONTH" in text_of(r.text)
+        r = client.get("/console/meters/nope")
+        assert r.status_code == 404
+
+
+def test_the_window_limit_at_n_and_n_plus_1(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with console(db_url) as (_, client):
+        path = "/console/meters/tokens?window=HOUR&range=24h"  # 25 windows: the current hour too
+        monkeypatch.setattr(meters, "CHART_WINDOWS_MAX", 25)
+        assert 'data-chart="bars"' in client.get(path).text
+        monkeypatch.setattr(meters, "CHART_WINDOWS_MAX", 24)
+        assert "25 HOUR windows in 24h is more than one chart draws (24)" in text_of(
+            client.get(path).text
+        )
