@@ -89,6 +89,10 @@ class Seeded:
     top_up_grant_id: str = ""
     events: int = 0
 
+    def daily_of(self, meter: str) -> list[dict[date, Decimal]]:
+        """Every customer's usage per day of ``meter``."""
+        return [days for (_, m), days in self.daily.items() if m == meter]
+
     def total(self, owner: str, meter: str) -> Decimal:
         return sum(self.daily.get((owner, meter), {}).values(), Decimal(0))
 

@@ -17,9 +17,16 @@ if TYPE_CHECKING:
 
 def operator_pages(site: Site) -> list[tuple[str, str]]:
     """(path, a heading the page shows) of every operator page."""
+    acme = site.seeded.customer_ids["acme"]
     return [
         ("/console/customers", "Customers"),
         ("/console/customers?by=name&q=acme", "Customers"),
+        (f"/console/customers/{acme}", "Acme Corp"),
+        ("/console/plans", "Plans"),
+        ("/console/plans/pro", "Pro"),
+        ("/console/meters", "Meters"),
+        (f"/console/meters/{TOKENS}?window=DAY&range=30d", TOKENS),
+        (f"/console/meters/{REQUESTS}?window=HOUR&range=24h&group=route", REQUESTS),
     ]
 
 
@@ -53,6 +60,54 @@ def test_every_operator_page_renders(operator: Page, site: Site) -> None:
         assert operator.locator("h1").first.inner_text().strip().startswith(heading), path
         assert operator.locator("nav.sidebar").is_visible()
         assert not operator.locator(".notice.error").count(), path
+
+
+def test_the_meter_chart_draws_the_days_usage(operator: Page, site: Site) -> None:
+    operator.goto(f"/console/meters/{TOKENS}?window=DAY&range=30d&tz=UTC")
+    bars = _bars(operator, "main")
+    everyone: dict[str, Decimal] = {}
+    for daily in [*site.seeded.daily_of(TOKENS), site.seeded.trial_daily[TOKENS]]:
+        for day, value in daily.items():
+            label = f"{day:%m-%d}"
+            everyone[label] = everyone.get(label, Decimal(0)) + value
+    november = {label: value for label, value in bars.items() if label.startswith("11-")}
+    assert november == {label: everyone.get(label, Decimal(0)) for label in november}
+    assert len(november) == NOW.day
+    assert all(value == 0 for label, value in bars.items() if label.startswith("10-"))
+    total = operator.locator("#range-total").inner_text().replace(",", "")
+    assert Decimal(total) == sum(everyone.values(), Decimal(0))
+
+
+def test_an_override_set_through_the_form_changes_the_entitlement(
+    operator: Page, site: Site
+) -> None:
+    wonka = site.seeded.customer_ids["wonka"]
+    operator.goto(f"/console/customers/{wonka}")
+    form = operator.locator("#override-form")
+    # a bad value: the API's problem, in words, and nothing changes
+    form.locator("select[name=feature_reference]").select_option("monthly_tokens")
+    form.locator("input[name=value]").fill("lots")
+    form.locator("button[type=submit]").click()
+    assert "lots" in operator.locator(".notice.error").inner_text()
+    # a good one
+    form = operator.locator("#override-form")
+    form.locator("select[name=feature_reference]").select_option("monthly_tokens")
+    form.locator("input[name=value]").fill("2500000")
+    form.locator("button[type=submit]").click()
+    assert "override set: monthly_tokens" in operator.locator(".notice.ok").inner_text()
+    row = operator.locator("#catalog-entitlements tr[data-feature='monthly_tokens']")
+    assert row.locator("td.value").inner_text() == "2,500,000"
+    assert "override" in row.inner_text()
+    usage = site.seeded.total("wonka", TOKENS)
+    with site.api() as api:
+        items = api.get("/v1/customers/wonka/entitlements").json()["entitlements"]
+        value = api.get(f"/api/v2/customers/{wonka}/entitlements/monthly_tokens/value").json()
+    tokens = next(e for e in items if e["feature_reference"] == "monthly_tokens")
+    assert (tokens["number"], tokens["source"]) == ("2500000", "OVERRIDE")
+    assert Decimal(tokens["usage"]) == usage
+    assert Decimal(tokens["remaining"]) == 2_500_000 - usage
+    assert Decimal(value["balance"]) == 2_500_000 - usage
+    assert value["hasAccess"] is True
 
 
 def test_the_portal_link_opens_the_customers_own_page(page: Page, site: Site) -> None:

@@ -26,7 +26,6 @@ from starlette.routing import BaseRoute, Route
 from allotment.domain.errors import DomainError, Unauthorized
 from allotment.domain.timeutil import to_micros
 from allotment.http.console import access
-from allotment.http.console.charts import gauge
 from allotment.http.console.portal_view import usage_view
 from allotment.http.console.render import ConsoleProblem, render
 from allotment.http.problems import status_for
@@ -90,9 +89,7 @@ async def usage_page(request: Request) -> Response:
     except DomainError as exc:
         return _refused(request, exc, from_cookie)
     csrf, new = access.csrf_token(request)
-    response = render(
-        request, None, "portal.html", csrf=csrf, token_field=TOKEN_FIELD, gauge=gauge, **view
-    )
+    response = render(request, None, "portal.html", csrf=csrf, token_field=TOKEN_FIELD, **view)
     if new:
         access.set_csrf_cookie(request, response, csrf)
     return response

@@ -19,8 +19,6 @@ from markupsafe import Markup
 
 from allotment.container import Container
 from allotment.domain.customers import Customer
-from allotment.domain.entitlement_math import MeteredValue
-from allotment.domain.entitlement_value import ValueView
 from allotment.domain.errors import NotFound
 from allotment.domain.features import Feature
 from allotment.domain.meters import Meter
@@ -29,7 +27,8 @@ from allotment.domain.periods import Period
 from allotment.domain.portal_tokens import meter_allowed
 from allotment.domain.windows import WindowSize
 from allotment.http.console.charts import Series, chart
-from allotment.services.entitlements import EntitlementView
+from allotment.http.console.customers import EntitlementRow
+from allotment.http.console.customers import _value as entitlement_value
 from allotment.services.meter_queries import MeterQuery
 from allotment.storage.portal_repo import PortalTokenRecord
 
@@ -55,24 +54,14 @@ class PortalOwner:
 
 @dataclass(frozen=True)
 class Budget:
-    """One entitlement of the owner and its value now."""
+    """One entitlement of the owner, its value now (the customer page's row), its feature."""
 
-    view: EntitlementView
+    row: EntitlementRow
     feature: Feature | None
-    value: ValueView | None
 
     @property
     def name(self) -> str:
-        return self.feature.name if self.feature is not None else self.view.record.feature_key
-
-    @property
-    def metered(self) -> MeteredValue | None:
-        return None if self.value is None else self.value.metered
-
-    @property
-    def limit(self) -> Decimal | None:
-        m = self.metered
-        return None if m is None else m.balance + m.usage - m.overage  # the grants' part
+        return self.feature.name if self.feature is not None else self.row.record.feature_key
 
 
 @dataclass(frozen=True)
@@ -101,13 +90,6 @@ def _feature(c: Container, feature_id: str) -> Feature | None:
         return None
 
 
-def _value(c: Container, view: EntitlementView) -> ValueView | None:
-    try:
-        return c.entitlements.value(view.record.owner, view.record.id, None)
-    except NotFound:
-        return None
-
-
 def budgets(c: Container, who: PortalOwner) -> list[Budget]:
     """The owner's live entitlements, but those counting a meter the token does not allow."""
     out: list[Budget] = []
@@ -116,7 +98,7 @@ def budgets(c: Container, who: PortalOwner) -> list[Budget]:
         meter = None if feature is None else feature.meter_slug
         if meter is not None and not meter_allowed(who.token.allowed_meter_slugs, meter):
             continue
-        out.append(Budget(view, feature, _value(c, view)))
+        out.append(Budget(EntitlementRow(view, entitlement_value(c, view), who.title), feature))
         if len(out) == ENTITLEMENTS_MAX:
             break
     return out
@@ -197,7 +179,7 @@ def usage_view(c: Container, token: PortalTokenRecord) -> dict[str, object]:
     period_of: dict[str, Period] = {}
     for row in rows:
         slug = None if row.feature is None else row.feature.meter_slug
-        period = row.view.current_usage_period
+        period = row.row.view.current_usage_period
         if slug is not None and period is not None:
             period_of.setdefault(slug, period)
     month = calendar_month(c.clock.now())
