@@ -11,6 +11,7 @@ the request can name anyone else.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -29,9 +30,12 @@ from allotment.domain.windows import WindowSize
 from allotment.http.console.charts import Series, chart
 from allotment.http.console.customers import EntitlementRow
 from allotment.http.console.customers import _value as entitlement_value
+from allotment.http.console.views import typed_value
 from allotment.services.meter_queries import MeterQuery
 from allotment.storage.portal_repo import PortalTokenRecord
 
+TYPED_KEYS = {"number": "NUMBER", "enums": "ENUM", "switch": "SWITCH", "amount": "AMOUNT"}
+"""A catalog value's key → its type (a plan's static values are stored as ``{key: value}``)."""
 METERS_MAX = 12
 """At most this many meter charts on the page (the token's meters, in slug order)."""
 ENTITLEMENTS_MAX = 50
@@ -62,6 +66,23 @@ class Budget:
     @property
     def name(self) -> str:
         return self.feature.name if self.feature is not None else self.row.record.feature_key
+
+    @property
+    def config(self) -> str | None:
+        """A static entitlement's value for people: a plan's typed value (``{"number":
+        "600"}`` → 600, enums joined), else its JSON as it is."""
+        raw = self.row.record.config
+        if raw is None:
+            return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return raw
+        if isinstance(data, dict) and len(data) == 1:
+            kind = TYPED_KEYS.get(next(iter(data)))
+            if kind is not None:
+                return typed_value(data, kind)
+        return raw
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,17 @@ def budgets(c: Container, who: PortalOwner) -> list[Budget]:
         if len(out) == ENTITLEMENTS_MAX:
             break
     return out
+
+
+def span(period: Period) -> str:
+    """``Nov 1 → Dec 1, 2026`` (times only when a bound is not midnight UTC)."""
+
+    def one(at: datetime, year: bool) -> str:
+        at = at.astimezone(UTC)
+        text = f"{at:%b} {at.day}" + (f", {at.year}" if year else "")
+        return text + (f" {at:%H:%M}" if (at.hour, at.minute) != (0, 0) else "")
+
+    return f"{one(period.start, period.start.year != period.end.year)} → {one(period.end, True)}"
 
 
 def calendar_month(now: datetime) -> Period:
@@ -187,4 +219,4 @@ def usage_view(c: Container, token: PortalTokenRecord) -> dict[str, object]:
         meter_usage(c, who, m, period_of.get(m.slug, month), m.slug in period_of)
         for m in allowed_meters(c, token)
     ]
-    return {"who": who, "budgets": rows, "meters": meters, "now": c.clock.now()}
+    return {"who": who, "budgets": rows, "meters": meters, "now": c.clock.now(), "span": span}
