@@ -23,8 +23,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Page
 
+    from tests.browser.site import Site
+
+VIEWPORT = {"width": 1280, "height": 860}
 CHROMIUM_ARGS = (
     "--headless",
     "--no-sandbox",
@@ -80,3 +83,23 @@ def chromium() -> Iterator[Browser]:
             yield browser
         finally:
             browser.close()
+
+
+@contextmanager
+def fresh_page(browser: Browser, site: Site) -> Iterator[Page]:
+    """A page in a browser context of its own: no cookie of another check."""
+    context = browser.new_context(base_url=site.url, viewport=VIEWPORT)  # type: ignore[arg-type]
+    context.set_default_timeout(10_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def log_in(page: Page, site: Site) -> None:
+    """Through the login form, as a person would: the key into a session cookie."""
+    page.goto("/console/customers")
+    assert "/console/login" in page.url
+    page.fill("input[name=key]", site.admin_key)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/console/customers")

@@ -20,16 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tests.browser.browser import chromium, missing
+from tests.browser.browser import VIEWPORT, chromium, log_in, missing
 from tests.browser.seed import REQUESTS, TOKENS
 from tests.browser.site import Site, seeded_site
 from tests.support import ROOT
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, Page
+    from playwright.sync_api import Browser
 
 OUT = ROOT / "docs" / "console"
-VIEWPORT = {"width": 1280, "height": 800}
 
 
 @dataclass(frozen=True)
@@ -61,13 +60,6 @@ SHOTS: tuple[Shot, ...] = (
 )  # fmt: skip
 
 
-def _log_in(page: Page, site: Site) -> None:
-    page.goto("/console/login")
-    page.fill("input[name=key]", site.admin_key)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/console/customers")
-
-
 def take(browser: Browser, site: Site, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -76,7 +68,7 @@ def take(browser: Browser, site: Site, out: Path) -> list[Path]:
         for flag in (True, False)
     }
     try:
-        _log_in(contexts[True].new_page(), site)
+        log_in(contexts[True].new_page(), site)
         for shot in SHOTS:
             page = contexts[shot.operator].new_page()
             response = page.goto(shot.path(site))

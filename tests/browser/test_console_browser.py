@@ -5,14 +5,16 @@ portal token opens its own usage page and nothing else."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+from tests.browser.browser import fresh_page, log_in
 from tests.browser.seed import NOW, PERIOD_START, REQUESTS, TOKENS
 from tests.browser.site import Site
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Page
+    from playwright.sync_api import Browser, Page
 
 
 def operator_pages(site: Site) -> list[tuple[str, str]]:
@@ -52,7 +54,7 @@ def _expected_days(daily: dict[object, Decimal]) -> dict[str, Decimal]:
     return out
 
 
-def test_every_operator_page_renders(operator: Page, site: Site) -> None:
+def every_operator_page_renders(operator: Page, site: Site) -> None:
     for path, heading in operator_pages(site):
         response = operator.goto(path)
         assert response is not None, path
@@ -62,7 +64,7 @@ def test_every_operator_page_renders(operator: Page, site: Site) -> None:
         assert not operator.locator(".notice.error").count(), path
 
 
-def test_the_meter_chart_draws_the_days_usage(operator: Page, site: Site) -> None:
+def the_meter_chart_draws_the_days_usage(operator: Page, site: Site) -> None:
     operator.goto(f"/console/meters/{TOKENS}?window=DAY&range=30d&tz=UTC")
     bars = _bars(operator, "main")
     everyone: dict[str, Decimal] = {}
@@ -78,9 +80,7 @@ def test_the_meter_chart_draws_the_days_usage(operator: Page, site: Site) -> Non
     assert Decimal(total) == sum(everyone.values(), Decimal(0))
 
 
-def test_an_override_set_through_the_form_changes_the_entitlement(
-    operator: Page, site: Site
-) -> None:
+def an_override_set_through_the_form_changes_the_entitlement(operator: Page, site: Site) -> None:
     wonka = site.seeded.customer_ids["wonka"]
     operator.goto(f"/console/customers/{wonka}")
     form = operator.locator("#override-form")
@@ -110,7 +110,7 @@ def test_an_override_set_through_the_form_changes_the_entitlement(
     assert value["hasAccess"] is True
 
 
-def test_the_portal_link_opens_the_customers_own_page(page: Page, site: Site) -> None:
+def the_portal_link_opens_the_customers_own_page(page: Page, site: Site) -> None:
     page.goto(f"/console/portal#token={site.tokens['acme']}")
     page.wait_for_selector("#portal-owner")
     assert page.locator("#portal-owner").inner_text() == "Acme Corp"
@@ -134,7 +134,7 @@ def test_the_portal_link_opens_the_customers_own_page(page: Page, site: Site) ->
     assert Decimal(cell.inner_text().replace(",", "")) == Decimal(usage["monthly_tokens"])
 
 
-def test_a_portal_token_opens_nothing_else(page: Page, site: Site) -> None:
+def a_portal_token_opens_nothing_else(page: Page, site: Site) -> None:
     page.goto(f"/console/portal#token={site.tokens['initech']}")
     page.wait_for_selector("#portal-owner")
     assert page.locator("#portal-owner").inner_text() == "Initech"
@@ -154,10 +154,36 @@ def test_a_portal_token_opens_nothing_else(page: Page, site: Site) -> None:
     assert "unknown or revoked API key" in page.locator(".notice.error").inner_text()
 
 
-def test_a_wrong_link_is_a_401_page(page: Page, site: Site) -> None:
+def a_wrong_link_is_a_401_page(page: Page, site: Site) -> None:
     with page.expect_response(lambda r: r.request.method == "POST") as answer:
         page.goto("/console/portal#token=eyJhbGciOiJIUzI1NiJ9.e30.bad")
     assert answer.value.status == 401
     page.wait_for_selector(".notice.error")
     assert "This usage link does not open" in page.locator(".notice.error").inner_text()
     assert page.locator("#portal-open").is_visible()
+
+
+Check = Callable[["Page", Site], None]
+AS_OPERATOR: tuple[Check, ...] = (
+    every_operator_page_renders,
+    the_meter_chart_draws_the_days_usage,
+    an_override_set_through_the_form_changes_the_entitlement,
+)
+"""Checks run after logging in through the form."""
+AS_VISITOR: tuple[Check, ...] = (
+    the_portal_link_opens_the_customers_own_page,
+    a_portal_token_opens_nothing_else,
+    a_wrong_link_is_a_401_page,
+)
+"""Checks run in a browser that never logged in (a customer's)."""
+
+
+def test_the_console_in_chromium(browser: Browser, site: Site) -> None:
+    """Every check, each in a fresh browser context (no cookie of another). One test per
+    backend, not one per check: xdist would spread the checks over its workers, and each would
+    start its own browser and seeded servers."""
+    for check in (*AS_OPERATOR, *AS_VISITOR):
+        with fresh_page(browser, site) as page:
+            if check in AS_OPERATOR:
+                log_in(page, site)
+            check(page, site)
