@@ -29,6 +29,7 @@ from allotment.services.entitlements import EntitlementService
 from allotment.services.events import EventService
 from allotment.services.features import FeatureService
 from allotment.services.grants import GrantService
+from allotment.services.ingest_rate import IngestRate
 from allotment.services.meter_queries import MeterQueryService
 from allotment.services.meters import MeterService
 from allotment.services.notification_evaluator import NotificationEvaluator
@@ -55,6 +56,7 @@ class Container:
         # leaves first: each line uses only what the lines above built
         self.meters = MeterService(db, clock)
         self.events = EventService(db, clock)
+        self.ingest_rate = IngestRate(db, clock)
         self.subjects = SubjectService(db, clock)
         self.grants = GrantService(db, clock)
         self.meter_queries = MeterQueryService(db, clock, self.meters)

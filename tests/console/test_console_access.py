@@ -4,7 +4,8 @@ the login form, or a header); read and runtime keys refused; forms need the CSRF
 from __future__ import annotations
 
 from allotment.domain.api_keys import AuthMode
-from tests.console.support import console, csrf, text_of
+from allotment.domain.owners import Owner
+from tests.console.support import catalog, console, csrf, text_of
 
 
 def test_open_on_loopback_without_keys_and_refused_on_other_names(db_url: str) -> None:
@@ -101,3 +102,63 @@ def test_auth_required_and_off(db_url: str) -> None:
         c.api_keys.create("root", "admin")
         r = client.get("/console/customers", headers={"host": "console.example.com"})
         assert r.status_code == 200
+
+
+def _console_routes() -> list[tuple[str, str]]:
+    from starlette.routing import Route
+
+    from allotment.http.console import console_routes
+
+    out = []
+    for route in console_routes():
+        assert isinstance(route, Route)
+        out += [(m, route.path) for m in sorted(route.methods or ()) if m != "HEAD"]
+    return out
+
+
+def test_every_console_route_needs_an_admin_once_keys_exist(db_url: str) -> None:
+    """No key: a page redirects to the login form, a post is a 401 page; a read or runtime key
+    is a 403 page; an admin key opens every page (or gets the page's own answer)."""
+    with console(db_url) as (c, client):
+        catalog(client)
+        eid = c.entitlements.list_for_owner(Owner.customer(c.customers.get("acme").id),
+                                            False)[0].record.id  # fmt: skip
+        _, admin = c.api_keys.create("root", "admin")
+        _, reader = c.api_keys.create("dash", "read")
+        _, runtime = c.api_keys.create("app", "runtime")
+        values = {"ref": "acme", "plan": "pro", "slug": "tokens", "id": eid}
+        open_routes = {"/console/login", "/console/static/console.css",
+                       "/console/static/console.js"}  # fmt: skip
+        checked = 0
+        for method, template in _console_routes():
+            if template in open_routes:
+                continue
+            path = template.format(**values)
+            form = {"data": {"feature_reference": "tokens"}} if method == "POST" else {}
+            r = client.request(method, path, **form)
+            if method == "GET":
+                assert r.status_code == 303, (path, r.status_code)
+                assert r.headers["location"].startswith("/console/login?next=")
+            else:
+                assert r.status_code == 401, (path, r.status_code)
+            for secret in (reader, runtime):
+                r = client.request(method, path, headers={"authorization": f"Bearer {secret}"},
+                                   **form)  # fmt: skip
+                assert r.status_code == 403, (path, r.status_code)
+            r = client.request(method, path, headers={"X-API-KEY": admin}, **form)
+            if method == "GET":
+                assert r.status_code in (200, 303), (path, r.status_code, r.text[:300])
+            else:  # admitted; the form itself is refused: no CSRF token
+                assert r.status_code == 403, (path, r.status_code)
+                assert "CSRF" in r.text
+            checked += 1
+        assert checked >= 12
+
+
+def test_every_console_route_is_in_the_openapi_document() -> None:
+    from allotment.http.openapi_doc import openapi_document
+
+    paths = openapi_document()["paths"]
+    documented = {(m.upper(), p) for p, ops in paths.items() if p.startswith("/console")
+                  for m in ops if m in ("get", "post")}  # fmt: skip
+    assert documented == set(_console_routes())

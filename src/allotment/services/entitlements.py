@@ -299,6 +299,11 @@ class EntitlementService(EntitlementValues):
 
     list_for_subject = list_for_owner
 
+    def resets(self, entitlement_id: str) -> list[em.ManualReset]:
+        """The entitlement's persisted resets, oldest first (the console's entitlement page)."""
+        with self._db.read() as tx:
+            return entitlements_repo.resets_of(tx, entitlement_id)
+
     def list_all(
         self,
         features: Sequence[str],

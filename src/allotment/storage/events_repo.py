@@ -150,3 +150,14 @@ def list_page(
         params,
     )
     return [ListedEvent(int(r[0]), str(r[1]), int(r[2]), int(r[3]), str(r[4])) for r in rows]
+
+
+def count_per_minute(tx: Tx, from_us: int, to_us: int) -> list[tuple[int, int]]:
+    """(minute start µs, events) of every minute of event time in ``[from_us, to_us)`` that has
+    events: a range scan of the ``events_time`` index, never of the table."""
+    rows = tx.execute(
+        "SELECT time - (time % 60000000) AS minute, COUNT(*) FROM events "
+        "WHERE time >= ? AND time < ? GROUP BY minute ORDER BY minute",
+        (from_us, to_us),
+    )
+    return [(int(r[0]), int(r[1])) for r in rows]

@@ -11,8 +11,24 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from allotment.http.console import customers, meters, plans, portal, session
+from allotment.http.console import (
+    activity,
+    customers,
+    entitlements,
+    meters,
+    plans,
+    portal,
+    session,
+)
 
 
 def console_routes() -> list[BaseRoute]:
-    return [*session.ROUTES, *customers.ROUTES, *plans.ROUTES, *meters.ROUTES, *portal.ROUTES]
+    return [
+        *session.ROUTES,
+        *customers.ROUTES,
+        *plans.ROUTES,
+        *meters.ROUTES,
+        *entitlements.ROUTES,
+        *activity.ROUTES,
+        *portal.ROUTES,
+    ]

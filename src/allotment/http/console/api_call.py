@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.routing import Match
 from starlette.types import Message, Scope
@@ -20,6 +21,9 @@ from starlette.types import Message, Scope
 from allotment.http.console.access import Actor
 from allotment.http.runtime import call, container
 from allotment.services.audit import Change, snapshot
+
+_ENCODER = msgspec.json.Encoder(decimal_format="number")
+"""Decimals go out as JSON numbers, exactly as typed (a form's amount never becomes a float)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +121,7 @@ async def api(
     """Send ``method path`` with ``body`` (JSON) to the API; record a success in the audit
     trail. ``before``: the resource to GET first for the trail's "before" (default: none)."""
     prior = await _dispatch(request, "GET", before, None) if before is not None else None
-    raw = None if body is None else json.dumps(body).encode()
+    raw = None if body is None else _ENCODER.encode(body)
     answer = await _dispatch(request, method, path, raw)
     if answer.ok and actor.audited:
         change = Change(

@@ -36,6 +36,12 @@ class Series:
     """One value per label; None: no point there."""
 
 
+def plain(value: Decimal) -> str:
+    """A Decimal's exact value without trailing zeros or an exponent (``100``, ``12.5``)."""
+    text = f"{value:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
 def _px(value: Decimal) -> str:
     return f"{value.quantize(_PX):f}"
 
@@ -129,11 +135,13 @@ def chart(labels: Sequence[str], series: Sequence[Series], *, title: str, unit: 
 
 def _tip(series: str, label: str, value: Decimal, unit: str) -> str:
     name = f"{series} · " if series else ""
-    return f"{name}{label}: {value:f}{(' ' + unit) if unit else ''}"
+    return f"{name}{label}: {plain(value)}{(' ' + unit) if unit else ''}"
 
 
 def _data(series: str, label: str, value: Decimal) -> str:
-    return f'data-series="{escape(series)}" data-label="{escape(label)}" data-value="{value:f}"'
+    return (
+        f'data-series="{escape(series)}" data-label="{escape(label)}" data-value="{plain(value)}"'
+    )
 
 
 Scale = Callable[[Decimal], Decimal]
@@ -187,7 +195,7 @@ def gauge(used: Decimal | None, limit: Decimal | None) -> Markup:
         state = "over" if used > limit else ("near" if share >= 80 else "ok")
     return Markup(
         f'<svg class="gauge {state}" viewBox="0 0 100 8" preserveAspectRatio="none" '
-        f'data-used="{used:f}" data-limit="{"" if limit is None else f"{limit:f}"}" '
+        f'data-used="{plain(used)}" data-limit="{"" if limit is None else plain(limit)}" '
         f'role="img" aria-label="{share.quantize(Decimal(1)):f}%">'
         f'<rect class="track" width="100" height="8" rx="2"/>'
         f'<rect class="fill" width="{_px(share)}" height="8" rx="2"/></svg>'

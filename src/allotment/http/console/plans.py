@@ -90,11 +90,11 @@ def plan_view(c: Container, reference: str, before: int | None) -> dict[str, Any
 async def plan_page(request: Request, actor: Actor) -> Response:
     raw = request.query_params.get("before")
     before = int(raw) if raw and raw.isdigit() else None
-    view = await call(plan_view, container(request), request.path_params["ref"], before)
+    view = await call(plan_view, container(request), request.path_params["plan"], before)
     return render(request, actor, "plan.html", **view)
 
 
 ROUTES: list[BaseRoute] = [
     Route("/console/plans", plans_page, methods=["GET"]),
-    Route("/console/plans/{ref}", plan_page, methods=["GET"]),
+    Route("/console/plans/{plan}", plan_page, methods=["GET"]),
 ]

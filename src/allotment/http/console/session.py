@@ -88,7 +88,8 @@ def _static(name: str) -> Route:
     return Route(f"/console/static/{name}", static_file, methods=["GET"])
 
 
-async def home(request: Request) -> Response:
+@page
+async def home(request: Request, actor: Actor) -> Response:
     return RedirectResponse("/console/customers", status_code=303)
 
 

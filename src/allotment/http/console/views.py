@@ -86,3 +86,16 @@ def available(usage: Decimal, balance: Decimal, overage: Decimal) -> Decimal:
     """What a metered entitlement had to spend this period: the grants used plus what is left
     (usage beyond the grants — overage — is not part of it)."""
     return balance + usage - overage
+
+
+def json_number(raw: str) -> Decimal | int | str:
+    """A form field meant as a JSON number: an int or a Decimal when it reads as one (sent as
+    a JSON number, exactly), else the text itself (the API then says what is wrong)."""
+    value = raw.strip()
+    if value.lstrip("-").isdigit():
+        return int(value)
+    try:
+        parsed = Decimal(value)
+    except ArithmeticError:
+        return value
+    return parsed if parsed.is_finite() else value
