@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,19 +50,37 @@ SHOTS: tuple[Shot, ...] = (
     Shot("customer", "/console/customers/{ref}",
          lambda s: f"/console/customers/{s.seeded.customer_ids['acme']}"),
     Shot("plans", "/console/plans", lambda s: "/console/plans"),
-    Shot("plan", "/console/plans/{ref}", lambda s: "/console/plans/pro"),
+    Shot("plan", "/console/plans/{plan}", lambda s: "/console/plans/pro"),
     Shot("meters", "/console/meters", lambda s: "/console/meters"),
     Shot("meter", "/console/meters/{slug}",
          lambda s: f"/console/meters/{TOKENS}?window=DAY&range=30d&group=model"),
     Shot("meter-hourly", "/console/meters/{slug}",
          lambda s: f"/console/meters/{REQUESTS}?window=HOUR&range=24h&group=route"),
+    Shot("entitlement", "/console/entitlements/{id}",
+         lambda s: f"/console/entitlements/{s.seeded.acme_tokens_entitlement}"),
+    Shot("notifications", "/console/notifications", lambda s: "/console/notifications"),
+    Shot("ingest", "/console/ingest", lambda s: "/console/ingest"),
     Shot("portal", "/console/portal",
          lambda s: f"/console/portal#token={s.tokens['acme']}", operator=False),
 )  # fmt: skip
 
 
+def settle_deliveries(site: Site, seconds: float = 15.0) -> None:
+    """Wait (a little) until the seed's notifications are delivered, so the page shows their
+    final state rather than ``PENDING``."""
+    deadline = time.monotonic() + seconds
+    with site.api() as api:
+        while time.monotonic() < deadline:
+            items = api.get("/api/v1/notification/events").json()["items"]
+            states = {d["state"] for e in items for d in e.get("deliveryStatus", [])}
+            if items and states <= {"SUCCESS", "FAILED"}:
+                return
+            time.sleep(0.25)
+
+
 def take(browser: Browser, site: Site, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    settle_deliveries(site)
     written: list[Path] = []
     contexts = {
         flag: browser.new_context(base_url=site.url, viewport=VIEWPORT)  # type: ignore[arg-type]

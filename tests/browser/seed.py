@@ -87,6 +87,8 @@ class Seeded:
     trial_daily: dict[str, dict[date, Decimal]] = field(default_factory=dict)
     """meter → the trial subject's usage per day."""
     top_up_grant_id: str = ""
+    acme_tokens_entitlement: str = ""
+    """The id of Acme's monthly_tokens entitlement (its plan's budget, with the top-up)."""
     events: int = 0
 
     def daily_of(self, meter: str) -> list[dict[date, Decimal]]:
@@ -225,7 +227,9 @@ def _grants_and_overrides(c: httpx.Client, seeded: Seeded) -> None:
         "metadata": {"reason": "launch week top-up"},
     }
     path = f"/api/v2/customers/{acme}/entitlements/monthly_tokens/grants"
-    seeded.top_up_grant_id = _ok(c.post(path, json=grant), 201)["id"]
+    created = _ok(c.post(path, json=grant), 201)
+    seeded.top_up_grant_id = created["id"]
+    seeded.acme_tokens_entitlement = created["entitlementId"]
     # Hooli negotiated more API calls than Pro gives
     body = {"entitlements": [
         {"feature_reference": "api_calls", "number": "80000", "override": True}

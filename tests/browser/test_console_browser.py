@@ -29,6 +29,9 @@ def operator_pages(site: Site) -> list[tuple[str, str]]:
         ("/console/meters", "Meters"),
         (f"/console/meters/{TOKENS}?window=DAY&range=30d", TOKENS),
         (f"/console/meters/{REQUESTS}?window=HOUR&range=24h&group=route", REQUESTS),
+        (f"/console/entitlements/{site.seeded.acme_tokens_entitlement}", "monthly_tokens"),
+        ("/console/notifications", "Notifications"),
+        ("/console/ingest", "Ingest"),
     ]
 
 
@@ -78,6 +81,17 @@ def the_meter_chart_draws_the_days_usage(operator: Page, site: Site) -> None:
     assert all(value == 0 for label, value in bars.items() if label.startswith("10-"))
     total = operator.locator("#range-total").inner_text().replace(",", "")
     assert Decimal(total) == sum(everyone.values(), Decimal(0))
+
+
+def the_entitlement_page_draws_the_periods_days(operator: Page, site: Site) -> None:
+    """Acme's token budget: a bar per day of the period so far, the customer's usage."""
+    operator.goto(f"/console/entitlements/{site.seeded.acme_tokens_entitlement}")
+    bars = _bars(operator, "main")
+    daily = site.seeded.daily[("acme", TOKENS)]
+    expected = {f"{day:%Y-%m-%d}": value for day, value in daily.items()}
+    assert {k: v for k, v in bars.items() if v} == {k: v for k, v in expected.items() if v}
+    usage = operator.locator("#usage").inner_text().replace(",", "")
+    assert Decimal(usage) == site.seeded.total("acme", TOKENS)
 
 
 def an_override_set_through_the_form_changes_the_entitlement(operator: Page, site: Site) -> None:
@@ -167,6 +181,7 @@ Check = Callable[["Page", Site], None]
 AS_OPERATOR: tuple[Check, ...] = (
     every_operator_page_renders,
     the_meter_chart_draws_the_days_usage,
+    the_entitlement_page_draws_the_periods_days,
     an_override_set_through_the_form_changes_the_entitlement,
 )
 """Checks run after logging in through the form."""
