@@ -164,6 +164,12 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("POST", "/console/entitlements/{id}/reset"): "console",
     ("GET", "/console/notifications"): "console",
     ("GET", "/console/ingest"): "console",
+    ("GET", "/console/static/portal.css"): "public",
+    ("GET", "/console/static/portal.js"): "public",
+    # the customer's usage page: a portal token, checked by the console
+    ("GET", "/console/portal"): "console",
+    ("POST", "/console/portal"): "console",
+    ("POST", "/console/portal/forget"): "console",
     ("GET", "/console/{path:path}"): "console",
     # keys and the audit trail: admin, reads included
     ("POST", "/v1/api-keys"): "admin",

@@ -194,9 +194,9 @@ class PortalService:
 
     # ------------------------------------------------------------------ authenticate
 
-    def authenticate(self, authorization: str | None, meter_slug: str) -> PortalTokenRecord:
-        """The live token row behind an ``Authorization: Bearer`` header, allowed on this meter."""
-        token = _bearer(authorization)
+    def verify(self, token: str) -> PortalTokenRecord:
+        """The live token row behind a token string: signature and expiry checked, then the
+        row read by primary key (unknown, invalidated or expired: 401 saying which)."""
         now = self._clock.now()
         claims = verify_token(token, self._signing_secret(), to_micros(now) // 1_000_000)
         with self._db.read() as tx:
@@ -207,6 +207,11 @@ class PortalService:
             raise Unauthorized("portal token: invalidated")
         if record.expires_at <= now:
             raise Unauthorized("portal token: expired")
+        return record
+
+    def authenticate(self, authorization: str | None, meter_slug: str) -> PortalTokenRecord:
+        """The live token row behind an ``Authorization: Bearer`` header, allowed on this meter."""
+        record = self.verify(_bearer(authorization))
         if not meter_allowed(record.allowed_meter_slugs, meter_slug):
             raise Unauthorized(f"portal token: not allowed to query meter {meter_slug!r}")
         return record

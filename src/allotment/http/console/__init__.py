@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from allotment.http.console import activity, customers, entitlements, meters, plans, session
+from allotment.http.console import (
+    activity,
+    customers,
+    entitlements,
+    meters,
+    plans,
+    portal,
+    session,
+)
 
 
 def console_routes() -> list[BaseRoute]:
@@ -22,5 +30,6 @@ def console_routes() -> list[BaseRoute]:
         *meters.ROUTES,
         *entitlements.ROUTES,
         *activity.ROUTES,
+        *portal.ROUTES,
         *session.LAST,
     ]
