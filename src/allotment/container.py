@@ -56,7 +56,7 @@ class Container:
         self.events = EventService(db, clock)
         self.subjects = SubjectService(db, clock)
         self.grants = GrantService(db, clock)
-        self.meter_queries = MeterQueryService(db, clock, self.meters)
+        self.meter_queries = MeterQueryService(db, clock, self.meters, settle=self.events.settle)
         self.features = FeatureService(db, clock, self.meters)
         self.portal = PortalService(
             db, clock, self.meters,
