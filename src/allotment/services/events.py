@@ -39,9 +39,13 @@ GROUP_MAX_WAIT_S = 0.0
 """How long the writer waits for more requests once the queue is empty (0: commit at once;
 requests that arrive during a commit form the next group)."""
 
-FOLD_IDLE_S = 0.02
-"""SQLite: the writer folds the tail (one chunk of ``usage_tail.FOLD_CHUNK`` events at a time)
-once no request has arrived for this long."""
+FOLD_IDLE_S = 0.25
+"""SQLite: the writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
+time, checking for requests between chunks) once no request has arrived for this long. The
+fold is mostly Python and holds the interpreter lock, so folding during a burst of requests
+would slow their decoding and acknowledgement; measured in docs/benchmarks.md (issue 18)."""
+BACKGROUND_FOLD_CHUNK = 2_000
+"""Events per background fold transaction: a request arriving meanwhile waits at most one."""
 FOLD_MAX_LAG = 200_000
 """SQLite: above this many unfolded events the writer folds a chunk after every group commit
 even under load (bounds what a reader's :meth:`EventService.settle` may have to fold)."""
@@ -126,10 +130,10 @@ class GroupCommitter:
     request in it (clients retry; exactly-once makes that safe). Any other failure retries each
     request of the group alone, so one request that cannot be written never fails the others.
 
-    ``background`` (optional) is work the writer does between groups: it is called once no
-    request arrived for ``background_after_s`` after a commit, and again while it returns
-    True (more to do) and the queue stays empty; and after any group when ``pressing()``
-    says it cannot wait. It must not raise.
+    ``background`` (optional) is work the writer does between groups, a step at a time: the
+    first step once no request arrived for ``background_after_s`` after a commit, the next
+    ones at once while each returns True (more to do) and no request is queued; and one step
+    after any group when ``pressing()`` says it cannot wait. It must not raise.
     """
 
     def __init__(
@@ -186,15 +190,18 @@ class GroupCommitter:
         q = self._queue
         carry: _Pending | None = None
         stopping = False
+        wait = self._background_after_s
         while not stopping:
             item: _Pending | None
             if carry is not None:
                 item = carry
             elif self._more_background and self._background is not None:
                 try:
-                    item = q.get(timeout=self._background_after_s)
+                    # the idle wait once after a commit; between background steps only a look
+                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                 except queue.Empty:
                     self._more_background = self._background()
+                    wait = 0.0
                     continue
             else:
                 item = q.get()
@@ -232,6 +239,7 @@ class GroupCommitter:
                 self._commit(group)
                 if self._background is not None:
                     self._more_background = True
+                    wait = self._background_after_s
                     if self._pressing is not None and self._pressing():
                         self._more_background = self._background()
 
@@ -334,12 +342,12 @@ class EventService:
         """The writer's background step: fold one chunk; True when more may be left."""
         try:
             with self._db.write() as tx:
-                n, touched = usage_tail.fold_pending(tx, usage_tail.FOLD_CHUNK)
+                n, touched = usage_tail.fold_pending(tx, BACKGROUND_FOLD_CHUNK)
         except Exception:
             log.exception("background fold failed (retried after the next commit)")
             return False
         self._folded(n, touched)
-        return n == usage_tail.FOLD_CHUNK
+        return n == BACKGROUND_FOLD_CHUNK
 
     def _lagging(self) -> bool:
         return self._unfolded > FOLD_MAX_LAG
