@@ -40,14 +40,14 @@ GROUP_MAX_WAIT_S = 0.0
 requests that arrive during a commit form the next group)."""
 
 FOLD_IDLE_S = 0.25
-"""SQLite: the writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
+"""The writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
 time, checking for requests between chunks) once no request has arrived for this long. The
 fold is mostly Python and holds the interpreter lock, so folding during a burst of requests
 would slow their decoding and acknowledgement; measured in docs/benchmarks.md (issue 18)."""
 BACKGROUND_FOLD_CHUNK = 2_000
 """Events per background fold transaction: a request arriving meanwhile waits at most one."""
 FOLD_MAX_LAG = 200_000
-"""SQLite: above this many unfolded events the writer folds a chunk after every group commit
+"""Above this many unfolded events the writer folds a chunk after every group commit
 even under load (bounds what a reader's :meth:`EventService.settle` may have to fold)."""
 
 PREFOLD_MIN_EVENTS = 32
@@ -274,8 +274,8 @@ class EventService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self.deferred = db.dialect == "sqlite"
-        """SQLite: ingest commits append events only; the fold into the rollups follows in
+        self.deferred = True
+        """Ingest commits append events only; the fold into the rollups follows in
         transactions of its own (``storage/usage_tail.py``), on the writer thread when it is
         idle, and on any reader's thread through :meth:`settle` before it reads usage."""
         self._unfolded = 0
@@ -308,7 +308,7 @@ class EventService:
         return self.committer.submit(events)
 
     def close(self) -> None:
-        """Let the writer finish what is queued, then fold the tail (SQLite), so a clean stop
+        """Let the writer finish what is queued, then fold the tail, so a clean stop
         leaves nothing for the next start to fold."""
         self.committer.close()
         if self.deferred:
@@ -317,13 +317,13 @@ class EventService:
             except Exception:  # the events are durable; the next start or read folds them
                 log.exception("folding the tail at close failed")
 
-    # ------------------------------------------------------------ the deferred fold (SQLite)
+    # ------------------------------------------------------------ the deferred fold
 
     def settle(self, *, allow_io: bool = True) -> bool:
         """Make every event stored so far (by any process) count in the rollups and usage
         marks: fold the tail up to the largest ``seq`` stored now, on the caller's thread.
         What every usage read calls first (read-your-writes). Without ``allow_io`` it only
-        checks and returns False when there is a tail to fold. A no-op on PostgreSQL."""
+        checks and returns False when there is a tail to fold."""
         if not self.deferred:
             return True
         end = usage_tail.tail_end(self._db)
@@ -331,18 +331,19 @@ class EventService:
             return True
         if not allow_io:
             return False
-        while True:
+        while True:  # PostgreSQL: waits for events another fold is folding (FOR UPDATE)
             with self._db.write() as tx:
                 n, touched = usage_tail.fold_pending(tx, usage_tail.FOLD_CHUNK, upto=end)
+                more = n == usage_tail.FOLD_CHUNK or usage_tail.waiting(tx, end)
             self._folded(n, touched)
-            if n < usage_tail.FOLD_CHUNK:
+            if not more:
                 return True
 
     def _fold_some(self) -> bool:
         """The writer's background step: fold one chunk; True when more may be left."""
         try:
             with self._db.write() as tx:
-                n, touched = usage_tail.fold_pending(tx, BACKGROUND_FOLD_CHUNK)
+                n, touched = usage_tail.fold_pending(tx, BACKGROUND_FOLD_CHUNK, skip_locked=True)
         except Exception:
             log.exception("background fold failed (retried after the next commit)")
             return False
