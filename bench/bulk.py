@@ -60,7 +60,7 @@ def load(
 ) -> dict[str, Any]:
     """Load ``n_events`` generated events (and their rollups) into the container's database."""
     from allotment.domain.events import CloudEvent
-    from allotment.storage import meters_repo, usage_write
+    from allotment.storage import meters_repo, usage_tail, usage_write
 
     db = container.db
     dialect = db.dialect
@@ -119,6 +119,7 @@ def load(
                 by_type,
                 ((e.type, e.subject, r.time_us, e.data) for e, r in zip(events, rows, strict=True)),
             )
+            usage_tail.mark_folded(tx)  # folded here: the deferred fold must not count them again
         stored += len(rows)
         if time.monotonic() - last > 15:
             last = time.monotonic()

@@ -62,6 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="build and cache the data sets, measure nothing (then measure on an idle machine)",
     )
+    p.add_argument(
+        "--only", choices=["ingest"], help="ingest: the ingest figures only (no data sets)"
+    )
+    p.add_argument(
+        "--ingest-events",
+        type=int,
+        help="events in the batch ingest cell (a twentieth of it, at least 1000, as single "
+        "events); default: the mode's (quick 10 000, full 1 000 000)",
+    )
     args = p.parse_args(argv)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -78,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pg_url=args.pg_url,
         sizes=sizes,
         rebuild=args.rebuild,
+        only=args.only,
+        ingest_events=args.ingest_events,
     )
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     if args.budget:

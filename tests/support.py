@@ -22,6 +22,7 @@ import httpx
 
 if TYPE_CHECKING:
     from allotment.container import Container
+    from allotment.storage.database import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = ROOT / "examples" / "config.yaml"
@@ -245,3 +246,12 @@ def frozen_container(db_url: str, now: datetime) -> Iterator[Container]:
         yield c
     finally:
         c.close()
+
+
+def fold_tail(db: Database) -> None:
+    """Fold ingest's unfolded tail (SQLite's deferred fold) before a test reads the rollup
+    tables directly, as every usage read of the service does first (``EventService.settle``)."""
+    from allotment.storage import usage_tail
+
+    with db.write() as tx:
+        usage_tail.fold_all(tx)

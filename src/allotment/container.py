@@ -59,7 +59,7 @@ class Container:
         self.ingest_rate = IngestRate(db, clock)
         self.subjects = SubjectService(db, clock)
         self.grants = GrantService(db, clock)
-        self.meter_queries = MeterQueryService(db, clock, self.meters)
+        self.meter_queries = MeterQueryService(db, clock, self.meters, settle=self.events.settle)
         self.features = FeatureService(db, clock, self.meters)
         self.portal = PortalService(
             db, clock, self.meters,

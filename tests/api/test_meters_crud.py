@@ -16,7 +16,7 @@ import pytest
 from allotment.domain import limits
 from allotment.domain.ids import is_ulid
 from allotment.storage.database import Database, open_database
-from tests.support import ServerProcess, unique
+from tests.support import ServerProcess, fold_tail, unique
 
 
 def create(client: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -60,6 +60,7 @@ def dbs() -> Iterator[Callable[[str], Database]]:
 
 
 def rollup_groups(db: Database, meter_id: str) -> dict[str, tuple[int, Decimal]]:
+    fold_tail(db)
     with db.read() as tx:
         rows = tx.execute(
             "SELECT group_key, count, sum FROM usage_minute WHERE meter_id = ?", (meter_id,)

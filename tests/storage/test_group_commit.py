@@ -23,6 +23,7 @@ from allotment.domain.errors import Unavailable
 from allotment.domain.events import PreparedEvent, validate_event
 from allotment.services.events import GroupCommitter, prepare
 from allotment.storage.database import open_database
+from tests.support import fold_tail
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 T0 = datetime(2025, 5, 30, 10, 0, tzinfo=UTC)
@@ -57,6 +58,7 @@ def meter(c: Container) -> str:
 
 
 def totals(c: Container, meter_id: str) -> tuple[int, Decimal]:
+    fold_tail(c.db)
     with c.db.read() as tx:
         rows = tx.execute("SELECT count, sum FROM usage_minute WHERE meter_id = ?", (meter_id,))
     return sum(int(r[0]) for r in rows), sum((Decimal(str(r[1])) for r in rows), Decimal(0))

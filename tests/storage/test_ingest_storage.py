@@ -19,6 +19,7 @@ from allotment.domain.events import CloudEvent, validate_event
 from allotment.domain.timeutil import floor_minute_us, to_micros
 from allotment.services.events import EventQuery
 from allotment.storage.database import open_database
+from tests.support import fold_tail
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 T0 = datetime(2025, 5, 30, 10, 0, tzinfo=UTC)
@@ -79,6 +80,7 @@ def sum_meter(c: Container, slug: str, aggregation: str = "SUM", **more: Any) ->
 
 
 def rollup(c: Container, meter_id: str) -> list[tuple[Any, ...]]:
+    fold_tail(c.db)
     with c.db.read() as tx:
         rows = tx.execute(
             "SELECT subject, minute, group_key, count, sum, min, max, latest_time, latest_value "

@@ -21,7 +21,7 @@ from allotment.domain.events import CloudEvent, PreparedEvent
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
-from allotment.storage import events_repo, meters_repo, usage_write
+from allotment.storage import events_repo, meters_repo, usage_tail, usage_write
 from allotment.storage.database import Tx
 
 if TYPE_CHECKING:
@@ -38,6 +38,17 @@ GROUP_MAX_EVENTS = 20_000
 GROUP_MAX_WAIT_S = 0.0
 """How long the writer waits for more requests once the queue is empty (0: commit at once;
 requests that arrive during a commit form the next group)."""
+
+FOLD_IDLE_S = 0.25
+"""The writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
+time, checking for requests between chunks) once no request has arrived for this long. The
+fold is mostly Python and holds the interpreter lock, so folding during a burst of requests
+would slow their decoding and acknowledgement; measured in docs/benchmarks.md (issue 18)."""
+BACKGROUND_FOLD_CHUNK = 2_000
+"""Events per background fold transaction: a request arriving meanwhile waits at most one."""
+FOLD_MAX_LAG = 200_000
+"""Above this many unfolded events the writer folds a chunk after every group commit
+even under load (bounds what a reader's :meth:`EventService.settle` may have to fold)."""
 
 PREFOLD_MIN_EVENTS = 32
 """Requests with at least this many events are folded into rollup rows on the request's
@@ -118,6 +129,11 @@ class GroupCommitter:
     A group that fails with :class:`Unavailable` (the database cannot serve) fails every
     request in it (clients retry; exactly-once makes that safe). Any other failure retries each
     request of the group alone, so one request that cannot be written never fails the others.
+
+    ``background`` (optional) is work the writer does between groups, a step at a time: the
+    first step once no request arrived for ``background_after_s`` after a commit, the next
+    ones at once while each returns True (more to do) and no request is queued; and one step
+    after any group when ``pressing()`` says it cannot wait. It must not raise.
     """
 
     def __init__(
@@ -127,10 +143,17 @@ class GroupCommitter:
         max_events: int = GROUP_MAX_EVENTS,
         max_wait_s: float = GROUP_MAX_WAIT_S,
         name: str = "allotment-ingest-writer",
+        background: Callable[[], bool] | None = None,
+        background_after_s: float = FOLD_IDLE_S,
+        pressing: Callable[[], bool] | None = None,
     ) -> None:
         self._write = write
         self.max_events = max_events
         self.max_wait_s = max_wait_s
+        self._background = background
+        self._background_after_s = background_after_s
+        self._pressing = pressing
+        self._more_background = background is not None
         self._name = name
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -167,8 +190,21 @@ class GroupCommitter:
         q = self._queue
         carry: _Pending | None = None
         stopping = False
+        wait = self._background_after_s
         while not stopping:
-            item = carry if carry is not None else q.get()
+            item: _Pending | None
+            if carry is not None:
+                item = carry
+            elif self._more_background and self._background is not None:
+                try:
+                    # the idle wait once after a commit; between background steps only a look
+                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                except queue.Empty:
+                    self._more_background = self._background()
+                    wait = 0.0
+                    continue
+            else:
+                item = q.get()
             carry = None
             if item is None:
                 return
@@ -201,6 +237,11 @@ class GroupCommitter:
                     carry, item = item, None
             if group:
                 self._commit(group)
+                if self._background is not None:
+                    self._more_background = True
+                    wait = self._background_after_s
+                    if self._pressing is not None and self._pressing():
+                        self._more_background = self._background()
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -233,19 +274,33 @@ class EventService:
     def __init__(self, db: Database, clock: Clock) -> None:
         self._db = db
         self._clock = clock
-        self.committer = GroupCommitter(self.write_batches)
+        self.deferred = True
+        """Ingest commits append events only; the fold into the rollups follows in
+        transactions of its own (``storage/usage_tail.py``), on the writer thread when it is
+        idle, and on any reader's thread through :meth:`settle` before it reads usage."""
+        self._unfolded = 0
+        """Events this process appended and has not folded yet (an estimate for the writer's
+        :data:`FOLD_MAX_LAG`; :meth:`settle` asks the database, which every process shares)."""
+        self.committer = GroupCommitter(
+            self.write_batches,
+            background=self._fold_some if self.deferred else None,
+            pressing=self._lagging,
+        )
         self.after_commit: Callable[[Iterable[tuple[str, str]]], None] | None = None
-        """Told, after each ingest commit, the (meter id, subject) pairs it folded (the
-        notification evaluator; must be cheap: it runs on the writer thread)."""
+        """Told, after each commit that folded usage, the (meter id, subject) pairs it folded
+        (the notification evaluator; must be cheap: it runs on the folding thread)."""
 
     # ------------------------------------------------------------ ingest
 
     def ingest(self, events: Sequence[CloudEvent]) -> int:
-        """Store a validated batch exactly once and fold the new events into the rollups,
-        in one transaction on the caller's thread. Returns the number of events stored."""
+        """Store a validated batch exactly once and fold the new events into the rollups, on
+        the caller's thread (on SQLite the fold is a second transaction: :meth:`settle`).
+        Returns the number of events stored."""
         if not events:
             return 0
-        return self.write_batches([[prepare(e) for e in events]])[0]
+        stored = self.write_batches([[prepare(e) for e in events]])[0]
+        self.settle()
+        return stored
 
     def submit(self, events: Sequence[PreparedEvent]) -> Future[int]:
         """Queue a validated batch for the process's group commit; the future resolves to the
@@ -253,12 +308,64 @@ class EventService:
         return self.committer.submit(events)
 
     def close(self) -> None:
+        """Let the writer finish what is queued, then fold the tail, so a clean stop
+        leaves nothing for the next start to fold."""
         self.committer.close()
+        if self.deferred:
+            try:
+                self.settle()
+            except Exception:  # the events are durable; the next start or read folds them
+                log.exception("folding the tail at close failed")
+
+    # ------------------------------------------------------------ the deferred fold
+
+    def settle(self, *, allow_io: bool = True) -> bool:
+        """Make every event stored so far (by any process) count in the rollups and usage
+        marks: fold the tail up to the largest ``seq`` stored now, on the caller's thread.
+        What every usage read calls first (read-your-writes). Without ``allow_io`` it only
+        checks and returns False when there is a tail to fold."""
+        if not self.deferred:
+            return True
+        end = usage_tail.tail_end(self._db)
+        if not end:
+            return True
+        if not allow_io:
+            return False
+        while True:  # PostgreSQL: waits for events another fold is folding (FOR UPDATE)
+            with self._db.write() as tx:
+                n, touched = usage_tail.fold_pending(tx, usage_tail.FOLD_CHUNK, upto=end)
+                more = n == usage_tail.FOLD_CHUNK or usage_tail.waiting(tx, end)
+            self._folded(n, touched)
+            if not more:
+                return True
+
+    def _fold_some(self) -> bool:
+        """The writer's background step: fold one chunk; True when more may be left."""
+        try:
+            with self._db.write() as tx:
+                n, touched = usage_tail.fold_pending(tx, BACKGROUND_FOLD_CHUNK, skip_locked=True)
+        except Exception:
+            log.exception("background fold failed (retried after the next commit)")
+            return False
+        self._folded(n, touched)
+        return n == BACKGROUND_FOLD_CHUNK
+
+    def _lagging(self) -> bool:
+        return self._unfolded > FOLD_MAX_LAG
+
+    def _folded(self, n: int, touched: usage_tail.Touched) -> None:
+        self._unfolded = max(0, self._unfolded - n)
+        if touched and self.after_commit is not None:
+            try:
+                self.after_commit(touched.keys())
+            except Exception:  # the fold is committed; never fail the caller
+                log.exception("after-commit listener failed")
 
     def prefold(self, events: Sequence[PreparedEvent]) -> Sequence[PreparedEvent]:
         """The batch, with its rollup rows folded here (on the caller's thread) when it is
-        large enough to be worth it (:data:`PREFOLD_MIN_EVENTS`); see :class:`PrefoldedBatch`."""
-        if len(events) < PREFOLD_MIN_EVENTS:
+        large enough to be worth it (:data:`PREFOLD_MIN_EVENTS`); see :class:`PrefoldedBatch`.
+        On SQLite (deferred fold) the batch as it is."""
+        if self.deferred or len(events) < PREFOLD_MIN_EVENTS:
             return events
         seen: set[tuple[str, str]] = set()
         rows: list[PreparedEvent] = []
@@ -285,7 +392,8 @@ class EventService:
         """Store several validated batches exactly once, in ONE transaction, and fold the new
         events into the rollups; return how many events of each batch were stored.
 
-        When this returns, the events are durable and counted. An event whose ``(source, id)``
+        When this returns, the events are durable and counted (on SQLite their fold into the
+        rollups may still be pending: readers :meth:`settle` first). An event whose ``(source, id)``
         is already stored (earlier, by an earlier batch of this call or earlier in its own
         batch, or concurrently by another process) is skipped and never counted twice: the
         first one wins, whatever its time or payload.
@@ -316,7 +424,9 @@ class EventService:
             else:
                 for r in fresh:
                     counts[owner[(r[0], r[1])]] += 1
-            if fresh:
+            if fresh and self.deferred:
+                self._unfolded += len(fresh)
+            elif fresh:
                 meters = sorted(
                     meters_repo.live_by_event_types(tx, {r[2] for r in fresh}), key=_meter_id
                 )

@@ -110,12 +110,26 @@ CellKey = tuple[int, str, tuple[str, ...]]
 
 
 class MeterQueryService:
-    """Collaborators: the database and clock, and ``meters`` (a query names its meter)."""
+    """Collaborators: the database and clock, ``meters`` (a query names its meter), and
+    ``settle`` (``EventService.settle``: folds the unfolded tail of ingest, so that every
+    read here counts every event stored before it; None: ingest folds at once)."""
 
-    def __init__(self, db: Database, clock: Clock, meters: MeterService) -> None:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        meters: MeterService,
+        settle: Callable[..., bool] | None = None,
+    ) -> None:
         self._db = db
         self._clock = clock
         self._meters = meters
+        self._settle = settle
+
+    def settle(self, *, allow_io: bool = True) -> bool:
+        """Fold whatever ingest has stored but not folded yet (read-your-writes); without
+        ``allow_io`` only check: False when a fold is needed first."""
+        return True if self._settle is None else self._settle(allow_io=allow_io)
 
     def _meter(self, meter_id_or_slug: str | Meter) -> Meter:
         """The live meter; a :class:`Meter` the caller already holds is used as it is (the
@@ -135,6 +149,7 @@ class MeterQueryService:
             check_window_count(q.from_, q.to, q.window_size, q.time_zone)
         lo = None if q.from_ is None else to_micros(q.from_)
         hi = None if q.to is None else to_micros(q.to)
+        self.settle()
         with self._db.read() as tx:
             grid = _grid(tx, meter, q, lo, hi)
             if grid is _NO_DATA:
@@ -184,6 +199,7 @@ class MeterQueryService:
         meter = self._meter(meter_id_or_slug)
         whole, edges = _split(from_, to)
         found: set[str] = set()
+        self.settle()
         with self._db.read() as tx:
             if whole is not None:
                 found.update(usage_read.distinct_subjects(tx, meter.id, whole[0], whole[1]))
@@ -214,6 +230,7 @@ class MeterQueryService:
         _check_range(from_, to)
         whole, edges = _split(from_, to)
         found: set[str] = set()
+        self.settle()
         with self._db.read() as tx:
             if whole is not None:
                 gkeys = usage_read.distinct_group_keys(tx, meter.id, whole[0], whole[1])
@@ -250,6 +267,7 @@ class MeterQueryService:
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         uniques: list[tuple[int, str]] = []
         minutes: list[subject_usage.SeriesRow] = []
+        self.settle()
         with self._db.read() as tx:
             for one in subjects:
                 keys = None
@@ -298,6 +316,7 @@ class MeterQueryService:
         keep = (lambda key: _keep(filters, key)) if filters else None
         subjects = (subject,) if isinstance(subject, str) else tuple(subject)
         totals = [Decimal(0)] * len(spans)
+        self.settle()
         with self._db.read() as tx:
             for one in subjects:
                 part = subject_usage.range_totals(tx, meter, one, spans, keep)

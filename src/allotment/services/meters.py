@@ -26,7 +26,7 @@ from allotment.domain.meters import (
     parse_meter_definition,
 )
 from allotment.domain.timeutil import to_micros
-from allotment.storage import meters_repo, usage_marks, usage_write
+from allotment.storage import meters_repo, usage_marks, usage_tail, usage_write
 from allotment.storage.database import DuplicateKey, Tx
 
 if TYPE_CHECKING:
@@ -132,6 +132,7 @@ class MeterService:
         db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
+            usage_tail.fold_all(tx)  # a backfill must not count the tail twice
             if meters_repo.get_live_by_slug(tx, meter.slug) is not None:
                 raise Conflict(f"meter with slug {meter.slug!r} already exists", field="slug")
             try:
@@ -152,6 +153,7 @@ class MeterService:
         db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
+            usage_tail.fold_all(tx)  # a backfill must not count the tail twice
             current = self._find(tx, id_or_slug)
             if current is None:
                 raise NotFound(f"meter not found: {id_or_slug}")
@@ -219,6 +221,7 @@ class MeterService:
         db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
+            usage_tail.fold_all(tx)  # a backfill must not count the tail twice
             current = self._find(tx, id_or_slug)
             if current is None:
                 raise NotFound(f"meter not found: {id_or_slug}")
@@ -255,6 +258,7 @@ class MeterService:
         db = self._db
         with db.write() as tx:
             meters_repo.lock_for_meter_write(tx, db.dialect)
+            usage_tail.fold_all(tx)  # a backfill must not count the tail twice
             usage_marks.bump_catalog(tx)
             wanted = {d.slug for d in definitions}
             for d, meta in zip(definitions, metadata, strict=True):

@@ -173,7 +173,11 @@ class ValueCache:
         self, subject_param: str | Owner, key_param: str, at: datetime, *, allow_io: bool
     ) -> Answer | None:
         """The value at ``at`` (aware UTC), or None when the plain path must answer (or,
-        without ``allow_io``, when answering would need more than the one version read)."""
+        without ``allow_io``, when answering would need more than the one version read).
+        Ingest's unfolded tail is folded first (``MeterQueryService.settle``): without
+        ``allow_io`` a tail to fold means None."""
+        if not self._usage.settle(allow_io=allow_io):
+            return None
         for _ in range(3):
             answer = self._serve(subject_param, key_param, at, allow_io)
             if not isinstance(answer, _Retry):

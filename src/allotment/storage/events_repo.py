@@ -36,7 +36,9 @@ def insert_new(
     appended with one ``executemany`` and only counted (``total_changes()``); when some were
     skipped, the inserted ones are exactly those above the largest ``seq`` seen before.
     PostgreSQL (many processes may insert the same key at once): ``INSERT … SELECT FROM
-    unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order.
+    unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order; the same
+    statement queues each inserted ``seq`` for the deferred fold (``usage_fold_queue``,
+    see ``storage/usage_tail.py``). SQLite's fold needs no queue: it folds above a watermark.
     """
     if dialect == "sqlite":
         before = tx.one("SELECT coalesce(max(seq), 0), total_changes() FROM events")
@@ -55,10 +57,12 @@ def insert_new(
         chunk = rows[start : start + _INSERT_CHUNK]
         # one statement of arrays: parsing and planning do not grow with the rows
         result = tx.execute(
-            "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
-            "SELECT s, i, t, u, w, ?, e FROM unnest(?::text[], ?::text[], ?::text[], "
+            "WITH new AS (INSERT INTO events (source, id, type, subject, time, ingested_at, "
+            "event) SELECT s, i, t, u, w, ?, e FROM unnest(?::text[], ?::text[], ?::text[], "
             "?::text[], ?::bigint[], ?::text[]) AS r(s, i, t, u, w, e) "
-            "ON CONFLICT (source, id) DO NOTHING RETURNING source, id",
+            "ON CONFLICT (source, id) DO NOTHING RETURNING source, id, seq), "
+            "queued AS (INSERT INTO usage_fold_queue (seq) SELECT seq FROM new) "
+            "SELECT source, id FROM new",
             [
                 ingested_at_us,
                 [r[0] for r in chunk],

@@ -1,0 +1,160 @@
+"""The unfolded tail of the ``events`` table: the deferred fold (migration 0750).
+
+An ingest transaction only appends the new events (dedup on ``(source, id)``) and commits;
+they are folded into the rollups and the usage marks later, in fold transactions of their
+own (:func:`fold_pending`), which record what they folded in the same transaction as the
+upserts, so a crash at any moment folds every stored event exactly once:
+
+* SQLite: behind the watermark ``usage_fold_state.seq``. SQLite has one writer at a time, so
+  ``seq`` order is commit order and the events above the watermark are exactly the unfolded
+  ones; a fold reads them in ``seq`` order and advances the watermark.
+* PostgreSQL: a smaller ``seq`` may commit after a larger one, so no watermark can be
+  trusted. The ingest statement also inserts each new event's ``seq`` into
+  ``usage_fold_queue`` (same transaction); a fold deletes the oldest queued rows
+  (``FOR UPDATE``, or ``SKIP LOCKED`` for background folds, so replicas fold disjoint parts)
+  and folds their events. A fold first takes the meters lock shared, as ingest did
+  (``meters_repo.lock_for_ingest``), so a meter write never interleaves with one.
+
+An event is folded into the meters live when its fold runs. Every meter write folds the
+whole tail first, in its own transaction (:func:`fold_all`, called by ``MeterService`` right
+after it takes the meter lock), so a backfill or rebuild never counts an event that the tail
+would count again. Readers fold the tail first (``EventService.settle``): read-your-writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from allotment.storage import meters_repo, usage_marks, usage_write
+from allotment.storage.database import Database, Tx
+
+FOLD_CHUNK = 5_000
+"""Most events one fold transaction reads (a reader's :func:`fold_all` loops over chunks)."""
+
+_decode = msgspec.json.Decoder(float_hook=Decimal)
+_SQLITE_LAG = (
+    "SELECT coalesce((SELECT max(seq) FROM events), 0), "
+    "(SELECT seq FROM usage_fold_state WHERE id = 1)"
+)
+_PG_TAIL = "SELECT coalesce(max(seq), 0) FROM usage_fold_queue"
+_EVENT_COLUMNS = "seq, source, id, type, subject, time, event"
+
+Touched = dict[tuple[str, str], int]
+
+
+def tail_end(db: Database) -> int:
+    """The largest unfolded ``seq`` (SQLite: the largest stored one) when some stored event
+    is not folded yet, else 0 — one statement, no transaction: the cheap check a reader
+    makes before it reads usage."""
+    if db.dialect == "postgresql":
+        return int(usage_marks.read_one(db, _PG_TAIL)[0])
+    last, folded = usage_marks.read_one(db, _SQLITE_LAG)
+    return int(last) if int(last) > int(folded or 0) else 0
+
+
+def lag(tx: Tx) -> int:
+    """How many events wait to be folded (SQLite: an upper bound, ``seq`` values above the
+    watermark)."""
+    if tx.dialect == "postgresql":
+        row = tx.one("SELECT count(*) FROM usage_fold_queue")
+        assert row is not None
+        return int(row[0])
+    row = tx.one(_SQLITE_LAG)
+    assert row is not None
+    return max(0, int(row[0]) - int(row[1] or 0))
+
+
+def waiting(tx: Tx, upto: int) -> bool:
+    """Whether some event with ``seq <= upto`` is still unfolded (as this transaction sees)."""
+    if tx.dialect == "postgresql":
+        row = tx.one("SELECT EXISTS (SELECT 1 FROM usage_fold_queue WHERE seq <= ?)", (upto,))
+        return bool(row and row[0])
+    row = tx.one("SELECT seq FROM usage_fold_state WHERE id = 1")
+    return row is not None and int(row[0]) < upto
+
+
+def fold_pending(
+    tx: Tx, limit: int = FOLD_CHUNK, upto: int | None = None, *, skip_locked: bool = False
+) -> tuple[int, Touched]:
+    """Fold the oldest unfolded events (at most ``limit``; only ``seq <= upto`` when given)
+    into the rollups and marks and record them folded, in the caller's write transaction.
+    ``skip_locked`` (PostgreSQL): leave events another transaction is folding to it instead
+    of waiting for it. Returns (events folded, the (meter id, subject) pairs touched with the
+    earliest minute of each)."""
+    if tx.dialect == "postgresql":
+        rows = _take_queued(tx, limit, upto, skip_locked)
+    else:
+        rows = _above_watermark(tx, limit, upto)
+    if not rows:
+        return 0, {}
+    touched: Touched = {}
+    meters = meters_repo.live_by_event_types(tx, {str(r[3]) for r in rows})
+    if meters:
+        folded = usage_write.fold_events(
+            usage_write.targets((m.id, m) for m in meters),
+            ((r[3], r[4], int(r[5]), _decode.decode(r[6]).get("data"), r[1], r[2]) for r in rows),
+        )
+        usage_write.write_folded(tx, folded)
+        touched = folded.touched
+    if tx.dialect != "postgresql":
+        tx.execute("UPDATE usage_fold_state SET seq = ? WHERE id = 1", (int(rows[-1][0]),))
+    return len(rows), touched
+
+
+def _above_watermark(tx: Tx, limit: int, upto: int | None) -> Sequence[Sequence[Any]]:
+    row = tx.one("SELECT seq FROM usage_fold_state WHERE id = 1")
+    assert row is not None, "migration 0750 not applied"
+    sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq > ?"
+    params: list[int] = [int(row[0])]
+    if upto is not None:
+        sql += " AND seq <= ?"
+        params.append(upto)
+    return tx.execute(sql + " ORDER BY seq LIMIT ?", [*params, limit])
+
+
+def _take_queued(
+    tx: Tx, limit: int, upto: int | None, skip_locked: bool
+) -> Sequence[Sequence[Any]]:
+    meters_repo.lock_for_ingest(tx, tx.dialect)
+    bound = "" if upto is None else " WHERE seq <= ?"
+    params: list[int] = [] if upto is None else [upto]
+    taken = tx.execute(
+        "DELETE FROM usage_fold_queue WHERE seq IN (SELECT seq FROM usage_fold_queue"
+        f"{bound} ORDER BY seq LIMIT ? FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}) "
+        "RETURNING seq",
+        [*params, limit],
+    )
+    if not taken:
+        return []
+    return tx.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ANY(?::bigint[]) ORDER BY seq",
+        [sorted(int(r[0]) for r in taken)],
+    )
+
+
+def fold_all(tx: Tx) -> Touched:
+    """Fold the whole tail in the caller's write transaction, over as many chunks as it
+    takes. Takes the meters lock exclusively first (a meter write holds it already): no other
+    fold runs meanwhile, so holding the rows of several chunks cannot deadlock with one."""
+    meters_repo.lock_for_meter_write(tx, tx.dialect)
+    touched: Touched = {}
+    while True:
+        n, part = fold_pending(tx, FOLD_CHUNK)
+        for key, minute in part.items():
+            if key not in touched or minute < touched[key]:
+                touched[key] = minute
+        if n < FOLD_CHUNK:
+            return touched
+
+
+def mark_folded(tx: Tx) -> None:
+    """Declare every stored event folded (a loader that wrote the rollups itself, in the same
+    transaction as the events: ``bench/bulk.py``)."""
+    if tx.dialect == "postgresql":
+        tx.execute("DELETE FROM usage_fold_queue")
+        return
+    tx.execute("UPDATE usage_fold_state SET seq = (SELECT coalesce(max(seq), 0) FROM events)")
