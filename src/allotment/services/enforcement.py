@@ -459,6 +459,13 @@ class EnforcementService:
         """:meth:`held` of the customer with this reference."""
         return self.held(self._source.identify(customer_ref)[0])
 
+    def held_of(self, customer_id: str, feature_key: str) -> Decimal:
+        """What the customer's held, unexpired reservations of one budget hold now (one
+        point read: the kept total, less holds past their expiry not yet swept)."""
+        now_us = to_micros(self._now())
+        with self._store.db.read() as tx:
+            return repo.held_amount(tx, customer_id, feature_key, now_us)
+
     def held(self, customer_id: str) -> dict[str, Decimal]:
         """Per budget feature: the amount the customer's held, unexpired reservations hold."""
         now_us = to_micros(self._now())
