@@ -157,6 +157,7 @@ class Container:
     def close(self) -> None:
         if self.key_revocations is not None:
             self.key_revocations.close()
+        self.enforcement.close()  # its SQLite group writer finishes what is queued first
         self.events.close()  # the group-commit writer finishes what is queued first
         if self.notify_evaluator is not None:
             self.notify_evaluator.stop()

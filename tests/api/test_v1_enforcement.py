@@ -205,3 +205,41 @@ def test_ttl_frees_an_unsettled_reservation(client: httpx.Client, guide: Guide) 
         time.sleep(0.2)
     assert ok(c.get(f"/v1/reservations/{rid}"))["status"] == "expired"
     ok(authorize(c, g.customer, reserve=whole))
+
+
+def test_held_reservations_show_in_openmeter_values(client: httpx.Client, guide: Guide) -> None:
+    """While held, the budget's `/api/v1` and `/api/v2` value and `/access` keep `balance`
+    (the grants' figure) and add `reserved` and `availableBalance`; once settled, the OpenMeter
+    schema is back unchanged (usage counted)."""
+    c, g = client, guide
+    v1 = f"/api/v1/customers/{g.customer}/entitlements/{g.budget}/value"
+    v2 = f"/api/v2/customers/{g.customer}/entitlements/{g.budget}/value"
+    before = ok(c.get(v1))
+    assert "reserved" not in before
+    assert Decimal(before["balance"]) == 1000
+    rid = ok(authorize(c, g.customer, reserve=[{"feature_reference": g.budget, "amount": 600}]))[
+        "reservation_id"
+    ]
+    ok(authorize(c, g.customer, reserve=[{"feature_reference": g.budget, "amount": "0.5"}]))
+    for path in (v1, v2):
+        held = ok(c.get(path))
+        assert Decimal(held["balance"]) == 1000, path
+        assert Decimal(held["reserved"]) == Decimal("600.5"), path
+        assert Decimal(held["availableBalance"]) == Decimal("399.5"), path
+        assert held["hasAccess"] is True
+    ents = ok(c.get(f"/api/v1/customers/{g.customer}/access"))["entitlements"]
+    assert Decimal(ents[g.budget]["reserved"]) == Decimal("600.5")
+    assert "reserved" not in ents[g.rpm]
+    # by entitlement id on /api/v2: the same holds
+    listed = ok(c.get(f"/api/v2/customers/{g.customer}/entitlements"))
+    eid = next(e["id"] for e in listed["items"] if e["featureKey"] == g.budget)
+    by_id = ok(c.get(f"/api/v2/customers/{g.customer}/entitlements/{eid}/value"))
+    assert Decimal(by_id["reserved"]) == Decimal("600.5")
+    # a value at an explicit time shows no holds (they are known only now)
+    at = ok(c.get(v1, params={"time": "2020-01-01T00:00:00Z"}))
+    assert "reserved" not in at
+    ok(c.post(f"/v1/reservations/{rid}/commit", json={"amounts": {g.budget: 100}}))
+    after = ok(c.get(v1))
+    assert Decimal(after["balance"]) == 900
+    assert Decimal(after["reserved"]) == Decimal("0.5")
+    assert Decimal(after["availableBalance"]) == Decimal("899.5")

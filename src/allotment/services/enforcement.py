@@ -47,7 +47,6 @@ COMMIT_SOURCE = "allotment.reservations"
 """The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
 
 SWEEP_EVERY = 64
-SWEEP_BATCH = 200
 
 
 class EntitlementSource(Protocol):
@@ -215,7 +214,6 @@ class EnforcementService:
         once = None
         if req.idempotency_key is not None:
             once = _key(cid, "idempotency", req.idempotency_key)
-        denial: DomainError | None = None
         with self._store.session(keys, once=once) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
@@ -225,39 +223,57 @@ class EnforcementService:
                 # a denial of the pure steps applies nothing and is not kept: answer it now
                 rules.validate_kinds(req, ents)
                 rules.run_checks(req, ents, self._plans)
-            with session.write() as tx:
-                now = self._now()
-                now_us = to_micros(now)
-                if req.idempotency_key is not None:
-                    replay = self._replay(tx, cid, req, now_us)
-                    if replay is not None:
-                        return replay
-                result: AuthorizeResult | None = None
-                try:
-                    result = self._apply(tx, ents, req, now, now_us)
-                except (Forbidden, PaymentRequired, TooManyRequests) as exc:
-                    denial = exc  # nothing was written; the answer may still be kept
-                if req.idempotency_key is not None:
-                    if result is not None:
-                        outcome = result.to_json()
-                    else:
-                        assert denial is not None
-                        outcome = rules.denial_to_json(denial)
-                    repo.put_idempotency_record(
-                        tx,
-                        cid,
-                        req.idempotency_key,
-                        req.fingerprint,
-                        msgspec.json.encode(outcome).decode(),
-                        now_us,
-                        now_us + limits.IDEMPOTENCY_TTL_SECONDS * 1_000_000,
-                    )
-                if next(self._calls) % SWEEP_EVERY == 0:
-                    repo.sweep_expired(tx, now_us, SWEEP_BATCH)
-        if result is None:
-            assert denial is not None
-            raise denial
+            writes = repo.DecisionWrites()
+            with session.read() as tx:
+                outcome = self._decide(tx, ents, req, writes)
+            if writes:
+                session.apply(writes)
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def _decide(
+        self,
+        tx: Tx,
+        ents: rules.CustomerEntitlements,
+        req: rules.AuthorizeRequest,
+        writes: repo.DecisionWrites,
+    ) -> AuthorizeResult | DomainError:
+        """One decision from the state read in ``tx`` under the session's keys: a replay, or
+        the decision, with its writes (and its idempotency record) put in ``writes``; a
+        denial is returned, not raised, so that its record commits."""
+        cid = ents.customer_id
+        now = self._now()
+        now_us = to_micros(now)
+        if req.idempotency_key is not None:
+            replay = self._replay(tx, cid, req, now_us)
+            if replay is not None:
+                return replay
+        result: AuthorizeResult | DomainError
+        try:
+            result = self._apply(tx, ents, req, now, now_us, writes)
+        except (Forbidden, PaymentRequired, TooManyRequests) as exc:
+            result = exc  # nothing was written; the answer may still be kept
+        if req.idempotency_key is not None:
+            outcome = (
+                rules.denial_to_json(result)
+                if isinstance(result, DomainError)
+                else result.to_json()
+            )
+            writes.idempotency = (
+                cid,
+                req.idempotency_key,
+                req.fingerprint,
+                msgspec.json.encode(outcome).decode(),
+                now_us,
+                now_us + limits.IDEMPOTENCY_TTL_SECONDS * 1_000_000,
+            )
+        if writes and next(self._calls) % SWEEP_EVERY == 0:
+            writes.sweep_at_us = now_us
         return result
+
+    def close(self) -> None:
+        self._store.close()
 
     def _plans(self, feature_reference: str, value: str) -> Sequence[str]:
         return self._source.plans_including(feature_reference, value)
@@ -288,6 +304,7 @@ class EnforcementService:
         req: rules.AuthorizeRequest,
         now: datetime,
         now_us: int,
+        writes: repo.DecisionWrites,
     ) -> AuthorizeResult:
         cid = ents.customer_id
         logs = {}
@@ -301,7 +318,7 @@ class EnforcementService:
             req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
         )
         for feature, log in allowed.logs.items():
-            repo.put_rate_log(tx, cid, feature, allowed.windows[feature], log, now_us)
+            writes.rate_logs.append((cid, feature, allowed.windows[feature], log, now_us))
         reservation_id = None
         expires = None
         if allowed.holds:
@@ -320,19 +337,16 @@ class EnforcementService:
             )
             expires_us = max(i.expires_at_us for i in items)
             expires = from_micros(expires_us)
-            repo.insert_reservation(
-                tx,
-                repo.ReservationRecord(
-                    reservation_id,
-                    cid,
-                    ents.customer_reference,
-                    "held",
-                    now_us,
-                    expires_us,
-                    None,
-                    None,
-                    items,
-                ),
+            writes.reservation = repo.ReservationRecord(
+                reservation_id,
+                cid,
+                ents.customer_reference,
+                "held",
+                now_us,
+                expires_us,
+                None,
+                None,
+                items,
             )
         return AuthorizeResult(
             reservation_id, allowed.remaining, allowed.overage, allowed.rate_limits, expires
@@ -444,6 +458,13 @@ class EnforcementService:
     def held_for_customer(self, customer_ref: str) -> dict[str, Decimal]:
         """:meth:`held` of the customer with this reference."""
         return self.held(self._source.identify(customer_ref)[0])
+
+    def held_of(self, customer_id: str, feature_key: str) -> Decimal:
+        """What the customer's held, unexpired reservations of one budget hold now (one
+        point read: the kept total, less holds past their expiry not yet swept)."""
+        now_us = to_micros(self._now())
+        with self._store.db.read() as tx:
+            return repo.held_amount(tx, customer_id, feature_key, now_us)
 
     def held(self, customer_id: str) -> dict[str, Decimal]:
         """Per budget feature: the amount the customer's held, unexpired reservations hold."""

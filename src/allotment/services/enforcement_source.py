@@ -56,7 +56,10 @@ class EnforcementCatalog:
         return CustomerEntitlements(customer_id, reference, plan, values)
 
     def identify(self, customer_ref: str) -> tuple[str, str]:
-        c = self._customers.get_live(customer_ref)
+        # the subscription's view is cached while the catalog version stands (a deletion or a
+        # key change bumps it); a customer without a subscription costs a read
+        view = self._subscriptions.current(customer_ref)
+        c = view.customer if view is not None else self._customers.get_live(customer_ref)
         return c.id, c.key or customer_ref
 
     def _entitled(self, customer_ref: str, item: EntitledItem, reserving: bool) -> Entitled:

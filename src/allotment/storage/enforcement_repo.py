@@ -17,15 +17,18 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import msgspec
 
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, Tx, dec, dec_or_none
+from allotment.storage.database import Database, Row, Tx, dec, dec_or_none
+from allotment.storage.tx_batcher import TxBatcher
 
 _STRIPES = 1024
+SWEEP_BATCH = 200
+"""Most expired reservations (and idempotency records) one sweep settles (drops)."""
 
 
 class _StripedLocks:
@@ -54,22 +57,88 @@ def _stripe(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) % _STRIPES
 
 
+@dataclass(slots=True)
+class DecisionWrites:
+    """What one authorize decision writes (decided under its keys, written later, maybe in a
+    group with other decisions: see :func:`write_decisions`)."""
+
+    rate_logs: list[tuple[str, str, int, Sequence[Entry], int]] = field(default_factory=list)
+    """(customer id, feature, window µs, entries, now µs) per consumed rate limit."""
+    reservation: ReservationRecord | None = None
+    idempotency: tuple[str, str, str, str, int, int] | None = None
+    """(customer id, key, request hash, outcome, now µs, expires µs)."""
+    sweep_at_us: int | None = None
+    """Also sweep expired reservations and idempotency records as of this instant."""
+
+    def __bool__(self) -> bool:
+        return bool(self.rate_logs) or self.reservation is not None or self.idempotency is not None
+
+
+def write_decisions(tx: Tx, batch: Sequence[DecisionWrites]) -> None:
+    """The writes of decisions on distinct keys, one ``executemany`` per table for all."""
+    logs = [
+        (cid, f, w, encode_log(entries), now)
+        for d in batch
+        for cid, f, w, entries, now in d.rate_logs
+    ]
+    if logs:
+        tx.execute_many(_PUT_RATE_LOG, logs)
+    reservations = [d.reservation for d in batch if d.reservation is not None]
+    if reservations:
+        insert_reservations(tx, reservations)
+    records = [d.idempotency for d in batch if d.idempotency is not None]
+    if records:
+        tx.execute_many(_PUT_IDEMPOTENCY, records)
+    sweeps = [d.sweep_at_us for d in batch if d.sweep_at_us is not None]
+    if sweeps:
+        sweep_expired(tx, max(sweeps), SWEEP_BATCH)
+
+
 class Session:
     """What an enforcement decision may do while it holds its keys."""
 
-    def __init__(self, db: Database, tx: Tx | None) -> None:
+    def __init__(
+        self, db: Database, tx: Tx | None, batcher: TxBatcher[DecisionWrites] | None = None
+    ) -> None:
         self._db = db
         self._tx = tx
+        self._batcher = batcher
+        self.sweep_at_us: int | None = None
+        """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """Where the decision reads its state: the session's locked transaction on
+        PostgreSQL; a read snapshot on SQLite (the keys' in-process locks keep every other
+        writer of this state out until the decision's writes have committed)."""
+        if self._tx is not None:
+            yield self._tx
+            return
+        with self._db.read() as tx:
+            yield tx
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        """The session's writes: on PostgreSQL its own locked transaction (committed when the
-        session ends), on SQLite a write transaction of its own."""
+        """The session's own writes (settlements): on PostgreSQL its locked transaction
+        (committed when the session ends), on SQLite a write transaction of its own."""
         if self._tx is not None:
             yield self._tx
             return
         with self._db.write() as tx:
             yield tx
+
+    def apply(self, writes: DecisionWrites) -> None:
+        """Write one decision: on PostgreSQL in the session's transaction; on SQLite in the
+        process's next group transaction (:mod:`allotment.storage.tx_batcher`: one fsync for
+        many concurrent decisions), returning once that has committed."""
+        if self._tx is not None:
+            self.sweep_at_us, writes.sweep_at_us = writes.sweep_at_us, None
+            write_decisions(self._tx, [writes])
+        elif self._batcher is None:
+            with self._db.write() as tx:
+                write_decisions(tx, [writes])
+        else:
+            self._batcher.run(writes)
 
 
 class EnforcementStore:
@@ -80,6 +149,16 @@ class EnforcementStore:
         self.db = db
         self._local_locks = _StripedLocks()
         self._sessions = threading.BoundedSemaphore(max(1, max_sessions))
+        self._batcher = (
+            None
+            if db.dialect == "postgresql"
+            else TxBatcher(db, write_decisions, name="allotment-authorize")
+        )
+
+    def close(self) -> None:
+        """Stop the SQLite group writer after what is queued."""
+        if self._batcher is not None:
+            self._batcher.close()
 
     @contextmanager
     def session(self, keys: Sequence[str], *, once: str | None = None) -> Iterator[Session]:
@@ -91,24 +170,37 @@ class EnforcementStore:
             return
         if self.db.dialect != "postgresql":
             with self._local_locks.held([*keys, *([once] if once else [])]):
-                yield Session(self.db, None)
+                yield Session(self.db, None, self._batcher)
             return
         ordered = sorted(set(keys))
-        with self._sessions, self.db.write() as tx:
-            if ordered:
-                tx.execute(
-                    "INSERT INTO enforcement_locks (lock_key) SELECT unnest(?::text[])"
-                    " ON CONFLICT DO NOTHING",
-                    [ordered],
-                )
-                tx.execute(
-                    "SELECT lock_key FROM enforcement_locks WHERE lock_key = ANY(?::text[])"
-                    " ORDER BY lock_key FOR UPDATE",
-                    [ordered],
-                )
-            if once is not None:  # taken last: a session holding it waits for nothing more
-                tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (once,))
-            yield Session(self.db, tx)
+        with self._sessions:
+            with self.db.write() as tx:
+                if ordered and len(_lock_rows(tx, ordered)) < len(ordered):
+                    # a key's first use: create its row, then lock them all (in order)
+                    tx.execute(
+                        "INSERT INTO enforcement_locks (lock_key) SELECT unnest(?::text[])"
+                        " ON CONFLICT DO NOTHING",
+                        [ordered],
+                    )
+                    _lock_rows(tx, ordered)
+                if once is not None:  # taken last: a session holding it waits for nothing more
+                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (once,))
+                session = Session(self.db, tx)
+                yield session
+            if session.sweep_at_us is not None:
+                # after the keys are released: the sweep lowers other customers' hold
+                # totals, which must never wait for (or be waited on by) a locked session
+                with self.db.write() as sweep_tx:
+                    sweep_expired(sweep_tx, session.sweep_at_us, SWEEP_BATCH)
+
+
+def _lock_rows(tx: Tx, ordered: list[str]) -> list[Row]:
+    """Lock the existing rows of ``ordered`` keys (``FOR UPDATE``, in key order)."""
+    return tx.execute(
+        "SELECT lock_key FROM enforcement_locks WHERE lock_key = ANY(?::text[])"
+        " ORDER BY lock_key FOR UPDATE",
+        [ordered],
+    )
 
 
 # ---------------------------------------------------------------- rate-limit logs
@@ -148,13 +240,15 @@ def put_rate_log(
     entries: Sequence[Entry],
     now_us: int,
 ) -> None:
-    tx.execute(
-        "INSERT INTO rate_limit_logs (customer_id, feature_key, window_us, entries, updated_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id, feature_key) DO UPDATE SET"
-        " window_us = excluded.window_us, entries = excluded.entries,"
-        " updated_at = excluded.updated_at",
-        (customer_id, feature_key, window_us, encode_log(entries), now_us),
-    )
+    tx.execute(_PUT_RATE_LOG, (customer_id, feature_key, window_us, encode_log(entries), now_us))
+
+
+_PUT_RATE_LOG = (
+    "INSERT INTO rate_limit_logs (customer_id, feature_key, window_us, entries, updated_at)"
+    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (customer_id, feature_key) DO UPDATE SET"
+    " window_us = excluded.window_us, entries = excluded.entries,"
+    " updated_at = excluded.updated_at"
+)
 
 
 # ---------------------------------------------------------------- reservations
@@ -185,45 +279,70 @@ class ReservationRecord:
 
 
 def held_amount(tx: Tx, customer_id: str, feature_key: str, now_us: int) -> Decimal:
+    """What the customer's held, unexpired reservations of the feature hold at ``now_us``:
+    the kept total minus the held items already past their expiry (one round trip)."""
     row = tx.one(
-        "SELECT dec_sum(amount) FROM reservation_items"
-        " WHERE customer_id = ? AND feature_key = ? AND held = 1 AND expires_at > ?",
-        (customer_id, feature_key, now_us),
+        "SELECT (SELECT amount FROM reservation_hold_totals WHERE customer_id = ?"
+        " AND feature_key = ?), (SELECT dec_sum(amount) FROM reservation_items"
+        " WHERE customer_id = ? AND feature_key = ? AND held = 1 AND expires_at <= ?)",
+        (customer_id, feature_key, customer_id, feature_key, now_us),
     )
-    return dec(row[0]) if row is not None and row[0] is not None else Decimal(0)
+    if row is None or row[0] is None:
+        return Decimal(0)
+    return dec(row[0]) - (Decimal(0) if row[1] is None else dec(row[1]))
 
 
 def held_by_feature(tx: Tx, customer_id: str, now_us: int) -> dict[str, Decimal]:
-    rows = tx.execute(
+    """:func:`held_amount` of every budget feature the customer holds something of."""
+    totals = {
+        str(r[0]): dec(r[1])
+        for r in tx.execute(
+            "SELECT feature_key, amount FROM reservation_hold_totals WHERE customer_id = ?",
+            (customer_id,),
+        )
+    }
+    for r in tx.execute(
         "SELECT feature_key, dec_sum(amount) FROM reservation_items"
-        " WHERE customer_id = ? AND held = 1 AND expires_at > ? GROUP BY feature_key",
+        " WHERE customer_id = ? AND held = 1 AND expires_at <= ? GROUP BY feature_key",
         (customer_id, now_us),
+    ):
+        totals[str(r[0])] = totals.get(str(r[0]), Decimal(0)) - dec(r[1])
+    return {k: v for k, v in totals.items() if v != 0}
+
+
+def _add_held(tx: Tx, amounts: Sequence[tuple[str, str, Decimal]]) -> None:
+    """Keep ``reservation_hold_totals`` equal to the sum of held items: add the (customer,
+    feature, amount) ``amounts`` (negative when items stop being held)."""
+    tx.execute_many(
+        "INSERT INTO reservation_hold_totals (customer_id, feature_key, amount)"
+        " VALUES (?, ?, ?) ON CONFLICT (customer_id, feature_key) DO UPDATE SET"
+        " amount = dec_add(reservation_hold_totals.amount, excluded.amount)",
+        amounts,
     )
-    return {str(r[0]): dec(r[1]) for r in rows}
 
 
 def insert_reservation(tx: Tx, r: ReservationRecord) -> None:
-    tx.execute(
+    insert_reservations(tx, [r])
+
+
+def insert_reservations(tx: Tx, batch: Sequence[ReservationRecord]) -> None:
+    tx.execute_many(
         "INSERT INTO reservations (id, customer_id, customer_ref, status, created_at,"
         " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        (r.id, r.customer_id, r.customer_ref, r.status, r.created_at_us, r.expires_at_us),
-    )
+        [(r.id, r.customer_id, r.customer_ref, r.status, r.created_at_us, r.expires_at_us)
+         for r in batch],
+    )  # fmt: skip
     tx.execute_many(
         "INSERT INTO reservation_items (reservation_id, feature_key, customer_id, amount,"
         " expires_at, held, event_type, value_property) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
         [
-            (
-                r.id,
-                i.feature_key,
-                r.customer_id,
-                i.amount,
-                i.expires_at_us,
-                i.event_type,
-                i.value_property,
-            )
+            (r.id, i.feature_key, r.customer_id, i.amount, i.expires_at_us, i.event_type,
+             i.value_property)
+            for r in batch
             for i in r.items
         ],
-    )
+    )  # fmt: skip
+    _add_held(tx, [(r.customer_id, i.feature_key, i.amount) for r in batch for i in r.items])
 
 
 def reservation(tx: Tx, reservation_id: str) -> ReservationRecord | None:
@@ -283,7 +402,13 @@ def settle(
     )
     if not changed:
         return False
-    tx.execute("UPDATE reservation_items SET held = 0 WHERE reservation_id = ?", (reservation_id,))
+    freed = tx.execute(
+        "UPDATE reservation_items SET held = 0 WHERE reservation_id = ? AND held = 1"
+        " RETURNING customer_id, feature_key, amount",
+        (reservation_id,),
+    )
+    if freed:
+        _add_held(tx, [(str(f[0]), str(f[1]), -dec(f[2])) for f in freed])
     for feature_key, amount in (committed or {}).items():
         tx.execute(
             "UPDATE reservation_items SET committed = ? WHERE reservation_id = ?"
@@ -295,7 +420,11 @@ def settle(
 
 def sweep_expired(tx: Tx, now_us: int, limit: int) -> int:
     """Mark up to ``limit`` held reservations past their expiry as expired; drop up to
-    ``limit`` idempotency records past theirs. Returns the number of rows touched."""
+    ``limit`` idempotency records past theirs. Returns the number of rows touched.
+
+    Correctness never waits for it (a hold past its expiry stops counting by itself); it keeps
+    the held-but-expired ranges :func:`held_amount` subtracts short. The hold totals it lowers
+    are updated in sorted key order, so two sweeps never wait on each other crosswise."""
     ids = [
         str(r[0])
         for r in tx.execute(
@@ -304,15 +433,39 @@ def sweep_expired(tx: Tx, now_us: int, limit: int) -> int:
             (now_us, limit),
         )
     ]
-    for rid in ids:
-        settle(tx, rid, "expired", now_us, '{"status":"expired"}')
+    expired: list[str] = []
+    for start in range(0, len(ids), 100):
+        chunk = ids[start : start + 100]
+        marks = ", ".join("?" for _ in chunk)
+        expired += [
+            str(r[0])
+            for r in tx.execute(
+                "UPDATE reservations SET status = 'expired', settled_at = ?,"
+                f" outcome = ? WHERE id IN ({marks})"
+                " AND status = 'held' RETURNING id",
+                (now_us, '{"status":"expired"}', *chunk),
+            )
+        ]
+    freed: dict[tuple[str, str], Decimal] = {}
+    for start in range(0, len(expired), 100):
+        chunk = expired[start : start + 100]
+        marks = ", ".join("?" for _ in chunk)
+        for r in tx.execute(
+            f"UPDATE reservation_items SET held = 0 WHERE reservation_id IN ({marks})"
+            " AND held = 1 RETURNING customer_id, feature_key, amount",
+            chunk,
+        ):
+            k = (str(r[0]), str(r[1]))
+            freed[k] = freed.get(k, Decimal(0)) + dec(r[2])
+    if freed:
+        _add_held(tx, [(c, f, -a) for (c, f), a in sorted(freed.items())])
     dropped = tx.rowcount(
         "DELETE FROM idempotency_records WHERE (customer_id, idem_key) IN"
         " (SELECT customer_id, idem_key FROM idempotency_records WHERE expires_at <= ?"
         " LIMIT ?)",
         (now_us, limit),
     )
-    return len(ids) + dropped
+    return len(expired) + dropped
 
 
 # ---------------------------------------------------------------- idempotency
@@ -338,11 +491,13 @@ def put_idempotency_record(
     expires_at_us: int,
 ) -> None:
     """Insert, or replace an expired record of the same key."""
-    tx.execute(
-        "INSERT INTO idempotency_records (customer_id, idem_key, request_hash, outcome,"
-        " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (customer_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash,"
-        " outcome = excluded.outcome, created_at = excluded.created_at,"
-        " expires_at = excluded.expires_at",
-        (customer_id, key, request_hash, outcome, now_us, expires_at_us),
-    )
+    tx.execute(_PUT_IDEMPOTENCY, (customer_id, key, request_hash, outcome, now_us, expires_at_us))
+
+
+_PUT_IDEMPOTENCY = (
+    "INSERT INTO idempotency_records (customer_id, idem_key, request_hash, outcome,"
+    " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (customer_id, idem_key) DO UPDATE SET request_hash = excluded.request_hash,"
+    " outcome = excluded.outcome, created_at = excluded.created_at,"
+    " expires_at = excluded.expires_at"
+)

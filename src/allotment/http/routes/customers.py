@@ -20,7 +20,14 @@ from allotment.domain.features import validate_key
 from allotment.domain.timeutil import format_rfc3339
 from allotment.http.params import get_bool, get_int, get_str, get_time
 from allotment.http.responses import json_response, no_content
-from allotment.http.routes.entitlements import compact, read_json, time_or_none, value_json
+from allotment.http.routes.entitlements import (
+    compact,
+    read_json,
+    reserved_json,
+    time_or_none,
+    value_json,
+    with_reserved,
+)
 from allotment.http.runtime import call, container
 from allotment.storage.customers_repo import CustomerFilter
 
@@ -107,8 +114,14 @@ async def delete_customer(request: Request) -> Response:
 
 async def customer_access(request: Request) -> Response:
     customer = await live_customer(request)
-    values = await call(container(request).customer_entitlements.access, customer.id)
-    return json_response({"entitlements": {k: value_json(v) for k, v in values.items()}})
+    c = container(request)
+    values = await call(c.customer_entitlements.access, customer.id)
+    held = {}
+    if any(v.metered is not None for v in values.values()):
+        held = await call(c.enforcement.held, customer.id)
+    return json_response(
+        {"entitlements": {k: with_reserved(value_json(v), held.get(k)) for k, v in values.items()}}
+    )
 
 
 async def customer_value(request: Request) -> Response:
@@ -117,9 +130,9 @@ async def customer_value(request: Request) -> Response:
     feature_key = validate_key(str(request.path_params["featureKey"]), "featureKey")
     at = get_time(request.query_params, "time")
     customer = await live_customer(request)
-    value = await call(container(request).customer_entitlements.value, customer.id,
-                       feature_key, at)  # fmt: skip
-    return json_response(value_json(value))
+    c = container(request)
+    value = await call(c.customer_entitlements.value, customer.id, feature_key, at)
+    return json_response(await reserved_json(request, value_json(value), customer.id, feature_key))
 
 
 _C = "/api/v1/customers"

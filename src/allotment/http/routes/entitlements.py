@@ -152,6 +152,28 @@ def value_json(v: ValueView) -> dict[str, Any]:
     return compact({"hasAccess": v.has_access, "config": v.config})
 
 
+def with_reserved(out: dict[str, Any], reserved: Decimal | None) -> dict[str, Any]:
+    """A metered value of a customer that holds reservations of the feature
+    (docs/api/enforcement.md): ``balance`` stays the grants' balance; ``reserved`` (the held
+    total) and ``availableBalance`` (balance − reserved: what a new reservation may still take)
+    are added. Nothing changes while nothing is held, so OpenMeter's clients see its schema."""
+    if reserved and "balance" in out:
+        out["reserved"] = num(reserved)
+        out["availableBalance"] = num(out["balance"] - reserved)
+    return out
+
+
+async def reserved_json(
+    request: Request, out: dict[str, Any], customer_id: str, feature_key: str
+) -> dict[str, Any]:
+    """:func:`with_reserved` for a customer's value now (a value ``?time=`` in the past or
+    future shows no holds: they are known only now)."""
+    if "balance" not in out or "time" in request.query_params:
+        return out
+    held = await call(container(request).enforcement.held_of, customer_id, feature_key)
+    return with_reserved(out, held)
+
+
 def _in_zone(at: datetime, tz: ZoneInfo) -> str:
     if tz.key == "UTC":
         return format_rfc3339(at)

@@ -36,6 +36,7 @@ from allotment.http.routes.entitlements import (
     history_json,
     history_params,
     read_json,
+    reserved_json,
     value_json,
 )
 from allotment.http.routes.grants import grant_json
@@ -195,7 +196,11 @@ async def customer_entitlement_value(request: Request) -> Response:
         value = await call(container(request).entitlements.value, owner, _e(request), at)
     except NotFound:
         value = ValueView(False)
-    return json_response(value_v2_json(value))
+    out = value_v2_json(value)
+    key = _e(request)
+    if "balance" in out and is_ulid(key):  # reservations are held per feature key
+        key = (await call(container(request).entitlements.get, owner, key)).record.feature_key
+    return json_response(await reserved_json(request, out, customer.id, key))
 
 
 async def customer_entitlement_history(request: Request) -> Response:

@@ -1,0 +1,121 @@
+"""Group commit of small decisions' writes on SQLite: many callers' writes in one
+transaction and one fsync, each caller answered only after that commit.
+
+A caller hands :meth:`TxBatcher.run` one item (a decision's writes, already decided). The
+batcher's thread takes the oldest queued item and every item queued behind it (up to
+``max_items``), writes them all with one call of ``write(tx, items)`` in one transaction —
+a few ``executemany`` statements for the whole group, so the thread crosses into SQLite (and
+gives up the GIL) a handful of times per group rather than per item — commits, and only then
+returns to the callers. Items must not depend on each other's writes (the enforcement
+service's key locks keep two decisions on one key out of one group).
+
+A group whose transaction fails with :class:`~allotment.domain.errors.Unavailable` fails every
+caller in it (nothing of it was written); any other failure writes each item of the group in a
+transaction of its own, so one item that cannot be written never fails the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from allotment.domain.errors import Unavailable
+from allotment.storage.seam import Database, Tx
+
+W = TypeVar("W")
+
+MAX_ITEMS = 512
+"""Most items in one transaction (a bound on how long one group keeps the write lock)."""
+
+log = logging.getLogger("allotment.storage")
+
+
+class TxBatcher(Generic[W]):
+    def __init__(
+        self,
+        db: Database,
+        write: Callable[[Tx, list[W]], None],
+        *,
+        name: str,
+        max_items: int = MAX_ITEMS,
+    ) -> None:
+        self._db = db
+        self._write = write
+        self._name = name
+        self.max_items = max_items
+        self._queue: queue.SimpleQueue[tuple[W, Future[None]] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0
+        """Transactions committed (for tests and diagnostics)."""
+
+    def run(self, item: W) -> None:
+        """Write ``item`` in the next group transaction; return once that has committed."""
+        future: Future[None] = Future()
+        if self._thread is None:
+            self._start()
+        self._queue.put((item, future))
+        future.result()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Finish what is queued, then stop the thread."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _loop(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            group = [first]
+            while len(group) < self.max_items:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                group.append(nxt)
+            self._commit(group)
+
+    def _commit(self, group: list[tuple[W, Future[None]]]) -> None:
+        try:
+            with self._db.write() as tx:
+                self._write(tx, [item for item, _ in group])
+        except Unavailable as exc:
+            for _, future in group:
+                future.set_exception(exc)
+            return
+        except BaseException as exc:
+            if len(group) == 1:
+                group[0][1].set_exception(exc)
+                return
+            log.warning("group write of %d items failed (%r); writing each", len(group), exc)
+            for item, future in group:
+                try:
+                    with self._db.write() as tx:
+                        self._write(tx, [item])
+                except BaseException as one:
+                    future.set_exception(one)
+                else:
+                    future.set_result(None)
+            return
+        self.groups += 1
+        for _, future in group:
+            future.set_result(None)
