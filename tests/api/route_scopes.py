@@ -210,7 +210,7 @@ def table_gaps() -> list[str]:
     routes = served()
     gaps = [
         f"{method} {path}: served but has no line in tests/api/route_scopes.py ROUTE_SCOPES "
-        f'(add ("{method}", "{path}"): "<public|portal|console|admin|read|ingest|runtime|runtime-read>")'
+        f'(add ("{method}", "{path}"): "<kind>", a kind of {sorted(OPENED_BY)})'
         for method, path in routes
         if (method, path) not in ROUTE_SCOPES
     ]

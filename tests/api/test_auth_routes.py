@@ -65,7 +65,10 @@ def _verdict(kind: str, scope: str | None, r: httpx.Response) -> str | None:
     refused = auth_problem(r)
     if kind == "public":
         return None if refused is None and r.status_code < 400 else f"refused: {r.text[:200]}"
-    if kind in ("portal", "console"):  # the route's own check answers (token, session), not the guard
+    if kind in (
+        "portal",
+        "console",
+    ):  # the route's own check answers (token, session), not the guard
         return None if refused is None else f"the guard answered: {r.text[:200]}"
     if scope is not None and Scope(scope) in OPENED_BY[kind]:
         return None if refused is None else f"refused a {scope} key: {r.text[:200]}"
