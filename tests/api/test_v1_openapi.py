@@ -3,6 +3,7 @@ in it (every method), every documented operation is served, and no fragment has 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from importlib import resources
 
@@ -22,7 +23,8 @@ def _served(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, st
         elif isinstance(route, Route):
             for method in route.methods or ():
                 if method != "HEAD":  # Starlette adds HEAD to every GET
-                    yield prefix + route.path, method.lower()
+                    # a converter ({path:path}) is Starlette's; the document names {path}
+                    yield re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path), method.lower()
         else:  # a WebSocketRoute or a new kind: the document cannot describe it yet
             raise AssertionError(f"unexpected route type {type(route).__name__}")
 

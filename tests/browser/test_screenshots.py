@@ -8,8 +8,9 @@ from starlette.routing import Route
 from allotment.http.console import console_routes
 from tests.browser.screenshots import OUT, SHOTS
 
-NOT_PAGES = {"/console", "/console/"}
-"""Redirects to the customers page."""
+NOT_PAGES = {"/console", "/console/", "/console/{path:path}"}
+"""Redirects to the customers page, and the catch-all: any unknown console path's 404 page
+(tests/console/test_console_access.py reads it)."""
 
 
 def test_every_console_page_has_a_screenshot() -> None:

@@ -11,6 +11,8 @@ document cannot disagree with it: public operations get ``security: []``, the ot
 Two answers follow from the shape of an operation, so they are added where a fragment leaves
 them out: an operation with parameters or a request body can answer 400 (a parameter or field
 breaks a rule: ``http/params.py``), and one with a path parameter 404 (nothing by that id).
+The console's operations are HTML pages and forms, never problem+json: their fragment lists
+their answers itself.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ def openapi_document() -> dict[str, Any]:
     for path, item in doc["paths"].items():
         for method in _METHODS:
             if isinstance(item, dict) and isinstance(item.get(method), dict):
-                _with_shape_answers(path, item, item[method])
+                if not requirement(method.upper(), path).console:  # HTML: its fragment says
+                    _with_shape_answers(path, item, item[method])
                 _with_auth(path, method.upper(), item[method])
     return doc
 
