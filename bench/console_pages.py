@@ -1,7 +1,8 @@
-"""How long the console's pages take at 10 k customers and 1 M events (issue 20: < 300 ms).
+"""How long the console's pages take at 10 k customers and 1 M events (issue 20: < 300 ms),
+and the meter query API the meter page shares its query with.
 
     .venv/bin/python -m bench.console_pages [--db URL] [--customers 10000] [--events 1000000]
-        [--subscribed 500] [--rounds 7] [--days 30]
+        [--subscribed 500] [--rounds 7] [--days 30] [--seeded]
 
 Seeds a fresh database (a temporary SQLite file unless ``--db`` names one): a typed catalog
 (a token budget on a SUM meter grouped by model, a switch, an enum; two plans), ``--customers``
@@ -10,6 +11,10 @@ the last ``--days`` days spread over every customer's subject — written throug
 ``allotment events import`` (the ingest door: rollups maintained). Then requests every console
 page in process (the whole ASGI app, guard included, no key: loopback) ``--rounds`` times and
 reports each page's median and slowest time. Seeding is not timed.
+
+``--seeded`` with ``--db``: time the pages of a database this script seeded before (same
+``--customers``), without seeding it again — e.g. before and after a change of the read path
+on the same data (a pending migration runs first, as ``allotment serve`` would run it).
 """
 
 from __future__ import annotations
@@ -130,6 +135,13 @@ def pages(container: Container, customers: int) -> dict[str, str]:
     eid = owned[0].record.id if owned else ""
     last = container.customers.get(f"cust-{customers - 1:05d}")
     meter = "/console/meters/tokens"
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    span = (f"from={today - timedelta(days=30):%Y-%m-%dT%H:%M:%SZ}"
+            f"&to={today + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
+    api = f"/api/v1/meters/tokens/query?{span}"
+    api_day = (f"/api/v1/meters/tokens/query?from={hour - timedelta(hours=24):%Y-%m-%dT%H:%M:%SZ}"
+               f"&to={hour + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
     return {
         "customers, page 1": "/console/customers",
         "customers, page 100": "/console/customers?page=100",
@@ -145,6 +157,9 @@ def pages(container: Container, customers: int) -> dict[str, str]:
         "a meter, 30 d by day, by model": f"{meter}?window=DAY&range=30d&group=model",
         "a meter, 24 h by hour, by subject": f"{meter}?window=HOUR&range=24h&group=subject",
         "an entitlement (burn-down)": f"/console/entitlements/{eid}",
+        "API: meter query, 30 d by day": f"{api}&windowSize=DAY",
+        "API: meter query, 30 d by day, by model": f"{api}&windowSize=DAY&groupBy=model",
+        "API: meter query, 24 h by hour": f"{api_day}&windowSize=HOUR",
         "notifications": "/console/notifications",
         "ingest rate": "/console/ingest",
     }  # fmt: skip
@@ -164,20 +179,24 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seeded", action="store_true", help="--db is seeded already: time only")
     args = p.parse_args()
+    if args.seeded and not args.db:
+        p.error("--seeded needs --db")
     work = Path(tempfile.mkdtemp(prefix="console-bench-"))
     db_url = args.db or f"sqlite:///{work}/console.db"
     settings = Settings(db_url=db_url, meters=tuple(METERS))
     container = Container(settings, open_database(db_url), SystemClock())
     container.start()
     client = Client(create_app(container))
-    t0 = time.perf_counter()
-    seed_catalog(client)
-    seed_customers(container, client, args.customers, args.subscribed)
-    t1 = time.perf_counter()
-    import_s = seed_events(db_url, args.events, args.customers, args.days, work)
-    print(f"seeded {args.customers} customers ({args.subscribed} subscribed) in "
-          f"{t1 - t0:.0f} s, {args.events} events in {import_s:.0f} s ({db_url})")  # fmt: skip
+    if not args.seeded:
+        t0 = time.perf_counter()
+        seed_catalog(client)
+        seed_customers(container, client, args.customers, args.subscribed)
+        t1 = time.perf_counter()
+        import_s = seed_events(db_url, args.events, args.customers, args.days, work)
+        print(f"seeded {args.customers} customers ({args.subscribed} subscribed) in "
+              f"{t1 - t0:.0f} s, {args.events} events in {import_s:.0f} s ({db_url})")  # fmt: skip
     targets = pages(container, args.customers)
     times: dict[str, list[float]] = {name: [] for name in targets}
     for name, path in targets.items():  # one warm-up each (the value cache, templates)
