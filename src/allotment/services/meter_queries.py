@@ -4,7 +4,11 @@ in-memory usage series the entitlement engine burns from.
 Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
 filters and the usage series in ``domain.usage_series``, SQL in ``storage.usage_read`` and
 ``storage.query_totals`` (the meter query), ``storage.subject_usage`` (one subject's usage),
-folding in ``storage.usage_fold``.
+folding in ``storage.usage_fold``; the console's subject ranking in
+``storage.subject_ranking``.
+
+A little over 500 lines: one port for every usage read (callers receive one
+``MeterQueryService``), and each method here is a thin validate-settle-read step.
 """
 
 from __future__ import annotations
