@@ -9,6 +9,12 @@ advisory lock for an idempotency key; reads made on
 other connections while it is open (the budget's balance) see everything committed by the
 sessions before it, and its writes commit when it ends. On SQLite (one server process) the
 keys are in-process locks and every write is one ``BEGIN IMMEDIATE`` transaction.
+
+About 500 lines on purpose: the rate-limit logs, reservations and idempotency records are
+only ever read and written inside one :class:`Session`, under its locks, and one decision
+writes all three at once (:func:`write_decisions`); kept together, the locking rule above is
+stated and enforced in one place. The tables' SQL is short; the next part to move out, if it
+grows, is the reservation records (``ReservationRecord`` to ``sweep_expired``).
 """
 
 from __future__ import annotations
