@@ -6,11 +6,13 @@ is among that row's collaborators. On both engines (the revocation listener is P
 Also: its table of contracts is pyproject.toml's (each one what the row says, every top-level
 module in the layers), the gate runs them before the tests, no service imports the container,
 the settings or HTTP, every file and attribute it names exists, each row's storage cell is
-what the service imports, and its example builds a service from its collaborators alone.
+what the service imports, its example builds a service from its collaborators alone, ingest
+has one decode path (flow 1), and only clock.py may read the wall clock.
 (tests/test_import_contracts.py proves the contracts catch a back-arrow.)"""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import re
@@ -285,3 +287,54 @@ def test_a_service_builds_from_its_collaborators_alone(db_url: str) -> None:
         assert features.get("doc-example") == made
     finally:
         db.close()
+
+
+# ---------------------------------------------------------------- data flow 1: one ingest door
+
+
+def _calls(node: ast.AST) -> set[str]:
+    """Names called inside ``node``: ``f(…)`` → f, ``x.f(…)`` → f."""
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name):
+            out.add(n.func.id)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            out.add(n.func.attr)
+    return out
+
+
+def _functions(module_path: str) -> dict[str, ast.AST]:
+    tree = ast.parse((SRC / module_path).read_text())
+    return {
+        n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def test_ingest_has_one_decode_and_validate_path() -> None:
+    """The doc's flow 1: both HTTP entrances decode with ``decode_events`` and join the group
+    commit with ``commit``; ``allotment events import`` uses ``decode_events``,
+    ``EventService.prefold`` and ``submit``; and nothing outside the events route (and the
+    domain that defines them) builds or validates CloudEvents."""
+    route = _functions("http/routes/events.py")
+    for entrance in ("ingest", "ingest_fast_path"):
+        assert {"decode_events", "commit"} <= _calls(route[entrance]), entrance
+    assert {"decode_events", "submit", "prefold"} <= _calls(ast.parse(
+        (SRC / "event_import.py").read_text()))  # fmt: skip
+    for path in sorted(SRC.rglob("*.py")):
+        name = path.relative_to(SRC).as_posix()
+        if name in ("http/routes/events.py", "domain/events.py"):
+            continue
+        used = _calls(ast.parse(path.read_text())) & {"build_event", "validate_batch"}
+        assert not used, f"{name} decodes events itself ({sorted(used)}): use decode_events"
+
+
+def test_only_the_clock_module_may_read_the_wall_clock() -> None:
+    """The doc's "Time is injected": ruff bans ``datetime.now`` (and ``utcnow``, ``time.time``)
+    in ``src`` everywhere but ``clock.py``."""
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]
+    assert "TID" in ruff["select"]
+    banned = ruff["flake8-tidy-imports"]["banned-api"]
+    assert {"datetime.datetime.now", "datetime.datetime.utcnow", "time.time"} <= set(banned)
+    exempt = [f for f, rules in ruff["per-file-ignores"].items() if "TID251" in rules]
+    assert [f for f in exempt if f.startswith("src/")] == ["src/allotment/clock.py"]
+    assert "`clock.py` is the only module allowed to read the wall clock" in " ".join(DOC.split())
