@@ -1,10 +1,13 @@
-"""The webhook retry schedule is configurable (issue 19: "first retry within 10 s, then
-growing …; configurable"; docs/notifications.md "Configuration"): the config file's
+"""Notification settings. The webhook retry schedule is configurable (issue 19: "first
+retry within 10 s, then growing …; configurable"; docs/notifications.md "Configuration"): the
+config file's
 ``notifications.retrySchedule`` (a list or a comma-separated string) and its environment twin
 ``ALLOTMENT_WEBHOOK_RETRY_SCHEDULE`` (which wins) set the delays the delivery worker waits
 between attempts, ±10 % jitter, and how many attempts it makes before ``FAILED``; a bad
 schedule stops the start-up naming the field. On each real backend, in process, on a frozen
-clock: nothing here waits on the wall clock."""
+clock: nothing here waits on the wall clock. Also: an outbound request that gets no answer
+times out (10 s by default), and the config file's ``allowPrivateAddresses`` opens loopback
+and private receivers as its environment twin does."""
 
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ import pytest
 
 from allotment.clock import FrozenClock
 from allotment.config import ConfigError, apply_env, load_file, validate
-from allotment.container import Container
+from allotment.container import Container, build_container
+from allotment.domain.entitlement_inputs import Paging
+from allotment.domain.errors import InvalidInput
 from allotment.domain.notifications import DEFAULT_RETRY_SCHEDULE, parse_channel, parse_rule
 from allotment.services.outbound import OutboundPolicy
 from allotment.services.webhooks import DeliverySettings, Response, WebhookDelivery, post
@@ -142,3 +147,30 @@ def test_a_receiver_that_never_answers_is_a_timed_out_attempt() -> None:
     assert answer.status is None
     assert answer.error is not None
     assert "timed out" in answer.error
+
+
+@pytest.mark.parametrize("allowed", [True, False])
+def test_the_config_file_twin_of_allow_private(db_url: str, tmp_path: Path, allowed: bool) -> None:
+    """``notifications.allowPrivateAddresses`` (the file twin of
+    ``ALLOTMENT_WEBHOOK_ALLOW_PRIVATE=1``): a loopback channel is stored when it is true, and
+    refused with a 400 naming ``url`` (nothing stored) when it is false, the default."""
+    text = f"  allowPrivateAddresses: {str(allowed).lower()}\n"
+    settings = replace(load_file(str(_config(tmp_path, text))), db_url=db_url)
+    assert settings.webhook_allow_private is allowed
+    container = build_container(settings, FrozenClock(T0))
+    container.start()
+    try:
+        spec = parse_channel({"type": "WEBHOOK", "name": "c", "url": "http://127.0.0.1:9/h"})
+        if allowed:
+            assert container.notifications.create_channel(spec).url == "http://127.0.0.1:9/h"
+        else:
+            with pytest.raises(InvalidInput) as err:
+                container.notifications.create_channel(spec)
+            assert err.value.field == "url"
+            assert "loopback" in err.value.detail
+        paging = Paging(envelope=True, page=1, page_size=10, limit=10, offset=0,
+                        descending=False, order_by="id")  # fmt: skip
+        _, total = container.notifications.list_channels(True, True, paging)
+        assert total == (1 if allowed else 0)
+    finally:
+        container.close()
