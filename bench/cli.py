@@ -13,6 +13,10 @@ from bench.report import markdown_table, text_table
 from bench.run import Options, Run, log
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    return [int(s.replace("_", "")) for s in text.split(",")] if text else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -63,7 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="build and cache the data sets, measure nothing (then measure on an idle machine)",
     )
     p.add_argument(
-        "--only", choices=["ingest"], help="ingest: the ingest figures only (no data sets)"
+        "--only",
+        choices=["ingest", "notify", "catalog"],
+        help="one group of figures: ingest (no data sets), notify (notify.ingest: ingest with "
+        "1000 notification rules vs none), catalog (the one /v1 call at --catalog-sizes)",
+    )
+    p.add_argument(
+        "--catalog-sizes",
+        help="events in the one-call data sets, e.g. 10000,1000000 (default: the mode's)",
     )
     p.add_argument(
         "--ingest-events",
@@ -78,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         p.error(f"unknown backend(s): {', '.join(sorted(bad))}")
     out = args.out or Path(__file__).resolve().parent / "results" / f"{args.mode}.json"
-    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else None
+    sizes = _sizes(args.sizes)
+    catalog_sizes = _sizes(args.catalog_sizes)
     opts = Options(
         mode=args.mode,
         backends=backends,
@@ -89,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rebuild=args.rebuild,
         only=args.only,
         ingest_events=args.ingest_events,
+        catalog_sizes=catalog_sizes,
     )
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     if args.budget:

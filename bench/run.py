@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bench import authorize as A
-from bench import bulk, catalog_call
+from bench import bulk, catalog_call, notify_cost
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
@@ -66,6 +66,12 @@ class Plan:
     ingest_replicas: tuple[int, ...] = ()
     """PostgreSQL only: batch ingest again with ``allotment serve --workers N`` for each N."""
     ingest_replica_events: int = 0
+    notify_batches: int = 20
+    """1000-event batches per phase of ``notify.ingest`` (bench/notify_cost.py)."""
+    notify_rounds: int = 1
+    """Alternations of the no-rule and the with-rules phase (the medians are compared)."""
+    notify_rules: int = 1000
+    notify_subjects: int = 200
 
 
 PLANS = {
@@ -107,6 +113,8 @@ PLANS = {
         catalog_http=True,
         ingest_replicas=(1, 2, 3),
         ingest_replica_events=300_000,
+        notify_batches=100,
+        notify_rounds=4,
     ),
 }
 
@@ -123,7 +131,10 @@ class Options:
     loader: str = "auto"
     verbose: bool = True
     only: str | None = None
-    """``ingest``: measure the ingest figures only (no data sets, reads or catalog)."""
+    """Measure one group of figures only: ``ingest`` (no data sets, reads or catalog),
+    ``notify`` (``notify.ingest``), ``catalog`` (the one ``/v1`` call and its scale row)."""
+    catalog_sizes: list[int] | None = None
+    """Events in the one-call data sets, instead of the mode's."""
     ingest_events: int | None = None
     """Events in the batch ingest cell (and a twentieth of it as single events), instead of
     the mode's."""
@@ -133,6 +144,8 @@ class Options:
         self.plan = PLANS[self.mode]
         if self.sizes:
             self.plan.sizes = sorted(self.sizes)
+        if self.catalog_sizes:
+            self.plan.catalog_sizes = sorted(self.catalog_sizes)
         if self.ingest_events:
             self.plan.ingest_batch_events = self.ingest_events
             self.plan.ingest_single_events = max(1000, self.ingest_events // 20)
@@ -885,18 +898,21 @@ class Run:
     def backend(self, name: str) -> dict[str, Any]:
         t = time.perf_counter()
         out: dict[str, Any] = {"figures": []}
+        only = self.opts.only
+        sizes = self.plan.sizes if only is None else []
+        catalog_sizes = self.plan.catalog_sizes if only in (None, "catalog") else []
         with Backend(name, self.opts) as be:
             out["engine"] = engine_version(be)
-            out["figures"] += self.ingest(be)
-            sizes = self.plan.sizes if self.opts.only != "ingest" else []
+            if only in (None, "ingest"):
+                out["figures"] += self.ingest(be)
+            if only in (None, "notify"):
+                out["figures"] += self.notify(be)
             for size in sizes:
                 out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
-            for size in self.plan.catalog_sizes if self.opts.only != "ingest" else []:
+            for size in catalog_sizes:
                 out["figures"] += self.catalog(be, size)
         out["figures"] += scale_figures(out["figures"], sizes)
-        out["figures"] += scale_figures(
-            out["figures"], self.plan.catalog_sizes, ("catalog.inproc",)
-        )
+        out["figures"] += scale_figures(out["figures"], catalog_sizes, ("catalog.inproc",))
         out["server_max_rss_mib"] = {
             k.split(":", 1)[1]: v / 1024
             for k, v in self.rss_max.items()
@@ -904,6 +920,51 @@ class Run:
         }
         out["seconds"] = time.perf_counter() - t
         return out
+
+    # -------------------------------------------------------------- notification cost
+
+    def notify(self, be: Backend) -> list[dict[str, Any]]:
+        """Ingest with 1000 notification rules against the same process without any
+        (bench/notify_cost.py); the ratio row is the issue-19 figure."""
+        plan = self.plan
+        log(
+            f"[{be.name}] notification cost: {plan.notify_batches} × 1000 events per phase, "
+            f"{plan.notify_rounds} round(s), {plan.notify_rules} rules"
+        )
+        url = be.db("bench_notify", fresh=True)
+        res = guarded(
+            lambda: notify_cost.measure(
+                url, self.config, log, batches=plan.notify_batches, rounds=plan.notify_rounds,
+                subjects=plan.notify_subjects, rules=plan.notify_rules,
+            )
+        )  # fmt: skip
+        ours = res.get("ours", res)
+        baseline = res.get("baseline")
+        return [
+            figure(
+                "notify.ingest",
+                f"ingest in process with {plan.notify_rules} notification rules (events/s; "
+                "reference: no rule, same process)",
+                "rate",
+                ours,
+                None,
+                None,
+                baseline=baseline,
+                setup=res.get("setup"),
+            ),
+            {
+                "id": "notify.ingest.ratio",
+                "kind": "scale",
+                "value": res.get("ratio"),
+                "cpu_ratio": res.get("cpu_ratio"),
+                "write_ratio": res.get("write_ratio"),
+                "label": f"notify.ingest: events/s with {plan.notify_rules} rules ÷ without "
+                "(target ≥ 0.9); writes alone "
+                + (f"{res['write_ratio']:.2f}" if "write_ratio" in res else "–")
+                + ", CPU per event "
+                + (f"{res['cpu_ratio']:.2f}" if "cpu_ratio" in res else "–"),
+            },
+        ]
 
     # -------------------------------------------------------------- the one /v1 call
 
