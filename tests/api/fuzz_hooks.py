@@ -1,8 +1,9 @@
 """Schemathesis hooks of the fuzz run (loaded with ``SCHEMATHESIS_HOOKS``; test_openapi_fuzz.py).
 
-Two auth providers: the portal query gets a portal token minted for the seeded subject (and
-minted again after a 401, since the run's own ``POST /api/v1/portal/tokens/invalidate``
-revokes every token), every other operation the admin key. The test passes the server, the key
+Two auth providers: the portal query and the usage page (``/console/portal``) get a portal
+token minted for the seeded subject (and minted again after a 401, since the run's own
+``POST /api/v1/portal/tokens/invalidate`` revokes every token), every other operation the
+admin key. The test passes the server, the key
 and the subject in ``FUZZ_BASE_URL``, ``FUZZ_ADMIN_KEY`` and ``FUZZ_PORTAL_SUBJECT``.
 """
 
@@ -14,14 +15,15 @@ from typing import Any
 import httpx
 import schemathesis
 
-PORTAL_QUERY = "/api/v1/portal/meters/{meterSlug}/query"
+PORTAL_PATHS = ["/api/v1/portal/meters/{meterSlug}/query", "/console/portal"]
+"""Operations a portal token opens: the portal query, and the usage page that shows it."""
 
 
 def _bearer(case: Any, token: str) -> None:
     case.headers = {**(case.headers or {}), "Authorization": f"Bearer {token}"}
 
 
-@schemathesis.auth(refresh_interval=None).skip_for(path=PORTAL_QUERY)
+@schemathesis.auth(refresh_interval=None).skip_for(path=PORTAL_PATHS)
 class AdminKey:
     def get(self, case: Any, context: Any) -> str:
         return os.environ["FUZZ_ADMIN_KEY"]
@@ -30,7 +32,7 @@ class AdminKey:
         _bearer(case, data)
 
 
-@schemathesis.auth(refresh_interval=300).apply_to(path=PORTAL_QUERY)
+@schemathesis.auth(refresh_interval=300).apply_to(path=PORTAL_PATHS)
 class PortalToken:
     def get(self, case: Any, context: Any) -> str:
         r = httpx.post(
