@@ -41,6 +41,10 @@ if TYPE_CHECKING:
 
 def all_routes() -> list[BaseRoute]:
     return [
+        # first: Starlette tries routes in order, and authorize is the hot path without a fast
+        # path of its own (about 100 route matches saved per call); no other route matches its
+        # paths, so the order changes no answer
+        *v1_authorize.ROUTES,
         *system.ROUTES,
         *events.ROUTES,
         *meter_queries.ROUTES,
@@ -59,7 +63,6 @@ def all_routes() -> list[BaseRoute]:
         *v1_api_keys.ROUTES,
         *v1_audit_events.ROUTES,
         *notifications.ROUTES,
-        *v1_authorize.ROUTES,
         *console_routes(),
     ]
 

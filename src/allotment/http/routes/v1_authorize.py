@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from starlette.requests import Request
@@ -9,13 +10,15 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from allotment.domain.decimals import plain
-from allotment.domain.enforcement import parse_authorize, parse_commit
+from allotment.domain.enforcement import AuthorizeRequest, parse_authorize, parse_commit
+from allotment.domain.errors import DomainError
 from allotment.domain.timeutil import format_rfc3339, from_micros
 from allotment.http.rate_limit_fields import rate_limit_headers
 from allotment.http.responses import json_response
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
-from allotment.services.enforcement import AuthorizeResult, ReservationView
+from allotment.services.enforcement import AuthorizeResult, Busy, EnforcementService
+from allotment.services.enforcement_views import ReservationView
 
 
 def authorize_json(r: AuthorizeResult) -> dict[str, Any]:
@@ -56,11 +59,51 @@ def reservation_json(v: ReservationView) -> dict[str, Any]:
 async def authorize(request: Request) -> Response:
     req = parse_authorize(await read_json(request))
     ref = str(request.path_params["ref"])
-    result = await call(container(request).enforcement.authorize, ref, req)
+    svc = container(request).enforcement
+    result = await _inline(svc, ref, req) if svc.inline else None
+    if result is None:
+        result = await call(svc.authorize, ref, req)
     headers = rate_limit_headers(result.rate_limits)
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
     return json_response(authorize_json(result), headers=headers or None)
+
+
+async def _inline(
+    svc: EnforcementService, ref: str, req: AuthorizeRequest
+) -> AuthorizeResult | None:
+    """SQLite: the decision on the event loop (its reads are local point reads), answered once
+    the group writer has committed its writes — no thread blocked per decision. A key held by
+    another decision on the loop is waited for without a thread; one held by a blocking
+    session (a commit or release on the pool) sends the call to the pool (``None``)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        written: asyncio.Future[BaseException | None] = loop.create_future()
+
+        def done(exc: BaseException | None, fut: asyncio.Future[Any] = written) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, fut, exc)
+            except RuntimeError:  # the loop has closed (shutdown): nobody waits any more
+                pass
+
+        got = svc.authorize_inline(ref, req, written, done)
+        if isinstance(got, Busy):
+            if not isinstance(got.holder, asyncio.Future):
+                return None
+            await asyncio.shield(got.holder)  # resolves with a value, never raises
+            continue
+        if got.pending:
+            failed = await asyncio.shield(written)
+            if failed is not None:
+                raise failed
+        if isinstance(got.outcome, DomainError):
+            raise got.outcome
+        return got.outcome
+
+
+def _settle(fut: asyncio.Future[BaseException | None], exc: BaseException | None) -> None:
+    if not fut.done():
+        fut.set_result(exc)
 
 
 async def commit(request: Request) -> Response:
