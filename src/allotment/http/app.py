@@ -85,12 +85,14 @@ def create_app(container: Container, *, fast_paths: bool = True) -> ASGIApp:
     )
     app.state.container = container
     container.notifications.render = notifications.render_payload  # the webhook wire forms
-    # cache hits of the value check and small valid event batches are answered before
-    # Starlette's routing (same answers; everything else goes through the routes)
+    # cache hits of the value check, small valid event batches and (SQLite) well-formed
+    # authorize calls are answered before Starlette's routing (same answers; everything else
+    # goes through the routes)
     if not fast_paths:
         return app
     inner = entitlements.value_fast_path(app, container.entitlements)
     inner = events.ingest_fast_path(inner, container)
+    inner = v1_authorize.authorize_fast_path(inner, container.enforcement)
     # outermost, in front of the fast paths too: API keys and scopes, content types, audit
     return guard(
         inner,
