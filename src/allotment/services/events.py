@@ -50,12 +50,6 @@ FOLD_MAX_LAG = 200_000
 """Above this many unfolded events the writer folds a chunk after every group commit
 even under load (bounds what a reader's :meth:`EventService.settle` may have to fold)."""
 
-WRITERS_POSTGRESQL = 4
-"""Writer threads per process on PostgreSQL, each with its own transaction and connection:
-PostgreSQL runs their statements in parallel backends (the unique index and the one lock
-order of ``write_batches`` keep concurrent writers exact), and a thread waiting for its round
-trip gives up the interpreter lock. SQLite has one writer at a time: one thread."""
-
 PREFOLD_MIN_EVENTS = 32
 """Requests with at least this many events are folded into rollup rows on the request's
 thread before they join the group commit (smaller ones are folded by the writer: the extra
@@ -124,8 +118,7 @@ class _Pending:
 
 
 class GroupCommitter:
-    """The writer thread (``threads`` of them on PostgreSQL, sharing one queue): commits the
-    batches queued by many requests together.
+    """One writer thread per process: commits the batches queued by many requests together.
 
     :meth:`submit` queues an already validated batch and returns a future. The writer takes
     the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
@@ -137,8 +130,8 @@ class GroupCommitter:
     request in it (clients retry; exactly-once makes that safe). Any other failure retries each
     request of the group alone, so one request that cannot be written never fails the others.
 
-    ``background`` (optional) is work the (first) writer does between groups, a step at a
-    time: the first step once no request arrived for ``background_after_s``, the next
+    ``background`` (optional) is work the writer does between groups, a step at a time: the
+    first step once no request arrived for ``background_after_s`` after a commit, the next
     ones at once while each returns True (more to do) and no request is queued; and one step
     after any group when ``pressing()`` says it cannot wait. It must not raise.
     """
@@ -153,10 +146,8 @@ class GroupCommitter:
         background: Callable[[], bool] | None = None,
         background_after_s: float = FOLD_IDLE_S,
         pressing: Callable[[], bool] | None = None,
-        threads: int = 1,
     ) -> None:
         self._write = write
-        self.threads = threads
         self.max_events = max_events
         self.max_wait_s = max_wait_s
         self._background = background
@@ -165,8 +156,7 @@ class GroupCommitter:
         self._more_background = background is not None
         self._name = name
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
-        self._last_submit = 0.0
+        self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.groups = 0
         """Transactions committed (for tests and diagnostics)."""
@@ -176,36 +166,28 @@ class GroupCommitter:
         if not events:
             future.set_result(0)
             return future
-        if not self._threads:
+        if self._thread is None:
             self._start()
-        self._last_submit = time.monotonic()
-        self._more_background = self._background is not None
         self._queue.put(_Pending(events, future))
         return future
 
     def _start(self) -> None:
         with self._start_lock:
-            if not self._threads:
-                for n in range(self.threads):
-                    name = self._name if n == 0 else f"{self._name}-{n}"
-                    thread = threading.Thread(
-                        target=self._run, args=(n == 0,), name=name, daemon=True
-                    )
-                    thread.start()
-                    self._threads.append(thread)
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
 
     def close(self, timeout: float = 30.0) -> None:
-        """Let the writers finish what is queued, then stop them."""
+        """Let the writer finish what is queued, then stop it."""
         with self._start_lock:
-            threads, self._threads = self._threads, []
-        for _ in threads:
+            thread, self._thread = self._thread, None
+        if thread is not None:
             self._queue.put(None)
-        for thread in threads:
             thread.join(timeout)
 
-    def _run(self, first: bool) -> None:
+    def _run(self) -> None:
         q = self._queue
-        background = self._background if first else None  # one thread does it
         carry: _Pending | None = None
         stopping = False
         wait = self._background_after_s
@@ -213,16 +195,12 @@ class GroupCommitter:
             item: _Pending | None
             if carry is not None:
                 item = carry
-            elif self._more_background and background is not None:
+            elif self._more_background and self._background is not None:
                 try:
                     # the idle wait once after a commit; between background steps only a look
                     item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                 except queue.Empty:
-                    idle = time.monotonic() - self._last_submit
-                    if idle < self._background_after_s:  # the other writers are busy
-                        wait = self._background_after_s - idle
-                        continue
-                    self._more_background = background()
+                    self._more_background = self._background()
                     wait = 0.0
                     continue
             else:
@@ -259,11 +237,11 @@ class GroupCommitter:
                     carry, item = item, None
             if group:
                 self._commit(group)
-                if background is not None:
+                if self._background is not None:
                     self._more_background = True
                     wait = self._background_after_s
                     if self._pressing is not None and self._pressing():
-                        self._more_background = background()
+                        self._more_background = self._background()
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
@@ -307,7 +285,6 @@ class EventService:
             self.write_batches,
             background=self._fold_some if self.deferred else None,
             pressing=self._lagging,
-            threads=WRITERS_POSTGRESQL if db.dialect == "postgresql" else 1,
         )
         self.after_commit: Callable[[Iterable[tuple[str, str]]], None] | None = None
         """Told, after each commit that folded usage, the (meter id, subject) pairs it folded
