@@ -187,11 +187,18 @@ def rate_stats(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-def fold_done(url: str) -> Callable[[], bool] | None:
-    """For SQLite (the deferred fold): a check that every stored event is folded; None on
-    PostgreSQL, which folds at ingest."""
+def fold_done(url: str) -> Callable[[], bool]:
+    """A check that every stored event is folded (the deferred fold): SQLite's watermark has
+    reached the largest ``seq``; PostgreSQL's ``usage_fold_queue`` is empty."""
     if is_pg(url):
-        return None
+        import psycopg
+
+        def pg_done() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM usage_fold_queue)").fetchone()
+                return bool(row and row[0])
+
+        return pg_done
     path = sqlite_path(url)
 
     def done() -> bool:
@@ -500,7 +507,7 @@ class Run:
             rb = blast(base, post(base, path, batch_bodies, ct_batch), plan.concurrency)
             stats_b = blast_stats(rb, 1000)
             if folded is not None:
-                # the deferred fold (SQLite): when the rollups have caught up with the blast
+                # the deferred fold: when the rollups have caught up with the blast
                 t = time.perf_counter()
                 while not folded():
                     time.sleep(0.01)
