@@ -326,7 +326,9 @@ class EventService:
     # ------------------------------------------------------------ list
 
     def list(self, q: EventQuery) -> list[dict[str, Any]]:
-        """Stored events, newest first, with ``validationError`` against the current meters."""
+        """Stored events, newest first, with ``validationError`` against the current meters.
+        Folds the tail first: a duplicate that carried another time is only removed there."""
+        self.settle()
         now = self._clock.now()
         oldest = now - timedelta(days=limits.EVENTS_LIST_WINDOW_DAYS)
         start = q.from_ if q.from_ is not None else oldest
