@@ -29,7 +29,6 @@ measured moments apart).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -44,6 +43,8 @@ from pathlib import Path
 
 import httpx
 from tests.support import PostgresCluster, create_pg_database, free_port
+
+from bench.procs import cpu_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
@@ -119,16 +120,6 @@ def setup(c: httpx.Client) -> None:
     events = [_event(i, f"s{i % SUBJECTS}", now + timedelta(milliseconds=i)) for i in range(10_000)]
     for k in range(0, len(events), 1000):
         _ok(c.post("/api/v1/events", json=events[k : k + 1000]), 204)
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time the process's threads have run, in ns (Linux: the first field of each task's
-    schedstat). A loaded machine stretches wall time; it disturbs CPU per request far less."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that just ended
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
 
 
 def _timed(fn: Callable[[int], object], n: int, pid: int) -> tuple[float, float]:

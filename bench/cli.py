@@ -13,6 +13,10 @@ from bench.report import markdown_table, text_table
 from bench.run import Options, Run, log
 
 
+def _sizes(text: str | None) -> list[int] | None:
+    return [int(s.replace("_", "")) for s in text.split(",")] if text else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -63,13 +67,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="build and cache the data sets, measure nothing (then measure on an idle machine)",
     )
     p.add_argument(
-        "--only", choices=["ingest"], help="ingest: the ingest figures only (no data sets)"
+        "--only",
+        choices=["ingest", "notify", "catalog"],
+        help="one group of figures: ingest (no data sets), notify (notify.ingest: ingest with "
+        "1000 notification rules vs none), catalog (the one /v1 call at --catalog-sizes)",
+    )
+    p.add_argument(
+        "--catalog-sizes",
+        help="events in the one-call data sets, e.g. 10000,1000000 (default: the mode's)",
     )
     p.add_argument(
         "--ingest-events",
         type=int,
         help="events in the batch ingest cell (a twentieth of it, at least 1000, as single "
         "events); default: the mode's (quick 10 000, full 1 000 000)",
+    )
+    p.add_argument(
+        "--ingest-replicas",
+        help="PostgreSQL: also measure batch ingest through `allotment serve --workers N` for "
+        "each N of this list (e.g. 1,2,3; full mode does 1,2,3 with 300 000 events); the events "
+        "per run are --ingest-events' (default 100 000)",
     )
     args = p.parse_args(argv)
 
@@ -78,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         p.error(f"unknown backend(s): {', '.join(sorted(bad))}")
     out = args.out or Path(__file__).resolve().parent / "results" / f"{args.mode}.json"
-    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",")] if args.sizes else None
+    sizes = _sizes(args.sizes)
+    catalog_sizes = _sizes(args.catalog_sizes)
     opts = Options(
         mode=args.mode,
         backends=backends,
@@ -89,10 +107,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         rebuild=args.rebuild,
         only=args.only,
         ingest_events=args.ingest_events,
+        catalog_sizes=catalog_sizes,
     )
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     if args.budget:
         opts.plan.budget_s = args.budget
+    if args.ingest_replicas:
+        opts.plan.ingest_replicas = tuple(int(n) for n in args.ingest_replicas.split(","))
+        opts.plan.ingest_replica_events = args.ingest_events or 100_000
     if args.prepare_only:
         Run(opts).prepare()
         log("data sets ready")

@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import quote
 
 from bench import authorize as A
-from bench import bulk, catalog_call
+from bench import bulk, catalog_call, notify_cost
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
-from bench.procs import DurablePostgres, RefApp, Server, pg_admin_database
+from bench.procs import DurablePostgres, RefApp, Server, cpu_ns, pg_admin_database
 from bench.refapp import NaiveIngest
 from bench.stores import Store, count_rows, is_pg, sqlite_path
 
@@ -66,6 +66,12 @@ class Plan:
     ingest_replicas: tuple[int, ...] = ()
     """PostgreSQL only: batch ingest again with ``allotment serve --workers N`` for each N."""
     ingest_replica_events: int = 0
+    notify_batches: int = 20
+    """1000-event batches per phase of ``notify.ingest`` (bench/notify_cost.py)."""
+    notify_rounds: int = 1
+    """Alternations of the no-rule and the with-rules phase (the medians are compared)."""
+    notify_rules: int = 1000
+    notify_subjects: int = 200
 
 
 PLANS = {
@@ -107,6 +113,8 @@ PLANS = {
         catalog_http=True,
         ingest_replicas=(1, 2, 3),
         ingest_replica_events=300_000,
+        notify_batches=100,
+        notify_rounds=4,
     ),
 }
 
@@ -123,7 +131,10 @@ class Options:
     loader: str = "auto"
     verbose: bool = True
     only: str | None = None
-    """``ingest``: measure the ingest figures only (no data sets, reads or catalog)."""
+    """Measure one group of figures only: ``ingest`` (no data sets, reads or catalog),
+    ``notify`` (``notify.ingest``), ``catalog`` (the one ``/v1`` call and its scale row)."""
+    catalog_sizes: list[int] | None = None
+    """Events in the one-call data sets, instead of the mode's."""
     ingest_events: int | None = None
     """Events in the batch ingest cell (and a twentieth of it as single events), instead of
     the mode's."""
@@ -133,6 +144,8 @@ class Options:
         self.plan = PLANS[self.mode]
         if self.sizes:
             self.plan.sizes = sorted(self.sizes)
+        if self.catalog_sizes:
+            self.plan.catalog_sizes = sorted(self.catalog_sizes)
         if self.ingest_events:
             self.plan.ingest_batch_events = self.ingest_events
             self.plan.ingest_single_events = max(1000, self.ingest_events // 20)
@@ -174,11 +187,18 @@ def rate_stats(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-def fold_done(url: str) -> Callable[[], bool] | None:
-    """For SQLite (the deferred fold): a check that every stored event is folded; None on
-    PostgreSQL, which folds at ingest."""
+def fold_done(url: str) -> Callable[[], bool]:
+    """A check that every stored event is folded (the deferred fold): SQLite's watermark has
+    reached the largest ``seq``; PostgreSQL's ``usage_fold_queue`` is empty."""
     if is_pg(url):
-        return None
+        import psycopg
+
+        def pg_done() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM usage_fold_queue)").fetchone()
+                return bool(row and row[0])
+
+        return pg_done
     path = sqlite_path(url)
 
     def done() -> bool:
@@ -295,13 +315,21 @@ def http_throughput(
     concurrency: int,
     method: str = "GET",
     body: bytes | None = None,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """With ``pid`` (the server's process), also the server's CPU time per request
+    (``server_cpu_us``) and the rate that would make one core (``per_core_s``): on a shared
+    machine the wall-clock rate says how much CPU the server got; these say what it needs."""
     ct = "application/json" if body is not None else None
     reqs = [build_request(base_url, method, p, body, ct) for p in paths]
     blast(base_url, reqs[: min(len(reqs), 100)], concurrency, BUDGET["seconds"] / 4)  # warm-up
+    cpu = cpu_ns(pid) if pid is not None else 0
     res = blast(base_url, reqs, concurrency, BUDGET["seconds"])
     out = blast_stats(res, 1)
     out["checks_per_s"] = out.pop("rate")
+    if pid is not None and res.requests:
+        out["server_cpu_us"] = (cpu_ns(pid) - cpu) / 1e3 / res.requests
+        out["per_core_s"] = 1e6 / out["server_cpu_us"] if out["server_cpu_us"] else None
     return out
 
 
@@ -479,7 +507,7 @@ class Run:
             rb = blast(base, post(base, path, batch_bodies, ct_batch), plan.concurrency)
             stats_b = blast_stats(rb, 1000)
             if folded is not None:
-                # the deferred fold (SQLite): when the rollups have caught up with the blast
+                # the deferred fold: when the rollups have caught up with the blast
                 t = time.perf_counter()
                 while not folded():
                     time.sleep(0.01)
@@ -722,7 +750,7 @@ class Run:
             )
 
             log("    value checks over HTTP done")
-            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle, floor, floor_tp)
+            figs += self.authorize(srv, ref, tag, size, subjects, cycle, floor, floor_tp)
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
@@ -830,8 +858,8 @@ class Run:
 
     def authorize(
         self,
-        url: str,
-        ref_url: str,
+        srv: Server,
+        ref: RefApp,
         tag: str,
         size: int,
         subjects: list[str],
@@ -842,6 +870,8 @@ class Run:
         """One check, one consume, one reserve per call (bench/authorize.py); the floors are
         the value check's (the bare endpoint, measured just before)."""
         plan = self.plan
+        url, ref_url = srv.url, ref.url
+        ref_pid = ref.proc.pid if ref.proc is not None else None
         log(f"    authorize at {tag}")
         customers = subjects[: min(len(subjects), 20)]
         names = A.setup(url, D.METER_SLUG, customers)
@@ -852,12 +882,28 @@ class Run:
         A.check(url, ours_paths[0], payload)
         lat = guarded(lambda: http_latency(url, ours_paths, method="POST", body=payload))
         naive = guarded(lambda: http_latency(ref_url, naive_paths, method="POST", body=payload))
-        n = min(len(ours_paths), plan.value_throughput)
+        # a cell long enough to cover many group commits (quick mode's value cell, 500
+        # requests, is 0.2–0.7 s of authorizes), within the customers' frozen-clock minute:
+        # every call consumes one of RATE_LIMIT per customer, the latency cell included
+        n = max(
+            100,
+            min(
+                len(ours_paths),
+                max(plan.value_throughput, 2000),
+                A.RATE_LIMIT * len(customers) - len(ours_paths) - 200,
+            ),
+        )
         tp = guarded(
-            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload)
+            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload, srv.pid)
         )
         tp_naive = guarded(
-            lambda: http_throughput(ref_url, naive_paths[:n], plan.concurrency, "POST", payload)
+            lambda: http_throughput(
+                ref_url, naive_paths[:n], plan.concurrency, "POST", payload, ref_pid
+            )
+        )
+        log(
+            f"    server CPU per authorize ({plan.concurrency} clients): ours"
+            f" {tp.get('server_cpu_us', 0):.0f} µs, naive {tp_naive.get('server_cpu_us', 0):.0f} µs"
         )
         return [
             figure(
@@ -885,18 +931,21 @@ class Run:
     def backend(self, name: str) -> dict[str, Any]:
         t = time.perf_counter()
         out: dict[str, Any] = {"figures": []}
+        only = self.opts.only
+        sizes = self.plan.sizes if only is None else []
+        catalog_sizes = self.plan.catalog_sizes if only in (None, "catalog") else []
         with Backend(name, self.opts) as be:
             out["engine"] = engine_version(be)
-            out["figures"] += self.ingest(be)
-            sizes = self.plan.sizes if self.opts.only != "ingest" else []
+            if only in (None, "ingest"):
+                out["figures"] += self.ingest(be)
+            if only in (None, "notify"):
+                out["figures"] += self.notify(be)
             for size in sizes:
                 out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
-            for size in self.plan.catalog_sizes if self.opts.only != "ingest" else []:
+            for size in catalog_sizes:
                 out["figures"] += self.catalog(be, size)
         out["figures"] += scale_figures(out["figures"], sizes)
-        out["figures"] += scale_figures(
-            out["figures"], self.plan.catalog_sizes, ("catalog.inproc",)
-        )
+        out["figures"] += scale_figures(out["figures"], catalog_sizes, ("catalog.inproc",))
         out["server_max_rss_mib"] = {
             k.split(":", 1)[1]: v / 1024
             for k, v in self.rss_max.items()
@@ -904,6 +953,51 @@ class Run:
         }
         out["seconds"] = time.perf_counter() - t
         return out
+
+    # -------------------------------------------------------------- notification cost
+
+    def notify(self, be: Backend) -> list[dict[str, Any]]:
+        """Ingest with 1000 notification rules against the same process without any
+        (bench/notify_cost.py); the ratio row is the issue-19 figure."""
+        plan = self.plan
+        log(
+            f"[{be.name}] notification cost: {plan.notify_batches} × 1000 events per phase, "
+            f"{plan.notify_rounds} round(s), {plan.notify_rules} rules"
+        )
+        url = be.db("bench_notify", fresh=True)
+        res = guarded(
+            lambda: notify_cost.measure(
+                url, self.config, log, batches=plan.notify_batches, rounds=plan.notify_rounds,
+                subjects=plan.notify_subjects, rules=plan.notify_rules,
+            )
+        )  # fmt: skip
+        ours = res.get("ours", res)
+        baseline = res.get("baseline")
+        return [
+            figure(
+                "notify.ingest",
+                f"ingest in process with {plan.notify_rules} notification rules (events/s; "
+                "reference: no rule, same process)",
+                "rate",
+                ours,
+                None,
+                None,
+                baseline=baseline,
+                setup=res.get("setup"),
+            ),
+            {
+                "id": "notify.ingest.ratio",
+                "kind": "scale",
+                "value": res.get("ratio"),
+                "cpu_ratio": res.get("cpu_ratio"),
+                "write_ratio": res.get("write_ratio"),
+                "label": f"notify.ingest: events/s with {plan.notify_rules} rules ÷ without "
+                "(target ≥ 0.9); writes alone "
+                + (f"{res['write_ratio']:.2f}" if "write_ratio" in res else "–")
+                + ", CPU per event "
+                + (f"{res['cpu_ratio']:.2f}" if "cpu_ratio" in res else "–"),
+            },
+        ]
 
     # -------------------------------------------------------------- the one /v1 call
 

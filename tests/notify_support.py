@@ -7,12 +7,17 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from allotment.config import Settings
+from allotment.container import Container
 from tests.support import ROOT, free_port, unique
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
@@ -122,3 +127,21 @@ def set_clock(c: httpx.Client, at: float) -> None:
     """Move a test-clock server (``ALLOTMENT_TEST_CLOCK``) to ``at`` (epoch seconds)."""
     r = c.put("/api/_testing/clock", json={"now": iso(at)})
     assert r.status_code == 200, r.text
+
+
+@contextmanager
+def notify_container(settings: Settings, at: datetime) -> Iterator[Container]:
+    """A started in-process container with webhooks to private addresses allowed, the wire
+    payloads installed and a clock frozen at ``at``; no background workers, so nothing
+    evaluates or delivers unless the test says so."""
+    from allotment.clock import FrozenClock
+    from allotment.container import build_container
+    from allotment.http.routes.notifications import render_payload
+
+    container = build_container(replace(settings, webhook_allow_private=True), FrozenClock(at))
+    container.start()
+    container.notifications.render = render_payload
+    try:
+        yield container
+    finally:
+        container.close()

@@ -19,6 +19,8 @@ from tests.support import ROOT
 EXPECTED = [
     "ingest.batch",
     "ingest.single",
+    "notify.ingest",
+    "notify.ingest.ratio",
     "value.http.10000",
     "value.http.heavy.10000",
     "value.http.throughput.10000",
@@ -81,6 +83,15 @@ def test_quick_mode_produces_every_figure(request: pytest.FixtureRequest, tmp_pa
         figs = {f["id"]: f for f in b["figures"]}
         assert list(figs) == EXPECTED, name
         for fid, f in figs.items():
+            if fid == "notify.ingest.ratio":  # with 1000 rules ÷ without, same process
+                assert f["value"] > 0, (name, f)
+                assert f["cpu_ratio"] > 0, (name, f)
+                continue
+            if fid == "notify.ingest":  # its reference is the same run without rules
+                assert _measured("rate", f["ours"]), f
+                assert _measured("rate", f["baseline"]), f
+                assert f["ours"]["rules"] == 1000, f
+                continue
             for side in ("ours", "naive", "floor"):
                 assert _measured(f["kind"], f[side]), (name, fid, side, f[side])
             assert f["vs_naive"] is not None, (name, fid)

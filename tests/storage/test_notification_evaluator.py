@@ -15,7 +15,7 @@ import pytest
 
 from allotment.clock import FrozenClock
 from allotment.config import load_file
-from allotment.container import Container, build_container
+from allotment.container import Container
 from allotment.domain.entitlement_inputs import (
     parse_entitlement_create,
     parse_feature_create,
@@ -24,8 +24,9 @@ from allotment.domain.entitlement_inputs import (
 from allotment.domain.events import validate_event
 from allotment.domain.notifications import parse_channel, parse_rule
 from allotment.domain.owners import Owner
-from allotment.http.routes.notifications import render_payload
 from allotment.services.notification_evaluator import NotificationEvaluator
+from tests.notify_support import notify_container
+from tests.storage.test_catalog_storage import _Budget
 from tests.support import EXAMPLE_CONFIG, unique
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
@@ -33,14 +34,8 @@ T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 @pytest.fixture
 def c(db_url: str) -> Iterator[Container]:
-    settings = replace(load_file(str(EXAMPLE_CONFIG)), db_url=db_url, webhook_allow_private=True)
-    container = build_container(settings, FrozenClock(T0))
-    container.start()  # no background workers: nothing evaluates unless the test says so
-    container.notifications.render = render_payload
-    try:
-        yield container
-    finally:
-        container.close()
+    with notify_container(replace(load_file(str(EXAMPLE_CONFIG)), db_url=db_url), T0) as c:
+        yield c
 
 
 def _clock(c: Container) -> FrozenClock:
@@ -288,3 +283,40 @@ def test_a_customer_gaining_a_subject_key_is_found_by_the_next_sweep(c: Containe
                                "usageAttribution": {"subjectKeys": [s1, s2]}})  # fmt: skip
     assert ev.run_pass() == 1  # 70 of 100: 50 %
     assert _payload_customers(c) == [acme]
+
+
+def test_a_plans_budget_fires_through_an_override_a_top_up_and_a_plan_change(
+    c: Container,
+) -> None:
+    """Issue 19: "the catalog's budgets (plans, overrides, top-ups) are entitlements, so the
+    same rules apply to them". A plan's budget of 100 under THRESHOLDS (50 %, usage 100):
+    40 used is nothing; an override to 60 puts it past 50 % (fires once); a top-up and a plan
+    change to 1000 (the override removed) fire nothing new; 70 more reach usage 110 (fires
+    the usage threshold once). The events carry the customer."""
+    w = _Budget(c, {"pro": [{"feature_reference": "budget", "number": 100}],
+                    "max": [{"feature_reference": "budget", "number": 1000}]})  # fmt: skip
+    ch = c.notifications.create_channel(
+        parse_channel({"type": "WEBHOOK", "name": "c", "url": "http://127.0.0.1:9/h"})
+    )
+    c.notifications.create_rule(
+        parse_rule({"name": "r", "channels": [ch.id], "features": [w.budget], **THRESHOLDS})
+    )
+    ev = _evaluator(c, sweep_seconds=0.0)
+    sub = w.subscribe("pro")
+    w.ingest(40)
+    w.tick()
+    assert ev.run_pass() == 0  # 40 %
+    c.subscriptions.patch(sub, {"entitlements": [{"feature_reference": w.budget, "number": 60}]})
+    assert ev.run_pass() == 1  # 40 of 60: past 50 %
+    w.topup(100)
+    w.tick()
+    c.subscriptions.patch(sub, {"pricing_plan_reference": w.plans["max"], "entitlements": [
+        {"feature_reference": w.budget, "override": False}]})  # fmt: skip
+    assert ev.run_pass() == 0  # 40 of 1100: nothing new, 50 % already fired this period
+    w.ingest(70)
+    w.tick()
+    assert ev.run_pass() == 1  # usage 110: the usage_value threshold
+    assert ev.run_pass() == 0
+    assert _counts(c) == (2, 2, 2)
+    customer = c.customers.get(w.key)
+    assert _payload_customers(c) == [customer.id, customer.id]

@@ -39,11 +39,11 @@ from allotment.domain.periods import Recurrence, add_clamped, parse_interval, pe
 from allotment.domain.timeutil import ceil_minute
 from allotment.services.catalog_subscriptions import BudgetValue
 from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
-from allotment.services.entitlements import EntitlementService
+from allotment.services.entitlements import SUBSCRIPTION_MANAGED, EntitlementService
 from allotment.storage import usage_marks
 from allotment.storage.database import Database, Tx
 
-ANNOTATIONS = {"managedBy": "pricing_plan_subscription"}
+ANNOTATIONS = dict(SUBSCRIPTION_MANAGED)
 
 
 def config_of(data: Mapping[str, object]) -> str:

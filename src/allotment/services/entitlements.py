@@ -13,6 +13,11 @@ known subject; the ULID of a live subject (upserted through ``/api/v1/subjects``
 that subject's key — or an :class:`Owner`. A customer owner (``Owner.customer(id)``) has the
 same entitlements, grants, value, history and reset; its usage is the meter's usage over the
 customer's key and subject keys as they are at read time (``entitlement_reads.usage_subjects``).
+
+An entitlement a pricing-plan subscription gives (annotated :data:`SUBSCRIPTION_MANAGED`) is
+changed by its subscription only: :meth:`EntitlementService.override` and
+:meth:`EntitlementService.delete` refuse it with 403, as OpenMeter does ("managed by
+subscription"); its value, history, reset and grants (top-ups) stay open to every caller.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from allotment.domain.entitlement_inputs import (
     Paging,
     ResetIn,
 )
-from allotment.domain.errors import Conflict, InvalidInput, NotFound, field_named
+from allotment.domain.errors import Conflict, Forbidden, InvalidInput, NotFound, field_named
 from allotment.domain.features import Feature
 from allotment.domain.grants import DEFAULT_ISSUE_AFTER_RESET_PRIORITY
 from allotment.domain.ids import new_ulid
@@ -56,6 +61,21 @@ from allotment.storage.database import DuplicateKey, Tx
 from allotment.storage.entitlement_reads import OwnerRef
 from allotment.storage.entitlements_repo import EntitlementRecord
 from allotment.storage.grants_repo import GrantRecord
+
+SUBSCRIPTION_MANAGED: Mapping[str, str] = {"managedBy": "pricing_plan_subscription"}
+"""The annotations of an entitlement a pricing-plan subscription gives (catalog.md §4)."""
+
+
+def refuse_if_managed(record: EntitlementRecord, what: str) -> None:
+    """403 for an override or delete of a subscription's entitlement: the subscription owns
+    it (a v2 override or delete would leave the plan's value and the entitlement apart)."""
+    annotations = record.annotations or {}
+    if annotations.get("managedBy") == SUBSCRIPTION_MANAGED["managedBy"]:
+        raise Forbidden(
+            f"entitlement {record.id} is managed by subscription: {what} it with "
+            "PATCH /v1/pricing-plan-subscriptions/{id} (an override, a plan change or a "
+            "cancel); grants, value, history and reset work on it"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,6 +271,7 @@ class EntitlementService(EntitlementValues):
         with self._db.read() as tx:
             old = reads.resolve(tx, owner_ref, id_or_feature_key, now)
             feature = self._feature_for(tx, inp)
+        refuse_if_managed(old, "override")
         if old.deleted_at is not None:
             raise InvalidInput(f"entitlement {old.id} is already deleted")
         if not old.active_at(now):
@@ -282,6 +303,7 @@ class EntitlementService(EntitlementValues):
         now = self._now()
         with self._db.write() as tx:
             found = reads.resolve(tx, owner_ref, entitlement_id, now)
+            refuse_if_managed(found, "delete")
             if self.delete_in(tx, found.id, now) is None:
                 raise NotFound(f"entitlement {entitlement_id!r} not found")
 
