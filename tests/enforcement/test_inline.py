@@ -13,10 +13,11 @@ import pytest
 
 from allotment.clock import FrozenClock
 from allotment.domain import enforcement as rules
-from allotment.services.enforcement import AuthorizeResult, Busy, EnforcementService, Inline
+from allotment.services.enforcement import EnforcementService
+from allotment.services.enforcement_views import AuthorizeResult, Busy, Inline
 from allotment.storage.database import Database
 from allotment.storage.enforcement_repo import EnforcementStore
-from tests.enforcement.fakes import standard
+from tests.enforcement.fakes import FakeCatalog, standard
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
 CONSUME = rules.parse_authorize({"consume": [{"feature_reference": "requests_per_minute"}]})
@@ -130,3 +131,23 @@ def test_a_denial_releases_the_keys(svc: EnforcementService) -> None:
     assert isinstance(denied.outcome, rules.RateLimited)
     after = svc.authorize_inline("acme", CONSUME, object(), Written())
     assert isinstance(after, Inline)  # not Busy: nothing kept the key
+
+
+def test_values_not_cached_send_the_call_to_the_pool(svc: EnforcementService) -> None:
+    """A budget's value that would have to be computed (maybe folding usage) is not computed
+    on the event loop: ``Busy(None)``, nothing held, and the pool's call decides it."""
+    if not svc.inline:
+        pytest.skip("SQLite only")
+    cat = svc._source
+    assert isinstance(cat, FakeCatalog)
+    cat.uncached = True
+    assert svc.authorize_inline("acme", CONSUME, object(), Written()) == Busy(None)
+    checks = rules.parse_authorize({"checks": [{"feature_reference": "priority_queue"}]})
+    assert svc.authorize_inline("big", checks, object(), Written()) == Busy(None)
+    assert svc.authorize("acme", CONSUME).remaining["requests_per_minute"] == 2
+    cat.uncached = False
+    w = Written()
+    got = svc.authorize_inline("acme", CONSUME, object(), w)
+    assert isinstance(got, Inline)  # not Busy: the uncached attempt held nothing
+    assert w.event.wait(10)
+    assert got.outcome.remaining["requests_per_minute"] == 1  # type: ignore[union-attr]

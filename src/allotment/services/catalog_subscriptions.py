@@ -94,7 +94,11 @@ class EntitlementSync(Protocol):
         customer_id: str,
         subjects: Sequence[str],
         budgets: Sequence[tuple[TypedFeature, datetime]],
-    ) -> list[BudgetValue | None]: ...
+        *,
+        memo_only: bool = False,
+    ) -> list[BudgetValue | None] | None:
+        """``memo_only``: ``None`` unless memoised values answer (nothing computed)."""
+        ...
 
     def sync(
         self,
@@ -225,16 +229,28 @@ class SubscriptionService:
 
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
         """The one call: each effective value; budgets with their period's usage."""
+        items = self._entitlements(customer_ref, memo_only=False)
+        assert items is not None
+        return items
+
+    def cached_entitlements(self, customer_ref: str) -> list[EntitledItem] | None:
+        """:meth:`entitlements` when the budgets' values are memoised (``None`` otherwise):
+        cached and one-row reads only, nothing computed or folded."""
+        return self._entitlements(customer_ref, memo_only=True)
+
+    def _entitlements(self, customer_ref: str, *, memo_only: bool) -> list[EntitledItem] | None:
         view = self.current(customer_ref)
         if view is None:
             return []
         features = [view.features[e.value.feature_reference] for e in view.values]
         budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
         read = (
-            self._sync.budget_values(view.customer.id, view.subjects, budgets)
+            self._sync.budget_values(view.customer.id, view.subjects, budgets, memo_only=memo_only)
             if self._sync is not None and budgets
             else [None] * len(budgets)
         )
+        if read is None:
+            return None
         values = iter(read)
         return [
             EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)

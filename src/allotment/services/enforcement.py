@@ -15,19 +15,17 @@ usage counted.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
 from allotment.clock import Clock
 from allotment.domain import enforcement as rules
 from allotment.domain import limits
-from allotment.domain.decimals import plain
 from allotment.domain.errors import (
     DomainError,
     Forbidden,
@@ -41,6 +39,9 @@ from allotment.domain.ids import new_ulid
 from allotment.domain.rate_limits import WINDOW_US
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.services.enforcement_views import (
+    AuthorizeResult,
+    Busy,
+    Inline,
     ReservationView,
     reservation_view,
     usage_data,
@@ -71,6 +72,17 @@ class EntitlementSource(Protocol):
         (event type, value path) the answer must carry."""
         ...
 
+    def cached_customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> rules.CustomerEntitlements | None:
+        """:meth:`customer_entitlements` when cached and one-row reads can answer it (what an
+        event loop may do), else ``None``."""
+        ...
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         """References of the active plans whose value of the ENUM feature includes ``value``."""
         ...
@@ -83,58 +95,6 @@ class EntitlementSource(Protocol):
 
 class UsageRecorder(Protocol):
     def ingest(self, events: Sequence[CloudEvent]) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizeResult:
-    reservation_id: str | None
-    remaining: Mapping[str, Decimal]
-    overage: Mapping[str, Decimal]
-    rate_limits: tuple[rules.RateState, ...]
-    expires_at: datetime | None = None
-    replayed: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "allowed": True,
-            "reservation_id": self.reservation_id,
-            "remaining": {k: str(plain(v)) for k, v in self.remaining.items()},
-            "rate_limits": [s.to_json() for s in self.rate_limits],
-        }
-        if self.expires_at is not None:
-            out["expires_at_us"] = to_micros(self.expires_at)
-        if self.overage:
-            out["overage"] = {k: str(plain(v)) for k, v in self.overage.items()}
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any], *, replayed: bool) -> AuthorizeResult:
-        exp = d.get("expires_at_us")
-        return cls(
-            d.get("reservation_id"),
-            {k: Decimal(v) for k, v in d["remaining"].items()},
-            {k: Decimal(v) for k, v in d.get("overage", {}).items()},
-            tuple(rules.RateState.from_json(s) for s in d["rate_limits"]),
-            None if exp is None else from_micros(int(exp)),
-            replayed,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Inline:
-    """An :meth:`EnforcementService.authorize_inline` decision: the answer (a denial to
-    raise, or the result); ``pending``: its writes are queued, answer once they are written."""
-
-    outcome: AuthorizeResult | DomainError
-    pending: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Busy:
-    """A key of the decision is held: by the inline decision whose token is ``holder``, or by
-    a blocking session (``None``)."""
-
-    holder: object
 
 
 class EnforcementService:
@@ -158,11 +118,15 @@ class EnforcementService:
 
     def authorize(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
         if not req.consume and not req.reserve and req.idempotency_key is None:
-            return self._checks_only(customer_ref, req)
+            return self._checks_only(self._source.customer_entitlements(customer_ref), req)
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
         keys, once = _keys(who[0], req)
         with self._store.session(keys, once=once) as session:
-            outcome, writes = self._under_keys(session.read, customer_ref, who, req)
+            # read under the keys: a budget's balance is never older than the holds read next
+            ents = self._source.customer_entitlements(
+                customer_ref, customer=who, reserving=req.reserved_features()
+            )
+            outcome, writes = self._under_keys(session.read, ents, req)
             if writes:
                 session.apply(writes)
         if isinstance(outcome, DomainError):
@@ -184,20 +148,30 @@ class EnforcementService:
         """:meth:`authorize` without blocking a thread on the keys or the commit, for an event
         loop (SQLite only, :attr:`inline`). :class:`Busy` when a key is held (nothing done:
         wait for its holder's token, then call again; or, when the holder is a blocking
-        session, call :meth:`authorize` on a thread). Otherwise the decision, with
+        session, call :meth:`authorize` on a thread), and ``Busy(None)`` too when the
+        customer's values are not all cached (a budget's value would be computed, maybe
+        folding usage: that runs on a thread). Otherwise the decision, with
         ``token`` named as the keys' holder until its writes have committed; when
         :attr:`Inline.pending`, ``written`` is called in the writer's thread after that (the
         keys already released) and the answer must wait for it. A denial of the pure steps
         raises, as :meth:`authorize` does."""
         if not req.consume and not req.reserve and req.idempotency_key is None:
-            return Inline(self._checks_only(customer_ref, req), pending=False)
+            plain_ents = self._source.cached_customer_entitlements(customer_ref)
+            if plain_ents is None:
+                return Busy(None)
+            return Inline(self._checks_only(plain_ents, req), pending=False)
         who = self._source.identify(customer_ref)
         keys, once = _keys(who[0], req)
         held, holder = self._store.try_hold([*keys, *([once] if once else [])], token)
         if held is None:
             return Busy(holder)
         try:
-            outcome, writes = self._under_keys(self._store.db.read, customer_ref, who, req)
+            ents = self._source.cached_customer_entitlements(
+                customer_ref, customer=who, reserving=req.reserved_features()
+            )
+            if ents is None:  # a budget's value must be computed: not on the event loop
+                return Busy(None)
+            outcome, writes = self._under_keys(self._store.db.read, ents, req)
             if not writes:
                 return Inline(outcome, pending=False)
             store, taken = self._store, held
@@ -213,24 +187,21 @@ class EnforcementService:
             if held is not None:
                 self._store.give_back(held, token)
 
-    def _checks_only(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
-        ents = self._source.customer_entitlements(customer_ref)
+    def _checks_only(
+        self, ents: rules.CustomerEntitlements, req: rules.AuthorizeRequest
+    ) -> AuthorizeResult:
         rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
         return AuthorizeResult(None, {}, {}, ())
 
     def _under_keys(
         self,
         read: Callable[[], AbstractContextManager[Tx]],
-        customer_ref: str,
-        who: tuple[str, str],
+        ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
-        """The decision, its keys held, from the state read in one ``read()`` transaction; a
-        denial of the pure steps without an idempotency key raises (nothing to keep)."""
-        # read under the keys: a budget's balance is never older than the holds read next
-        ents = self._source.customer_entitlements(
-            customer_ref, customer=who, reserving=req.reserved_features()
-        )
+        """The decision, its keys held and ``ents`` read under them, from the state read in
+        one ``read()`` transaction; a denial of the pure steps without an idempotency key
+        raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)

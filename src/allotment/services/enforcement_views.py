@@ -1,5 +1,6 @@
-"""What enforcement answers about reservations, and the data of a committed usage event
-(split from services/enforcement.py to keep it short)."""
+"""What enforcement answers — an authorize's result, an inline decision's outcome, a
+reservation — and the data of a committed usage event (split from services/enforcement.py to
+keep it short)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,64 @@ from typing import Any
 
 import msgspec
 
+from allotment.domain import enforcement as rules
 from allotment.domain.decimals import plain
-from allotment.domain.errors import InvalidInput
+from allotment.domain.errors import DomainError, InvalidInput
 from allotment.domain.meters import compile_path
-from allotment.domain.timeutil import from_micros
+from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage import enforcement_repo as repo
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeResult:
+    reservation_id: str | None
+    remaining: Mapping[str, Decimal]
+    overage: Mapping[str, Decimal]
+    rate_limits: tuple[rules.RateState, ...]
+    expires_at: datetime | None = None
+    replayed: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "allowed": True,
+            "reservation_id": self.reservation_id,
+            "remaining": {k: str(plain(v)) for k, v in self.remaining.items()},
+            "rate_limits": [s.to_json() for s in self.rate_limits],
+        }
+        if self.expires_at is not None:
+            out["expires_at_us"] = to_micros(self.expires_at)
+        if self.overage:
+            out["overage"] = {k: str(plain(v)) for k, v in self.overage.items()}
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any], *, replayed: bool) -> AuthorizeResult:
+        exp = d.get("expires_at_us")
+        return cls(
+            d.get("reservation_id"),
+            {k: Decimal(v) for k, v in d["remaining"].items()},
+            {k: Decimal(v) for k, v in d.get("overage", {}).items()},
+            tuple(rules.RateState.from_json(s) for s in d["rate_limits"]),
+            None if exp is None else from_micros(int(exp)),
+            replayed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Inline:
+    """An :meth:`EnforcementService.authorize_inline` decision: the answer (a denial to
+    raise, or the result); ``pending``: its writes are queued, answer once they are written."""
+
+    outcome: AuthorizeResult | DomainError
+    pending: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Not decided: a key is held by the inline decision whose token is ``holder``; or
+    (``None``) by a blocking session, or the values are not cached — decide on a thread."""
+
+    holder: object
 
 
 @dataclass(frozen=True, slots=True)

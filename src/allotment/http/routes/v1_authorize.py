@@ -20,8 +20,8 @@ from allotment.http.rate_limit_fields import rate_limit_headers
 from allotment.http.responses import json_response
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
-from allotment.services.enforcement import AuthorizeResult, Busy, EnforcementService
-from allotment.services.enforcement_views import ReservationView
+from allotment.services.enforcement import EnforcementService
+from allotment.services.enforcement_views import AuthorizeResult, Busy, ReservationView
 
 
 def authorize_json(r: AuthorizeResult) -> dict[str, Any]:
