@@ -63,15 +63,7 @@ mismatch`` (CPython gh-106905), a run error that is not the server's. Two worker
 ~15 s of ~85 s per engine."""
 REQUEST_TIMEOUT_S = 15.0
 
-KNOWN: list[tuple[str, str | None, str]] = [
-    (
-        "GET /console/{path}",
-        "content_type_conformance",
-        "a path with a control character (%0A) misses the catch-all's {path:path} (Starlette's"
-        " `.*` stops at a newline) and gets the API's problem+json 404 instead of the console's"
-        " HTML one; the fix is in http/console/session.py (the console's own work)",
-    ),
-]
+KNOWN: list[tuple[str, str | None, str]] = []
 """(operation name, the one check left off for it or None for the whole operation, reason)
 for answers the run knows are wrong and whose fix is elsewhere; keep it empty."""
 
