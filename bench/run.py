@@ -215,6 +215,36 @@ def fold_done(url: str) -> Callable[[], bool]:
     return done
 
 
+def db_name(url: str) -> str | None:
+    """The PostgreSQL database of ``url`` (None for SQLite)."""
+    return url.rsplit("/", 1)[1].split("?", 1)[0] if is_pg(url) else None
+
+
+def cpu_seconds(pid: int, db_name: str | None = None) -> float:
+    """User + system CPU seconds so far of process ``pid`` and its children that are still
+    alive (``--workers``), plus, with ``db_name``, every PostgreSQL backend serving that
+    database on this machine (``postgres: <user> <db_name> …``), from ``/proc``. Per event, a
+    busy machine disturbs it far less than a wall-clock rate."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            mine = int(entry) == pid or int(fields[1]) == pid
+            if not mine and db_name is not None:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    words = f.read().split(b"\0")[0].split()
+                mine = len(words) >= 3 and words[0] == b"postgres:" and words[2] == db_name.encode()
+            if mine:
+                total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def blast_stats(res: BlastResult, events_per_request: int) -> dict[str, Any]:
     ok = sum(v for k, v in res.statuses.items() if 200 <= k < 300)
     out = rate_stats(
@@ -500,12 +530,20 @@ class Run:
             return [build_request(base, "POST", path, b, ct) for b in bodies]
 
         def measure(
-            base: str, path: str, folded: Callable[[], bool] | None = None
+            base: str,
+            path: str,
+            folded: Callable[[], bool] | None = None,
+            cpu: Callable[[], float] | None = None,
         ) -> tuple[dict[str, Any], dict[str, Any]]:
             warm = D.batch_body(next(D.generate(100, seed=9, source="bench-warm")), "bench-warm")
             blast(base, post(base, path, [warm], ct_batch), 1)
+            cpu0 = cpu() if cpu is not None else 0.0
             rb = blast(base, post(base, path, batch_bodies, ct_batch), plan.concurrency)
             stats_b = blast_stats(rb, 1000)
+            if cpu is not None:
+                # server (+ its PostgreSQL backends) CPU per acknowledged event, the fold after
+                # the blast not included
+                stats_b["cpu_us_per_event"] = (cpu() - cpu0) / len(batches) / 1000 * 1e6
             if folded is not None:
                 # the deferred fold: when the rollups have caught up with the blast
                 t = time.perf_counter()
@@ -523,7 +561,12 @@ class Run:
         ours_s: dict[str, Any]
         try:
             with self.server(be, url, "ingest") as srv:
-                ours_b, ours_s = measure(srv.url, "/api/v1/events", fold_done(url))
+                ours_b, ours_s = measure(
+                    srv.url,
+                    "/api/v1/events",
+                    fold_done(url),
+                    functools.partial(cpu_seconds, srv.pid, db_name(url)),
+                )
             stored = count_rows(Store(url), "events")
             expected = plan.ingest_batch_events + plan.ingest_single_events + 100
             if stored != expected:
@@ -538,7 +581,12 @@ class Run:
         nurl = be.db("bench_naive_ingest", fresh=True)
         NaiveIngest.create_table(nurl)
         with RefApp(ingest_url=nurl) as ref:
-            naive_b, naive_s = measure(ref.url, "/naive/events")
+            assert ref.proc is not None
+            naive_b, naive_s = measure(
+                ref.url,
+                "/naive/events",
+                cpu=functools.partial(cpu_seconds, ref.proc.pid, db_name(nurl)),
+            )
             floor_http_b, floor_http_s = measure(ref.url, "/floor/events")
 
         log("    naive and HTTP floor done")
@@ -573,6 +621,14 @@ class Run:
                 floor_http=floor_http_s,
             ),
         ]
+        ours_cpu, naive_cpu = ours_b.get("cpu_us_per_event"), naive_b.get("cpu_us_per_event")
+        if ours_cpu and naive_cpu:
+            # CPU per event, the naive reference's ÷ ours (> 1: ours costs less per event)
+            figs[0]["cpu_vs_naive"] = naive_cpu / ours_cpu
+            log(
+                f"    CPU per acknowledged batch event (server + its PostgreSQL backends): "
+                f"ours {ours_cpu:.1f} µs, naive {naive_cpu:.1f} µs ({naive_cpu / ours_cpu:.2f}×)"
+            )
         if be.name == "postgres":
             for n in plan.ingest_replicas:
                 ours_n = guarded(functools.partial(self.ingest_replicated, be, n))

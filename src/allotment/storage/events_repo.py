@@ -42,9 +42,10 @@ def insert_new(
     that commits first) is skipped: first one wins. A row whose ``(source, id)`` is stored
     with ANOTHER time is inserted here and removed by the deferred fold before it counts
     (``usage_tail.fold_pending``: ``event_keys``), so it is never counted twice either; the
-    count returned here then includes it. ``rows`` hold distinct ``(source, id)``, sorted by
-    it, so that concurrent PostgreSQL transactions take the unique-index locks in the same
-    order.
+    count returned here then includes it. On PostgreSQL ``rows`` hold distinct
+    ``(source, id)``, sorted by it, so that concurrent transactions take the unique-index locks
+    in the same order; on SQLite (one writer) they may repeat and come in any order: the
+    first of a same-time repeat is kept.
 
     SQLite: the caller's write transaction excludes every other writer, so the rows are
     appended with one ``executemany`` and only counted (``total_changes()``); when some were
