@@ -225,9 +225,15 @@ class SubscriptionService:
 
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
         """The one call: each effective value; budgets with their period's usage."""
+        return self.entitled(customer_ref)[1]
+
+    def entitled(self, customer_ref: str) -> tuple[str | None, list[EntitledItem]]:
+        """:meth:`entitlements` and the id of the customer they are of (None, with no items,
+        when it has no active subscription), for a caller that reads more of the customer
+        (the route's held reservations) without resolving the reference again."""
         view = self.current(customer_ref)
         if view is None:
-            return []
+            return None, []
         features = [view.features[e.value.feature_reference] for e in view.values]
         budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
         read = (
@@ -236,7 +242,7 @@ class SubscriptionService:
             else [None] * len(budgets)
         )
         values = iter(read)
-        return [
+        return view.customer.id, [
             EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
             for e, f in zip(view.values, features, strict=True)
         ]
