@@ -202,3 +202,23 @@ def test_held_is_the_kept_total_less_what_expired(
     assert s.held("id-acme") == {}
     reserve("7", 60)
     assert s.held("id-acme") == {BUDGET: Decimal("7")}
+
+
+def test_a_customer_with_its_subjects_is_one_round_trip(pg: Database) -> None:
+    from allotment.services.customers import CustomerService
+
+    svc = CustomerService(pg, FrozenClock(NOW))
+    subjects = {"subjectKeys": ["z-app", "a-app", "m-app"]}
+    made = svc.create({"name": "Acme", "key": "acme-rt", "usageAttribution": subjects})
+    with Trace(pg) as t:
+        found = svc.get("acme-rt")
+        sent = t.sent()
+    assert len(sent) == 1, sent
+    assert found == made
+    assert found.subject_keys == ("z-app", "a-app", "m-app")  # their order, not sorted
+    svc.delete("acme-rt")
+    gone = svc.get(made.id)  # a deleted customer reads as it was, with the released subjects
+    assert gone.deleted_at is not None
+    assert gone.subject_keys == ("z-app", "a-app", "m-app")
+    bare = svc.create({"name": "Bare", "key": "bare-rt"})
+    assert svc.get("bare-rt").subject_keys == bare.subject_keys == ()
