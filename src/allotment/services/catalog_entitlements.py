@@ -65,10 +65,11 @@ class CatalogEntitlements:
     def __init__(
         self, db: Database, clock: Clock, meters: MeterLookup,
         customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
-        settle: Callable[[], object] | None = None,
+        settle: Callable[..., bool] | None = None,
     ) -> None:  # fmt: skip
         """``settle``: folds ingest's unfolded tail (``EventService.settle``), called before
-        the memo's freshness counters are read."""
+        the memo's freshness counters are read (``allow_io=False`` only checks: False when a
+        fold is needed, for a caller that must not fold)."""
         self._db = db
         self._settle = settle
         self._clock = clock
@@ -135,7 +136,7 @@ class CatalogEntitlements:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
         if self._settle is not None:
-            self._settle()  # the marks below then announce every event stored so far
+            self._settle(allow_io=True)  # the marks below then announce every event stored
         key = (customer_id, tuple(f.reference for f, _ in budgets))
         memo = self._memo.get(key)
         scope = Owner.customer(customer_id).scope
