@@ -36,7 +36,6 @@ measured moments apart).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -51,6 +50,8 @@ from pathlib import Path
 
 import httpx
 from tests.support import PostgresCluster, create_pg_database, free_port
+
+from bench.procs import cpu_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
@@ -152,16 +153,6 @@ def _catalog(c: httpx.Client) -> None:
         _ok(c.post("/v1/pricing-plan-subscriptions", json={
             "customer_reference": f"c{i}", "pricing_plan_reference": "ab_pro",
             "start_at": start.isoformat().replace("+00:00", "Z")}), 201)  # fmt: skip
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time the process's threads have run, in ns (Linux: the first field of each task's
-    schedstat). A loaded machine stretches wall time; it disturbs CPU per request far less."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError):  # a thread that just ended
-            total += int((task / "schedstat").read_text().split()[0])
-    return total
 
 
 def _timed(fn: Callable[[int], object], n: int, pid: int) -> tuple[float, float]:

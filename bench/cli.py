@@ -82,6 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="events in the batch ingest cell (a twentieth of it, at least 1000, as single "
         "events); default: the mode's (quick 10 000, full 1 000 000)",
     )
+    p.add_argument(
+        "--ingest-replicas",
+        help="PostgreSQL: also measure batch ingest through `allotment serve --workers N` for "
+        "each N of this list (e.g. 1,2,3; full mode does 1,2,3 with 300 000 events); the events "
+        "per run are --ingest-events' (default 100 000)",
+    )
     args = p.parse_args(argv)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -106,6 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     opts.data_dir.mkdir(parents=True, exist_ok=True)
     if args.budget:
         opts.plan.budget_s = args.budget
+    if args.ingest_replicas:
+        opts.plan.ingest_replicas = tuple(int(n) for n in args.ingest_replicas.split(","))
+        opts.plan.ingest_replica_events = args.ingest_events or 100_000
     if args.prepare_only:
         Run(opts).prepare()
         log("data sets ready")

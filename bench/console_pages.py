@@ -1,7 +1,8 @@
-"""How long the console's pages take at 10 k customers and 1 M events (issue 20: < 300 ms).
+"""How long the console's pages take at 10 k customers and 1 M events (issue 20: < 300 ms),
+and the meter query API the meter page shares its query with.
 
     .venv/bin/python -m bench.console_pages [--db URL] [--customers 10000] [--events 1000000]
-        [--subscribed 500] [--rounds 7] [--days 30]
+        [--subscribed 500] [--rounds 7] [--days 30] [--seeded]
 
 Seeds a fresh database (a temporary SQLite file unless ``--db`` names one): a typed catalog
 (a token budget on a SUM meter grouped by model, a switch, an enum; two plans), ``--customers``
@@ -9,7 +10,13 @@ customers (one subject each; ``--subscribed`` of them on a plan), and ``--events
 the last ``--days`` days spread over every customer's subject — written through
 ``allotment events import`` (the ingest door: rollups maintained). Then requests every console
 page in process (the whole ASGI app, guard included, no key: loopback) ``--rounds`` times and
-reports each page's median and slowest time. Seeding is not timed.
+reports each page's median and slowest time. Seeding is not timed. The meter page and the
+meter query are then timed again in the same process without the per-meter rollups
+(``storage/meter_rollup.py``: reads per subject, as before them), and the ratio printed.
+
+``--seeded`` with ``--db``: time the pages of a database this script seeded before (same
+``--customers``), without seeding it again — e.g. before and after a change of the read path
+on the same data (a pending migration runs first, as ``allotment serve`` would run it).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -33,6 +41,7 @@ from allotment.clock import SystemClock
 from allotment.config import Settings
 from allotment.container import Container
 from allotment.http.app import create_app
+from allotment.storage import meter_rollup
 from allotment.storage.database import open_database
 
 METERS: list[dict[str, Any]] = [
@@ -130,6 +139,13 @@ def pages(container: Container, customers: int) -> dict[str, str]:
     eid = owned[0].record.id if owned else ""
     last = container.customers.get(f"cust-{customers - 1:05d}")
     meter = "/console/meters/tokens"
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    span = (f"from={today - timedelta(days=30):%Y-%m-%dT%H:%M:%SZ}"
+            f"&to={today + timedelta(days=1):%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
+    api = f"/api/v1/meters/tokens/query?{span}"
+    api_day = (f"/api/v1/meters/tokens/query?from={hour - timedelta(hours=24):%Y-%m-%dT%H:%M:%SZ}"
+               f"&to={hour + timedelta(hours=1):%Y-%m-%dT%H:%M:%SZ}")  # fmt: skip
     return {
         "customers, page 1": "/console/customers",
         "customers, page 100": "/console/customers?page=100",
@@ -144,10 +160,30 @@ def pages(container: Container, customers: int) -> dict[str, str]:
         "a meter, 30 d by day": "/console/meters/tokens?window=DAY&range=30d",
         "a meter, 30 d by day, by model": f"{meter}?window=DAY&range=30d&group=model",
         "a meter, 24 h by hour, by subject": f"{meter}?window=HOUR&range=24h&group=subject",
+        "a meter, 30 d by day, by subject": f"{meter}?window=DAY&range=30d&group=subject",
         "an entitlement (burn-down)": f"/console/entitlements/{eid}",
+        "API: meter query, 30 d by day": f"{api}&windowSize=DAY",
+        "API: meter query, 30 d by day, by model": f"{api}&windowSize=DAY&groupBy=model",
+        "API: meter query, 24 h by hour": f"{api_day}&windowSize=HOUR",
         "notifications": "/console/notifications",
         "ingest rate": "/console/ingest",
     }  # fmt: skip
+
+
+def time_pages(client: Client, targets: dict[str, str], rounds: int) -> dict[str, list[float]]:
+    """Each page once as a warm-up (the value cache, templates), then ``rounds`` times (ms)."""
+    times: dict[str, list[float]] = {name: [] for name in targets}
+    for name, path in targets.items():
+        r = client.req("GET", path)
+        if r.status_code != 200:
+            raise SystemExit(f"{name}: {path} answered {r.status_code}: {r.text[:400]}")
+    for _ in range(rounds):
+        for name, path in targets.items():
+            started = time.perf_counter()
+            r = client.req("GET", path)
+            times[name].append((time.perf_counter() - started) * 1000)
+            assert r.status_code == 200, (path, r.status_code)
+    return times
 
 
 def _paging() -> Any:
@@ -164,36 +200,39 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--seeded", action="store_true", help="--db is seeded already: time only")
     args = p.parse_args()
+    if args.seeded and not args.db:
+        p.error("--seeded needs --db")
     work = Path(tempfile.mkdtemp(prefix="console-bench-"))
     db_url = args.db or f"sqlite:///{work}/console.db"
     settings = Settings(db_url=db_url, meters=tuple(METERS))
     container = Container(settings, open_database(db_url), SystemClock())
     container.start()
     client = Client(create_app(container))
-    t0 = time.perf_counter()
-    seed_catalog(client)
-    seed_customers(container, client, args.customers, args.subscribed)
-    t1 = time.perf_counter()
-    import_s = seed_events(db_url, args.events, args.customers, args.days, work)
-    print(f"seeded {args.customers} customers ({args.subscribed} subscribed) in "
-          f"{t1 - t0:.0f} s, {args.events} events in {import_s:.0f} s ({db_url})")  # fmt: skip
+    if not args.seeded:
+        t0 = time.perf_counter()
+        seed_catalog(client)
+        seed_customers(container, client, args.customers, args.subscribed)
+        t1 = time.perf_counter()
+        import_s = seed_events(db_url, args.events, args.customers, args.days, work)
+        print(f"seeded {args.customers} customers ({args.subscribed} subscribed) in "
+              f"{t1 - t0:.0f} s, {args.events} events in {import_s:.0f} s ({db_url})")  # fmt: skip
     targets = pages(container, args.customers)
-    times: dict[str, list[float]] = {name: [] for name in targets}
-    for name, path in targets.items():  # one warm-up each (the value cache, templates)
-        r = client.req("GET", path)
-        if r.status_code != 200:
-            raise SystemExit(f"{name}: {path} answered {r.status_code}: {r.text[:400]}")
-    for _ in range(args.rounds):
-        for name, path in targets.items():
-            started = time.perf_counter()
-            r = client.req("GET", path)
-            times[name].append((time.perf_counter() - started) * 1000)
-            assert r.status_code == 200, (path, r.status_code)
+    times = time_pages(client, targets, args.rounds)
+    # the same-process baseline: the meter reads without the per-meter rows (per subject)
+    meter_reads = {n: p for n, p in targets.items() if "/meters/tokens" in p and "subject" not in p}
+    with mock.patch.dict(meter_rollup.TABLES, clear=True):
+        baseline = time_pages(client, meter_reads, args.rounds)
     width = max(len(n) for n in targets)
-    print(f"{'page':<{width}}  median ms  slowest ms  ({args.rounds} rounds)")
+    print(f"{'page':<{width}}  median ms  slowest ms  per-subject rows: median ms  ratio"
+          f"  ({args.rounds} rounds)")  # fmt: skip
     for name, ms in times.items():
-        print(f"{name:<{width}}  {statistics.median(ms):9.1f}  {max(ms):10.1f}")
+        line = f"{name:<{width}}  {statistics.median(ms):9.1f}  {max(ms):10.1f}"
+        if name in baseline:
+            base = statistics.median(baseline[name])
+            line += f"  {base:26.1f}  {base / statistics.median(ms):5.1f}x"
+        print(line)
     container.close()
 
 

@@ -30,7 +30,7 @@ from bench import bulk, catalog_call, notify_cost
 from bench import data as D
 from bench import project as P
 from bench.httpc import BlastResult, Conn, blast, build_request
-from bench.procs import DurablePostgres, RefApp, Server, pg_admin_database
+from bench.procs import DurablePostgres, RefApp, Server, cpu_ns, pg_admin_database
 from bench.refapp import NaiveIngest
 from bench.stores import Store, count_rows, is_pg, sqlite_path
 
@@ -187,11 +187,18 @@ def rate_stats(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
     }
 
 
-def fold_done(url: str) -> Callable[[], bool] | None:
-    """For SQLite (the deferred fold): a check that every stored event is folded; None on
-    PostgreSQL, which folds at ingest."""
+def fold_done(url: str) -> Callable[[], bool]:
+    """A check that every stored event is folded (the deferred fold): SQLite's watermark has
+    reached the largest ``seq``; PostgreSQL's ``usage_fold_queue`` is empty."""
     if is_pg(url):
-        return None
+        import psycopg
+
+        def pg_done() -> bool:
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM usage_fold_queue)").fetchone()
+                return bool(row and row[0])
+
+        return pg_done
     path = sqlite_path(url)
 
     def done() -> bool:
@@ -308,13 +315,21 @@ def http_throughput(
     concurrency: int,
     method: str = "GET",
     body: bytes | None = None,
+    pid: int | None = None,
 ) -> dict[str, Any]:
+    """With ``pid`` (the server's process), also the server's CPU time per request
+    (``server_cpu_us``) and the rate that would make one core (``per_core_s``): on a shared
+    machine the wall-clock rate says how much CPU the server got; these say what it needs."""
     ct = "application/json" if body is not None else None
     reqs = [build_request(base_url, method, p, body, ct) for p in paths]
     blast(base_url, reqs[: min(len(reqs), 100)], concurrency, BUDGET["seconds"] / 4)  # warm-up
+    cpu = cpu_ns(pid) if pid is not None else 0
     res = blast(base_url, reqs, concurrency, BUDGET["seconds"])
     out = blast_stats(res, 1)
     out["checks_per_s"] = out.pop("rate")
+    if pid is not None and res.requests:
+        out["server_cpu_us"] = (cpu_ns(pid) - cpu) / 1e3 / res.requests
+        out["per_core_s"] = 1e6 / out["server_cpu_us"] if out["server_cpu_us"] else None
     return out
 
 
@@ -492,7 +507,7 @@ class Run:
             rb = blast(base, post(base, path, batch_bodies, ct_batch), plan.concurrency)
             stats_b = blast_stats(rb, 1000)
             if folded is not None:
-                # the deferred fold (SQLite): when the rollups have caught up with the blast
+                # the deferred fold: when the rollups have caught up with the blast
                 t = time.perf_counter()
                 while not folded():
                     time.sleep(0.01)
@@ -735,7 +750,7 @@ class Run:
             )
 
             log("    value checks over HTTP done")
-            figs += self.authorize(srv.url, ref.url, tag, size, subjects, cycle, floor, floor_tp)
+            figs += self.authorize(srv, ref, tag, size, subjects, cycle, floor, floor_tp)
             if with_queries:
                 log(f"[{be.name}] meter queries at {tag}")
                 one = [f"{qbase}&subject={s}" for s in cycle[: plan.query_one]]
@@ -843,8 +858,8 @@ class Run:
 
     def authorize(
         self,
-        url: str,
-        ref_url: str,
+        srv: Server,
+        ref: RefApp,
         tag: str,
         size: int,
         subjects: list[str],
@@ -855,6 +870,8 @@ class Run:
         """One check, one consume, one reserve per call (bench/authorize.py); the floors are
         the value check's (the bare endpoint, measured just before)."""
         plan = self.plan
+        url, ref_url = srv.url, ref.url
+        ref_pid = ref.proc.pid if ref.proc is not None else None
         log(f"    authorize at {tag}")
         customers = subjects[: min(len(subjects), 20)]
         names = A.setup(url, D.METER_SLUG, customers)
@@ -865,12 +882,28 @@ class Run:
         A.check(url, ours_paths[0], payload)
         lat = guarded(lambda: http_latency(url, ours_paths, method="POST", body=payload))
         naive = guarded(lambda: http_latency(ref_url, naive_paths, method="POST", body=payload))
-        n = min(len(ours_paths), plan.value_throughput)
+        # a cell long enough to cover many group commits (quick mode's value cell, 500
+        # requests, is 0.2–0.7 s of authorizes), within the customers' frozen-clock minute:
+        # every call consumes one of RATE_LIMIT per customer, the latency cell included
+        n = max(
+            100,
+            min(
+                len(ours_paths),
+                max(plan.value_throughput, 2000),
+                A.RATE_LIMIT * len(customers) - len(ours_paths) - 200,
+            ),
+        )
         tp = guarded(
-            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload)
+            lambda: http_throughput(url, ours_paths[:n], plan.concurrency, "POST", payload, srv.pid)
         )
         tp_naive = guarded(
-            lambda: http_throughput(ref_url, naive_paths[:n], plan.concurrency, "POST", payload)
+            lambda: http_throughput(
+                ref_url, naive_paths[:n], plan.concurrency, "POST", payload, ref_pid
+            )
+        )
+        log(
+            f"    server CPU per authorize ({plan.concurrency} clients): ours"
+            f" {tp.get('server_cpu_us', 0):.0f} µs, naive {tp_naive.get('server_cpu_us', 0):.0f} µs"
         )
         return [
             figure(

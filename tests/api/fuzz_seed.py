@@ -5,8 +5,8 @@ branch. :func:`seed` creates one of everything the document names — meter, sub
 entitlement, grant, customer and its v2 entitlement, notification channel and rule, portal
 token, the /v1 catalog (features, plans, a subscription, a reservation) — and answers the
 values schemathesis is told to use: one set for every operation, and a second set of
-resources of their own for the DELETE operations, so a delete early in the run does not turn
-the rest of the run into 404s.
+resources of their own for the DELETE operations (and the console's void and reset forms),
+so a delete early in the run does not turn the rest of the run into 404s.
 """
 
 from __future__ import annotations
@@ -219,4 +219,16 @@ def seed(c: httpx.Client) -> Seeded:
     }
     for path, names in deletes.items():
         out.by_operation[("DELETE", path)] = {n: victim[n] for n in names}
+    console = {  # the console's pages and forms name their resources in words of their own
+        ("GET", "/console/customers/{ref}"): {"ref": cat["customer"]},
+        ("POST", "/console/customers/{ref}/overrides"): {"ref": cat["customer"]},
+        ("POST", "/console/customers/{ref}/overrides/remove"): {"ref": cat["customer"]},
+        ("GET", "/console/plans/{plan}"): {"plan": cat["plan"]},
+        ("GET", "/console/meters/{slug}"): {"slug": keep["meterSlug"]},
+        ("GET", "/console/entitlements/{id}"): {"id": keep["entitlementId"]},
+        ("POST", "/console/entitlements/{id}/grants"): {"id": keep["entitlementId"]},
+        ("POST", "/console/entitlements/{id}/void"): {"id": victim["entitlementId"]},
+        ("POST", "/console/entitlements/{id}/reset"): {"id": victim["entitlementId"]},
+    }
+    out.by_operation.update(console)
     return out

@@ -170,7 +170,7 @@ ROUTE_SCOPES: dict[tuple[str, str], str] = {
     ("GET", "/console/portal"): "console",
     ("POST", "/console/portal"): "console",
     ("POST", "/console/portal/forget"): "console",
-    ("GET", "/console/{path:path}"): "console",
+    ("GET", "/console/{path:rest}"): "console",
     # keys and the audit trail: admin, reads included
     ("POST", "/v1/api-keys"): "admin",
     ("GET", "/v1/api-keys"): "admin",

@@ -1,14 +1,17 @@
 """API keys over HTTP against real server processes, on every backend: the key lifecycle under
 /v1/api-keys, the audit trail, the fast paths behind the guard, auth turning on with the first
-key, and the start-up rules (loopback only without keys, --insecure-no-auth)."""
+key, and the start-up rules (loopback only without keys — the default bind address, and a
+public one refused from the command line, the environment or the config — --insecure-no-auth)."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import secrets
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -286,6 +289,54 @@ def test_refuses_a_public_address_without_keys(db_url: str) -> None:
     assert "refusing to listen on 0.0.0.0 without API keys" in err
     assert "allotment api-keys create --name admin --scope admin" in err
     assert "--insecure-no-auth" in err
+
+
+def _listening(port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The local addresses of the sockets listening on ``port`` (Linux's /proc/net/tcp*)."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, port_hex = local.split(":")
+            if state != "0A" or int(port_hex, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(addr)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.append(ipaddress.IPv6Address(words) if v6 else ipaddress.IPv4Address(words))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net/tcp")
+def test_without_keys_the_default_address_is_loopback_only(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """No ``--host``, no key: the server binds loopback, not every interface."""
+    server = make_server()
+    with server.client() as c:
+        _ok(c.get("/api/v1/meters"))
+    bound = _listening(server.port)
+    assert bound, f"nothing listens on {server.port}"
+    assert all(a.is_loopback for a in bound), bound
+
+
+@pytest.mark.parametrize("where", ["env", "config"])
+def test_a_public_address_from_the_environment_or_config_is_refused_too(
+    db_url: str, tmp_path: Path, where: str
+) -> None:
+    if where == "env":
+        done = cli("serve", "--db", db_url, "--port", str(free_port()),
+                   env={"ALLOTMENT_HOST": "0.0.0.0"})  # fmt: skip
+    else:
+        config = tmp_path / "config.yaml"
+        config.write_text("server:\n  host: 0.0.0.0\n")
+        done = cli("serve", "--db", db_url, "--port", str(free_port()), "--config", str(config))
+    assert done.returncode == 2, done.stderr
+    assert "refusing to listen on 0.0.0.0 without API keys" in done.stderr
 
 
 def test_insecure_no_auth_serves_a_public_address_with_a_warning(

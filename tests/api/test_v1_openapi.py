@@ -23,7 +23,7 @@ def _served(routes: list[BaseRoute], prefix: str = "") -> Iterator[tuple[str, st
         elif isinstance(route, Route):
             for method in route.methods or ():
                 if method != "HEAD":  # Starlette adds HEAD to every GET
-                    # a converter ({path:path}) is Starlette's; the document names {path}
+                    # a converter ({path:rest}) is Starlette's; the document names {path}
                     yield re.sub(r"\{(\w+):\w+\}", r"{\1}", prefix + route.path), method.lower()
         else:  # a WebSocketRoute or a new kind: the document cannot describe it yet
             raise AssertionError(f"unexpected route type {type(route).__name__}")

@@ -8,7 +8,7 @@ from starlette.routing import Route
 from allotment.http.console import console_routes
 from tests.browser.screenshots import OUT, SHOTS
 
-NOT_PAGES = {"/console", "/console/", "/console/{path:path}"}
+NOT_PAGES = {"/console", "/console/", "/console/{path:rest}"}
 """Redirects to the customers page, and the catch-all: any unknown console path's 404 page
 (tests/console/test_console_access.py reads it)."""
 

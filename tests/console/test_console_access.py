@@ -29,6 +29,15 @@ def test_open_on_loopback_without_keys_and_refused_on_other_names(db_url: str) -
         assert "sidebar" in r.text
 
 
+def test_an_unknown_console_path_is_a_404_page_even_with_a_newline(db_url: str) -> None:
+    with console(db_url) as (_, client):
+        for path in ("/console/nowhere", "/console/a/b/c", "/console/x%0Ay", "/console/x%0A%0Ay"):
+            r = client.get(path)
+            assert r.status_code == 404, path
+            assert r.headers["content-type"].startswith("text/html"), path
+            assert "no console page at" in text_of(r.text), path
+
+
 def test_login_with_an_admin_key_and_refusals(db_url: str) -> None:
     with console(db_url) as (c, client):
         _, admin = c.api_keys.create("root", "admin")
@@ -151,7 +160,7 @@ def test_every_console_route_needs_an_admin_once_keys_exist(db_url: str) -> None
                                    **form)  # fmt: skip
                 assert r.status_code == 403, (path, r.status_code)
             r = client.request(method, path, headers={"X-API-KEY": admin}, **form)
-            if template == "/console/{path:path}":
+            if template == "/console/{path:rest}":
                 assert r.status_code == 404
                 assert "no console page at /console/nowhere" in text_of(r.text)
             elif method == "GET":

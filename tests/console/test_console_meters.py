@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -84,4 +85,31 @@ def test_the_window_limit_at_n_and_n_plus_1(db_url: str, monkeypatch: pytest.Mon
         monkeypatch.setattr(meters, "CHART_WINDOWS_MAX", 24)
         assert "25 HOUR windows in 24h is more than one chart draws (24)" in text_of(
             client.get(path).text
+        )
+
+
+@pytest.mark.parametrize("decimal", [False, True])
+def test_by_subject_lists_the_50_largest_of_many(db_url: str, decimal: bool) -> None:
+    """51 subjects (the table lists 50 at N, one is left out at N+1): the database ranks them
+    (or, on SQLite with a decimal sum, the plain path does); the same page either way."""
+    with console(db_url) as (c, client):
+        c.clock.set(START + timedelta(hours=3))  # type: ignore[attr-defined]
+        at = START + timedelta(hours=1)
+        for i in range(51):
+            ingest(client, "tokens", f"u{i:02d}", at, n=100 + i % 10, model="x")  # ties
+        ingest(client, "tokens", "u07", at + timedelta(hours=1), n="0.5" if decimal else 1)
+        r = client.get("/console/meters/tokens?window=HOUR&range=24h&group=subject")
+        assert r.status_code == 200
+        listed = re.findall(r'data-group="([^"]+)"><td>[^<]*</td><td class="num">([^<]+)<', r.text)
+        totals = {f"u{i:02d}": Decimal(100 + i % 10) for i in range(51)}
+        totals["u07"] += Decimal("0.5") if decimal else 1
+        want = sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[:50]
+        assert [(s, Decimal(v.replace(",", ""))) for s, v in listed] == want
+        assert ("u50", "100") not in listed  # the 51st: 100 tokens, last by name
+        drawn = {series for series, _ in _points(r.text)}
+        assert drawn == {s for s, _ in want[:8]}
+        note = text_of(r.text)
+        assert (
+            "The chart draws the 8 largest of 51 groups; "
+            "the table lists the 50 largest (1 more not listed)." in note
         )

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from typing import Any
 
 from allotment.domain.enforcement import Budget, CustomerEntitlements, Entitled
 from allotment.domain.errors import NotFound
@@ -22,6 +23,8 @@ class FakeCatalog:
     usage: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     events: dict[tuple[str, str], CloudEvent] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    uncached: bool = False
+    """``cached_customer_entitlements`` answers ``None`` (values that need computing)."""
 
     def customer_entitlements(
         self,
@@ -40,6 +43,10 @@ class FakeCatalog:
                 v = replace(v, budget=replace(v.budget, balance=v.number - used, usage=used))
             values[ref] = v
         return CustomerEntitlements(f"id-{customer_ref}", customer_ref, plan, values)
+
+    def cached_customer_entitlements(self, customer_ref: str, **kw: Any) -> Any:
+        """The same answer (everything is in memory), or ``None`` when ``uncached``."""
+        return None if self.uncached else self.customer_entitlements(customer_ref, **kw)
 
     def identify(self, customer_ref: str) -> tuple[str, str]:
         if customer_ref not in self.customers:

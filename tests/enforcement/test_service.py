@@ -3,7 +3,6 @@ the all-or-nothing decision, codes, idempotency, reservations' lifecycle and TTL
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -14,20 +13,11 @@ from allotment.clock import FrozenClock
 from allotment.domain import enforcement as rules
 from allotment.domain.errors import InvalidInput, LimitExceeded, NotFound
 from allotment.services.enforcement import EnforcementService
-from allotment.storage import migrate
-from allotment.storage.database import Database, open_database
+from allotment.storage.database import Database
 from allotment.storage.enforcement_repo import EnforcementStore
 from tests.enforcement.fakes import FakeCatalog, standard
 
 NOW = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    migrate.migrate(database, 0)
-    yield database
-    database.close()
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ file missing from the package data passes every other test and fails only for us
 12, finding 8: ``/api/v1/openapi.json`` was a 500 after ``pip install .``). This test builds
 the wheel from a copy of the tracked sources, checks that it carries every data file of
 ``src/allotment``, installs it into a new venv (pip's cache and PyPI only), starts that venv's
-``allotment serve`` and does a meter round trip through it.
+``allotment serve`` on each engine and does a meter round trip and a console page through
+it.
 
 About 15–25 s (wheel build ~6 s, install ~9 s with a warm pip cache), hence ``slow``.
 """
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -71,8 +73,10 @@ def test_the_wheel_carries_every_data_file_of_the_package(installed: tuple[Path,
 
 
 def test_the_installed_server_serves_the_document_and_a_meter_round_trip(
-    installed: tuple[Path, Path], tmp_path: Path
+    installed: tuple[Path, Path], tmp_path: Path, new_db_url: Callable[[], str]
 ) -> None:
+    """On each engine: the wheel's migrations build the schema, its fragments the document, its
+    templates and static files the console."""
     _, venv = installed
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import allotment; print(allotment.__file__)"],
@@ -85,7 +89,7 @@ def test_the_installed_server_serves_the_document_and_a_meter_round_trip(
     assert Path(where).is_relative_to(venv), where  # the wheel's copy, not src/
 
     server = ServerProcess(
-        f"sqlite:///{tmp_path / 'installed.sqlite'}",
+        new_db_url(),
         command=[str(venv / "bin" / "allotment")],
         env={"PYTHONPATH": ""},
     ).start()
@@ -111,5 +115,12 @@ def test_the_installed_server_serves_the_document_and_a_meter_round_trip(
             r = c.get(f"/api/v1/meters/{slug}/query")
             assert r.status_code == 200, r.text
             assert [row["value"] for row in r.json()["data"]] == [12.5]
+
+            for path, media in (("/console/static/console.css", "text/css"),
+                                ("/console/meters", "text/html")):  # fmt: skip
+                r = c.get(path)  # no key exists: the console is open on loopback
+                assert r.status_code == 200, r.text
+                assert r.headers["content-type"].startswith(media), r.headers
+            assert slug in r.text  # the page rendered from the wheel's templates
     finally:
         server.stop()

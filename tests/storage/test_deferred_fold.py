@@ -116,7 +116,14 @@ def test_any_grouping_and_fold_chunking_equals_the_plain_rebuild(
     """Hypothesis: groups of requests (with repeats of earlier ids), the tail folded in chunks
     of ``chunk`` events at arbitrary points; the result is the plain rebuild's."""
     with c.db.write() as tx:  # a fresh start for each example (same database)
-        for table in ("events", "usage_minute", "usage_hour", "usage_day", "usage_unique"):
+        for table in (
+            "events",
+            "event_keys",
+            "usage_minute",
+            "usage_hour",
+            "usage_day",
+            "usage_unique",
+        ):
             tx.execute(f"DELETE FROM {table}")
         usage_tail.mark_folded(tx)
     if not c.meters.list():

@@ -21,7 +21,8 @@ from allotment.config import Settings
 from allotment.container import Container
 from allotment.domain.errors import Unavailable
 from allotment.domain.events import PreparedEvent, validate_event
-from allotment.services.events import GroupCommitter, prepare
+from allotment.services.events import prepare
+from allotment.services.group_commit import GroupCommitter
 from allotment.storage.database import open_database
 from tests.support import fold_tail
 

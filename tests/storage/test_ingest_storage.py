@@ -17,7 +17,7 @@ from allotment.container import Container
 from allotment.domain.errors import Conflict, InvalidInput, NotFound, Unavailable
 from allotment.domain.events import CloudEvent, validate_event
 from allotment.domain.timeutil import floor_minute_us, to_micros
-from allotment.services.events import EventQuery
+from allotment.services.events import EventQuery, prepare
 from allotment.storage.database import open_database
 from tests.support import fold_tail
 
@@ -121,6 +121,46 @@ def test_duplicates_within_a_batch_and_across_retries_count_once(c: Container) -
     assert c.events.ingest([ev(1), ev(3)]) == 1
     assert stored_count(c) == 4
     assert totals(c, mid) == (4, Decimal(4))  # the first e1 (tokens=1) won
+
+
+def test_a_duplicate_with_another_time_counts_once_and_is_removed(c: Container) -> None:
+    """The ingest's dedup index is time-led (time, source, id): a retry carrying another time
+    (an event sent without time is stamped at ingest) is only refused by the fold; before and
+    after it, every read counts the first event once, and the listing shows it once."""
+    mid = sum_meter(c, "tokens")
+    c.events.ingest([ev(1, data={"tokens": 5}), ev(2, data={"tokens": 7})])
+    assert totals(c, mid) == (2, Decimal(12))
+    # later retries with other times and payloads, in other requests and in one group
+    c.events.write_batches(
+        [
+            [prepare(ev(1, minutes=30, data={"tokens": 100}))],
+            [prepare(ev(2, minutes=-30)), prepare(ev(3, minutes=5))],
+        ]
+    )
+    c.events.write_batches([[prepare(ev(3, minutes=9, data={"tokens": 50}))]])
+    assert totals(c, mid) == (3, Decimal(13))  # e1=5, e2=7 and the first e3 (tokens=1)
+    assert stored_count(c) == 3
+    listed = c.events.list(EventQuery(from_=T0 - timedelta(days=1)))
+    assert sorted(item["event"]["id"] for item in listed) == ["1", "2", "3"]
+    # and a year later still
+    c.events.ingest([ev(1, minutes=365 * 24 * 60, data={"tokens": 1000})])
+    assert totals(c, mid) == (3, Decimal(13))
+    assert stored_count(c) == 3
+
+
+def test_new_events_after_the_newest_row_was_removed_as_a_duplicate_still_count(
+    c: Container,
+) -> None:
+    """SQLite hands out the largest ``seq`` + 1: once the fold deleted the newest row (a
+    duplicate), a new event must still get a ``seq`` above the fold's watermark."""
+    mid = sum_meter(c, "tokens")
+    c.events.ingest([ev(1), ev(2)])
+    c.events.write_batches([[prepare(ev(2, minutes=3))]])  # the newest row, a duplicate
+    assert totals(c, mid) == (2, Decimal(2))  # folded: the duplicate row is gone
+    c.events.write_batches([[prepare(ev(3)), prepare(ev(4, minutes=1))]])
+    c.events.write_batches([[prepare(ev(5, minutes=2))]])
+    assert totals(c, mid) == (5, Decimal(5))
+    assert stored_count(c) == 5
 
 
 def test_rollup_columns_for_every_aggregation(c: Container) -> None:

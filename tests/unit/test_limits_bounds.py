@@ -203,3 +203,49 @@ def test_intervals_at_the_limit_and_past_it(at_limit: str, past: str) -> None:
         parse_interval(past, "usagePeriod.interval")
     assert caught.value.field == "usagePeriod.interval"
     assert "INTERVAL_YEARS_MAX" in caught.value.detail
+
+
+@st.composite
+def number_texts(draw: st.DrawFn) -> str:
+    """JSON numbers as the decoder hands them to its hook: a fraction or an exponent."""
+    sign = draw(st.sampled_from(["", "-"]))
+    digits = st.characters(min_codepoint=ord("0"), max_codepoint=ord("9"))
+    size = st.integers(limits.NUMBER_INTEGER_DIGITS_MAX - 2, limits.NUMBER_INTEGER_DIGITS_MAX + 2)
+    whole = draw(
+        st.one_of(
+            st.just("0"),
+            st.text(digits, min_size=0, max_size=3),
+            size.flatmap(lambda n: st.text(digits, min_size=n, max_size=n)),
+        ).map(lambda t: t.lstrip("0") or "0")
+    )
+    edge = limits.NUMBER_FRACTION_DIGITS_MAX
+    n = draw(st.one_of(st.integers(1, edge + 3), st.sampled_from([edge, edge + 1])))
+    fraction = draw(st.text(digits, min_size=n, max_size=n))
+    fraction += "0" * draw(st.sampled_from([0, 0, 0, 1, 6]))
+    exponent = draw(st.sampled_from(["", "", "", "e5", "E-3", "e+30", "e-40"]))
+    return f"{sign}{whole}.{fraction}{exponent}"
+
+
+@given(number_texts())
+def test_the_ingest_hook_decides_as_out_of_range_does(text: str) -> None:
+    """The hook's shortcut (digits counted in the text) never differs from the rule itself."""
+    refused = out_of_range(Decimal(text)) is not None
+    try:
+        value = json_bounds.checked_decimal(text)
+    except ValueError:
+        assert refused, text
+    else:
+        assert not refused, text
+        assert value == Decimal(text)
+
+
+def test_the_ingest_hook_at_the_limit_and_past_it() -> None:
+    whole, fraction = (
+        "9" * limits.NUMBER_INTEGER_DIGITS_MAX,
+        "9" * limits.NUMBER_FRACTION_DIGITS_MAX,
+    )
+    for at in (f"{whole}.{fraction}", f"-{whole}.{fraction}", f"{whole}.{fraction}000", "0.5"):
+        assert json_bounds.checked_decimal(at) == Decimal(at)
+    for past in (f"1{whole}.0", f"-1{whole}.0", f"0.{fraction}1", f"0.{fraction}10"):
+        with pytest.raises(ValueError, match="NUMBER_"):
+            json_bounds.checked_decimal(past)

@@ -47,6 +47,12 @@ Model (engine-semantics §5, in our words):
   balance: a negative demand burns nothing and leaves overage 0.
 * LATEST: every active grant is reset to its amount at each phase start. Runs with LATEST
   are not resumable at arbitrary points (a "last value" cannot be split); do not snapshot.
+
+About 500 lines on purpose (a tenth of them this model): the planner (``plan_phases``) and
+the run (``run``, ``evaluate``) share one private timeline of events, phases and reset steps,
+and the run's state semantics are only right if both cut time at the same instants; split,
+each half would have to export that timeline. Its callers' arithmetic on top (value, history)
+lives in ``domain/entitlement_math.py``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ from allotment.domain.errors import InvalidInput
 Violation = tuple[str, str]
 """``(path below the checked value, e.g. ".a[3]", the rule broken, worded)``."""
 
+_INT_BOUND = 10**limits.NUMBER_INTEGER_DIGITS_MAX
+_WHOLE_DIGITS_MAX = limits.NUMBER_INTEGER_DIGITS_MAX
+_FRACTION_DIGITS_MAX = limits.NUMBER_FRACTION_DIGITS_MAX
+
 _DEPTH_RULE = f"nested deeper than {limits.JSON_DEPTH_MAX} levels (JSON_DEPTH_MAX)"
 
 
@@ -39,6 +43,8 @@ def violation(value: Any, depth: int, *, decimals_checked: bool = False) -> Viol
             inner = item.__class__
             if inner is str or inner is bool or item is None:
                 continue
+            if inner is int and -_INT_BOUND < item < _INT_BOUND:
+                continue  # the common number, judged here rather than in a call
             if inner is Decimal and decimals_checked:
                 continue
             found = violation(item, depth + 1, decimals_checked=decimals_checked)
@@ -103,11 +109,17 @@ def exact_decimal(text: str) -> Decimal:
 
 def checked_decimal(text: str) -> Decimal:
     """The ingest decoder's number hook: a JSON number with a fraction or exponent as an exact
-    ``Decimal``, refused (``ValueError``) when out of range. A plain number of at most 19
-    characters cannot be (at most 19 digits before the point, 17 after), so only longer or
-    exponent forms are examined."""
-    if len(text) < 20 and "e" not in text and "E" not in text:
-        return Decimal(text)
+    ``Decimal``, refused (``ValueError``) when out of range. Without an exponent the text
+    itself says it is in range: JSON writes no leading zeros (but a lone ``0``), so the digits
+    before the point are the point's position (less a sign), and at most 18 after it are in
+    range whatever they are. Only an exponent form, or more digits than that (trailing zeros
+    do not count: :func:`out_of_range` decides, and words the rule), takes the slow route."""
+    if "e" not in text and "E" not in text:
+        point = text.find(".")
+        if len(text) - point <= _FRACTION_DIGITS_MAX + 1 and point <= _WHOLE_DIGITS_MAX + (
+            text[0] == "-"
+        ):
+            return Decimal(text)
     number = exact_decimal(text)
     rule = out_of_range(number)
     if rule is not None:

@@ -130,13 +130,19 @@ class CatalogEntitlements:
         customer_id: str,
         subjects: Sequence[str],
         budgets: Sequence[tuple[TypedFeature, datetime]],
-    ) -> list[BudgetValue | None]:
-        """Each budget's value now (``budgets``: feature and anchor), see the module doc."""
+        *,
+        memo_only: bool = False,
+    ) -> list[BudgetValue | None] | None:
+        """Each budget's value now (``budgets``: feature and anchor), see the module doc.
+        ``memo_only``: ``None`` unless the memo answers (version reads only: nothing is
+        computed, no usage is read or folded — what an event loop may do)."""
         if not budgets:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
-        if self._settle is not None:
-            self._settle(allow_io=True)  # the marks below then announce every event stored
+        # fold ingest's tail first: the marks below then announce every event stored so far
+        # (memo_only folds nothing: a tail to fold means None, the caller's pool path folds)
+        if self._settle is not None and not self._settle(allow_io=not memo_only):
+            return None
         key = (customer_id, tuple(f.reference for f, _ in budgets))
         memo = self._memo.get(key)
         scope = Owner.customer(customer_id).scope
@@ -147,6 +153,8 @@ class CatalogEntitlements:
             ])  # fmt: skip
             if versions == memo.versions:
                 return list(memo.values)
+        if memo_only:
+            return None
         try:
             meter_ids = tuple(str(self._meters.get(f.meter_reference or "").id) for f, _ in budgets)
         except NotFound:  # a meter went away: no memo, the values say what they say

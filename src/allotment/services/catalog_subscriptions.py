@@ -94,7 +94,11 @@ class EntitlementSync(Protocol):
         customer_id: str,
         subjects: Sequence[str],
         budgets: Sequence[tuple[TypedFeature, datetime]],
-    ) -> list[BudgetValue | None]: ...
+        *,
+        memo_only: bool = False,
+    ) -> list[BudgetValue | None] | None:
+        """``memo_only``: ``None`` unless memoised values answer (nothing computed)."""
+        ...
 
     def sync(
         self,
@@ -231,16 +235,31 @@ class SubscriptionService:
         """:meth:`entitlements` and the id of the customer they are of (None, with no items,
         when it has no active subscription), for a caller that reads more of the customer
         (the route's held reservations) without resolving the reference again."""
+        found = self._entitlements(customer_ref, memo_only=False)
+        assert found is not None
+        return found
+
+    def cached_entitlements(self, customer_ref: str) -> list[EntitledItem] | None:
+        """:meth:`entitlements` when the budgets' values are memoised (``None`` otherwise):
+        cached and one-row reads only, nothing computed or folded."""
+        found = self._entitlements(customer_ref, memo_only=True)
+        return None if found is None else found[1]
+
+    def _entitlements(
+        self, customer_ref: str, *, memo_only: bool
+    ) -> tuple[str | None, list[EntitledItem]] | None:
         view = self.current(customer_ref)
         if view is None:
             return None, []
         features = [view.features[e.value.feature_reference] for e in view.values]
         budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
         read = (
-            self._sync.budget_values(view.customer.id, view.subjects, budgets)
+            self._sync.budget_values(view.customer.id, view.subjects, budgets, memo_only=memo_only)
             if self._sync is not None and budgets
             else [None] * len(budgets)
         )
+        if read is None:
+            return None
         values = iter(read)
         return view.customer.id, [
             EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)

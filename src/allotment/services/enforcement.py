@@ -15,18 +15,17 @@ usage counted.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
 from allotment.clock import Clock
 from allotment.domain import enforcement as rules
 from allotment.domain import limits
-from allotment.domain.decimals import plain
 from allotment.domain.errors import (
     DomainError,
     Forbidden,
@@ -37,9 +36,16 @@ from allotment.domain.errors import (
 )
 from allotment.domain.events import CloudEvent
 from allotment.domain.ids import new_ulid
-from allotment.domain.meters import compile_path
 from allotment.domain.rate_limits import WINDOW_US
 from allotment.domain.timeutil import from_micros, to_micros
+from allotment.services.enforcement_views import (
+    AuthorizeResult,
+    Busy,
+    Inline,
+    ReservationView,
+    reservation_view,
+    usage_data,
+)
 from allotment.storage import enforcement_repo as repo
 from allotment.storage.database import Tx
 
@@ -66,6 +72,17 @@ class EntitlementSource(Protocol):
         (event type, value path) the answer must carry."""
         ...
 
+    def cached_customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> rules.CustomerEntitlements | None:
+        """:meth:`customer_entitlements` when cached and one-row reads can answer it (what an
+        event loop may do), else ``None``."""
+        ...
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         """References of the active plans whose value of the ENUM feature includes ``value``."""
         ...
@@ -78,110 +95,6 @@ class EntitlementSource(Protocol):
 
 class UsageRecorder(Protocol):
     def ingest(self, events: Sequence[CloudEvent]) -> int: ...
-
-
-@dataclass(frozen=True, slots=True)
-class AuthorizeResult:
-    reservation_id: str | None
-    remaining: Mapping[str, Decimal]
-    overage: Mapping[str, Decimal]
-    rate_limits: tuple[rules.RateState, ...]
-    expires_at: datetime | None = None
-    replayed: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "allowed": True,
-            "reservation_id": self.reservation_id,
-            "remaining": {k: str(plain(v)) for k, v in self.remaining.items()},
-            "rate_limits": [s.to_json() for s in self.rate_limits],
-        }
-        if self.expires_at is not None:
-            out["expires_at_us"] = to_micros(self.expires_at)
-        if self.overage:
-            out["overage"] = {k: str(plain(v)) for k, v in self.overage.items()}
-        return out
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any], *, replayed: bool) -> AuthorizeResult:
-        exp = d.get("expires_at_us")
-        return cls(
-            d.get("reservation_id"),
-            {k: Decimal(v) for k, v in d["remaining"].items()},
-            {k: Decimal(v) for k, v in d.get("overage", {}).items()},
-            tuple(rules.RateState.from_json(s) for s in d["rate_limits"]),
-            None if exp is None else from_micros(int(exp)),
-            replayed,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ReservationItemView:
-    feature_reference: str
-    amount: Decimal
-    expires_at: datetime
-    committed: Decimal | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReservationView:
-    id: str
-    customer_reference: str
-    status: str
-    """``held``, ``committed``, ``released`` or ``expired``."""
-    created_at: datetime
-    expires_at: datetime
-    settled_at: datetime | None
-    items: tuple[ReservationItemView, ...] = field(default=())
-    event_ids: tuple[str, ...] = ()
-
-
-def _view(r: repo.ReservationRecord, now_us: int) -> ReservationView:
-    status = r.status
-    if status == "held" and r.expires_at_us <= now_us:
-        status = "expired"
-    events = ()
-    if r.status == "committed" and r.outcome:
-        events = tuple(msgspec.json.decode(r.outcome).get("event_ids", ()))
-    return ReservationView(
-        r.id,
-        r.customer_ref,
-        status,
-        from_micros(r.created_at_us),
-        from_micros(r.expires_at_us),
-        None if r.settled_at_us is None else from_micros(r.settled_at_us),
-        tuple(
-            ReservationItemView(i.feature_key, i.amount, from_micros(i.expires_at_us), i.committed)
-            for i in r.items
-        ),
-        events,
-    )
-
-
-def usage_data(value_property: str | None, amount: Decimal, extra: Mapping[str, Any] | None) -> Any:
-    """The ``data`` of a committed usage event: ``extra`` with ``amount`` at the meter's
-    JSONPath (``$.usage.tokens`` → ``{"usage": {"tokens": amount}}``)."""
-    doc: dict[str, Any] = dict(extra or {})
-    if value_property is None:
-        return doc
-    steps = compile_path(value_property, "value_property")
-    number: int | Decimal = int(amount) if amount == amount.to_integral_value() else plain(amount)
-    if not steps or not all(isinstance(s, str) for s in steps):
-        raise InvalidInput(
-            f"the meter's valueProperty {value_property!r} is not a plain object path; a"
-            " commit cannot write usage at it",
-            field="amounts",
-        )
-    names = [str(s) for s in steps]
-    node = doc
-    for step in names[:-1]:
-        child = node.get(step)
-        if not isinstance(child, dict):
-            child = {}
-            node[step] = child
-        node = child
-    node[names[-1]] = number
-    return doc
 
 
 class EnforcementService:
@@ -205,32 +118,97 @@ class EnforcementService:
 
     def authorize(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
         if not req.consume and not req.reserve and req.idempotency_key is None:
-            ents = self._source.customer_entitlements(customer_ref)
-            rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
-            return AuthorizeResult(None, {}, {}, ())
+            return self._checks_only(self._source.customer_entitlements(customer_ref), req)
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
-        cid = who[0]
-        keys = [_key(cid, f) for f in req.lock_features()]
-        once = None
-        if req.idempotency_key is not None:
-            once = _key(cid, "idempotency", req.idempotency_key)
+        keys, once = _keys(who[0], req)
         with self._store.session(keys, once=once) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
                 customer_ref, customer=who, reserving=req.reserved_features()
             )
-            if req.idempotency_key is None:
-                # a denial of the pure steps applies nothing and is not kept: answer it now
-                rules.validate_kinds(req, ents)
-                rules.run_checks(req, ents, self._plans)
-            writes = repo.DecisionWrites()
-            with session.read() as tx:
-                outcome = self._decide(tx, ents, req, writes)
+            outcome, writes = self._under_keys(session.read, ents, req)
             if writes:
                 session.apply(writes)
         if isinstance(outcome, DomainError):
             raise outcome
         return outcome
+
+    @property
+    def inline(self) -> bool:
+        """Whether :meth:`authorize_inline` can decide (SQLite: local reads, group writer)."""
+        return self._store.inline
+
+    def authorize_inline(
+        self,
+        customer_ref: str,
+        req: rules.AuthorizeRequest,
+        token: object,
+        written: Callable[[BaseException | None], None],
+    ) -> Inline | Busy:
+        """:meth:`authorize` without blocking a thread on the keys or the commit, for an event
+        loop (SQLite only, :attr:`inline`). :class:`Busy` when a key is held (nothing done:
+        wait for its holder's token, then call again; or, when the holder is a blocking
+        session, call :meth:`authorize` on a thread), and ``Busy(None)`` too when the
+        customer's values are not all cached (a budget's value would be computed, maybe
+        folding usage: that runs on a thread). Otherwise the decision, with
+        ``token`` named as the keys' holder until its writes have committed; when
+        :attr:`Inline.pending`, ``written`` is called in the writer's thread after that (the
+        keys already released) and the answer must wait for it. A denial of the pure steps
+        raises, as :meth:`authorize` does."""
+        if not req.consume and not req.reserve and req.idempotency_key is None:
+            plain_ents = self._source.cached_customer_entitlements(customer_ref)
+            if plain_ents is None:
+                return Busy(None)
+            return Inline(self._checks_only(plain_ents, req), pending=False)
+        who = self._source.identify(customer_ref)
+        keys, once = _keys(who[0], req)
+        held, holder = self._store.try_hold([*keys, *([once] if once else [])], token)
+        if held is None:
+            return Busy(holder)
+        try:
+            ents = self._source.cached_customer_entitlements(
+                customer_ref, customer=who, reserving=req.reserved_features()
+            )
+            if ents is None:  # a budget's value must be computed: not on the event loop
+                return Busy(None)
+            outcome, writes = self._under_keys(self._store.db.read, ents, req)
+            if not writes:
+                return Inline(outcome, pending=False)
+            store, taken = self._store, held
+
+            def done(exc: BaseException | None) -> None:
+                store.give_back(taken, token)
+                written(exc)
+
+            self._store.submit(writes, done)
+            held = None  # the writer gives the keys back
+            return Inline(outcome, pending=True)
+        finally:
+            if held is not None:
+                self._store.give_back(held, token)
+
+    def _checks_only(
+        self, ents: rules.CustomerEntitlements, req: rules.AuthorizeRequest
+    ) -> AuthorizeResult:
+        rules.decide(req, ents, logs={}, held={}, now_us=0, plans_including=self._plans)
+        return AuthorizeResult(None, {}, {}, ())
+
+    def _under_keys(
+        self,
+        read: Callable[[], AbstractContextManager[Tx]],
+        ents: rules.CustomerEntitlements,
+        req: rules.AuthorizeRequest,
+    ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
+        """The decision, its keys held and ``ents`` read under them, from the state read in
+        one ``read()`` transaction; a denial of the pure steps without an idempotency key
+        raises (nothing to keep)."""
+        if req.idempotency_key is None:
+            # a denial of the pure steps applies nothing and is not kept: answer it now
+            rules.validate_kinds(req, ents)
+            rules.run_checks(req, ents, self._plans)
+        writes = repo.DecisionWrites()
+        with read() as tx:
+            return self._decide(tx, ents, req, writes), writes
 
     def _decide(
         self,
@@ -359,7 +337,7 @@ class EnforcementService:
             r = repo.reservation(tx, reservation_id)
         if r is None:
             raise NotFound(f"reservation {reservation_id!r} not found")
-        return _view(r, to_micros(self._now()))
+        return reservation_view(r, to_micros(self._now()))
 
     def commit(self, reservation_id: str, req: rules.CommitRequest) -> ReservationView:
         """Record the actual usage (one event per feature with a positive amount, id derived
@@ -367,7 +345,7 @@ class EnforcementService:
         after the TTL still records the usage (it happened); a released reservation is 409."""
         first = self._settleable(reservation_id, "commit")
         if first.status == "committed":
-            return _view(first, to_micros(self._now()))
+            return reservation_view(first, to_micros(self._now()))
         features = {i.feature_key for i in first.items}
         for ref in req.amounts:
             if ref not in features:
@@ -382,7 +360,7 @@ class EnforcementService:
                 r = repo.reservation(tx, reservation_id)
                 assert r is not None
             if r.status == "committed":
-                return _view(r, to_micros(self._now()))
+                return reservation_view(r, to_micros(self._now()))
             if r.status == "released":
                 raise _settled(r)
             now = self._now()
@@ -418,13 +396,13 @@ class EnforcementService:
                 )
                 done = repo.reservation(tx, r.id)
         assert done is not None
-        return _view(done, now_us)
+        return reservation_view(done, now_us)
 
     def release(self, reservation_id: str) -> ReservationView:
         """Free the whole hold; releasing again answers the same, a committed one is 409."""
         first = self._settleable(reservation_id, "release")
         if first.status == "released":
-            return _view(first, to_micros(self._now()))
+            return reservation_view(first, to_micros(self._now()))
         if first.status == "committed":
             raise _settled(first)
         keys = [_key(first.customer_id, i.feature_key) for i in first.items]
@@ -442,7 +420,7 @@ class EnforcementService:
         assert r is not None
         if r.status == "committed":
             raise _settled(r)
-        return _view(r, now_us)
+        return reservation_view(r, now_us)
 
     def _settleable(self, reservation_id: str, action: str) -> repo.ReservationRecord:
         with self._store.db.read() as tx:
@@ -471,6 +449,15 @@ class EnforcementService:
         now_us = to_micros(self._now())
         with self._store.db.read() as tx:
             return repo.held_by_feature(tx, customer_id, now_us)
+
+
+def _keys(customer_id: str, req: rules.AuthorizeRequest) -> tuple[list[str], str | None]:
+    """The (customer, feature) keys a decision holds, and its idempotency key's."""
+    keys = [_key(customer_id, f) for f in req.lock_features()]
+    once = None
+    if req.idempotency_key is not None:
+        once = _key(customer_id, "idempotency", req.idempotency_key)
+    return keys, once
 
 
 def _key(customer_id: str, *parts: str) -> str:

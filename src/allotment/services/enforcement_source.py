@@ -45,6 +45,33 @@ class EnforcementCatalog:
         reserving: Collection[str] = (),
     ) -> CustomerEntitlements:
         items = self._subscriptions.entitlements(customer_ref)  # 404 unknown, 412 deleted
+        return self._answer(customer_ref, items, customer, reserving)
+
+    def cached_customer_entitlements(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str] | None = None,
+        reserving: Collection[str] = (),
+    ) -> CustomerEntitlements | None:
+        """:meth:`customer_entitlements` from cached and one-row reads only; ``None`` when
+        a budget's value would have to be computed (its memo is stale, or no budget
+        entitlement stands behind it: the period's meter total)."""
+        items = self._subscriptions.cached_entitlements(customer_ref)
+        if items is None or any(
+            i.feature.is_budget and i.feature.meter_reference is not None and i.budget is None
+            for i in items
+        ):
+            return None
+        return self._answer(customer_ref, items, customer, reserving)
+
+    def _answer(
+        self,
+        customer_ref: str,
+        items: Sequence[EntitledItem],
+        customer: tuple[str, str] | None,
+        reserving: Collection[str],
+    ) -> CustomerEntitlements:
         customer_id, reference = customer or self.identify(customer_ref)
         plan = items[0].plan_reference if items else None
         values = {

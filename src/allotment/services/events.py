@@ -1,11 +1,14 @@
-"""Events: exactly-once ingest with rollup maintenance, and the raw event listing."""
+"""Events: exactly-once ingest with rollup maintenance, and the raw event listing.
+
+The writer thread that commits many requests' batches in one transaction is
+:class:`~allotment.services.group_commit.GroupCommitter` (``services/group_commit.py``); this
+module gives it what to write (:meth:`EventService.write_batches`) and what to do when idle
+(fold the tail, ``storage/usage_tail.py``).
+"""
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -16,11 +19,12 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from allotment.domain import limits
-from allotment.domain.errors import InvalidInput, Unavailable
+from allotment.domain.errors import InvalidInput
 from allotment.domain.events import CloudEvent, PreparedEvent
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
+from allotment.services.group_commit import GroupCommitter
 from allotment.storage import events_repo, meters_repo, usage_tail, usage_write
 from allotment.storage.database import Tx
 
@@ -32,12 +36,6 @@ log = logging.getLogger("allotment.ingest")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _decoder = msgspec.json.Decoder(float_hook=exact_decimal)
-
-GROUP_MAX_EVENTS = 20_000
-"""Most events one group commit writes (several requests; one request is never split)."""
-GROUP_MAX_WAIT_S = 0.0
-"""How long the writer waits for more requests once the queue is empty (0: commit at once;
-requests that arrive during a commit form the next group)."""
 
 FOLD_IDLE_S = 0.25
 """The writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
@@ -109,165 +107,6 @@ def prepare(e: CloudEvent) -> PreparedEvent:
     )
 
 
-class _Pending:
-    __slots__ = ("events", "future")
-
-    def __init__(self, events: Sequence[PreparedEvent], future: Future[int]) -> None:
-        self.events = events
-        self.future = future
-
-
-class GroupCommitter:
-    """One writer thread per process: commits the batches queued by many requests together.
-
-    :meth:`submit` queues an already validated batch and returns a future. The writer takes
-    the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
-    at most ``max_wait_s`` for more once the queue is empty), writes them in ONE transaction
-    with ``write`` and resolves each future with its own count only after the commit returned.
-    So one fsync serves many requests, and the writer's connection keeps its page cache warm.
-
-    A group that fails with :class:`Unavailable` (the database cannot serve) fails every
-    request in it (clients retry; exactly-once makes that safe). Any other failure retries each
-    request of the group alone, so one request that cannot be written never fails the others.
-
-    ``background`` (optional) is work the writer does between groups, a step at a time: the
-    first step once no request arrived for ``background_after_s`` after a commit, the next
-    ones at once while each returns True (more to do) and no request is queued; and one step
-    after any group when ``pressing()`` says it cannot wait. It must not raise.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[Sequence[Sequence[PreparedEvent]]], list[int]],
-        *,
-        max_events: int = GROUP_MAX_EVENTS,
-        max_wait_s: float = GROUP_MAX_WAIT_S,
-        name: str = "allotment-ingest-writer",
-        background: Callable[[], bool] | None = None,
-        background_after_s: float = FOLD_IDLE_S,
-        pressing: Callable[[], bool] | None = None,
-    ) -> None:
-        self._write = write
-        self.max_events = max_events
-        self.max_wait_s = max_wait_s
-        self._background = background
-        self._background_after_s = background_after_s
-        self._pressing = pressing
-        self._more_background = background is not None
-        self._name = name
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self.groups = 0
-        """Transactions committed (for tests and diagnostics)."""
-
-    def submit(self, events: Sequence[PreparedEvent]) -> Future[int]:
-        future: Future[int] = Future()
-        if not events:
-            future.set_result(0)
-            return future
-        if self._thread is None:
-            self._start()
-        self._queue.put(_Pending(events, future))
-        return future
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                thread.start()
-                self._thread = thread
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Let the writer finish what is queued, then stop it."""
-        with self._start_lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        q = self._queue
-        carry: _Pending | None = None
-        stopping = False
-        wait = self._background_after_s
-        while not stopping:
-            item: _Pending | None
-            if carry is not None:
-                item = carry
-            elif self._more_background and self._background is not None:
-                try:
-                    # the idle wait once after a commit; between background steps only a look
-                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
-                except queue.Empty:
-                    self._more_background = self._background()
-                    wait = 0.0
-                    continue
-            else:
-                item = q.get()
-            carry = None
-            if item is None:
-                return
-            group: list[_Pending] = []
-            size = 0
-            deadline: float | None = None
-            while item is not None:
-                if item.future.set_running_or_notify_cancel():  # skip abandoned requests
-                    group.append(item)
-                    size += len(item.events)
-                if size >= self.max_events:
-                    break
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    if self.max_wait_s <= 0:
-                        break
-                    if deadline is None:
-                        deadline = time.monotonic() + self.max_wait_s
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = q.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is None:
-                    stopping = True
-                elif group and size + len(item.events) > self.max_events:
-                    carry, item = item, None
-            if group:
-                self._commit(group)
-                if self._background is not None:
-                    self._more_background = True
-                    wait = self._background_after_s
-                    if self._pressing is not None and self._pressing():
-                        self._more_background = self._background()
-
-    def _commit(self, group: list[_Pending]) -> None:
-        try:
-            counts = self._write([p.events for p in group])
-        except Unavailable as exc:
-            for p in group:
-                p.future.set_exception(exc)
-            return
-        except BaseException as exc:
-            if len(group) == 1:
-                group[0].future.set_exception(exc)
-                return
-            log.warning("group commit of %d requests failed (%r); retrying each", len(group), exc)
-            for p in group:
-                try:
-                    (n,) = self._write([p.events])
-                except BaseException as one:
-                    p.future.set_exception(one)
-                else:
-                    p.future.set_result(n)
-            return
-        self.groups += 1
-        for p, n in zip(group, counts, strict=True):
-            p.future.set_result(n)
-
-
 class EventService:
     """Collaborators: the database and clock."""
 
@@ -284,6 +123,7 @@ class EventService:
         self.committer = GroupCommitter(
             self.write_batches,
             background=self._fold_some if self.deferred else None,
+            background_after_s=FOLD_IDLE_S,
             pressing=self._lagging,
         )
         self.after_commit: Callable[[Iterable[tuple[str, str]]], None] | None = None
@@ -486,7 +326,9 @@ class EventService:
     # ------------------------------------------------------------ list
 
     def list(self, q: EventQuery) -> list[dict[str, Any]]:
-        """Stored events, newest first, with ``validationError`` against the current meters."""
+        """Stored events, newest first, with ``validationError`` against the current meters.
+        Folds the tail first: a duplicate that carried another time is only removed there."""
+        self.settle()
         now = self._clock.now()
         oldest = now - timedelta(days=limits.EVENTS_LIST_WINDOW_DAYS)
         start = q.from_ if q.from_ is not None else oldest

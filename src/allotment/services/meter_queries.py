@@ -4,7 +4,11 @@ in-memory usage series the entitlement engine burns from.
 Each call reads in one read transaction; window arithmetic lives in ``domain.windows``, group
 filters and the usage series in ``domain.usage_series``, SQL in ``storage.usage_read`` and
 ``storage.query_totals`` (the meter query), ``storage.subject_usage`` (one subject's usage),
-folding in ``storage.usage_fold``.
+folding in ``storage.usage_fold``; the console's subject ranking in
+``storage.subject_ranking``.
+
+A little over 500 lines: one port for every usage read (callers receive one
+``MeterQueryService``), and each method here is a thin validate-settle-read step.
 """
 
 from __future__ import annotations
@@ -41,7 +45,13 @@ from allotment.domain.windows import (
     check_window_count,
     total_window,
 )
-from allotment.storage import query_totals, subject_usage, usage_fold, usage_read
+from allotment.storage import (
+    query_totals,
+    subject_ranking,
+    subject_usage,
+    usage_fold,
+    usage_read,
+)
 from allotment.storage.database import Tx
 from allotment.storage.usage_read import MinuteRow, UniqueRow
 
@@ -188,6 +198,19 @@ class MeterQueryService:
         return MeterQueryResult(
             meter, q, keys, by_subject, _result_rows(cells, window_of, keys, by_subject)
         )
+
+    def top_subjects(
+        self, meter_id_or_slug: str, from_: datetime, to: datetime, limit: int
+    ) -> tuple[list[tuple[str, int | Decimal]], int] | None:
+        """The first ``limit`` subjects by usage (SUM, COUNT) over minute-aligned
+        ``[from_, to)``, largest first, and how many subjects have usage, ranked by the
+        database (``storage.subject_ranking``); None when it cannot rank exactly."""
+        meter = self._meter(meter_id_or_slug)
+        lo, hi = to_micros(from_), to_micros(to)
+        check(lo % _MINUTE_US == 0 and hi % _MINUTE_US == 0 and lo < hi, "top_subjects: range")
+        self.settle()
+        with self._db.read() as tx:
+            return subject_ranking.top_subjects(tx, meter, lo, hi, limit)
 
     # ------------------------------------------------------------ subjects, group-by values
 

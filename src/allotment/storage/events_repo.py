@@ -18,39 +18,63 @@ _INSERT_CHUNK = 10_000
 
 _INSERT = (
     "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
-    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (source, id) DO NOTHING"
+    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
+)
+_INSERT_SEQ = (
+    "INSERT INTO events (seq, source, id, type, subject, time, ingested_at, event) "
+    "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
+)
+_SQLITE_BEFORE = (
+    "SELECT coalesce((SELECT max(seq) FROM events), 0), total_changes(), "
+    "(SELECT seq FROM usage_fold_state WHERE id = 1)"
 )
 
 
 def insert_new(
     tx: Tx, dialect: str, rows: Sequence[PreparedEvent], ingested_at_us: int
 ) -> set[tuple[str, str]] | None:
-    """Insert the rows whose ``(source, id)`` is new; return the keys actually inserted, or
-    None when every row was inserted (the common case, reported without building a set).
+    """Insert the rows not stored yet; return the keys actually inserted, or None when every
+    row was inserted (the common case, reported without building a set).
 
-    A key already stored (by an earlier request, or by a concurrent transaction that commits
-    first) is skipped: first one wins. ``rows`` hold distinct keys, sorted by ``(source, id)``
-    so that concurrent PostgreSQL transactions take the unique-index locks in the same order.
+    The dedup at ingest is the unique index ``events_time_key (time, source, id)``
+    (migration 0760): time-led, so its inserts land where the newest events are. A row
+    already stored with the same time (a retry: earlier request, or a concurrent transaction
+    that commits first) is skipped: first one wins. A row whose ``(source, id)`` is stored
+    with ANOTHER time is inserted here and removed by the deferred fold before it counts
+    (``usage_tail.fold_pending``: ``event_keys``), so it is never counted twice either; the
+    count returned here then includes it. ``rows`` hold distinct ``(source, id)``, sorted by
+    it, so that concurrent PostgreSQL transactions take the unique-index locks in the same
+    order.
 
     SQLite: the caller's write transaction excludes every other writer, so the rows are
     appended with one ``executemany`` and only counted (``total_changes()``); when some were
-    skipped, the inserted ones are exactly those above the largest ``seq`` seen before.
+    skipped, the inserted ones are exactly those above the largest ``seq`` seen before. A
+    fold may have deleted the newest rows (duplicates), and SQLite would hand their ``seq``
+    out again, below the fold watermark: then the rows get explicit ``seq`` above it.
     PostgreSQL (many processes may insert the same key at once): ``INSERT … SELECT FROM
     unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order; the same
     statement queues each inserted ``seq`` for the deferred fold (``usage_fold_queue``,
     see ``storage/usage_tail.py``). SQLite's fold needs no queue: it folds above a watermark.
     """
     if dialect == "sqlite":
-        before = tx.one("SELECT coalesce(max(seq), 0), total_changes() FROM events")
+        before = tx.one(_SQLITE_BEFORE)
         assert before is not None
-        tx.execute_many(_INSERT, [(*r[:5], ingested_at_us, r[5]) for r in rows])
+        last, folded = int(before[0]), int(before[2] or 0)
+        if last >= folded:
+            tx.execute_many(_INSERT, [(*r[:5], ingested_at_us, r[5]) for r in rows])
+        else:  # the newest rows were deleted as duplicates: never reuse a folded seq
+            last = folded
+            tx.execute_many(
+                _INSERT_SEQ,
+                [(folded + 1 + n, *r[:5], ingested_at_us, r[5]) for n, r in enumerate(rows)],
+            )
         after = tx.one("SELECT total_changes()")
         assert after is not None
         if int(after[0]) - int(before[1]) == len(rows):
             return None
         return {
             (str(s), str(i))
-            for s, i in tx.execute("SELECT source, id FROM events WHERE seq > ?", (before[0],))
+            for s, i in tx.execute("SELECT source, id FROM events WHERE seq > ?", (last,))
         }
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _INSERT_CHUNK):
@@ -60,7 +84,7 @@ def insert_new(
             "WITH new AS (INSERT INTO events (source, id, type, subject, time, ingested_at, "
             "event) SELECT s, i, t, u, w, ?, e FROM unnest(?::text[], ?::text[], ?::text[], "
             "?::text[], ?::bigint[], ?::text[]) AS r(s, i, t, u, w, e) "
-            "ON CONFLICT (source, id) DO NOTHING RETURNING source, id, seq), "
+            "ON CONFLICT (time, source, id) DO NOTHING RETURNING source, id, seq), "
             "queued AS (INSERT INTO usage_fold_queue (seq) SELECT seq FROM new) "
             "SELECT source, id FROM new",
             [
@@ -81,12 +105,13 @@ def scan_type(
     tx: Tx, event_type: str, from_us: int | None, page: int = 2000
 ) -> Iterator[list[tuple[str, int, str]]]:
     """Pages of ``(subject, time_us, event_json)`` for every stored event of ``event_type``
-    (with ``time >= from_us`` when given), in insertion order."""
+    (with ``time >= from_us`` when given), in insertion order. (A scan of the table in
+    ``seq`` order, the type filtered: a meter backfill, which folds the tail first.)"""
     after = -1
     while True:
         rows = tx.execute(
             "SELECT seq, subject, time, event FROM events WHERE type = ? AND seq > ? "
-            "AND time >= ? ORDER BY seq LIMIT ?",
+            "AND +time >= ? ORDER BY seq LIMIT ?",  # +time: the seq order, not a sort
             (event_type, after, from_us if from_us is not None else -(2**62), page),
         )
         if not rows:
@@ -158,7 +183,7 @@ def list_page(
 
 def count_per_minute(tx: Tx, from_us: int, to_us: int) -> list[tuple[int, int]]:
     """(minute start µs, events) of every minute of event time in ``[from_us, to_us)`` that has
-    events: a range scan of the ``events_time`` index, never of the table."""
+    events: a range scan of the ``events_time_key`` index, never of the table."""
     rows = tx.execute(
         "SELECT time - (time % 60000000) AS minute, COUNT(*) FROM events "
         "WHERE time >= ? AND time < ? GROUP BY minute ORDER BY minute",

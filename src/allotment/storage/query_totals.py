@@ -10,7 +10,9 @@ random data); what changes is the cost of a query returning many rows.
 
 When every fold bucket is at most one rollup row (per subject and group), the statement is a
 plain select without ``GROUP BY`` and without an SQL aggregate, and integer totals stay
-Python ``int`` until the cell's value is built.
+Python ``int`` until the cell's value is built. A query over every subject (no subject filter,
+not grouped by subject) reads its whole hours and days from the per-meter rows
+(``meter_rollup``): a few rows per hour and group however many subjects there are.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 
 from allotment.domain.decimals import EXACT, plain
 from allotment.domain.meters import Aggregation, Meter
+from allotment.storage import meter_rollup
 from allotment.storage.database import Tx, dec
 from allotment.storage.usage_fold import AVG_CONTEXT
 from allotment.storage.usage_grains import PARAMS_MAX, SPANS_MAX, plan_grains
@@ -63,9 +66,16 @@ def read_totals(
         if lo < hi:
             per_span = len(subjects or ()) + 5
             plan = plan_grains(lo, hi, cuts, min(SPANS_MAX, PARAMS_MAX // per_span))
+            every_subject = subjects is None and not bucketing.by_subject
             for grain in GRAINS:
                 spans = [(x, y) for g, x, y in plan if g is grain]
-                if spans:
+                if not spans:
+                    continue
+                if every_subject and grain.step in meter_rollup.TABLES:
+                    # all subjects added up: the per-meter rows (a few per hour, not one per
+                    # subject); the same totals, summed at fold time
+                    out += meter_rollup.read_totals(tx, meter.id, grain.step, spans)
+                else:
                     out += _grain_totals(tx, meter, subjects, bucketing, grain, spans)
     for a, z in edges:
         rows, _ = edge_rows(tx, meter, a, z, subjects)

@@ -6,7 +6,10 @@ batcher's thread takes the oldest queued item and every item queued behind it (u
 ``max_items``), writes them all with one call of ``write(tx, items)`` in one transaction —
 a few ``executemany`` statements for the whole group, so the thread crosses into SQLite (and
 gives up the GIL) a handful of times per group rather than per item — commits, and only then
-returns to the callers. Items must not depend on each other's writes (the enforcement
+returns to the callers (:meth:`TxBatcher.run` blocks its caller until then;
+:meth:`TxBatcher.submit` returns at once and calls the caller's ``done`` in the batcher's
+thread after the commit, so an event loop need not block a thread per decision). Items must
+not depend on each other's writes (the enforcement
 service's key locks keep two decisions on one key out of one group).
 
 A group whose transaction fails with :class:`~allotment.domain.errors.Unavailable` fails every
@@ -27,6 +30,9 @@ from allotment.domain.errors import Unavailable
 from allotment.storage.seam import Database, Tx
 
 W = TypeVar("W")
+Done = Callable[[BaseException | None], None]
+"""Called once in the batcher's thread: ``None`` once the item has committed, else the error
+that kept it from being written. It must not raise (nor block for long)."""
 
 MAX_ITEMS = 512
 """Most items in one transaction (a bound on how long one group keeps the write lock)."""
@@ -47,7 +53,7 @@ class TxBatcher(Generic[W]):
         self._write = write
         self._name = name
         self.max_items = max_items
-        self._queue: queue.SimpleQueue[tuple[W, Future[None]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[W, Done] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.groups = 0
@@ -56,10 +62,22 @@ class TxBatcher(Generic[W]):
     def run(self, item: W) -> None:
         """Write ``item`` in the next group transaction; return once that has committed."""
         future: Future[None] = Future()
+
+        def done(exc: BaseException | None) -> None:
+            if exc is None:
+                future.set_result(None)
+            else:
+                future.set_exception(exc)
+
+        self.submit(item, done)
+        future.result()
+
+    def submit(self, item: W, done: Done) -> None:
+        """Queue ``item`` for the next group transaction and return at once; ``done`` is
+        called (in the batcher's thread) when it has committed or failed."""
         if self._thread is None:
             self._start()
-        self._queue.put((item, future))
-        future.result()
+        self._queue.put((item, done))
 
     def _start(self) -> None:
         with self._start_lock:
@@ -94,28 +112,35 @@ class TxBatcher(Generic[W]):
                 group.append(nxt)
             self._commit(group)
 
-    def _commit(self, group: list[tuple[W, Future[None]]]) -> None:
+    def _commit(self, group: list[tuple[W, Done]]) -> None:
         try:
             with self._db.write() as tx:
                 self._write(tx, [item for item, _ in group])
         except Unavailable as exc:
-            for _, future in group:
-                future.set_exception(exc)
+            for _, done in group:
+                _call(done, exc)
             return
         except BaseException as exc:
             if len(group) == 1:
-                group[0][1].set_exception(exc)
+                _call(group[0][1], exc)
                 return
             log.warning("group write of %d items failed (%r); writing each", len(group), exc)
-            for item, future in group:
+            for item, done in group:
                 try:
                     with self._db.write() as tx:
                         self._write(tx, [item])
                 except BaseException as one:
-                    future.set_exception(one)
+                    _call(done, one)
                 else:
-                    future.set_result(None)
+                    _call(done, None)
             return
         self.groups += 1
-        for _, future in group:
-            future.set_result(None)
+        for _, done in group:
+            _call(done, None)
+
+
+def _call(done: Done, exc: BaseException | None) -> None:
+    try:
+        done(exc)
+    except Exception:  # a caller's callback never stops the writer
+        log.exception("a group write's completion callback failed")

@@ -15,6 +15,14 @@ upserts, so a crash at any moment folds every stored event exactly once:
   and folds their events. A fold first takes the meters lock shared, as ingest did
   (``meters_repo.lock_for_ingest``), so a meter write never interleaves with one.
 
+Before folding anything, a fold records the ``(source, id)`` of every event it takes in
+``event_keys`` (migration 0760: the exact, unexpiring dedup record; ``seq`` = the one event
+that counts) and deletes the events whose key is already there with another ``seq``: the
+duplicates that carried another time, which the ingest's time-led unique index could not
+refuse (``events_repo.insert_new``). Keys are inserted in ``(source, id)`` order, the first
+``seq`` winning among events of the same chunk, so concurrent PostgreSQL folds take the key
+locks in one order.
+
 An event is folded into the meters live when its fold runs. Every meter write folds the
 whole tail first, in its own transaction (:func:`fold_all`, called by ``MeterService`` right
 after it takes the meter lock), so a backfill or rebuild never counts an event that the tail
@@ -23,6 +31,7 @@ would count again. Readers fold the tail first (``EventService.settle``): read-y
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -89,10 +98,13 @@ def fold_pending(
         rows = _take_queued(tx, limit, upto, skip_locked)
     else:
         rows = _above_watermark(tx, limit, upto)
+    last = int(rows[-1][0]) if rows else 0
     if not rows:
         return 0, {}
+    taken = len(rows)
+    rows = _drop_duplicates(tx, rows)
     touched: Touched = {}
-    meters = meters_repo.live_by_event_types(tx, {str(r[3]) for r in rows})
+    meters = meters_repo.live_by_event_types(tx, {str(r[3]) for r in rows}) if rows else []
     if meters:
         folded = usage_write.fold_events(
             usage_write.targets((m.id, m) for m in meters),
@@ -101,8 +113,46 @@ def fold_pending(
         usage_write.write_folded(tx, folded)
         touched = folded.touched
     if tx.dialect != "postgresql":
-        tx.execute("UPDATE usage_fold_state SET seq = ? WHERE id = 1", (int(rows[-1][0]),))
-    return len(rows), touched
+        tx.execute("UPDATE usage_fold_state SET seq = ? WHERE id = 1", (last,))
+    return taken, touched
+
+
+def _drop_duplicates(tx: Tx, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+    """Record the keys of ``rows`` (events in ``seq`` order) in ``event_keys`` and delete the
+    events among them whose key belongs to another event; returns the rest, in order."""
+    seqs = [int(r[0]) for r in rows]
+    params: list[Any]
+    if tx.dialect == "postgresql":
+        where, params = "e.seq = ANY(?::bigint[])", [seqs]
+    else:
+        where, params = "e.seq >= ? AND e.seq <= ?", [seqs[0], seqs[-1]]
+    won = tx.execute(
+        "INSERT INTO event_keys (source, id, seq) SELECT e.source, e.id, e.seq FROM events e "
+        f"WHERE {where} ORDER BY e.source, e.id, e.seq ON CONFLICT (source, id) DO NOTHING "
+        "RETURNING seq",
+        params,
+    )
+    if len(won) == len(seqs):
+        return rows
+    # the key was there already: this very event's (recorded by migration 0760) or another
+    # event's — then this one is a repeat that carried another time
+    rest = sorted(set(seqs) - {int(w[0]) for w in won})
+    dups = tx.execute(
+        "SELECT e.seq FROM events e JOIN event_keys k ON k.source = e.source AND k.id = e.id "
+        "WHERE e.seq = ANY(?::bigint[]) AND k.seq <> e.seq"
+        if tx.dialect == "postgresql"
+        else "SELECT e.seq FROM events e JOIN event_keys k ON k.source = e.source "
+        "AND k.id = e.id WHERE e.seq IN (SELECT value FROM json_each(?)) AND k.seq <> e.seq",
+        [rest] if tx.dialect == "postgresql" else [json.dumps(rest)],
+    )
+    if not dups:
+        return rows
+    gone = {int(d[0]) for d in dups}
+    if tx.dialect == "postgresql":
+        tx.execute("DELETE FROM events WHERE seq = ANY(?::bigint[])", [sorted(gone)])
+    else:
+        tx.execute_many("DELETE FROM events WHERE seq = ?", [(s,) for s in sorted(gone)])
+    return [r for r in rows if int(r[0]) not in gone]
 
 
 def _above_watermark(tx: Tx, limit: int, upto: int | None) -> Sequence[Sequence[Any]]:
@@ -154,6 +204,10 @@ def fold_all(tx: Tx) -> Touched:
 def mark_folded(tx: Tx) -> None:
     """Declare every stored event folded (a loader that wrote the rollups itself, in the same
     transaction as the events: ``bench/bulk.py``)."""
+    tx.execute(
+        "INSERT INTO event_keys (source, id, seq) SELECT source, id, seq FROM events "
+        "WHERE true ORDER BY source, id, seq ON CONFLICT (source, id) DO NOTHING"
+    )
     if tx.dialect == "postgresql":
         tx.execute("DELETE FROM usage_fold_queue")
         return

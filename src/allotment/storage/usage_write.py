@@ -28,6 +28,10 @@ latest_value)``
     UNIQUE_COUNT meters only: each distinct stringified value seen in that minute and group.
     Count distinct ``value`` over the rows of a window.
 
+``usage_meter_hour`` / ``usage_meter_day`` (``storage/meter_rollup.py``)
+    The hour and day cells with the subject dropped (count, sum, isum), written by
+    :meth:`Folded.write` after the grains above: what a meter query over every subject reads.
+
 Both are written only for events that were actually inserted (dedup), in the same
 transaction as the events, so a committed event is counted exactly once.
 """
@@ -45,7 +49,7 @@ from allotment.domain.decimals import EXACT
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
 from allotment.domain.timeutil import floor_minute_us, to_micros
-from allotment.storage import usage_marks
+from allotment.storage import meter_rollup, usage_marks
 from allotment.storage.database import Tx
 
 _CHUNK = 400
@@ -205,13 +209,18 @@ class Folded:
 
     def write(self, tx: Tx) -> None:
         """Upsert every grain (minute, hour, day), one upsert per key and grain, each sorted so
-        concurrent writers lock rows in the same order; then the UNIQUE_COUNT values.
+        concurrent writers lock rows in the same order; then the UNIQUE_COUNT values; last
+        the per-meter hour and day rows (``meter_rollup``: the same cells, subjects dropped).
 
         PostgreSQL gets one statement per grain whose rows are arrays (``unnest``): parsing
         and planning no longer grow with the rows, as multi-row ``VALUES`` lists do."""
         if tx.dialect == "postgresql":
             self._write_arrays(tx)
-            return
+        else:
+            self._write_values(tx)
+        meter_rollup.write(tx, {HOUR_US: self.grains[1], DAY_US: self.grains[2]})
+
+    def _write_values(self, tx: Tx) -> None:
         for grain, cells in zip(GRAINS, self.grains, strict=True):
             rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
             for start in range(0, len(rows), _CHUNK):
@@ -455,3 +464,4 @@ def delete_rollups(tx: Tx, meter_id: str) -> None:
     for grain in GRAINS:
         tx.execute(f"DELETE FROM {grain.table} WHERE meter_id = ?", (meter_id,))
     tx.execute("DELETE FROM usage_unique WHERE meter_id = ?", (meter_id,))
+    meter_rollup.delete(tx, meter_id)

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from allotment.container import Container
+from allotment.domain.decimals import EXACT
 from allotment.domain.errors import DomainError
 from allotment.domain.meters import Aggregation
 from allotment.domain.timeutil import to_micros
@@ -46,12 +47,12 @@ _ADDITIVE = (Aggregation.SUM, Aggregation.COUNT)
 
 @dataclass(frozen=True)
 class Group:
+    """One line of the chart (a row of the table): its value per window and their exact sum
+    (added as the rows come in: sorting 10 000 subjects by a computed total cost 50 ms)."""
+
     label: str
     values: list[Decimal | None]
-
-    @property
-    def total(self) -> Decimal:
-        return sum((v for v in self.values if v is not None), Decimal(0))
+    total: Decimal
 
     @property
     def peak(self) -> Decimal:
@@ -96,29 +97,46 @@ def usage_view(
             400, f"group: {group!r} is not a groupBy key of meter {meter.slug} "
             f"(one of: subject{''.join(', ' + k for k in sorted(meter.group_by))})",
         )  # fmt: skip
-    q = MeterQuery(from_=start, to=end, window_size=size, time_zone=tz,
+    subjects, groups_found = None, None
+    if group == "subject":
+        # rank the subjects in the database and chart only the listed ones: at 10 k subjects
+        # a row per subject and window would take seconds to build (None: not exactly there)
+        ranked = c.meter_queries.top_subjects(meter.slug, start, end, PAGE_ROWS)
+        if ranked is not None:
+            subjects, groups_found = tuple(s for s, _ in ranked[0]), ranked[1]
+    q = MeterQuery(from_=start, to=end, window_size=size, time_zone=tz, subjects=subjects,
                    group_by=(group,) if group else ())  # fmt: skip
     result = c.meter_queries.query(meter.slug, q)
     grid = WindowGrid.build(start, end, size, tz)
     windows = len(grid.bounds) - 1
     fill = Decimal(0) if meter.aggregation in _ADDITIVE else None
     by_group: dict[str, list[Decimal | None]] = {}
+    totals: dict[str, Decimal] = {}
+    index: dict[datetime, int | None] = {}  # rows of one window share its datetime
     for row in result.rows:
-        values = by_group.setdefault(_group_of(row, group), [fill] * windows)
-        i = grid.index(to_micros(row.window_start))
+        label = _group_of(row, group)
+        values = by_group.get(label)
+        if values is None:
+            values = by_group[label] = [fill] * windows
+            totals[label] = Decimal(0)
+        i = index.get(row.window_start, -1)
+        if i == -1:
+            i = index[row.window_start] = grid.index(to_micros(row.window_start))
         if i is not None:
-            values[i] = Decimal(row.value)
-    groups = sorted((Group(k, v) for k, v in by_group.items()),
-                    key=lambda g: (-g.total, g.label))  # fmt: skip
+            value = values[i] = Decimal(row.value)
+            totals[label] = EXACT.add(totals[label], value)
+    order = sorted(by_group, key=lambda label: (-totals[label], label))
+    groups = [Group(label, by_group[label], totals[label]) for label in order]
     if not group and not groups:
-        groups = [Group("all", [fill] * windows)]
+        groups = [Group("all", [fill] * windows, Decimal(0))]
     labels = [_label(grid.window(i)[0], size, tz) for i in range(windows)]
     drawn = groups[:CHART_SERIES_MAX]
     title = f"{meter.name}: {meter.aggregation} per {size.lower()}"
     view["chart"] = chart(labels, [Series("" if not group else g.label, g.values)
                                    for g in drawn], title=title)  # fmt: skip
     view["groups"] = groups[:PAGE_ROWS]
-    view["hidden"] = max(0, len(groups) - CHART_SERIES_MAX)
+    view["hidden"] = max(0, (groups_found or len(groups)) - CHART_SERIES_MAX)
+    view["found"] = groups_found or len(groups)
     view["windows"] = [(grid.window(i)[0], labels[i]) for i in range(windows)]
     return view
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -106,5 +107,22 @@ ROUTES: list[BaseRoute] = [
     Route("/console/logout", logout, methods=["POST"]),
     *(_static(name) for name in STATIC),
 ]
-LAST: list[BaseRoute] = [Route("/console/{path:path}", not_found, methods=["GET"])]
+
+
+class _AnyRest(Convertor[str]):
+    """The rest of a path, newlines included (Starlette's ``path`` is ``.*``, which stops at a
+    ``%0A``: such a path would miss the catch-all and get the API's JSON 404)."""
+
+    regex = r"[\s\S]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("rest", _AnyRest())
+
+LAST: list[BaseRoute] = [Route("/console/{path:rest}", not_found, methods=["GET"])]
 """After every other console route: an unknown console path is a page that says so."""

@@ -1,0 +1,187 @@
+"""The group commit: one writer thread per process commits the batches that many requests
+queued, together, in one transaction (docs/api/events.md, "Group commit").
+
+It knows nothing of events, meters or the database: :class:`EventService` gives it the
+function that writes a group (``EventService.write_batches``) and the background step it runs
+when idle (folding the tail). ``tests/storage/test_group_commit.py`` holds the writer inside
+its first commit to form groups deterministically.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+
+from allotment.domain.errors import Unavailable
+from allotment.domain.events import PreparedEvent
+
+log = logging.getLogger("allotment.ingest")
+
+GROUP_MAX_EVENTS = 20_000
+"""Most events one group commit writes (several requests; one request is never split)."""
+GROUP_MAX_WAIT_S = 0.0
+"""How long the writer waits for more requests once the queue is empty (0: commit at once;
+requests that arrive during a commit form the next group)."""
+
+
+class _Pending:
+    __slots__ = ("events", "future")
+
+    def __init__(self, events: Sequence[PreparedEvent], future: Future[int]) -> None:
+        self.events = events
+        self.future = future
+
+
+class GroupCommitter:
+    """One writer thread per process: commits the batches queued by many requests together.
+
+    :meth:`submit` queues an already validated batch and returns a future. The writer takes
+    the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
+    at most ``max_wait_s`` for more once the queue is empty), writes them in ONE transaction
+    with ``write`` and resolves each future with its own count only after the commit returned.
+    So one fsync serves many requests, and the writer's connection keeps its page cache warm.
+
+    A group that fails with :class:`Unavailable` (the database cannot serve) fails every
+    request in it (clients retry; exactly-once makes that safe). Any other failure retries each
+    request of the group alone, so one request that cannot be written never fails the others.
+
+    ``background`` (optional) is work the writer does between groups, a step at a time: the
+    first step once no request arrived for ``background_after_s`` after a commit, the next
+    ones at once while each returns True (more to do) and no request is queued; and one step
+    after any group when ``pressing()`` says it cannot wait. It must not raise.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[Sequence[Sequence[PreparedEvent]]], list[int]],
+        *,
+        max_events: int = GROUP_MAX_EVENTS,
+        max_wait_s: float = GROUP_MAX_WAIT_S,
+        name: str = "allotment-ingest-writer",
+        background: Callable[[], bool] | None = None,
+        background_after_s: float = 0.0,
+        pressing: Callable[[], bool] | None = None,
+    ) -> None:
+        self._write = write
+        self.max_events = max_events
+        self.max_wait_s = max_wait_s
+        self._background = background
+        self._background_after_s = background_after_s
+        self._pressing = pressing
+        self._more_background = background is not None
+        self._name = name
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.groups = 0
+        """Transactions committed (for tests and diagnostics)."""
+
+    def submit(self, events: Sequence[PreparedEvent]) -> Future[int]:
+        future: Future[int] = Future()
+        if not events:
+            future.set_result(0)
+            return future
+        if self._thread is None:
+            self._start()
+        self._queue.put(_Pending(events, future))
+        return future
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Let the writer finish what is queued, then stop it."""
+        with self._start_lock:
+            thread, self._thread = self._thread, None
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        q = self._queue
+        carry: _Pending | None = None
+        stopping = False
+        wait = self._background_after_s
+        while not stopping:
+            item: _Pending | None
+            if carry is not None:
+                item = carry
+            elif self._more_background and self._background is not None:
+                try:
+                    # the idle wait once after a commit; between background steps only a look
+                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                except queue.Empty:
+                    self._more_background = self._background()
+                    wait = 0.0
+                    continue
+            else:
+                item = q.get()
+            carry = None
+            if item is None:
+                return
+            group: list[_Pending] = []
+            size = 0
+            deadline: float | None = None
+            while item is not None:
+                if item.future.set_running_or_notify_cancel():  # skip abandoned requests
+                    group.append(item)
+                    size += len(item.events)
+                if size >= self.max_events:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    if self.max_wait_s <= 0:
+                        break
+                    if deadline is None:
+                        deadline = time.monotonic() + self.max_wait_s
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = q.get(timeout=remaining)
+                    except queue.Empty:
+                        break
+                if item is None:
+                    stopping = True
+                elif group and size + len(item.events) > self.max_events:
+                    carry, item = item, None
+            if group:
+                self._commit(group)
+                if self._background is not None:
+                    self._more_background = True
+                    wait = self._background_after_s
+                    if self._pressing is not None and self._pressing():
+                        self._more_background = self._background()
+
+    def _commit(self, group: list[_Pending]) -> None:
+        try:
+            counts = self._write([p.events for p in group])
+        except Unavailable as exc:
+            for p in group:
+                p.future.set_exception(exc)
+            return
+        except BaseException as exc:
+            if len(group) == 1:
+                group[0].future.set_exception(exc)
+                return
+            log.warning("group commit of %d requests failed (%r); retrying each", len(group), exc)
+            for p in group:
+                try:
+                    (n,) = self._write([p.events])
+                except BaseException as one:
+                    p.future.set_exception(one)
+                else:
+                    p.future.set_result(n)
+            return
+        self.groups += 1
+        for p, n in zip(group, counts, strict=True):
+            p.future.set_result(n)
