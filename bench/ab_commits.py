@@ -18,6 +18,13 @@ Cells (one keep-alive client, sequential):
     query   p50 ms of 60 meter queries (one subject, HOUR windows)
     single  p50 ms of 100 single-event POST /api/v1/events (application/cloudevents+json)
     batch   events/s of 6 batches of 500 events
+    one     p50 ms of 300 one calls, GET /v1/customers/{ref}/entitlements (catalog.md §5)
+    cvalue  p50 ms of 300 GET /api/v1/customers/{ref}/entitlements/{budget}/value
+    cget    p50 ms of 300 GET /v1/customers/{ref}
+
+The last three read a small catalog made in the setup: a budget on ``tokens_total``, a rate
+limit, an ENUM and a SWITCH on one plan, and 50 customers subscribed to it, customer ``c<i>``
+owning subject ``s<i>`` (so the 10 000 events are their usage).
 
 Each cell also records the server process's CPU time per request (per event for ``batch``),
 from ``/proc/<pid>/task/*/schedstat``: a loaded machine stretches wall time far more than CPU
@@ -48,7 +55,7 @@ from bench.procs import cpu_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
-CELLS = ("value", "query", "single", "batch")
+CELLS = ("value", "query", "single", "batch", "one", "cvalue", "cget")
 Result = dict[str, float]
 
 
@@ -116,10 +123,36 @@ def setup(c: httpx.Client) -> None:
         grant = {"amount": 1_000_000_000, "effectiveAt": made["measureUsageFrom"],
                  "expiration": {"duration": "YEAR", "count": 1}}  # fmt: skip
         _ok(c.post(f"/api/v1/subjects/s{i}/entitlements/f_tokens/grants", json=grant), 201)
+    _catalog(c)
     now = datetime.now(UTC)
     events = [_event(i, f"s{i % SUBJECTS}", now + timedelta(milliseconds=i)) for i in range(10_000)]
     for k in range(0, len(events), 1000):
         _ok(c.post("/api/v1/events", json=events[k : k + 1000]), 204)
+
+
+def _catalog(c: httpx.Client) -> None:
+    """The /v1 catalog of the one-call cells (see the module doc)."""
+    features = [
+        {"reference": "ab_budget", "type": "NUMBER", "meter_reference": "tokens_total"},
+        {"reference": "ab_rpm", "type": "NUMBER", "rate_window": "MINUTE"},
+        {"reference": "ab_models", "type": "ENUM", "enum_values": ["small", "large"]},
+        {"reference": "ab_priority", "type": "SWITCH"},
+    ]
+    for f in features:
+        _ok(c.post("/v1/features", json={"name": f["reference"], **f}), 201)
+    values = [{"feature_reference": "ab_budget", "number": "100000000"},
+              {"feature_reference": "ab_rpm", "number": "600"},
+              {"feature_reference": "ab_models", "enums": ["small"]},
+              {"feature_reference": "ab_priority", "switch": True}]  # fmt: skip
+    _ok(c.post("/v1/pricing-plans", json={"reference": "ab_pro", "name": "Pro",
+                                          "entitlements": values}), 201)  # fmt: skip
+    start = (datetime.now(UTC) - timedelta(days=1)).replace(microsecond=0)
+    for i in range(SUBJECTS):
+        _ok(c.post("/v1/customers", json={"reference": f"c{i}", "name": f"c{i}",
+                                          "subject_keys": [f"s{i}"]}), 201)  # fmt: skip
+        _ok(c.post("/v1/pricing-plan-subscriptions", json={
+            "customer_reference": f"c{i}", "pricing_plan_reference": "ab_pro",
+            "start_at": start.isoformat().replace("+00:00", "Z")}), 201)  # fmt: skip
 
 
 def _timed(fn: Callable[[int], object], n: int, pid: int) -> tuple[float, float]:
@@ -154,7 +187,18 @@ def measure(c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int) ->
         body = [_event(base + 10_000 + 500 * i + j, f"s{j % SUBJECTS}", now) for j in range(500)]
         return _ok(c.post("/api/v1/events", json=body), 204)
 
-    for cell, fn, n in (("value", value, 300), ("query", query, 60), ("single", one_event, 100)):
+    def one(i: int) -> object:
+        return _ok(c.get(f"/v1/customers/c{i % SUBJECTS}/entitlements"), 200)
+
+    def cvalue(i: int) -> object:
+        return _ok(c.get(f"/api/v1/customers/c{i % SUBJECTS}/entitlements/ab_budget/value"), 200)
+
+    def cget(i: int) -> object:
+        return _ok(c.get(f"/v1/customers/c{i % SUBJECTS}"), 200)
+
+    timed = (("value", value, 300), ("query", query, 60), ("single", one_event, 100),
+             ("one", one, 300), ("cvalue", cvalue, 300), ("cget", cget, 300))  # fmt: skip
+    for cell, fn, n in timed:
         if cell in cells:
             out[f"{cell} p50 ms"], out[f"{cell} cpu µs"] = _timed(fn, n, pid)
     if "batch" in cells:

@@ -77,7 +77,12 @@ class Container:
             self.catalog,
             self.customers,
             CatalogEntitlements(
-                db, clock, self.meters, self.customer_entitlements, self.entitlements
+                db,
+                clock,
+                self.meters,
+                self.customer_entitlements,
+                self.entitlements,
+                settle=self.events.settle,
             ),
         )
         self.customers.add_guard(self.customer_entitlements)

@@ -13,18 +13,21 @@ values and the customer's OpenMeter entitlements (``CustomerEntitlements``).
 
 Each entitlement is annotated ``{"managedBy": "pricing_plan_subscription"}``.
 
-Reading a customer's budgets (:meth:`CatalogEntitlements.budget_values`) checks the freshness
-counters of all of them in ONE statement (the counters the value cache itself trusts: catalog,
-the owner's scope per feature, the summed usage marks of the customer's subjects per meter)
-and answers from a memo when they and the minute are unchanged; otherwise each budget's value
-comes from the entitlement value (its cache), and the memo is refreshed.
+Reading a customer's budgets (:meth:`CatalogEntitlements.budget_values`) first folds
+ingest's unfolded tail (``settle``, as every usage read does: read-your-writes; one cheap
+check when there is none), then checks the freshness counters of all of them in ONE
+statement (the counters the value cache itself trusts: catalog, the owner's scope per
+feature, the summed usage marks of the customer's subjects per meter) and answers from a memo
+when they and the minute are unchanged; otherwise each budget's value comes from the
+entitlement value (its cache), and the memo is refreshed. Without the fold first, the memo
+answered the usage of before an ingest until the writer's background fold ran.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -62,8 +65,13 @@ class CatalogEntitlements:
     def __init__(
         self, db: Database, clock: Clock, meters: MeterLookup,
         customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
+        settle: Callable[..., bool] | None = None,
     ) -> None:  # fmt: skip
+        """``settle``: folds ingest's unfolded tail (``EventService.settle``), called before
+        the memo's freshness counters are read (``allow_io=False`` only checks: False when a
+        fold is needed, for a caller that must not fold)."""
         self._db = db
+        self._settle = settle
         self._clock = clock
         self._meters = meters
         self._customer = customer_entitlements
@@ -131,6 +139,10 @@ class CatalogEntitlements:
         if not budgets:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
+        # fold ingest's tail first: the marks below then announce every event stored so far
+        # (memo_only folds nothing: a tail to fold means None, the caller's pool path folds)
+        if self._settle is not None and not self._settle(allow_io=not memo_only):
+            return None
         key = (customer_id, tuple(f.reference for f, _ in budgets))
         memo = self._memo.get(key)
         scope = Owner.customer(customer_id).scope

@@ -229,19 +229,28 @@ class SubscriptionService:
 
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
         """The one call: each effective value; budgets with their period's usage."""
-        items = self._entitlements(customer_ref, memo_only=False)
-        assert items is not None
-        return items
+        return self.entitled(customer_ref)[1]
+
+    def entitled(self, customer_ref: str) -> tuple[str | None, list[EntitledItem]]:
+        """:meth:`entitlements` and the id of the customer they are of (None, with no items,
+        when it has no active subscription), for a caller that reads more of the customer
+        (the route's held reservations) without resolving the reference again."""
+        found = self._entitlements(customer_ref, memo_only=False)
+        assert found is not None
+        return found
 
     def cached_entitlements(self, customer_ref: str) -> list[EntitledItem] | None:
         """:meth:`entitlements` when the budgets' values are memoised (``None`` otherwise):
         cached and one-row reads only, nothing computed or folded."""
-        return self._entitlements(customer_ref, memo_only=True)
+        found = self._entitlements(customer_ref, memo_only=True)
+        return None if found is None else found[1]
 
-    def _entitlements(self, customer_ref: str, *, memo_only: bool) -> list[EntitledItem] | None:
+    def _entitlements(
+        self, customer_ref: str, *, memo_only: bool
+    ) -> tuple[str | None, list[EntitledItem]] | None:
         view = self.current(customer_ref)
         if view is None:
-            return []
+            return None, []
         features = [view.features[e.value.feature_reference] for e in view.values]
         budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
         read = (
@@ -252,7 +261,7 @@ class SubscriptionService:
         if read is None:
             return None
         values = iter(read)
-        return [
+        return view.customer.id, [
             EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
             for e, f in zip(view.values, features, strict=True)
         ]

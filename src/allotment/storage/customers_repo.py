@@ -82,34 +82,45 @@ def _one(tx: Tx, row: Row | None) -> Customer | None:
     return None if row is None else _many(tx, [row])[0]
 
 
+_PG_SUBJECTS = (
+    "(SELECT json_agg(s.subject_key ORDER BY s.position) FROM customer_subjects s"
+    " WHERE s.customer_id = customers.id AND (s.deleted_at IS NULL OR s.with_customer = 1))"
+)
+
+
+def _single(tx: Tx, where: str, params: Sequence[Any]) -> Customer | None:
+    """The customer ``where`` finds (at most one row) with its subject keys (as
+    :func:`_subjects_of` reads them): on PostgreSQL in the same statement, one round trip; on
+    SQLite two local reads."""
+    if tx.dialect != "postgresql":
+        return _one(tx, tx.one(f"SELECT {_COLUMNS} FROM customers {where}", params))
+    row = tx.one(f"SELECT {_COLUMNS}, {_PG_SUBJECTS} FROM customers {where}", params)
+    return None if row is None else _customer(row[:11], row[11] or ())
+
+
 # ---------------------------------------------------------------- reads
 
 
 def by_id(tx: Tx, customer_id: str) -> Customer | None:
-    return _one(tx, tx.one(f"SELECT {_COLUMNS} FROM customers WHERE id = ?", (customer_id,)))
+    return _single(tx, "WHERE id = ?", (customer_id,))
 
 
 def live_by_key(tx: Tx, key: str) -> Customer | None:
-    row = tx.one(f"SELECT {_COLUMNS} FROM customers WHERE key = ? AND deleted_at IS NULL", (key,))
-    return _one(tx, row)
+    return _single(tx, "WHERE key = ? AND deleted_at IS NULL", (key,))
 
 
 def live_by_id(tx: Tx, customer_id: str) -> Customer | None:
-    row = tx.one(
-        f"SELECT {_COLUMNS} FROM customers WHERE id = ? AND deleted_at IS NULL", (customer_id,)
-    )
-    return _one(tx, row)
+    return _single(tx, "WHERE id = ? AND deleted_at IS NULL", (customer_id,))
 
 
 def by_id_or_key(tx: Tx, id_or_key: str) -> Customer | None:
     """OpenMeter's resolution: ``id = x OR (key = x AND live)``, lowest id first (so a deleted
     customer is still found by its id, never by its key)."""
-    row = tx.one(
-        f"SELECT {_COLUMNS} FROM customers WHERE id = ? OR (key = ? AND deleted_at IS NULL) "
-        "ORDER BY id LIMIT 1",
+    return _single(
+        tx,
+        "WHERE id = ? OR (key = ? AND deleted_at IS NULL) ORDER BY id LIMIT 1",
         (id_or_key, id_or_key),
     )
-    return _one(tx, row)
 
 
 def keys_of(tx: Tx, ids: Sequence[str]) -> dict[str, str | None]:

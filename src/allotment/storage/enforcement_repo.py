@@ -292,21 +292,21 @@ def held_amount(tx: Tx, customer_id: str, feature_key: str, now_us: int) -> Deci
 
 
 def held_by_feature(tx: Tx, customer_id: str, now_us: int) -> dict[str, Decimal]:
-    """:func:`held_amount` of every budget feature the customer holds something of."""
-    totals = {
-        str(r[0]): dec(r[1])
-        for r in tx.execute(
-            "SELECT feature_key, amount FROM reservation_hold_totals WHERE customer_id = ?",
-            (customer_id,),
-        )
-    }
-    for r in tx.execute(
-        "SELECT feature_key, dec_sum(amount) FROM reservation_items"
-        " WHERE customer_id = ? AND held = 1 AND expires_at <= ? GROUP BY feature_key",
-        (customer_id, now_us),
+    """:func:`held_amount` of every budget feature the customer holds something of, in one
+    statement (one round trip): each kept total less its held items already past their
+    expiry, looked up only for the features that have a total."""
+    held: dict[str, Decimal] = {}
+    for feature_key, total, expired in tx.execute(
+        "SELECT t.feature_key, t.amount, (SELECT dec_sum(i.amount) FROM reservation_items i"
+        " WHERE i.customer_id = t.customer_id AND i.feature_key = t.feature_key"
+        " AND i.held = 1 AND i.expires_at <= ?)"
+        " FROM reservation_hold_totals t WHERE t.customer_id = ?",
+        (now_us, customer_id),
     ):
-        totals[str(r[0])] = totals.get(str(r[0]), Decimal(0)) - dec(r[1])
-    return {k: v for k, v in totals.items() if v != 0}
+        amount = dec(total) - (Decimal(0) if expired is None else dec(expired))
+        if amount != 0:
+            held[str(feature_key)] = amount
+    return held
 
 
 def _add_held(tx: Tx, amounts: Sequence[tuple[str, str, Decimal]]) -> None:

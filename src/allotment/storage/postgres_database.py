@@ -2,6 +2,11 @@
 dialect rewritten for psycopg (:func:`to_postgres_sql`), list parameters sent as array text
 (:func:`array_literal`), and outages answered fast as
 :class:`~allotment.domain.errors.Unavailable` (see :class:`PostgresDatabase`).
+
+Round trips are what a request pays for on PostgreSQL (each one waits for the server process
+to be scheduled, a millisecond or more on a loaded machine): a read costs exactly one per
+statement, a write one per statement plus ``BEGIN`` and ``COMMIT`` (docs/benchmarks.md, "Round
+trips"; ``tests/storage/test_pg_round_trips.py`` counts them).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import select
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -100,11 +106,20 @@ class _Health:
 class PostgresDatabase(Database):
     """PostgreSQL through a psycopg connection pool; see :class:`PoolSettings`.
 
+    Pooled connections are in autocommit and read-only by default
+    (``default_transaction_read_only``). :meth:`read` runs each statement on its own, as its
+    own snapshot — what a ``READ COMMITTED`` transaction gave too, since there every statement
+    takes a new snapshot — so a read costs no ``BEGIN``/``COMMIT``, and a write attempted in it
+    fails (``ReadOnlySqlTransaction``) instead of committing statement by statement.
+    :meth:`write` is one transaction, ``BEGIN READ WRITE`` … ``COMMIT``.
+
     Outage behaviour (tested in ``tests/ops/test_db_outage.py``):
 
-    * every connection taken from the pool is probed first (one empty round trip); a broken one
-      is closed and replaced in the background, and the next pooled connection is tried, so a
-      database restart costs no request;
+    * every connection taken from the pool is checked first without a round trip: a server
+      that ended the connection (a restart, ``pg_terminate_backend``, an idle timeout) has left
+      its goodbye or the end of the stream on the socket, so a socket with something to read
+      is probed (one empty statement); a broken one is closed and replaced in the background,
+      and the next pooled connection is tried, so a database restart costs no request;
     * a failed connection attempt marks the database *down*: requests then wait at most
       ``min(timeout, 1 s)`` for a connection before answering 503, instead of queueing;
     * the pool retries lost connections 1 s, 2 s, 4 s … apart for ``reconnect_window_seconds``,
@@ -141,10 +156,12 @@ class PostgresDatabase(Database):
         server_options = (
             f"-c statement_timeout={settings.statement_timeout_ms}"
             f" -c idle_in_transaction_session_timeout={idle_tx_ms}"
+            " -c default_transaction_read_only=on"
         )
         self._pool = ConnectionPool(
             url,
             connection_class=_TrackedConnection,
+            configure=_read_write_transactions,
             min_size=settings.min_size,
             max_size=settings.max_size,
             timeout=settings.timeout_seconds,
@@ -152,7 +169,7 @@ class PostgresDatabase(Database):
             open=False,
             name="allotment",
             kwargs={
-                "autocommit": False,
+                "autocommit": True,
                 "connect_timeout": max(2, round(settings.connect_timeout_seconds)),
                 "options": server_options,
                 # A peer that vanished without closing the socket (host down, network cut) is
@@ -190,9 +207,10 @@ class PostgresDatabase(Database):
                 break
             conn = self._pool.getconn(timeout=remaining)
             try:
-                conn.execute("")  # one round trip; fails at once on a dead socket
                 if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
                     conn.rollback()
+                if _has_input(conn):
+                    conn.execute("")  # one round trip; fails at once on a dead socket
             except psycopg.Error as exc:
                 log.info("discarding broken pooled connection: %s", exc.__class__.__name__)
                 with contextlib.suppress(Exception):
@@ -203,7 +221,7 @@ class PostgresDatabase(Database):
         raise PoolTimeout(f"no working database connection within {budget:.1f} s")
 
     @contextmanager
-    def _transaction(self) -> Iterator[Tx]:
+    def _connection(self, transaction: bool) -> Iterator[Tx]:
         from psycopg_pool import PoolTimeout
 
         psycopg = self._psycopg
@@ -212,7 +230,10 @@ class PostgresDatabase(Database):
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
         try:
-            with conn.transaction():
+            if transaction:
+                with conn.transaction():
+                    yield _PostgresTx(conn, psycopg)
+            else:
                 yield _PostgresTx(conn, psycopg)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise self._unavailable(exc) from exc
@@ -221,16 +242,40 @@ class PostgresDatabase(Database):
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
-        with self._transaction() as tx:
+        with self._connection(True) as tx:
             yield tx
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
-        with self._transaction() as tx:
+        """Each statement in autocommit, its own snapshot (see the class doc)."""
+        with self._connection(False) as tx:
             yield tx
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _read_write_transactions(conn: Any) -> None:
+    """A new pooled connection: its transactions (:meth:`PostgresDatabase.write`) start with
+    ``BEGIN READ WRITE``; its autocommitted statements keep the session's read-only default."""
+    conn.read_only = False
+
+
+def _has_input(conn: Any) -> bool:
+    """Whether an idle connection's socket has something to read (or is gone): the server's
+    goodbye, the end of the stream, or an asynchronous notice. No round trip."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        fd = conn.fileno()
+    except Exception:  # psycopg raises when the connection is closed
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
 
 
 class _PostgresTx(Tx):

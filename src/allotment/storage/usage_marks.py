@@ -19,7 +19,6 @@ everything the counters announce.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +27,6 @@ from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
 from allotment.storage.database import Database, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
-from allotment.storage.postgres_database import PostgresDatabase, to_postgres_sql
 from allotment.storage.sqlite_database import SqliteDatabase, _sqlite_exec
 
 _CHUNK = 200
@@ -165,9 +163,8 @@ def current_versions(
     """:func:`versions` as a statement of its own. On SQLite it runs on this thread's
     connection without ``BEGIN``/``COMMIT`` (one statement is its own consistent snapshot;
     inside an open transaction it reads that transaction's snapshot), which halves the cost of
-    the value check's only read. On PostgreSQL it is one round trip (a pooled connection in
-    autocommit, prepared statement) instead of four (probe, BEGIN, SELECT, COMMIT); any
-    trouble falls back to an ordinary read transaction, which probes and reports outages."""
+    the value check's only read. On PostgreSQL it is one round trip, as every read statement
+    is there (a pooled connection in autocommit)."""
     sql, params = _versions_sql(subject_key, feature_key, meter_id, subject_id, subjects)
     return _parse(read_one(db, sql, params), meter_id, subject_id)
 
@@ -189,41 +186,12 @@ def owner_versions_many(
 
 def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     """The first row of one read statement run on its own (see :func:`current_versions`):
-    no ``BEGIN``/``COMMIT`` on SQLite, one autocommit round trip on PostgreSQL, an ordinary
-    read transaction when that is not possible. The statement must return a row."""
+    no ``BEGIN``/``COMMIT`` on SQLite, one round trip on PostgreSQL (whose reads run each
+    statement in autocommit). The statement must return a row."""
     if isinstance(db, SqliteDatabase):
         return _sqlite_exec(db._conn(), sql, params).fetchone()
-    if isinstance(db, PostgresDatabase) and not db.is_down:
-        found = _pg_autocommit_one(db, sql, params)
-        if found is not None:
-            return found
     with db.read() as tx:
         return tx.execute(sql, params)[0]
-
-
-def _pg_autocommit_one(db: PostgresDatabase, sql: str, params: Sequence[Any]) -> Any:
-    """One statement on an idle pooled connection in autocommit; None on any trouble (the
-    caller then uses ``db.read()``). Uses the pool of ``storage.database`` directly."""
-    import psycopg
-
-    try:
-        conn = db._pool.getconn(timeout=db.settings.timeout_seconds)
-    except Exception:
-        return None
-    try:
-        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            return None
-        conn.autocommit = True
-        try:
-            return conn.execute(to_postgres_sql(sql), params, prepare=True).fetchone()
-        finally:
-            conn.autocommit = False
-    except psycopg.Error:
-        with contextlib.suppress(Exception):
-            conn.close()  # the pool replaces a closed connection
-        return None
-    finally:
-        db._pool.putconn(conn)
 
 
 def _parse(row: Sequence[Any], meter_id: str | None, subject_id: str | None) -> Versions:

@@ -9,7 +9,7 @@ the customer service's; the fields are renamed in its messages.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -28,6 +28,9 @@ from allotment.http.runtime import call, container
 from allotment.http.v1_conventions import dec, listing, page, require_object
 from allotment.services.catalog_subscriptions import EntitledItem
 from allotment.storage.customers_repo import CustomerFilter
+
+if TYPE_CHECKING:
+    from allotment.container import Container
 
 _FIELDS = {"reference", "name", "email", "subject_keys"}
 _RENAMES = (("usageAttribution.subjectKeys", "subject_keys"), ("primaryEmail", "email"),
@@ -146,13 +149,19 @@ def item_json(item: EntitledItem, reserved: Decimal | None = None) -> dict[str, 
     return out
 
 
+def _entitled_and_held(c: Container, ref: str) -> tuple[list[EntitledItem], dict[str, Decimal]]:
+    """The one call's reads, on one worker thread: the items, then (with a budget among
+    them) the customer's held reservations, by the id the items were read for."""
+    customer_id, items = c.subscriptions.entitled(ref)
+    if customer_id is None or not any(i.budget is not None for i in items):
+        return items, {}
+    return items, c.enforcement.held(customer_id)
+
+
 async def customer_entitlements(request: Request) -> Response:
     c = container(request)
     ref = str(request.path_params["ref"])
-    items = await call(c.subscriptions.entitlements, ref)
-    held: dict[str, Decimal] = {}
-    if any(i.budget is not None for i in items):
-        held = await call(c.enforcement.held_for_customer, ref)
+    items, held = await call(_entitled_and_held, c, ref)
     return json_response(
         {"entitlements": [item_json(i, held.get(i.feature.reference)) for i in items]}
     )
