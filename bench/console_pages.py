@@ -165,6 +165,7 @@ def pages(container: Container, customers: int) -> dict[str, str]:
         "a meter, 30 d by day, by model": f"{meter}?window=DAY&range=30d&group=model",
         "a meter, 24 h by hour, by subject": f"{meter}?window=HOUR&range=24h&group=subject",
         "a meter, 30 d by day, by subject": f"{meter}?window=DAY&range=30d&group=subject",
+        "a meter, 1 h by minute, by subject": f"{meter}?window=MINUTE&range=1h&group=subject",
         "a meter, 30 d by day, by subject, page after sub-05000":
             f"{meter}?window=DAY&range=30d&group=subject&after=sub-05000",
         f"a meter, 24 h by hour, by subject{BY_USAGE}":
