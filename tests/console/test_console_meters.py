@@ -156,6 +156,8 @@ def test_by_subject_ordering_and_its_bad_parameters(db_url: str) -> None:
         assert r.status_code == 400
         assert "order: must be one of subject, usage, got 'size'" in text_of(r.text)
         assert client.get(base + "&after=" + "z" * 1024).status_code == 200
+        r = client.get(base + "&after=%C3%A9%F0%9F%98%80%FF%ED%A0%80")  # é😀, bad UTF-8
+        assert r.status_code == 200, r.text
         r = client.get(base + "&after=" + "z" * 1025)
         assert r.status_code == 400
         assert "after: at most 1024 characters, got 1025" in text_of(r.text)
