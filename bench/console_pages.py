@@ -10,7 +10,9 @@ customers (one subject each; ``--subscribed`` of them on a plan), and ``--events
 the last ``--days`` days spread over every customer's subject — written through
 ``allotment events import`` (the ingest door: rollups maintained). Then requests every console
 page in process (the whole ASGI app, guard included, no key: loopback) ``--rounds`` times and
-reports each page's median and slowest time. Seeding is not timed. The meter page and the
+reports each page's median and slowest time. Seeding is not timed. The chart grouped by
+subject is timed both ways — a page in key order (the default) and ranked by usage
+(``order=usage``) — and the ratio printed. The meter page and the
 meter query are then timed again in the same process without the per-meter rollups
 (``storage/meter_rollup.py``: reads per subject, as before them), and the ratio printed.
 
@@ -54,6 +56,8 @@ CONFIG = "meters:\n" + "".join(
     for m in METERS
 )
 MODELS = ("small", "medium", "large", "xl")
+BY_USAGE = ", by usage"
+"""A by-subject page ranked by usage (``order=usage``): the baseline of its key-order page."""
 
 
 class Client:
@@ -161,6 +165,13 @@ def pages(container: Container, customers: int) -> dict[str, str]:
         "a meter, 30 d by day, by model": f"{meter}?window=DAY&range=30d&group=model",
         "a meter, 24 h by hour, by subject": f"{meter}?window=HOUR&range=24h&group=subject",
         "a meter, 30 d by day, by subject": f"{meter}?window=DAY&range=30d&group=subject",
+        "a meter, 1 h by minute, by subject": f"{meter}?window=MINUTE&range=1h&group=subject",
+        "a meter, 30 d by day, by subject, page after sub-05000":
+            f"{meter}?window=DAY&range=30d&group=subject&after=sub-05000",
+        f"a meter, 24 h by hour, by subject{BY_USAGE}":
+            f"{meter}?window=HOUR&range=24h&group=subject&order=usage",
+        f"a meter, 30 d by day, by subject{BY_USAGE}":
+            f"{meter}?window=DAY&range=30d&group=subject&order=usage",
         "an entitlement (burn-down)": f"/console/entitlements/{eid}",
         "API: meter query, 30 d by day": f"{api}&windowSize=DAY",
         "API: meter query, 30 d by day, by model": f"{api}&windowSize=DAY&groupBy=model",
@@ -233,6 +244,12 @@ def main() -> None:
             base = statistics.median(baseline[name])
             line += f"  {base:26.1f}  {base / statistics.median(ms):5.1f}x"
         print(line)
+    print("by subject, a page in key order (the default) against ranking by usage (order=usage):")
+    for name, ms in times.items():
+        ranked = times.get(name + BY_USAGE)
+        if ranked is not None:
+            ratio = statistics.median(ranked) / statistics.median(ms)
+            print(f"  {name}: {ratio:.1f}x faster in key order")
     container.close()
 
 

@@ -212,6 +212,18 @@ class MeterQueryService:
         with self._db.read() as tx:
             return subject_ranking.top_subjects(tx, meter, lo, hi, limit)
 
+    def subjects_after(
+        self, meter_id_or_slug: str, from_: datetime, to: datetime, after: str, limit: int
+    ) -> list[str]:
+        """The first ``limit`` subjects after ``after`` in key order with usage of the meter in
+        minute-aligned ``[from_, to)``, read by index (``storage.subject_ranking``)."""
+        meter = self._meter(meter_id_or_slug)
+        lo, hi = to_micros(from_), to_micros(to)
+        check(lo % _MINUTE_US == 0 and hi % _MINUTE_US == 0 and lo < hi, "subjects_after: range")
+        self.settle()
+        with self._db.read() as tx:
+            return subject_ranking.subjects_after(tx, meter, lo, hi, after, limit)
+
     # ------------------------------------------------------------ subjects, group-by values
 
     def subjects(
