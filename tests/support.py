@@ -39,6 +39,45 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
+def _listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on ``port`` (from /proc/net/tcp and tcp6)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table, encoding="ascii") as f:
+            for line in list(f)[1:]:
+                cols = line.split()
+                if cols[1].rsplit(":", 1)[1] == f"{port:04X}" and cols[3] == "0A":
+                    found.add(cols[9])
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in glob.glob(f"/proc/{p}/task/*/children"):
+            with contextlib.suppress(OSError), open(task, encoding="ascii") as f:
+                todo += [int(c) for c in f.read().split()]
+    return out
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether ``pid`` (or a child of it) holds the socket listening on ``port``: a free port
+    picked by one test can be taken by another worker's server before ours binds it, and that
+    server's /readyz must not pass for ours. True where /proc cannot tell."""
+    if not os.path.exists("/proc/net/tcp"):
+        return True
+    inodes = _listening_inodes(port)
+    for p in _descendants(pid):
+        for fd in glob.glob(f"/proc/{p}/fd/*"):
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
+
+
 class ServerProcess:
     """``allotment serve`` in a child process, on its own port and database."""
 
@@ -64,6 +103,14 @@ class ServerProcess:
         self.log_path = Path(tempfile.mkstemp(prefix="allotment-server-", suffix=".log")[1])
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        for _attempt in range(3):
+            if self._start(timeout):
+                return self
+            self.port = free_port()  # another process took the port first: a fresh one
+            self.url = f"http://127.0.0.1:{self.port}"
+        raise RuntimeError(f"server lost its port three times:\n{self.logs()}")
+
+    def _start(self, timeout: float) -> bool:
         args = [
             *self.command,
             "serve",
@@ -83,12 +130,15 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                if "address already in use" in self.logs().lower():
+                    return False
                 raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
+                ready = httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            if ready and listens_on(self.proc.pid, self.port):
+                return True
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"server did not become ready in {timeout}s:\n{self.logs()}")
