@@ -222,3 +222,18 @@ def test_a_customer_with_its_subjects_is_one_round_trip(pg: Database) -> None:
     assert gone.subject_keys == ("z-app", "a-app", "m-app")
     bare = svc.create({"name": "Bare", "key": "bare-rt"})
     assert svc.get("bare-rt").subject_keys == bare.subject_keys == ()
+
+
+def test_a_one_statement_read_is_one_round_trip(pg: Database) -> None:
+    from allotment.storage import usage_marks
+
+    sql, bare = "SELECT v FROM rt_probe WHERE k = ?", "SELECT count(*) FROM rt_probe"
+    with Trace(pg) as t:  # prepared at once: a first run is Parse, then Bind/Execute
+        assert usage_marks.read_one(pg, sql, ("a",)) == (1,)
+        assert len(t.sent()) == 2, t.sent()
+    usage_marks.read_one(pg, bare)
+    with Trace(pg) as t:
+        assert usage_marks.read_one(pg, sql, ("b",)) == (2,)
+        assert usage_marks.read_one(pg, bare) == (2,)
+        sent = t.sent()
+    assert sent == ["Sync", "Sync"], sent  # the prepared statements: Bind/Execute only

@@ -251,6 +251,30 @@ class PostgresDatabase(Database):
         with self._connection(False) as tx:
             yield tx
 
+    def read_first(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        """The first row of one read statement (prepared at once), or None: :meth:`read`
+        without its context managers, for the hot one-statement reads (the value check's
+        version read, ingest's tail check)."""
+        from psycopg_pool import PoolTimeout
+
+        psycopg = self._psycopg
+        try:
+            conn = self._acquire()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        try:
+            if not params:
+                cur = conn.execute(to_postgres_sql(sql, with_params=False), prepare=True)
+            else:
+                values = [array_literal(p) if type(p) is list else p for p in params]
+                cur = conn.execute(to_postgres_sql(sql), values, prepare=True)
+            row: Row | None = cur.fetchone()
+            return row
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            self._pool.putconn(conn)
+
     def close(self) -> None:
         self._pool.close()
 

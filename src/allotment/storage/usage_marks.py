@@ -27,6 +27,7 @@ from allotment.domain.value_cache import RING
 from allotment.storage import entitlements_repo
 from allotment.storage.database import Database, Tx
 from allotment.storage.entitlements_repo import EntitlementRecord
+from allotment.storage.postgres_database import PostgresDatabase
 from allotment.storage.sqlite_database import SqliteDatabase, _sqlite_exec
 
 _CHUNK = 200
@@ -190,6 +191,8 @@ def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
     statement in autocommit). The statement must return a row."""
     if isinstance(db, SqliteDatabase):
         return _sqlite_exec(db._conn(), sql, params).fetchone()
+    if isinstance(db, PostgresDatabase):
+        return db.read_first(sql, params)
     with db.read() as tx:
         return tx.execute(sql, params)[0]
 
