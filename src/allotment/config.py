@@ -176,8 +176,9 @@ ENV_VARS = {
     " then 503",
     "ALLOTMENT_AUTH": "auto (default: API keys required once one exists), required, or off"
     " (what --insecure-no-auth sets)",
-    "ALLOTMENT_AUTH_CACHE_SECONDS": "how long a process reuses an API key lookup (default 1,"
-    " 0..60; 0: every request reads the key, a revoke is effective everywhere at once)",
+    "ALLOTMENT_AUTH_CACHE_SECONDS": "how long a process reuses an API key lookup, or a 'no key"
+    " exists' answer (default 1, 0..60; 0: every request reads the key, a revoke is effective"
+    " everywhere at once)",
     "ALLOTMENT_WEBHOOK_ALLOW_PRIVATE": "1: webhook URLs may resolve to loopback/private addresses",
     "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE": "delays before each webhook retry, e.g. 5s,30s,2m,10m,1h",
     "ALLOTMENT_WEBHOOK_TIMEOUT": "seconds one webhook request may take (10)",

@@ -267,6 +267,22 @@ def test_auth_turns_on_with_the_first_key(make_server: Callable[..., ServerProce
         _ok(c.get("/healthz"))
 
 
+def test_the_first_key_made_over_http_turns_auth_on_at_once(
+    make_server: Callable[..., ServerProcess],
+) -> None:
+    """The server caches "no key exists" for 60 s here (the most allowed); the key it creates
+    itself turns authentication on with its very next request, not when that answer expires."""
+    env = {"ALLOTMENT_AUTH_CACHE_SECONDS": str(limits.AUTH_CACHE_SECONDS_MAX)}
+    server = make_server(env=env)
+    with server.client() as c:
+        for _ in range(3):  # no key: open on loopback, and now known so for 60 s
+            _ok(c.get("/api/v1/meters"))
+        made = _ok(c.post("/v1/api-keys", json={"name": "first", "scope": "read"}), 201)
+        check_refused(c.get("/api/v1/meters"), 401, ["admin", "read"])
+        check_refused(c.get("/v1/api-keys"), 401, ["admin"])
+        _ok(c.get("/api/v1/meters", headers=bearer(str(made["secret"]))))
+
+
 def test_required_without_keys_refuses_all_but_the_public_routes(
     make_server: Callable[..., ServerProcess],
 ) -> None:

@@ -4,7 +4,9 @@ The revoking process refuses the key with its very next request; one started wit
 ALLOTMENT_AUTH_CACHE_SECONDS=0 reads the key's row on every request and refuses it at once too;
 one that caches lookups for 60 s (the most allowed) refuses it as soon as the revocation notice
 arrives (LISTEN/NOTIFY), long before its cache entry would expire. A key created on one replica
-works on the others at once (unknown keys are never cached)."""
+works on the others at once (unknown keys are never cached). The first key, created on one
+replica, turns authentication on on another that caches "no key exists" for 60 s as soon as
+the create's notice arrives."""
 
 from __future__ import annotations
 
@@ -68,6 +70,30 @@ def _revocation(
         for client in (a, b, c):
             check_refused(client.get("/api/v1/meters", headers=key), 401, NEEDED)
             _ok(client.get("/api/v1/meters", headers=bearer(admin)))
+
+
+def test_the_first_key_turns_auth_on_on_every_replica(pg_db_url: str) -> None:
+    cached_env = {"ALLOTMENT_AUTH_CACHE_SECONDS": str(limits.AUTH_CACHE_SECONDS_MAX)}
+    with (
+        running_server(pg_db_url) as creator,
+        running_server(pg_db_url, env=cached_env) as cached,
+        creator.client() as a,
+        cached.client() as b,
+    ):
+        for client in (a, b, a, b):  # no key anywhere: open on loopback, remembered so
+            _ok(client.get("/api/v1/meters"))
+        made = _ok(a.post("/v1/api-keys", json={"name": "first", "scope": "admin"}), 201)
+        key = bearer(str(made["secret"]))
+        check_refused(a.get("/api/v1/meters"), 401, NEEDED)  # the creating replica: at once
+        # the other: once the create's notice has arrived (milliseconds; without it, its "no
+        # key" answer would stand for 60 s, so the poll's 10 s bound would fail)
+        deadline = time.monotonic() + 10
+        while b.get("/api/v1/meters").status_code == 200:
+            assert time.monotonic() < deadline, "the create's notice never arrived"
+            time.sleep(0.01)
+        for client in (a, b):
+            check_refused(client.get("/api/v1/meters"), 401, NEEDED)
+            _ok(client.get("/api/v1/meters", headers=key))
 
 
 def test_every_worker_process_requires_the_key(pg_db_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -83,6 +84,57 @@ def test_auth_is_on_once_any_key_exists(db: Database) -> None:
     assert two.keys_exist()  # a revoked key still counts: revoking all keys does not open up
 
 
+def test_a_notice_ends_a_cached_no_key_at_once(db: Database) -> None:
+    """Another replica's create reaches this one as a notice (``forget``): "no key" is no
+    longer trusted, even though the cache time (60 s) is far from up."""
+    clock, ticks = FrozenClock(T0), Ticks()
+    one, two = _service(db, ticks, clock), _service(db, ticks, clock, ttl=60)
+    assert not two.keys_exist()
+    ticks.now += 59.9
+    assert two.cached_keys_exist() is False
+    key, _ = one.create("first", "read")
+    two.forget(key.id)  # what the listener does on the create's notice
+    assert two.cached_keys_exist() is None
+    assert two.keys_exist()
+    ticks.now += 1000
+    assert two.cached_keys_exist() is True  # for good: keys are never deleted
+
+
+def test_no_cache_asks_the_database_whether_keys_exist_every_time(db: Database) -> None:
+    clock, ticks = FrozenClock(T0), Ticks()
+    one, two = _service(db, ticks, clock), _service(db, ticks, clock, ttl=0)
+    assert not two.keys_exist()
+    assert two.cached_keys_exist() is None
+    one.create("first", "read")
+    assert two.keys_exist()
+
+
+def test_a_stale_no_key_read_is_not_remembered(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read that saw no key while a create (this process) or a notice (another's) came in
+    must neither turn authentication off nor keep "no key" for the cache time."""
+    clock, ticks = FrozenClock(T0), Ticks()
+    one, two = _service(db, ticks, clock, ttl=60), _service(db, ticks, clock, ttl=60)
+    real_any_key = api_keys_repo.any_key
+    during: list[object] = []
+
+    def racing_any_key(tx: object) -> bool:
+        found = real_any_key(tx)  # type: ignore[arg-type]
+        meanwhile = threading.Thread(target=during.pop())  # type: ignore[arg-type]
+        meanwhile.start()  # another request's thread, while this read is still open
+        meanwhile.join()
+        return found
+
+    monkeypatch.setattr(api_keys_repo, "any_key", racing_any_key)
+    during.append(lambda: two.forget("01NOTICE"))  # another replica's create, announced
+    assert not two.keys_exist()  # what the read saw …
+    assert two.cached_keys_exist() is None  # … is not kept
+    during.append(lambda: one.create("first", "read"))  # this process creates meanwhile
+    assert one.keys_exist()  # the read saw no key, but the create came first: auth is on
+    assert one.cached_keys_exist() is True  # and stays on
+
+
 def test_last_use_is_written_at_most_once_a_minute(db: Database) -> None:
     clock, ticks = FrozenClock(T0), Ticks()
     svc = _service(db, ticks, clock, ttl=0)
@@ -130,6 +182,34 @@ def test_rules(db: Database) -> None:
         with pytest.raises(InvalidInput, match="ALLOTMENT_AUTH_CACHE_SECONDS"):
             _service(db, Ticks(), FrozenClock(T0), ttl=ttl)
     _service(db, Ticks(), FrozenClock(T0), ttl=limits.AUTH_CACHE_SECONDS_MAX)
+
+
+def test_a_create_notice_turns_auth_on_in_the_other_processes(db: Database, db_url: str) -> None:
+    """PostgreSQL: the first key's create NOTIFYs; another process caching "no key" for 60 s
+    asks the table again on receipt. SQLite: no notices, the time bound."""
+    clock, ticks = FrozenClock(T0), Ticks()
+    one, two = _service(db, ticks, clock), _service(db, ticks, clock, ttl=60)
+    if db.dialect != "postgresql":
+        assert not two.keys_exist()
+        one.create("first", "read")
+        assert two.cached_keys_exist() is False  # until its answer is 60 s old
+        ticks.now += 60
+        assert two.keys_exist()
+        return
+    listener = RevocationListener(db_url, two.forget)
+    listener.start()
+    try:
+        assert listener.listening.wait(10)
+        assert not two.keys_exist()
+        assert two.cached_keys_exist() is False
+        one.create("first", "read")
+        deadline = time.monotonic() + 10
+        while two.cached_keys_exist() is False:
+            assert time.monotonic() < deadline, "no notice"
+            time.sleep(0.01)
+        assert two.keys_exist()
+    finally:
+        listener.close()
 
 
 def test_a_revocation_notice_empties_the_other_caches(db: Database, db_url: str) -> None:

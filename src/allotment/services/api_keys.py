@@ -10,6 +10,14 @@ listener, several processes on one SQLite file). With ``cache_seconds = 0`` ever
 the key's row by its unique digest. Unknown secrets are never cached (a key just
 created works at once), and a revoked key is never cached as valid.
 
+Whether authentication is on (any key exists, :meth:`keys_exist`) is cached the same way: once
+a key is known to exist the answer is True for good (keys are never deleted; a revoked one
+still counts), and "no key" is remembered for at most ``cache_seconds``. A create makes it True
+at once on the creating process and, on PostgreSQL, announces the new key on the same channel,
+so another replica's listener ends its "no key" answer on receipt (the next request reads the
+table); ``cache_seconds`` bounds it when no notice arrives. A read that raced a create or a
+notice never stores its stale "no key" (a generation counter).
+
 ``last_used_at`` is written at most once a minute per key (on a cache miss), so the hot path
 does not write.
 """
@@ -72,6 +80,7 @@ class ApiKeyService:
         self._cache: OrderedDict[str, tuple[float, ApiKey]] = OrderedDict()
         self._keys_exist = False
         self._keys_checked_at = float("-inf")
+        self._keys_generation = 0
 
     # ------------------------------------------------------------------ manage
 
@@ -95,9 +104,12 @@ class ApiKeyService:
                 if api_keys_repo.live_by_name(tx, checked_name) is not None:
                     raise self._taken(checked_name)
                 api_keys_repo.insert(tx, key, hash_secret(secret))
+                key_revocations.announce(tx, key.id)  # other replicas: auth is on now
         except DuplicateKey as exc:
             raise self._taken(checked_name) from exc
-        self._keys_exist = True
+        with self._lock:
+            self._keys_exist = True
+            self._keys_generation += 1
         return key, secret
 
     @staticmethod
@@ -136,8 +148,12 @@ class ApiKeyService:
         )
 
     def forget(self, key_id: str | None) -> None:
-        """Drop a key from the lookup cache (a revocation notice); None drops every key."""
+        """A notice that ``key_id`` was revoked or created (None: anything may have changed):
+        drop it from the lookup cache (None drops every key) and stop trusting a cached
+        "no key exists"."""
         with self._lock:
+            self._keys_checked_at = float("-inf")
+            self._keys_generation += 1
             if key_id is None:
                 self._cache.clear()
                 return
@@ -156,14 +172,21 @@ class ApiKeyService:
         return None
 
     def keys_exist(self) -> bool:
+        """Whether authentication is on: from memory when fresh, else one read of the table.
+        A "no key" read is only remembered if no create or notice came while it ran."""
         cached = self.cached_keys_exist()
         if cached is not None:
             return cached
+        generation = self._keys_generation
+        checked_at = self._monotonic()
         with self._db.read() as tx:
             found = api_keys_repo.any_key(tx)
-        self._keys_exist = found
-        self._keys_checked_at = self._monotonic()
-        return found
+        with self._lock:
+            if found:
+                self._keys_exist = True
+            elif generation == self._keys_generation:
+                self._keys_checked_at = checked_at
+            return self._keys_exist
 
     def cached(self, secret: str) -> ApiKey | object | None:
         """The live key for ``secret`` from memory, None for a malformed secret, or

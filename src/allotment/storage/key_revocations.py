@@ -7,6 +7,10 @@ the commit. Notices are not queued for a listener that is not connected, so afte
 (re)connection the listener reports ``None``: forget everything cached. While it is
 disconnected the cache's time bound (``ALLOTMENT_AUTH_CACHE_SECONDS``) still holds.
 
+A create announces its new key's id on the same channel: there is nothing to drop from a lookup
+cache, but a receiver stops trusting its cached "no key exists", so the first key turns
+authentication on on every replica when the notice arrives.
+
 SQLite has no notices: one process per database file is the norm there, and the revoking
 process drops its own entry; other processes on the same file rely on the time bound.
 """
@@ -25,7 +29,8 @@ log = logging.getLogger("allotment.auth")
 
 
 def announce(tx: Tx, key_id: str) -> None:
-    """Tell every listening process, once ``tx`` commits, that ``key_id`` is revoked."""
+    """Tell every listening process, once ``tx`` commits, that ``key_id`` was revoked or
+    created."""
     if tx.dialect == "postgresql":
         tx.execute("SELECT pg_notify(?, ?)", (CHANNEL, key_id))
 
