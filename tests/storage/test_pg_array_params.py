@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from allotment.storage.database import open_database
+from allotment.storage.database import PoolSettings, open_database
 from allotment.storage.postgres_database import array_literal
 from tests.support import create_pg_database
 
@@ -100,7 +100,11 @@ NUMBER = st.one_of(
 
 @pytest.fixture(scope="module")
 def pg(pg_admin_url: str) -> Any:
-    db = open_database(create_pg_database(pg_admin_url))
+    # One connection, made before the first example: the pool makes connections on its own
+    # threads and draws their expiry jitter from the global ``random``, which Hypothesis takes
+    # for a strategy using ``random`` when it happens during a draw (a flaky failure seen in CI).
+    db = open_database(create_pg_database(pg_admin_url), pool=PoolSettings(min_size=1, max_size=1))
+    db._pool.wait(timeout=30)  # type: ignore[attr-defined]
     yield db
     db.close()
 
