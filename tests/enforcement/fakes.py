@@ -32,6 +32,7 @@ class FakeCatalog:
         *,
         customer: tuple[str, str] | None = None,
         reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
     ) -> CustomerEntitlements:
         plan = self.customers.get(customer_ref)
         if plan is None:

@@ -227,6 +227,14 @@ class AuthorizeRequest:
     def reserved_features(self) -> set[str]:
         return {r.feature_reference for r in self.reserve}
 
+    def named_features(self) -> frozenset[str]:
+        """Every feature the request names: all a decision reads of the customer's values."""
+        return frozenset(
+            [c.feature_reference for c in self.checks]
+            + [c.feature_reference for c in self.consume]
+            + [r.feature_reference for r in self.reserve]
+        )
+
 
 _ITEM_FIELDS = {
     "checks": {"feature_reference", "value"},

@@ -21,7 +21,7 @@ events on the hot path.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -245,14 +245,34 @@ class SubscriptionService:
         found = self._entitlements(customer_ref, memo_only=True)
         return None if found is None else found[1]
 
+    def entitlements_of(
+        self, customer_ref: str, features: Collection[str], *, memo_only: bool
+    ) -> tuple[str | None, list[EntitledItem]] | None:
+        """The items of ``features`` only (those of the plan's among them: only their budgets'
+        values are read) and the reference of the customer's plan (None without an active
+        subscription); with ``memo_only`` as :meth:`cached_entitlements`."""
+        view = self.current(customer_ref)
+        if view is None:
+            return None, []
+        items = self._items(view, memo_only, features)
+        return None if items is None else (view.plan.reference, items)
+
     def _entitlements(
         self, customer_ref: str, *, memo_only: bool
     ) -> tuple[str | None, list[EntitledItem]] | None:
         view = self.current(customer_ref)
         if view is None:
             return None, []
-        features = [view.features[e.value.feature_reference] for e in view.values]
-        budgets = [(f, view.subscription.start_at) for f in features if f.is_budget]
+        items = self._items(view, memo_only, None)
+        return None if items is None else (view.customer.id, items)
+
+    def _items(
+        self, view: SubscriptionView, memo_only: bool, only: Collection[str] | None
+    ) -> list[EntitledItem] | None:
+        pairs = [(e, view.features[e.value.feature_reference]) for e in view.values]
+        if only is not None:
+            pairs = [(e, f) for e, f in pairs if e.value.feature_reference in only]
+        budgets = [(f, view.subscription.start_at) for _, f in pairs if f.is_budget]
         read = (
             self._sync.budget_values(view.customer.id, view.subjects, budgets, memo_only=memo_only)
             if self._sync is not None and budgets
@@ -261,9 +281,9 @@ class SubscriptionService:
         if read is None:
             return None
         values = iter(read)
-        return view.customer.id, [
+        return [
             EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
-            for e, f in zip(view.values, features, strict=True)
+            for e, f in pairs
         ]
 
     # ------------------------------------------------------------ writes

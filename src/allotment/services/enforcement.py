@@ -64,12 +64,14 @@ class EntitlementSource(Protocol):
         *,
         customer: tuple[str, str] | None = None,
         reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
     ) -> rules.CustomerEntitlements:
         """Effective values of the customer's active subscription, budgets with their current
         balance *before* held reservations; :class:`NotFound` for an unknown customer.
         ``customer``: its :meth:`identify` answer when known (saves a read); ``reserving``:
         the budgets whose meter
-        (event type, value path) the answer must carry."""
+        (event type, value path) the answer must carry; ``features``: the features the
+        answer must hold (the others may be left out, unread), all when ``None``."""
         ...
 
     def cached_customer_entitlements(
@@ -78,6 +80,7 @@ class EntitlementSource(Protocol):
         *,
         customer: tuple[str, str] | None = None,
         reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
     ) -> rules.CustomerEntitlements | None:
         """:meth:`customer_entitlements` when cached and one-row reads can answer it (what an
         event loop may do), else ``None``."""
@@ -118,13 +121,19 @@ class EnforcementService:
 
     def authorize(self, customer_ref: str, req: rules.AuthorizeRequest) -> AuthorizeResult:
         if not req.consume and not req.reserve and req.idempotency_key is None:
-            return self._checks_only(self._source.customer_entitlements(customer_ref), req)
+            return self._checks_only(
+                self._source.customer_entitlements(customer_ref, features=req.named_features()),
+                req,
+            )
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
         keys, once = _keys(who[0], req)
         with self._store.session(keys, once=once) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
-                customer_ref, customer=who, reserving=req.reserved_features()
+                customer_ref,
+                customer=who,
+                reserving=req.reserved_features(),
+                features=req.named_features(),
             )
             outcome, writes = self._under_keys(session.read, ents, req)
             if writes:
@@ -156,7 +165,9 @@ class EnforcementService:
         keys already released) and the answer must wait for it. A denial of the pure steps
         raises, as :meth:`authorize` does."""
         if not req.consume and not req.reserve and req.idempotency_key is None:
-            plain_ents = self._source.cached_customer_entitlements(customer_ref)
+            plain_ents = self._source.cached_customer_entitlements(
+                customer_ref, features=req.named_features()
+            )
             if plain_ents is None:
                 return Busy(None)
             return Inline(self._checks_only(plain_ents, req), pending=False)
@@ -167,7 +178,10 @@ class EnforcementService:
             return Busy(holder)
         try:
             ents = self._source.cached_customer_entitlements(
-                customer_ref, customer=who, reserving=req.reserved_features()
+                customer_ref,
+                customer=who,
+                reserving=req.reserved_features(),
+                features=req.named_features(),
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)

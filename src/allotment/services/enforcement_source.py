@@ -43,7 +43,12 @@ class EnforcementCatalog:
         *,
         customer: tuple[str, str] | None = None,
         reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
     ) -> CustomerEntitlements:
+        if features is not None:
+            found = self._subscriptions.entitlements_of(customer_ref, features, memo_only=False)
+            assert found is not None  # 404 unknown, 412 deleted
+            return self._answer(customer_ref, found[1], customer, reserving, found[0])
         items = self._subscriptions.entitlements(customer_ref)  # 404 unknown, 412 deleted
         return self._answer(customer_ref, items, customer, reserving)
 
@@ -53,17 +58,24 @@ class EnforcementCatalog:
         *,
         customer: tuple[str, str] | None = None,
         reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
     ) -> CustomerEntitlements | None:
         """:meth:`customer_entitlements` from cached and one-row reads only; ``None`` when
         a budget's value would have to be computed (its memo is stale, or no budget
         entitlement stands behind it: the period's meter total)."""
-        items = self._subscriptions.cached_entitlements(customer_ref)
+        plan: str | None = None
+        if features is not None:
+            found = self._subscriptions.entitlements_of(customer_ref, features, memo_only=True)
+            plan, items = (None, None) if found is None else found
+        else:
+            items = self._subscriptions.cached_entitlements(customer_ref)
+            plan = items[0].plan_reference if items else None
         if items is None or any(
             i.feature.is_budget and i.feature.meter_reference is not None and i.budget is None
             for i in items
         ):
             return None
-        return self._answer(customer_ref, items, customer, reserving)
+        return self._answer(customer_ref, items, customer, reserving, plan)
 
     def _answer(
         self,
@@ -71,9 +83,13 @@ class EnforcementCatalog:
         items: Sequence[EntitledItem],
         customer: tuple[str, str] | None,
         reserving: Collection[str],
+        plan: str | None = None,
     ) -> CustomerEntitlements:
+        """``plan``: the customer's plan when ``items`` may leave features out (else the
+        items' plan)."""
         customer_id, reference = customer or self.identify(customer_ref)
-        plan = items[0].plan_reference if items else None
+        if plan is None and items:
+            plan = items[0].plan_reference
         values = {
             item.feature.reference: self._entitled(
                 customer_ref, item, item.feature.reference in reserving
