@@ -16,6 +16,9 @@ The one call (:meth:`SubscriptionService.entitlements`) reads the effective valu
 in-memory cache that is valid while the catalog version (bumped by every catalog write) is
 unchanged, and each budget's usage from the entitlement value (itself cached): no scan of
 events on the hot path.
+
+About 500 lines on purpose: the writes and the one call share the cache and its version, and
+splitting them would split the rule of when the cache is valid across two files.
 """
 
 from __future__ import annotations
