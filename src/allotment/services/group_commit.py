@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 
 from allotment.domain.errors import Unavailable
 from allotment.domain.events import PreparedEvent
+from allotment.storage.queue_thread import QueueThread
 
 log = logging.getLogger("allotment.ingest")
 
@@ -73,10 +73,8 @@ class GroupCommitter:
         self._background_after_s = background_after_s
         self._pressing = pressing
         self._more_background = background is not None
-        self._name = name
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._worker: QueueThread[_Pending] = QueueThread(name, self._run)
+        self._queue = self._worker.queue
         self.groups = 0
         """Transactions committed (for tests and diagnostics)."""
 
@@ -85,25 +83,12 @@ class GroupCommitter:
         if not events:
             future.set_result(0)
             return future
-        if self._thread is None:
-            self._start()
-        self._queue.put(_Pending(events, future))
+        self._worker.put(_Pending(events, future))
         return future
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                thread.start()
-                self._thread = thread
 
     def close(self, timeout: float = 30.0) -> None:
         """Let the writer finish what is queued, then stop it."""
-        with self._start_lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
+        self._worker.close(timeout)
 
     def _run(self) -> None:
         q = self._queue

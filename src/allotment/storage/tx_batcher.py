@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from allotment.domain.errors import Unavailable
+from allotment.storage.queue_thread import QueueThread
 from allotment.storage.seam import Database, Tx
 
 W = TypeVar("W")
@@ -51,11 +51,9 @@ class TxBatcher(Generic[W]):
     ) -> None:
         self._db = db
         self._write = write
-        self._name = name
         self.max_items = max_items
-        self._queue: queue.SimpleQueue[tuple[W, Done] | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._worker: QueueThread[tuple[W, Done]] = QueueThread(name, self._loop)
+        self._queue = self._worker.queue
         self.groups = 0
         """Transactions committed (for tests and diagnostics)."""
 
@@ -75,24 +73,11 @@ class TxBatcher(Generic[W]):
     def submit(self, item: W, done: Done) -> None:
         """Queue ``item`` for the next group transaction and return at once; ``done`` is
         called (in the batcher's thread) when it has committed or failed."""
-        if self._thread is None:
-            self._start()
-        self._queue.put((item, done))
-
-    def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._loop, name=self._name, daemon=True)
-                thread.start()
-                self._thread = thread
+        self._worker.put((item, done))
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish what is queued, then stop the thread."""
-        with self._start_lock:
-            thread, self._thread = self._thread, None
-        if thread is not None:
-            self._queue.put(None)
-            thread.join(timeout)
+        self._worker.close(timeout)
 
     def _loop(self) -> None:
         stopping = False
