@@ -220,15 +220,21 @@ class PostgresDatabase(Database):
             return conn
         raise PoolTimeout(f"no working database connection within {budget:.1f} s")
 
+    def _checkout(self) -> Any:
+        """:meth:`_acquire`, a database that cannot serve answered as :class:`Unavailable`."""
+        from psycopg_pool import PoolTimeout
+
+        try:
+            return self._acquire()
+        except (self._psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+
     @contextmanager
     def _connection(self, transaction: bool) -> Iterator[Tx]:
         from psycopg_pool import PoolTimeout
 
         psycopg = self._psycopg
-        try:
-            conn = self._acquire()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise self._unavailable(exc) from exc
+        conn = self._checkout()
         try:
             if transaction:
                 with conn.transaction():
@@ -258,10 +264,7 @@ class PostgresDatabase(Database):
         from psycopg_pool import PoolTimeout
 
         psycopg = self._psycopg
-        try:
-            conn = self._acquire()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise self._unavailable(exc) from exc
+        conn = self._checkout()
         try:
             if not params:
                 cur = conn.execute(to_postgres_sql(sql, with_params=False), prepare=True)
