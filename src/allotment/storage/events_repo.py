@@ -17,9 +17,13 @@ _INSERT_CHUNK = 10_000
 """Rows per array INSERT on PostgreSQL."""
 
 _INSERT = (
-    "INSERT INTO events (source, id, type, subject, time, ingested_at, event) "
-    "VALUES (?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
+    "INSERT INTO events (source, id, type, subject, time, event, ingested_at) "
+    "VALUES (?,?,?,?,?,?,{ingested_at}) ON CONFLICT (time, source, id) DO NOTHING"
 )
+"""SQLite's append. ``ingested_at`` (the same for every row of a transaction) is written into
+the statement as an integer literal, so each row binds a slice of its ``PreparedEvent``
+(``r[:6]``) instead of a tuple built around it: 0.24 -> 0.06 µs per event (timeit, 1000
+rows). One new statement text per transaction costs one prepare per group commit."""
 _INSERT_SEQ = (
     "INSERT INTO events (seq, source, id, type, subject, time, ingested_at, event) "
     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
@@ -62,7 +66,8 @@ def insert_new(
         assert before is not None
         last, folded = int(before[0]), int(before[2] or 0)
         if last >= folded:
-            tx.execute_many(_INSERT, [(*r[:5], ingested_at_us, r[5]) for r in rows])
+            sql = _INSERT.format(ingested_at=int(ingested_at_us))
+            tx.execute_many(sql, [r[:6] for r in rows])
         else:  # the newest rows were deleted as duplicates: never reuse a folded seq
             last = folded
             tx.execute_many(
