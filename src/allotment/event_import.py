@@ -26,7 +26,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -43,8 +43,11 @@ if TYPE_CHECKING:
 
 BATCH_EVENTS_DEFAULT = limits.EVENTS_PER_BATCH_MAX
 """Events per chunk (the largest batch the door takes)."""
+SUBMIT_EVENTS = 5 * limits.EVENTS_PER_BATCH_MAX
+"""Valid events gathered from consecutive chunks before they join the group commit as one
+request: larger transactions than HTTP clients form, so fewer commits per event."""
 IN_FLIGHT = 2
-"""Most chunks queued for commit while the next one is decoded."""
+"""Most submissions queued for commit while the next ones are decoded."""
 REJECTIONS_SHOWN = 10
 """How many rejections the summary names."""
 _READ_BUFFER = 1 << 20
@@ -148,29 +151,61 @@ class Source:
         except (OSError, ValueError):
             return None
 
+    def where(self, position: int) -> str:
+        """How the summary names an event: ``line N`` (NDJSON, from 1) or ``events[N]``."""
+        return f"events[{position}]" if self.is_array else f"line {position}"
+
     def items(self) -> Iterator[tuple[str, bytes]]:
         """``(where, raw JSON of one event)`` in file order."""
+        for positions, raws in self.chunks(1000):
+            for position, raw in zip(positions, raws, strict=True):
+                yield self.where(position), raw
+
+    def chunks(self, size: int) -> Iterator[tuple[list[int], list[bytes]]]:
+        """The events in file order, ``size`` at a time: their positions (see :meth:`where`)
+        and raw JSON texts. NDJSON is read a block at a time and split in C, blank lines
+        skipped; no per-event object is made beyond the line itself (the summary's
+        ``line N`` is formatted only for a rejection)."""
         if self.is_array:
-            try:
-                data = self.stream.read()
-            except (OSError, EOFError) as exc:
-                raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
-            try:
-                raws = msgspec.json.decode(data, type=list[msgspec.Raw])
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-                raise ImportSourceError(
-                    f"{self.name}: not a JSON array of CloudEvents: {exc}"
-                ) from exc
-            for index, raw in enumerate(raws):
-                yield f"events[{index}]", bytes(raw)
+            raws = self._array()
+            for start in range(0, len(raws), size):
+                part = raws[start : start + size]
+                yield list(range(start, start + len(part))), part
             return
+        positions: list[int] = []
+        texts: list[bytes] = []
+        number = 0
+        rest = b""
+        while True:
+            try:
+                block = self.stream.read(_READ_BUFFER)
+            except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt gzip stream
+                raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
+            if block:
+                lines = (rest + block).split(b"\n")
+                rest = lines.pop()
+            else:  # the end: a last line without its newline
+                lines, rest = [rest], b""
+            stripped = [line.strip() for line in lines]
+            positions += [number + i for i, text in enumerate(stripped, 1) if text]
+            texts += [text for text in stripped if text]
+            number += len(lines)
+            while len(texts) >= size or (not block and texts):
+                yield positions[:size], texts[:size]
+                del positions[:size], texts[:size]
+            if not block:
+                return
+
+    def _array(self) -> list[bytes]:
         try:
-            for number, line in enumerate(self.stream, 1):
-                text = line.strip()
-                if text:
-                    yield f"line {number}", text
-        except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt gzip stream
+            data = self.stream.read()
+        except (OSError, EOFError) as exc:
             raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
+        try:
+            raws = msgspec.json.decode(data, type=list[msgspec.Raw])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ImportSourceError(f"{self.name}: not a JSON array of CloudEvents: {exc}") from exc
+        return [bytes(raw) for raw in raws]
 
     def close(self) -> None:
         if self._raw is not sys.stdin.buffer:
@@ -261,36 +296,26 @@ def _decode_one(where: str, raw: bytes, c: Container) -> list[PreparedEvent] | R
 
 
 def decode_chunk(
-    items: list[tuple[str, bytes]], c: Container
+    positions: list[int], raws: list[bytes], where: Callable[[int], str], c: Container
 ) -> tuple[list[PreparedEvent], list[Rejection]]:
-    """The chunk's valid events (file order) and its rejections, through the ingest door."""
-    body = b"[" + b",".join(raw for _, raw in items) + b"]"
+    """The chunk's valid events (file order) and its rejections, through the ingest door;
+    ``where`` names a position for a rejection (:meth:`Source.where`)."""
+    body = b"[" + b",".join(raws) + b"]"
     try:
         events = decode_events(body, "batch", c)
     except DomainError:
         events = None
-    if events is not None and len(events) == len(items):  # a line holding `{…},{…}` is not one
+    if events is not None and len(events) == len(raws):  # a line holding `{…},{…}` is not one
         return events, []
     good: list[PreparedEvent] = []
     bad: list[Rejection] = []
-    for where, raw in items:
-        one = _decode_one(where, raw, c)
+    for position, raw in zip(positions, raws, strict=True):
+        one = _decode_one(where(position), raw, c)
         if isinstance(one, Rejection):
             bad.append(one)
         else:
             good.extend(one)
     return good, bad
-
-
-def _chunks(items: Iterator[tuple[str, bytes]], size: int) -> Iterator[list[tuple[str, bytes]]]:
-    chunk: list[tuple[str, bytes]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def run_import(
@@ -307,12 +332,12 @@ def run_import(
     result = ImportResult()
     started = time.monotonic()
     cpu_started = time.process_time()
-    items = source.items()
+    chunks: Iterator[tuple[list[int], list[bytes]]] = source.chunks(batch_size)
     array_total: int | None = None
     if source.is_array:  # read whole: the count is known before the first event
-        listed = list(items)
-        array_total = len(listed)
-        items = iter(listed)
+        listed = list(chunks)
+        array_total = sum(len(raws) for _, raws in listed)
+        chunks = iter(listed)
     progress = Progress(progress_out, source, array_total)
     pending: deque[tuple[Future[int], int]] = deque()
 
@@ -323,22 +348,31 @@ def run_import(
         result.duplicates += valid - stored
 
     events = c.events
+    held: list[PreparedEvent] = []
+
+    def submit() -> None:
+        if held:
+            pending.append((events.submit(events.prefold(held[:])), len(held)))
+            held.clear()
+
     try:
-        for chunk in _chunks(items, batch_size):
-            good, bad = decode_chunk(chunk, c)
-            result.read += len(chunk)
+        for positions, raws in chunks:
+            good, bad = decode_chunk(positions, raws, source.where, c)
+            result.read += len(raws)
             result.rejected += len(bad)
             room = REJECTIONS_SHOWN - len(result.first_rejections)
             if room > 0:
                 result.first_rejections += bad[:room]
-            if good:
-                pending.append((events.submit(events.prefold(good)), len(good)))
+            held += good
+            if len(held) >= SUBMIT_EVENTS:
+                submit()
             while len(pending) > IN_FLIGHT:
                 settle()
             progress.update(result)
     except KeyboardInterrupt:
         result.interrupted = True
     finally:
+        submit()  # what was read is committed either way
         while pending:  # what is queued commits (or fails) either way; count it
             try:
                 settle()
