@@ -47,7 +47,7 @@ from allotment.services.enforcement_views import (
     usage_data,
 )
 from allotment.storage import enforcement_repo as repo
-from allotment.storage.database import Tx
+from allotment.storage.enforcement_state import StateQuery, StateReads
 
 COMMIT_SOURCE = "allotment.reservations"
 """The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
@@ -127,7 +127,13 @@ class EnforcementService:
             )
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
         keys, once = _keys(who[0], req)
-        with self._store.session(keys, once=once) as session:
+        now, state = None, None
+        if self._store.reads_with_locks:
+            # PostgreSQL reads the state with the keys (one round trip), so the decision's
+            # instant is read before they are taken: exact (docs/api/enforcement.md)
+            now = self._now()
+            state = StateQuery.of(who[0], req, to_micros(now))
+        with self._store.session(keys, once=once, state=state) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
                 customer_ref,
@@ -135,7 +141,7 @@ class EnforcementService:
                 reserving=req.reserved_features(),
                 features=req.named_features(),
             )
-            outcome, writes = self._under_keys(session.read, ents, req)
+            outcome, writes = self._under_keys(session.read, ents, req, now)
             if writes:
                 session.apply(writes)
         if isinstance(outcome, DomainError):
@@ -185,7 +191,7 @@ class EnforcementService:
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)
-            outcome, writes = self._under_keys(self._store.db.read, ents, req)
+            outcome, writes = self._under_keys(self._store.reads, ents, req)
             if not writes:
                 return Inline(outcome, pending=False)
             store, taken = self._store, held
@@ -209,9 +215,10 @@ class EnforcementService:
 
     def _under_keys(
         self,
-        read: Callable[[], AbstractContextManager[Tx]],
+        read: Callable[[], AbstractContextManager[StateReads]],
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
+        now: datetime | None = None,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
         """The decision, its keys held and ``ents`` read under them, from the state read in
         one ``read()`` transaction; a denial of the pure steps without an idempotency key
@@ -221,29 +228,30 @@ class EnforcementService:
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
-        with read() as tx:
-            return self._decide(tx, ents, req, writes), writes
+        with read() as reads:
+            return self._decide(reads, ents, req, writes, now), writes
 
     def _decide(
         self,
-        tx: Tx,
+        reads: StateReads,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         writes: repo.DecisionWrites,
+        now: datetime | None = None,
     ) -> AuthorizeResult | DomainError:
-        """One decision from the state read in ``tx`` under the session's keys: a replay, or
-        the decision, with its writes (and its idempotency record) put in ``writes``; a
-        denial is returned, not raised, so that its record commits."""
+        """One decision from the state ``reads`` answers under the session's keys (at ``now``,
+        else now): a replay, or the decision, with its writes (and its idempotency record) put
+        in ``writes``; a denial is returned, not raised, so that its record commits."""
         cid = ents.customer_id
-        now = self._now()
+        now = self._now() if now is None else now
         now_us = to_micros(now)
         if req.idempotency_key is not None:
-            replay = self._replay(tx, cid, req, now_us)
+            replay = self._replay(reads, cid, req, now_us)
             if replay is not None:
                 return replay
         result: AuthorizeResult | DomainError
         try:
-            result = self._apply(tx, ents, req, now, now_us, writes)
+            result = self._apply(reads, ents, req, now, now_us, writes)
         except (Forbidden, PaymentRequired, TooManyRequests) as exc:
             result = exc  # nothing was written; the answer may still be kept
         if req.idempotency_key is not None:
@@ -271,10 +279,10 @@ class EnforcementService:
         return self._source.plans_including(feature_reference, value)
 
     def _replay(
-        self, tx: Tx, cid: str, req: rules.AuthorizeRequest, now_us: int
+        self, reads: StateReads, cid: str, req: rules.AuthorizeRequest, now_us: int
     ) -> AuthorizeResult | None:
         assert req.idempotency_key is not None
-        found = repo.idempotency_record(tx, cid, req.idempotency_key, now_us)
+        found = reads.idempotency_record(cid, req.idempotency_key, now_us)
         if found is None:
             return None
         fingerprint, outcome = found
@@ -291,7 +299,7 @@ class EnforcementService:
 
     def _apply(
         self,
-        tx: Tx,
+        reads: StateReads,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime,
@@ -304,8 +312,8 @@ class EnforcementService:
             v = ents.values.get(c.feature_reference)
             if v is not None and v.is_rate_limit and v.rate_window is not None:
                 window_us = WINDOW_US[v.rate_window]
-                logs[c.feature_reference] = repo.rate_log(tx, cid, c.feature_reference, window_us)
-        held = {f: repo.held_amount(tx, cid, f, now_us) for f in sorted(req.reserved_features())}
+                logs[c.feature_reference] = reads.rate_log(cid, c.feature_reference, window_us)
+        held = {f: reads.held_amount(cid, f, now_us) for f in sorted(req.reserved_features())}
         allowed = rules.decide(
             req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
         )
