@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
@@ -47,7 +47,8 @@ from allotment.services.enforcement_views import (
     usage_data,
 )
 from allotment.storage import enforcement_repo as repo
-from allotment.storage.database import Tx
+from allotment.storage.database import Row, Tx
+from allotment.storage.enforcement_reads import DecisionState, RunOne, alone, decision_state
 
 COMMIT_SOURCE = "allotment.reservations"
 """The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
@@ -113,6 +114,7 @@ class EnforcementService:
         self._usage = usage
         self._clock = clock
         self._calls = itertools.count(1)
+        self._alone = alone(store.db)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -135,7 +137,7 @@ class EnforcementService:
                 reserving=req.reserved_features(),
                 features=req.named_features(),
             )
-            outcome, writes = self._under_keys(session.read, ents, req)
+            outcome, writes = self._under_keys(_in_tx(session.read), ents, req)
             if writes:
                 session.apply(writes)
         if isinstance(outcome, DomainError):
@@ -185,7 +187,7 @@ class EnforcementService:
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)
-            outcome, writes = self._under_keys(self._store.db.read, ents, req)
+            outcome, writes = self._under_keys(self._alone, ents, req)
             if not writes:
                 return Inline(outcome, pending=False)
             store, taken = self._store, held
@@ -209,41 +211,51 @@ class EnforcementService:
 
     def _under_keys(
         self,
-        read: Callable[[], AbstractContextManager[Tx]],
+        run: RunOne,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
         """The decision, its keys held and ``ents`` read under them, from the state read in
-        one ``read()`` transaction; a denial of the pure steps without an idempotency key
-        raises (nothing to keep)."""
+        ONE statement (``run``: :mod:`allotment.storage.enforcement_reads`); a denial of the
+        pure steps without an idempotency key raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
-        with read() as tx:
-            return self._decide(tx, ents, req, writes), writes
+        return self._decide(run, ents, req, writes), writes
 
     def _decide(
         self,
-        tx: Tx,
+        run: RunOne,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         writes: repo.DecisionWrites,
     ) -> AuthorizeResult | DomainError:
-        """One decision from the state read in ``tx`` under the session's keys: a replay, or
+        """One decision from the state ``run`` reads under the session's keys: a replay, or
         the decision, with its writes (and its idempotency record) put in ``writes``; a
         denial is returned, not raised, so that its record commits."""
         cid = ents.customer_id
         now = self._now()
         now_us = to_micros(now)
-        if req.idempotency_key is not None:
-            replay = self._replay(tx, cid, req, now_us)
-            if replay is not None:
-                return replay
+        rates = []
+        for c in req.consume:
+            v = ents.values.get(c.feature_reference)
+            if v is not None and v.is_rate_limit and v.rate_window is not None:
+                rates.append((c.feature_reference, WINDOW_US[v.rate_window]))
+        state = decision_state(
+            run,
+            cid,
+            rates=rates,
+            budgets=sorted(req.reserved_features()),
+            now_us=now_us,
+            idempotency_key=req.idempotency_key,
+        )
+        if state.idempotency is not None:
+            return self._replay(state.idempotency, req)
         result: AuthorizeResult | DomainError
         try:
-            result = self._apply(tx, ents, req, now, now_us, writes)
+            result = self._apply(state, ents, req, now, now_us, writes)
         except (Forbidden, PaymentRequired, TooManyRequests) as exc:
             result = exc  # nothing was written; the answer may still be kept
         if req.idempotency_key is not None:
@@ -270,13 +282,8 @@ class EnforcementService:
     def _plans(self, feature_reference: str, value: str) -> Sequence[str]:
         return self._source.plans_including(feature_reference, value)
 
-    def _replay(
-        self, tx: Tx, cid: str, req: rules.AuthorizeRequest, now_us: int
-    ) -> AuthorizeResult | None:
-        assert req.idempotency_key is not None
-        found = repo.idempotency_record(tx, cid, req.idempotency_key, now_us)
-        if found is None:
-            return None
+    def _replay(self, found: tuple[str, str], req: rules.AuthorizeRequest) -> AuthorizeResult:
+        """The kept answer of the request's idempotency key (``found``: its record)."""
         fingerprint, outcome = found
         if fingerprint != req.fingerprint:
             raise rules.IdempotencyKeyReused(
@@ -291,7 +298,7 @@ class EnforcementService:
 
     def _apply(
         self,
-        tx: Tx,
+        state: DecisionState,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime,
@@ -299,15 +306,8 @@ class EnforcementService:
         writes: repo.DecisionWrites,
     ) -> AuthorizeResult:
         cid = ents.customer_id
-        logs = {}
-        for c in req.consume:
-            v = ents.values.get(c.feature_reference)
-            if v is not None and v.is_rate_limit and v.rate_window is not None:
-                window_us = WINDOW_US[v.rate_window]
-                logs[c.feature_reference] = repo.rate_log(tx, cid, c.feature_reference, window_us)
-        held = {f: repo.held_amount(tx, cid, f, now_us) for f in sorted(req.reserved_features())}
         allowed = rules.decide(
-            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
+            req, ents, logs=state.logs, held=state.held, now_us=now_us, plans_including=self._plans
         )
         for feature, log in allowed.logs.items():
             writes.rate_logs.append((cid, feature, allowed.windows[feature], log, now_us))
@@ -463,6 +463,17 @@ class EnforcementService:
         now_us = to_micros(self._now())
         with self._store.db.read() as tx:
             return repo.held_by_feature(tx, customer_id, now_us)
+
+
+def _in_tx(read: Callable[[], AbstractContextManager[Tx]]) -> RunOne:
+    """Run each statement in a ``read()`` transaction of its own (the session's locked
+    transaction on PostgreSQL)."""
+
+    def run(sql: str, params: Sequence[Any]) -> Row:
+        with read() as tx:
+            return tx.execute(sql, params)[0]
+
+    return run
 
 
 def _keys(customer_id: str, req: rules.AuthorizeRequest) -> tuple[list[str], str | None]:
