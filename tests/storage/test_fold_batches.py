@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import pytest
 
@@ -147,16 +146,14 @@ def test_the_old_per_event_queue_migrates_and_counts_once(db_url: str, backend: 
                 )
             if db.dialect == "postgresql":
                 tx.execute("INSERT INTO usage_fold_queue (seq) SELECT seq FROM events")
-        assert [m.version for m in migrate.pending(db)][0] == "0860"
+        assert migrate.pending(db)[0].version == "0860"
         migrate.migrate(db, t)
         with db.read() as tx:
             assert usage_tail.lag(tx) == 12
             if db.dialect == "postgresql":
                 queued = tx.execute("SELECT seqs::text FROM usage_fold_batches")
                 seqs = [int(r[0]) for r in tx.execute("SELECT seq FROM events ORDER BY seq")]
-                assert [seq_ranges.parse(str(q[0])) for q in queued] == [
-                    seq_ranges.of_sorted(seqs)
-                ]
+                assert [seq_ranges.parse(str(q[0])) for q in queued] == [seq_ranges.of_sorted(seqs)]
         assert usage_tail.tail_end(db) == 12
     finally:
         db.close()
