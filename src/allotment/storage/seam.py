@@ -55,6 +55,19 @@ class Tx(ABC):
         rows = self.execute(sql, params)
         return rows[0] if rows else None
 
+    def copy_in(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """PostgreSQL only: append ``rows`` to ``table`` with one binary ``COPY … FROM STDIN``
+        (``types`` = the PostgreSQL type of each column). A unique index that refuses a row
+        fails the whole statement with :class:`DuplicateKey`; the transaction is then in error
+        until the caller rolls back to a savepoint it took before."""
+        raise NotImplementedError(f"COPY is not available on {self.dialect}")
+
 
 class Pending:
     """The rows of a statement :meth:`PipelinedTx.send` queued: there once the pipeline has
