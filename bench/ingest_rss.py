@@ -14,8 +14,9 @@ read from ``/proc``; every ~10 s a progress line (events acknowledged, events/s 
 last interval and overall, RSS now and peak). After the last answer it waits for the
 deferred fold to catch up (``bench.run.fold_done``), sampling RSS the same way, then checks
 the stored count and writes one JSON: peak RSS during the ingest and during the fold
-catch-up, the rates (acknowledged, and including the fold), durations, the server's CPU per
-event, the load average, and the progress samples.
+catch-up (``--fold-timeout``: the most it waits; then the events still unfolded are
+reported), the rates (acknowledged, and including the fold once it caught up), durations,
+the server's CPU per event, the load average, and the progress samples.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import socket
+import sqlite3
 import sys
 import tempfile
 import threading
@@ -38,7 +40,7 @@ from bench import project as P
 from bench.httpc import _parse_head, build_request
 from bench.procs import RssSampler, Server
 from bench.run import Backend, Options, cpu_seconds, db_name, fold_done, loadavg, meta
-from bench.stores import Store, count_rows
+from bench.stores import Store, count_rows, is_pg, sqlite_path
 
 CT_BATCH = "application/cloudevents-batch+json"
 PROGRESS_EVERY_S = 10.0
@@ -143,6 +145,25 @@ async def _ingest(
     }
 
 
+def unfolded(url: str) -> int:
+    """Events stored and not folded yet (SQLite: above the watermark; PostgreSQL: queued)."""
+    if is_pg(url):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True) as conn:
+            row = conn.execute("SELECT count(*) FROM usage_fold_queue").fetchone()
+            return int(row[0]) if row else 0
+    conn = sqlite3.connect(sqlite_path(url), timeout=30.0)
+    try:
+        row = conn.execute(
+            "SELECT (SELECT coalesce(max(seq), 0) FROM events) - "
+            "(SELECT coalesce(max(seq), 0) FROM usage_fold_state)"
+        ).fetchone()
+        return max(0, int(row[0]))
+    finally:
+        conn.close()
+
+
 def _bodies(events: int) -> Iterator[bytes]:
     for batch in D.generate(events, seed=31, source="bench-rss"):
         yield D.batch_body(batch, "bench-rss")
@@ -195,8 +216,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             done = fold_done(url)
             t = time.perf_counter()
             last = t
+            caught_up = True
             with Phase(pid) as fold_rss:
                 while not done():
+                    if time.perf_counter() - t > args.fold_timeout:
+                        caught_up = False
+                        break
                     time.sleep(1.0)
                     if time.perf_counter() - last >= PROGRESS_EVERY_S:
                         last = time.perf_counter()
@@ -207,7 +232,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         )
             fold_s = time.perf_counter() - t
             fold = {
-                "catch_up_s": round(fold_s, 1),
+                "caught_up": caught_up,
+                "catch_up_s": round(fold_s, 1) if caught_up else None,
+                "waited_s": round(fold_s, 1),
+                "events_left": unfolded(url),
                 "rss_peak_mib": mib(fold_rss.peak_kib),
                 "rss_end_mib": mib(fold_rss.now_kib),
                 "cpu_us_per_event": round((cpu() - cpu1) / max(1, args.events) * 1e6, 2),
@@ -224,7 +252,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "fold": fold,
             "rate_including_fold": round(
                 ingest["events_acknowledged"] / (ingest["seconds"] + fold_s)
-            ),
+            )
+            if fold["caught_up"]
+            else None,
             "rss_peak_mib": mib(overall_kib),
             "rss_under_1gib": overall_kib < 1024 * 1024,
             "events_stored": stored,
@@ -240,6 +270,12 @@ def main() -> int:
     p.add_argument("--events", type=int, default=10_000_000)
     p.add_argument("--backend", default="sqlite", choices=["sqlite", "postgres"])
     p.add_argument("--clients", type=int, default=16)
+    p.add_argument(
+        "--fold-timeout",
+        type=float,
+        default=3600.0,
+        help="most seconds to wait for the fold after the ingest (then report what is left)",
+    )
     p.add_argument("--pg-url")
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "allotment-bench")
     p.add_argument("--out", type=Path, default=None)
