@@ -18,7 +18,7 @@ from allotment.container import Container
 from allotment.domain.timeutil import to_micros
 from allotment.domain.windows import WindowSize
 from allotment.services.meter_queries import MeterQuery
-from allotment.storage import migrate, seq_ranges, usage_tail
+from allotment.storage import events_repo, migrate, seq_ranges, usage_tail
 from allotment.storage.database import open_database, split_statements
 from tests.storage.test_prefold import METERS, NOW, T0, _same, ev, rebuilt, snapshot
 from tests.support import frozen_container
@@ -51,15 +51,19 @@ def _count(c: Container, slug: str) -> int:
 def test_a_new_group_is_one_queue_row_of_exactly_its_seqs(c: Container) -> None:
     c.meters.create(METERS[3])  # COUNT
     rng = random.Random(1)
-    first = [ev(rng, i) for i in range(40)]
-    second = [ev(rng, 100 + i) for i in range(25)]
-    assert c.events.write_batches([first[:30], first[30:]]) == [30, 10]
-    assert c.events.write_batches([second]) == [25]
+    n = events_repo.COPY_MIN_ROWS
+    first = [ev(rng, i) for i in range(n + 40)]
+    second = [ev(rng, 1000 + i) for i in range(n)]
+    small = [ev(rng, 2000 + i) for i in range(3)]
+    assert c.events.write_batches([first[:30], first[30:]]) == [30, n + 10]
+    assert c.events.write_batches([second]) == [n]
+    assert c.events.write_batches([small]) == [3]  # below COPY_MIN_ROWS: the one statement
     queue = _queue(c)
-    assert len(queue) == 2  # one row per ingest statement, not one per event
-    assert [seq_ranges.count(q) for q in queue] == [40, 25]
+    assert len(queue) == 3  # one row per ingest statement, not one per event
+    assert [seq_ranges.count(q) for q in queue] == [n + 40, n, 3]
+    assert [len(q) for q in queue[:2]] == [1, 1]  # reserved in one piece: one range each
     assert sorted(v for q in queue for v in seq_ranges.values(q)) == _seqs(c)
-    assert _count(c, "calls") == 65
+    assert _count(c, "calls") == 2 * n + 43
     assert _queue(c) == []
 
 
@@ -68,31 +72,32 @@ def test_a_group_with_a_stored_event_falls_back_and_queues_only_what_it_stored(
 ) -> None:
     c.meters.create(METERS[3])
     rng = random.Random(2)
-    batch = [ev(rng, i) for i in range(20)]
+    size = events_repo.COPY_MIN_ROWS + 20
+    batch = [ev(rng, i) for i in range(size)]
     assert c.events.write_batches([batch[:5]]) == [5]
     before = set(_seqs(c))
     # the COPY meets a stored row: rolled back to its savepoint, rows and queue row gone
-    assert c.events.write_batches([batch, batch[3:8]]) == [15, 0]
+    assert c.events.write_batches([batch, batch[3:8]]) == [size - 5, 0]
     seqs = _seqs(c)
-    assert len(seqs) == 20
+    assert len(seqs) == size
     queue = _queue(c)
     assert len(queue) == 2
     assert set(seq_ranges.values(queue[1])) == set(seqs) - before
-    assert _count(c, "calls") == 20
+    assert _count(c, "calls") == size
     assert c.events.write_batches([batch]) == [0]  # all stored: nothing queued
     assert _queue(c) == []
-    assert _count(c, "calls") == 20
+    assert _count(c, "calls") == size
 
 
 def test_a_fold_smaller_than_a_queue_row_leaves_exactly_the_rest(c: Container) -> None:
     for m in METERS:
         c.meters.create(m)
     rng = random.Random(3)
-    c.events.write_batches([[ev(rng, i) for i in range(50)]])
-    c.events.write_batches([[ev(rng, 100 + i) for i in range(30)]])
+    c.events.write_batches([[ev(rng, i) for i in range(90)]])
+    c.events.write_batches([[ev(rng, 100 + i) for i in range(70)]])
     seqs = _seqs(c)
     folded = 0
-    for size in (7, 20, 30, 50):
+    for size in (7, 50, 40, 100):
         with c.db.write() as tx:
             n, _ = usage_tail.fold_pending(tx, size)
         assert n == min(size, len(seqs) - folded)

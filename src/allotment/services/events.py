@@ -58,7 +58,18 @@ PREFOLD_MIN_EVENTS = 32
 thread before they join the group commit (smaller ones are folded by the writer: the extra
 meter read would cost more than it saves)."""
 
-_by_key = itemgetter(0, 1)
+_by_id = itemgetter(1)
+_by_source = itemgetter(0)
+
+
+def _sort_by_key(rows: list[PreparedEvent]) -> None:
+    """Sort ``rows`` in ``(source, id)`` order: by id, then (stable) by source. Comparing one
+    string per step instead of building and comparing key tuples: 40 -> 11 ms for a group of
+    16 000 events (timeit; 5.5 ms when each request arrives sorted by id, see
+    :meth:`EventService.prefold`) — time the single writer spends holding the interpreter
+    lock."""
+    rows.sort(key=_by_id)
+    rows.sort(key=_by_source)
 
 
 class PrefoldedBatch(list[PreparedEvent]):
@@ -219,8 +230,14 @@ class EventService:
     def prefold(self, events: Sequence[PreparedEvent]) -> Sequence[PreparedEvent]:
         """The batch, with its rollup rows folded here (on the caller's thread) when it is
         large enough to be worth it (:data:`PREFOLD_MIN_EVENTS`); see :class:`PrefoldedBatch`.
-        On SQLite (deferred fold) the batch as it is."""
-        if self.deferred or len(events) < PREFOLD_MIN_EVENTS:
+        Deferred fold: on SQLite the batch as it is; on PostgreSQL sorted by id (stable, so
+        repeats keep their order), which makes the writer's sort of the group a merge of runs
+        (:func:`_sort_by_key`)."""
+        if self.deferred:
+            if self._db.dialect == "postgresql" and len(events) > 1:
+                return sorted(events, key=_by_id)
+            return events
+        if len(events) < PREFOLD_MIN_EVENTS:
             return events
         seen: set[tuple[str, str]] = set()
         rows: list[PreparedEvent] = []
@@ -229,7 +246,7 @@ class EventService:
             if key not in seen:
                 seen.add(key)
                 rows.append(ev)
-        rows.sort(key=_by_key)  # the writer's insertion order (LATEST ties)
+        _sort_by_key(rows)  # the writer's insertion order (LATEST ties)
         types = frozenset(r[2] for r in rows)
         with self._db.read() as tx:
             meters = sorted(meters_repo.live_by_event_types(tx, types), key=_meter_id)
@@ -268,7 +285,7 @@ class EventService:
             return counts
         # one (source, id) order for every writer: concurrent PostgreSQL transactions then take
         # the unique-index locks in the same order and cannot deadlock
-        rows.sort(key=_by_key)
+        _sort_by_key(rows)
         db = self._db
         now_us = to_micros(self._clock.now())
         touched: Iterable[tuple[str, str]] = ()

@@ -15,6 +15,10 @@ from allotment.domain.events import PreparedEvent
 from allotment.storage import seq_ranges
 from allotment.storage.database import DuplicateKey, Tx
 
+COPY_MIN_ROWS = 64
+"""PostgreSQL: fewer rows than this go straight to the statement that skips stored rows (one
+round trip instead of three; wall time per transaction in process, 1 / 4 / 16 / 64 / 256
+rows: 0.9 / 0.7 / 0.7 / 1.5 / 6.2 ms against 2.1 / 2.0 / 0.8 / 1.4 / 2.8 ms with the COPY)."""
 _INSERT_CHUNK = 10_000
 """Rows per array INSERT on PostgreSQL (the statement that skips stored rows)."""
 
@@ -77,7 +81,8 @@ def insert_new(
     the largest ``seq`` seen before. A fold may have deleted the newest rows (duplicates),
     and SQLite would hand their ``seq`` out again, below the fold watermark: then the rows
     get explicit ``seq`` above it.
-    PostgreSQL (many processes may insert the same key at once): inside a savepoint, one
+    PostgreSQL (many processes may insert the same key at once), at least
+    :data:`COPY_MIN_ROWS` rows: inside a savepoint, one
     statement takes ``len(rows)`` values of the ``seq`` sequence and queues them for the
     deferred fold as one ``usage_fold_batches`` row (:data:`_RESERVE`; see
     ``storage/usage_tail.py``), then one binary ``COPY`` appends the rows with those seqs, in
@@ -114,8 +119,8 @@ def insert_new(
             (str(s), str(i))
             for s, i in tx.execute("SELECT source, id FROM events WHERE seq > ?", (last,))
         }
-    if not rows:
-        return None
+    if len(rows) < COPY_MIN_ROWS:
+        return _insert_skipping(tx, rows, ingested_at_us) if rows else None
     tx.execute("SAVEPOINT ingest_copy")
     reserved = tx.one(_RESERVE, (len(rows),))
     assert reserved is not None

@@ -8,22 +8,19 @@ a multirange (adjacent ranges merged). Pure functions, no IO.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 
 Ranges = list[tuple[int, int]]
 
 
+_RANGE = re.compile(r"\[(-?\d+),(-?\d+)\)")
+
+
 def parse(text: str) -> Ranges:
     """The ranges of an ``int8multirange`` as PostgreSQL prints it (canonical ``[lo,hi)``
     bounds: int8 ranges are discrete)."""
-    body = text.strip()[1:-1]
-    if not body:
-        return []
-    out: Ranges = []
-    for part in body.split("),"):
-        lo, _, hi = part.strip("[)").partition(",")
-        out.append((int(lo), int(hi)))
-    return out
+    return [(int(lo), int(hi)) for lo, hi in _RANGE.findall(text)]
 
 
 def text(ranges: Sequence[tuple[int, int]]) -> str:

@@ -217,10 +217,11 @@ def _take_queued(
     if not take:
         return [], 0
     take.sort()
+    # the values themselves (at most ``limit``): a join on the ranges' bounds can be planned
+    # as a scan of the table per range (a fold of 2 000 single-event rows: 10x slower)
     rows = tx.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM unnest(?::bigint[], ?::bigint[]) AS r(lo, hi) "
-        "JOIN events ON seq >= r.lo AND seq < r.hi ORDER BY seq",
-        [[lo for lo, _ in take], [hi for _, hi in take]],
+        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ANY(?::bigint[]) ORDER BY seq",
+        [list(seq_ranges.values(take))],
     )
     return rows, limit - left
 
