@@ -147,13 +147,9 @@ class CatalogEntitlements:
             return None
         key = (customer_id, tuple(f.reference for f, _ in budgets))
         memo = self._memo.get(key)
-        scope = Owner.customer(customer_id).scope
         if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
-            versions = usage_marks.owner_versions_many(self._db, [
-                (scope, f.reference, mid, subjects)
-                for (f, _), mid in zip(budgets, memo.meter_ids, strict=True)
-            ])  # fmt: skip
-            if versions == memo.versions:
+            # the memo's own statement (its scope, features, meters and subjects are the key's)
+            if tuple(usage_marks.read_one(self._db, *memo.statement)) == memo.versions:
                 return list(memo.values)
         if memo_only:
             return None
@@ -162,10 +158,12 @@ class CatalogEntitlements:
         except NotFound:  # a meter went away: no memo, the values say what they say
             return [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
         meter_ids = tuple(str(m.id) for m in meters)
-        versions = usage_marks.owner_versions_many(self._db, [
+        scope = Owner.customer(customer_id).scope
+        statement = usage_marks.owner_versions_statement([
             (scope, f.reference, mid, subjects)
             for (f, _), mid in zip(budgets, meter_ids, strict=True)
         ])  # fmt: skip
+        versions = tuple(usage_marks.read_one(self._db, *statement))
         # each value carries its meter (a reservation's commit writes usage of it): a meter's
         # event type and value path never change, and a meter write bumps the catalog
         # version the memo checks
@@ -175,7 +173,9 @@ class CatalogEntitlements:
         ]
         if len(self._memo) > MEMO_MAX:
             self._memo.clear()
-        self._memo[key] = _Memo(minute, tuple(subjects), meter_ids, versions, tuple(values))
+        self._memo[key] = _Memo(
+            minute, tuple(subjects), meter_ids, versions, tuple(values), statement
+        )
         return values
 
     def budget_value(
@@ -212,6 +212,8 @@ class _Memo:
     meter_ids: tuple[str, ...]
     versions: tuple[Any, ...]
     values: tuple[BudgetValue | None, ...]
+    statement: tuple[str, list[Any]]
+    """What reads ``versions`` (``usage_marks.owner_versions_statement``)."""
 
 
 @functools.lru_cache(maxsize=4096)
