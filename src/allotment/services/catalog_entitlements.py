@@ -22,7 +22,9 @@ when they and the minute are unchanged; otherwise each budget's value comes from
 entitlement value (its cache), and the memo is refreshed. Without the fold first, the memo
 answered the usage of before an ingest until the writer's background fold ran. A memoised
 value also carries its budget's meter (event type and value path), so that a reservation
-reads no meter.
+reads no meter. A memo that answers costs ONE statement: its freshness counters and the
+tail's end (``EventService.tail_check``, 0 when nothing waits to be folded) are read together;
+with a tail to fold, the long way above.
 """
 
 from __future__ import annotations
@@ -68,12 +70,16 @@ class CatalogEntitlements:
         self, db: Database, clock: Clock, meters: MeterLookup,
         customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
         settle: Callable[..., bool] | None = None,
+        tail_check: Callable[[], str | None] | None = None,
     ) -> None:  # fmt: skip
         """``settle``: folds ingest's unfolded tail (``EventService.settle``), called before
         the memo's freshness counters are read (``allow_io=False`` only checks: False when a
-        fold is needed, for a caller that must not fold)."""
+        fold is needed, for a caller that must not fold). ``tail_check``: the statement
+        ``settle`` checks with (``EventService.tail_check``), joined to the memo's own
+        check so that a memo that answers costs one statement."""
         self._db = db
         self._settle = settle
+        self._tail_check = tail_check
         self._clock = clock
         self._meters = meters
         self._customer = customer_entitlements
@@ -141,12 +147,23 @@ class CatalogEntitlements:
         if not budgets:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
+        key = (customer_id, tuple(f.reference for f, _ in budgets))
+        memo = self._memo.get(key)
+        if (
+            memo is not None
+            and memo.check is not None
+            and memo.minute == minute
+            and memo.subjects == tuple(subjects)
+        ):
+            # one statement: the memo's versions and the tail's end (0: nothing to fold, so
+            # the versions announce every event stored so far); anything else: the long way
+            row = tuple(usage_marks.read_one(self._db, memo.check, memo.statement[1]))
+            if not row[-1] and row[:-1] == memo.versions:
+                return list(memo.values)
         # fold ingest's tail first: the marks below then announce every event stored so far
         # (memo_only folds nothing: a tail to fold means None, the caller's pool path folds)
         if self._settle is not None and not self._settle(allow_io=not memo_only):
             return None
-        key = (customer_id, tuple(f.reference for f, _ in budgets))
-        memo = self._memo.get(key)
         if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
             # the memo's own statement (its scope, features, meters and subjects are the key's)
             if tuple(usage_marks.read_one(self._db, *memo.statement)) == memo.versions:
@@ -173,8 +190,10 @@ class CatalogEntitlements:
         ]
         if len(self._memo) > MEMO_MAX:
             self._memo.clear()
+        tail = self._tail_check() if self._tail_check is not None else None
+        check = None if tail is None else f"{statement[0]} CROSS JOIN ({tail}) AS tail_end"
         self._memo[key] = _Memo(
-            minute, tuple(subjects), meter_ids, versions, tuple(values), statement
+            minute, tuple(subjects), meter_ids, versions, tuple(values), statement, check
         )
         return values
 
@@ -214,6 +233,9 @@ class _Memo:
     values: tuple[BudgetValue | None, ...]
     statement: tuple[str, list[Any]]
     """What reads ``versions`` (``usage_marks.owner_versions_statement``)."""
+    check: str | None
+    """``statement``'s SQL with the tail's end as one more column (its parameters are
+    ``statement``'s); ``None`` without a tail check."""
 
 
 @functools.lru_cache(maxsize=4096)
