@@ -47,7 +47,7 @@ from allotment.domain.timeutil import ceil_minute
 from allotment.services.catalog_subscriptions import BudgetValue
 from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
 from allotment.services.entitlements import SUBSCRIPTION_MANAGED, EntitlementService
-from allotment.storage import usage_marks
+from allotment.storage import catalog_repo, usage_marks
 from allotment.storage.database import Database, Tx
 
 ANNOTATIONS = dict(SUBSCRIPTION_MANAGED)
@@ -140,26 +140,28 @@ class CatalogEntitlements:
         budgets: Sequence[tuple[TypedFeature, datetime]],
         *,
         memo_only: bool = False,
+        catalog: int | None = None,
     ) -> list[BudgetValue | None] | None:
         """Each budget's value now (``budgets``: feature and anchor), see the module doc.
         ``memo_only``: ``None`` unless the memo answers (version reads only: nothing is
-        computed, no usage is read or folded — what an event loop may do)."""
+        computed, no usage is read or folded — what an event loop may do). ``catalog``
+        (only with ``memo_only``): ``None`` also unless the catalog version
+        (``catalog_repo``'s) is this one, read in the same statement."""
+        assert catalog is None or memo_only
         if not budgets:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
         key = (customer_id, tuple(f.reference for f, _ in budgets))
         memo = self._memo.get(key)
-        if (
-            memo is not None
-            and memo.check is not None
-            and memo.minute == minute
-            and memo.subjects == tuple(subjects)
-        ):
-            # one statement: the memo's versions and the tail's end (0: nothing to fold, so
-            # the versions announce every event stored so far); anything else: the long way
+        if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
+            # one statement: the memo's versions, the tail's end (0: nothing to fold, so the
+            # versions announce every event stored so far) and the catalog version; anything
+            # else: the long way (or None, for a caller whose view awaits this check)
             row = tuple(usage_marks.read_one(self._db, memo.check, memo.statement[1]))
-            if not row[-1] and row[:-1] == memo.versions:
+            if not row[-2] and row[:-2] == memo.versions and catalog in (None, row[-1]):
                 return list(memo.values)
+        if catalog is not None:
+            return None
         # fold ingest's tail first: the marks below then announce every event stored so far
         # (memo_only folds nothing: a tail to fold means None, the caller's pool path folds)
         if self._settle is not None and not self._settle(allow_io=not memo_only):
@@ -190,8 +192,11 @@ class CatalogEntitlements:
         ]
         if len(self._memo) > MEMO_MAX:
             self._memo.clear()
-        tail = self._tail_check() if self._tail_check is not None else None
-        check = None if tail is None else f"{statement[0]} CROSS JOIN ({tail}) AS tail_end"
+        tail = (self._tail_check() if self._tail_check is not None else None) or "SELECT 0"
+        check = (
+            f"{statement[0]} CROSS JOIN ({tail}) AS tail_end"
+            f" CROSS JOIN ({catalog_repo.VERSION_STATEMENT}) AS catalog_version"
+        )
         self._memo[key] = _Memo(
             minute, tuple(subjects), meter_ids, versions, tuple(values), statement, check
         )
@@ -233,9 +238,9 @@ class _Memo:
     values: tuple[BudgetValue | None, ...]
     statement: tuple[str, list[Any]]
     """What reads ``versions`` (``usage_marks.owner_versions_statement``)."""
-    check: str | None
-    """``statement``'s SQL with the tail's end as one more column (its parameters are
-    ``statement``'s); ``None`` without a tail check."""
+    check: str
+    """``statement``'s SQL with two more columns, the tail's end (0 without a tail check)
+    and the catalog version (its parameters are ``statement``'s)."""
 
 
 @functools.lru_cache(maxsize=4096)

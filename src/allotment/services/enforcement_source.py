@@ -35,18 +35,34 @@ class PeriodUsage(Protocol):
 
 class Identified(tuple[str, str]):
     """``(id, reference)`` of a customer, and the active subscription's view (``None``: none)
-    it was resolved from, as :meth:`SubscriptionService.current` answered it then."""
+    it was resolved from, as :meth:`SubscriptionService.current` answered it then; or, with a
+    ``catalog`` version, the view as cached at that version and not yet checked against the
+    catalog (:meth:`EnforcementCatalog.identify_cached`)."""
 
     view: SubscriptionView | None
+    catalog: int | None
 
-    def __new__(cls, customer_id: str, reference: str, view: SubscriptionView | None) -> Identified:
+    def __new__(
+        cls,
+        customer_id: str,
+        reference: str,
+        view: SubscriptionView | None,
+        catalog: int | None = None,
+    ) -> Identified:
         self = super().__new__(cls, (customer_id, reference))
         self.view = view
+        self.catalog = catalog
         return self
 
 
-def _view_of(customer: tuple[str, str] | None) -> tuple[SubscriptionView | None] | None:
-    return (customer.view,) if isinstance(customer, Identified) else None
+def _view_of(
+    customer: tuple[str, str] | None, *, unchecked: bool = False
+) -> tuple[SubscriptionView | None] | None:
+    """The view ``customer`` carries (in a 1-tuple); one not yet checked against the catalog
+    only when ``unchecked`` (the caller passes its version on)."""
+    if not isinstance(customer, Identified) or (customer.catalog is not None and not unchecked):
+        return None
+    return (customer.view,)
 
 
 ANSWERS_MAX = 100_000
@@ -116,7 +132,11 @@ class EnforcementCatalog:
         plan: str | None = None
         if features is not None:
             found = self._subscriptions.entitlements_of(
-                customer_ref, features, memo_only=True, view=_view_of(customer)
+                customer_ref,
+                features,
+                memo_only=True,
+                view=_view_of(customer, unchecked=True),
+                catalog=customer.catalog if isinstance(customer, Identified) else None,
             )
             plan, items = (None, None) if found is None else found
         else:
@@ -174,6 +194,17 @@ class EnforcementCatalog:
         )
         self._answers[key] = (tuple(items), answer if keep else None)
         return answer
+
+    def identify_cached(self, customer_ref: str) -> Identified | None:
+        """:meth:`identify` from the subscriptions' cache alone, unchecked (no read): its
+        ``catalog`` version is checked by :meth:`cached_customer_entitlements` in the
+        budgets' read (``None`` from there when the catalog has changed); ``None`` when
+        not cached or without an active subscription."""
+        cached = self._subscriptions.cached_current(customer_ref)
+        if cached is None or cached[1] is None:
+            return None
+        c = cached[1].customer
+        return Identified(c.id, c.key or customer_ref, cached[1], cached[0])
 
     def identify(self, customer_ref: str) -> Identified:
         # the subscription's view is cached while the catalog version stands (a deletion or a
