@@ -21,6 +21,8 @@ Cells (one keep-alive client, sequential):
     one     p50 ms of 300 one calls, GET /v1/customers/{ref}/entitlements (catalog.md §5)
     cvalue  p50 ms of 300 GET /api/v1/customers/{ref}/entitlements/{budget}/value
     cget    p50 ms of 300 GET /v1/customers/{ref}
+    authorize  p50 ms of 200 POST /v1/customers/{ref}/authorize: one check, one consume, one
+            reserve (the bench's call, bench/authorize.py)
 
 The last three read a small catalog made in the setup: a budget on ``tokens_total``, a rate
 limit, an ENUM and a SWITCH on one plan, and 50 customers subscribed to it, customer ``c<i>``
@@ -55,7 +57,7 @@ from bench.procs import cpu_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
-CELLS = ("value", "query", "single", "batch", "one", "cvalue", "cget")
+CELLS = ("value", "query", "single", "batch", "one", "cvalue", "cget", "authorize")
 Result = dict[str, float]
 
 
@@ -74,14 +76,17 @@ def checkout(rev: str, where: Path) -> Iterator[Path]:
 class Server:
     """One revision's ``allotment serve`` on its own port and database."""
 
-    def __init__(self, name: str, tree: Path, db_url: str, logs: Path) -> None:
+    def __init__(
+        self, name: str, tree: Path, db_url: str, logs: Path, clock: str | None = None
+    ) -> None:
         self.name = name
         self.port = free_port()
         self.log = (logs / f"{name}.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "allotment", "serve", "--db", db_url, "--port", str(self.port),
              "--config", str(tree / "examples" / "config.yaml"), "--log-level", "warning"],
-            env={**os.environ, "PYTHONPATH": str(tree / "src")}, stdout=self.log,
+            env={**os.environ, "PYTHONPATH": str(tree / "src"),
+                 **({"ALLOTMENT_TEST_CLOCK": clock} if clock else {})}, stdout=self.log,
             stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(),
         )  # fmt: skip
         self.c = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=120)
@@ -196,8 +201,20 @@ def measure(c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int) ->
     def cget(i: int) -> object:
         return _ok(c.get(f"/v1/customers/c{i % SUBJECTS}"), 200)
 
+    authorize_body = json.dumps({
+        "checks": [{"feature_reference": "ab_models", "value": "small"}],
+        "consume": [{"feature_reference": "ab_rpm"}],
+        "reserve": [{"feature_reference": "ab_budget", "amount": 1, "ttl_seconds": 300}],
+    })  # fmt: skip
+
+    def authorize(i: int) -> object:
+        path = f"/v1/customers/c{i % SUBJECTS}/authorize"
+        headers = {"content-type": "application/json"}
+        return _ok(c.post(path, headers=headers, content=authorize_body), 200)
+
     timed = (("value", value, 300), ("query", query, 60), ("single", one_event, 100),
-             ("one", one, 300), ("cvalue", cvalue, 300), ("cget", cget, 300))  # fmt: skip
+             ("one", one, 300), ("cvalue", cvalue, 300), ("cget", cget, 300),
+             ("authorize", authorize, 200))  # fmt: skip
     for cell, fn, n in timed:
         if cell in cells:
             out[f"{cell} p50 ms"], out[f"{cell} cpu µs"] = _timed(fn, n, pid)
@@ -240,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--cells", default=",".join(CELLS))
     ap.add_argument("--control", action="store_true", help="also serve a second copy of REV_A")
+    ap.add_argument(
+        "--frozen-clock",
+        action="store_true",
+        help="serve on a clock stopped at the start (as the bench does: caches stay warm)",
+    )
     args = ap.parse_args(argv)
     cells = tuple(args.cells.split(","))
     unknown = set(cells) - set(CELLS)
@@ -257,8 +279,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             urls = {n: f"sqlite:///{tmp}/{i}.sqlite" for i, n in enumerate(versions)}
         servers = {}
+        clock = None
+        if args.frozen_clock:
+            clock = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
         for n in versions:
-            servers[n] = Server(n, trees[n], urls[n], tmp)
+            servers[n] = Server(n, trees[n], urls[n], tmp, clock)
             stack.callback(servers[n].stop)
         for s in servers.values():
             setup(s.c)

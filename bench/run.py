@@ -189,13 +189,14 @@ def rate_stats(events: int, seconds: float, **extra: Any) -> dict[str, Any]:
 
 def fold_done(url: str) -> Callable[[], bool]:
     """A check that every stored event is folded (the deferred fold): SQLite's watermark has
-    reached the largest ``seq``; PostgreSQL's ``usage_fold_queue`` is empty."""
+    reached the largest ``seq``; PostgreSQL's ``usage_fold_batches`` is empty."""
     if is_pg(url):
         import psycopg
 
         def pg_done() -> bool:
             with psycopg.connect(url, autocommit=True) as conn:
-                row = conn.execute("SELECT NOT EXISTS (SELECT 1 FROM usage_fold_queue)").fetchone()
+                sql = "SELECT NOT EXISTS (SELECT 1 FROM usage_fold_batches)"
+                row = conn.execute(sql).fetchone()
                 return bool(row and row[0])
 
         return pg_done

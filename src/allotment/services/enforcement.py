@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -47,8 +47,7 @@ from allotment.services.enforcement_views import (
     usage_data,
 )
 from allotment.storage import enforcement_repo as repo
-from allotment.storage.database import Row, Tx
-from allotment.storage.enforcement_reads import DecisionState, RunOne, alone, decision_state
+from allotment.storage.enforcement_state import StateQuery, StateReads
 
 COMMIT_SOURCE = "allotment.reservations"
 """The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
@@ -120,7 +119,6 @@ class EnforcementService:
         self._usage = usage
         self._clock = clock
         self._calls = itertools.count(1)
-        self._alone = alone(store.db)
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -135,7 +133,13 @@ class EnforcementService:
             )
         who = self._source.identify(customer_ref)  # one point read: the keys' owner
         keys, once = _keys(who[0], req)
-        with self._store.session(keys, once=once) as session:
+        now, state = None, None
+        if self._store.reads_with_locks:
+            # PostgreSQL reads the state with the keys (one round trip), so the decision's
+            # instant is read before they are taken: exact (docs/api/enforcement.md)
+            now = self._now()
+            state = StateQuery.of(who[0], req, to_micros(now))
+        with self._store.session(keys, once=once, state=state) as session:
             # read under the keys: a budget's balance is never older than the holds read next
             ents = self._source.customer_entitlements(
                 customer_ref,
@@ -143,7 +147,7 @@ class EnforcementService:
                 reserving=req.reserved_features(),
                 features=req.named_features(),
             )
-            outcome, writes = self._under_keys(_in_tx(session.read), ents, req)
+            outcome, writes = self._under_keys(session.read, ents, req, now)
             if writes:
                 session.apply(writes)
         if isinstance(outcome, DomainError):
@@ -194,7 +198,7 @@ class EnforcementService:
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)
-            outcome, writes = self._under_keys(self._alone, ents, req)
+            outcome, writes = self._under_keys(self._store.reads, ents, req)
             if not writes:
                 return Inline(outcome, pending=False)
             store, taken = self._store, held
@@ -218,51 +222,44 @@ class EnforcementService:
 
     def _under_keys(
         self,
-        run: RunOne,
+        read: Callable[[StateQuery], AbstractContextManager[StateReads]],
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
+        now: datetime | None = None,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
-        """The decision, its keys held and ``ents`` read under them, from the state read in
-        ONE statement (``run``: :mod:`allotment.storage.enforcement_reads`); a denial of the
+        """The decision, its keys held and ``ents`` read under them, from the state
+        ``read`` answers for the decision's :class:`StateQuery` (one statement:
+        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now); a denial of the
         pure steps without an idempotency key raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
-        return self._decide(run, ents, req, writes), writes
+        now = self._now() if now is None else now
+        with read(StateQuery.of(ents.customer_id, req, to_micros(now))) as reads:
+            return self._decide(reads, ents, req, writes, now), writes
 
     def _decide(
         self,
-        run: RunOne,
+        reads: StateReads,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         writes: repo.DecisionWrites,
+        now: datetime,
     ) -> AuthorizeResult | DomainError:
-        """One decision from the state ``run`` reads under the session's keys: a replay, or
-        the decision, with its writes (and its idempotency record) put in ``writes``; a
-        denial is returned, not raised, so that its record commits."""
+        """One decision at ``now`` from the state ``reads`` answers under the session's keys: a
+        replay, or the decision, with its writes (and its idempotency record) put
+        in ``writes``; a denial is returned, not raised, so that its record commits."""
         cid = ents.customer_id
-        now = self._now()
         now_us = to_micros(now)
-        rates = []
-        for c in req.consume:
-            v = ents.values.get(c.feature_reference)
-            if v is not None and v.is_rate_limit and v.rate_window is not None:
-                rates.append((c.feature_reference, WINDOW_US[v.rate_window]))
-        state = decision_state(
-            run,
-            cid,
-            rates=rates,
-            budgets=sorted(req.reserved_features()),
-            now_us=now_us,
-            idempotency_key=req.idempotency_key,
-        )
-        if state.idempotency is not None:
-            return self._replay(state.idempotency, req)
+        if req.idempotency_key is not None:
+            replay = self._replay(reads, cid, req, now_us)
+            if replay is not None:
+                return replay
         result: AuthorizeResult | DomainError
         try:
-            result = self._apply(state, ents, req, now, now_us, writes)
+            result = self._apply(reads, ents, req, now, now_us, writes)
         except (Forbidden, PaymentRequired, TooManyRequests) as exc:
             result = exc  # nothing was written; the answer may still be kept
         if req.idempotency_key is not None:
@@ -289,8 +286,13 @@ class EnforcementService:
     def _plans(self, feature_reference: str, value: str) -> Sequence[str]:
         return self._source.plans_including(feature_reference, value)
 
-    def _replay(self, found: tuple[str, str], req: rules.AuthorizeRequest) -> AuthorizeResult:
-        """The kept answer of the request's idempotency key (``found``: its record)."""
+    def _replay(
+        self, reads: StateReads, cid: str, req: rules.AuthorizeRequest, now_us: int
+    ) -> AuthorizeResult | None:
+        assert req.idempotency_key is not None
+        found = reads.idempotency_record(cid, req.idempotency_key, now_us)
+        if found is None:
+            return None
         fingerprint, outcome = found
         if fingerprint != req.fingerprint:
             raise rules.IdempotencyKeyReused(
@@ -305,7 +307,7 @@ class EnforcementService:
 
     def _apply(
         self,
-        state: DecisionState,
+        reads: StateReads,
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime,
@@ -313,8 +315,15 @@ class EnforcementService:
         writes: repo.DecisionWrites,
     ) -> AuthorizeResult:
         cid = ents.customer_id
+        logs = {}
+        for c in req.consume:
+            v = ents.values.get(c.feature_reference)
+            if v is not None and v.is_rate_limit and v.rate_window is not None:
+                window_us = WINDOW_US[v.rate_window]
+                logs[c.feature_reference] = reads.rate_log(cid, c.feature_reference, window_us)
+        held = {f: reads.held_amount(cid, f, now_us) for f in sorted(req.reserved_features())}
         allowed = rules.decide(
-            req, ents, logs=state.logs, held=state.held, now_us=now_us, plans_including=self._plans
+            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
         )
         for feature, log in allowed.logs.items():
             writes.rate_logs.append((cid, feature, allowed.windows[feature], log, now_us))
@@ -470,17 +479,6 @@ class EnforcementService:
         now_us = to_micros(self._now())
         with self._store.db.read() as tx:
             return repo.held_by_feature(tx, customer_id, now_us)
-
-
-def _in_tx(read: Callable[[], AbstractContextManager[Tx]]) -> RunOne:
-    """Run each statement in a ``read()`` transaction of its own (the session's locked
-    transaction on PostgreSQL)."""
-
-    def run(sql: str, params: Sequence[Any]) -> Row:
-        with read() as tx:
-            return tx.execute(sql, params)[0]
-
-    return run
 
 
 def _keys(customer_id: str, req: rules.AuthorizeRequest) -> tuple[list[str], str | None]:

@@ -9,6 +9,7 @@ module gives it what to write (:meth:`EventService.write_batches`) and what to d
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -46,7 +47,11 @@ BACKGROUND_FOLD_CHUNK = 2_000
 """Events per background fold transaction: a request arriving meanwhile waits at most one."""
 FOLD_MAX_LAG = 200_000
 """Above this many unfolded events the writer folds a chunk after every group commit
-even under load (bounds what a reader's :meth:`EventService.settle` may have to fold)."""
+even under load (bounds what a reader's :meth:`EventService.settle` may have to fold). It also
+does while a reader of this process is folding the tail (:meth:`EventService.settle`): ingest
+then yields to the fold, so a sustained stream faster than the fold cannot grow the tail
+that every read must fold first (``tests/ops/test_read_your_writes.py``); with no reader
+waiting, a burst is acknowledged at full speed and folded after."""
 
 PREFOLD_MIN_EVENTS = 32
 """Requests with at least this many events are folded into rollup rows on the request's
@@ -120,6 +125,10 @@ class EventService:
         self._unfolded = 0
         """Events this process appended and has not folded yet (an estimate for the writer's
         :data:`FOLD_MAX_LAG`; :meth:`settle` asks the database, which every process shares)."""
+        self._settling = 0
+        """Readers of this process folding the tail now (:meth:`settle`; see
+        :data:`FOLD_MAX_LAG`)."""
+        self._settle_lock = threading.Lock()
         self.committer = GroupCommitter(
             self.write_batches,
             background=self._fold_some if self.deferred else None,
@@ -177,13 +186,19 @@ class EventService:
             return True
         if not allow_io:
             return False
-        while True:  # PostgreSQL: waits for events another fold is folding (FOR UPDATE)
-            with self._db.write() as tx:
-                n, touched = usage_tail.fold_pending(tx, usage_tail.FOLD_CHUNK, upto=end)
-                more = n == usage_tail.FOLD_CHUNK or usage_tail.waiting(tx, end)
-            self._folded(n, touched)
-            if not more:
-                return True
+        with self._settle_lock:
+            self._settling += 1
+        try:
+            while True:  # PostgreSQL: waits for events another fold is folding (FOR UPDATE)
+                with self._db.write() as tx:
+                    n, touched = usage_tail.fold_pending(tx, usage_tail.FOLD_CHUNK, upto=end)
+                    more = n == usage_tail.FOLD_CHUNK or usage_tail.waiting(tx, end)
+                self._folded(n, touched)
+                if not more:
+                    return True
+        finally:
+            with self._settle_lock:
+                self._settling -= 1
 
     def _fold_some(self) -> bool:
         """The writer's background step: fold one chunk; True when more may be left."""
@@ -197,7 +212,7 @@ class EventService:
         return n == BACKGROUND_FOLD_CHUNK
 
     def _lagging(self) -> bool:
-        return self._unfolded > FOLD_MAX_LAG
+        return self._unfolded > FOLD_MAX_LAG or self._settling > 0
 
     def _folded(self, n: int, touched: usage_tail.Touched) -> None:
         self._unfolded = max(0, self._unfolded - n)
@@ -288,8 +303,9 @@ class EventService:
         return counts
 
     def _append_sqlite(self, batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
-        """:meth:`write_batches` on SQLite (deferred fold): the rows as they come, in one
-        ``executemany``, with no per-event Python bookkeeping unless some row was a repeat.
+        """:meth:`write_batches` on SQLite (deferred fold): the rows as they come, in
+        statements of 100 rows (``events_repo.insert_new``), with no per-event Python
+        bookkeeping unless some row was a repeat.
 
         SQLite has one writer at a time, so the rows go in in group order: the unique index
         keeps the first of a same-time repeat, the fold the smallest ``seq`` of a repeat with

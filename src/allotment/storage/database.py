@@ -28,6 +28,8 @@ from allotment.storage.postgres_database import PostgresDatabase
 from allotment.storage.seam import (
     Database,
     DuplicateKey,
+    Pending,
+    PipelinedTx,
     PoolSettings,
     Row,
     Tx,
@@ -40,6 +42,8 @@ from allotment.storage.sqlite_database import SqliteDatabase
 __all__ = [
     "Database",
     "DuplicateKey",
+    "Pending",
+    "PipelinedTx",
     "PoolSettings",
     "Row",
     "Tx",

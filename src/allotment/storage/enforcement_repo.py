@@ -3,12 +3,14 @@ make one customer's decisions exact across replicas.
 
 Exactness: every authorize and settlement runs inside :meth:`EnforcementStore.session` over
 the (customer, feature) keys it touches. On PostgreSQL the session is one transaction that
-first takes a row lock per key (``INSERT ... ON CONFLICT DO NOTHING`` then ``SELECT ... FOR
-UPDATE`` in sorted order, so two sessions never wait on each other crosswise), then an
-advisory lock for an idempotency key; reads made on
-other connections while it is open (the budget's balance) see everything committed by the
-sessions before it, and its writes commit when it ends. On SQLite (one server process) the
-keys are in-process locks and every write is one ``BEGIN IMMEDIATE`` transaction.
+first takes a transaction-scoped advisory lock per key (all keys, the idempotency key's too,
+in one order: :func:`~allotment.storage.key_locks.advisory_pairs`, so two sessions never
+wait on each other crosswise); reads made on other connections while it is open (the
+budget's balance) see everything committed by the sessions before it, and its writes commit
+when it ends. On SQLite (one server process) the keys are in-process locks and every write
+is one ``BEGIN IMMEDIATE`` transaction. (The ``enforcement_locks`` table of the first
+version is no longer written: replicas of that version and of this one must not serve one
+database at once.)
 
 About 500 lines on purpose: the rate-limit logs, reservations and idempotency records are
 only ever read and written inside one :class:`Session`, under its locks, and one decision
@@ -25,11 +27,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-import msgspec
-
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, Row, Tx, dec, dec_or_none
-from allotment.storage.key_locks import StripedLocks
+from allotment.storage.database import Database, Tx, dec, dec_or_none
+from allotment.storage.enforcement_state import (
+    DecisionState,
+    StateQuery,
+    StateReads,
+    decision_state,
+    decode_log,
+    encode_log,
+    read_state,
+    send_state,
+)
+from allotment.storage.key_locks import ADVISORY_LOCKS, StripedLocks, advisory_pairs
 from allotment.storage.tx_batcher import TxBatcher
 
 SWEEP_BATCH = 200
@@ -73,28 +83,55 @@ def write_decisions(tx: Tx, batch: Sequence[DecisionWrites]) -> None:
         sweep_expired(tx, max(sweeps), SWEEP_BATCH)
 
 
+class TxReads:
+    """:class:`~allotment.storage.enforcement_state.StateReads` one statement at a time, in
+    ``tx`` (SQLite's sessions; a PostgreSQL session that read no state with its locks)."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+
+    def rate_log(self, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:
+        return rate_log(self._tx, customer_id, feature_key, window_us)
+
+    def held_amount(self, customer_id: str, feature_key: str, now_us: int) -> Decimal:
+        return held_amount(self._tx, customer_id, feature_key, now_us)
+
+    def idempotency_record(self, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
+        return idempotency_record(self._tx, customer_id, key, now_us)
+
+
 class Session:
     """What an enforcement decision may do while it holds its keys."""
 
     def __init__(
-        self, db: Database, tx: Tx | None, batcher: TxBatcher[DecisionWrites] | None = None
+        self,
+        db: Database,
+        tx: Tx | None,
+        batcher: TxBatcher[DecisionWrites] | None = None,
+        state: DecisionState | None = None,
     ) -> None:
         self._db = db
         self._tx = tx
         self._batcher = batcher
+        self._state = state
         self.sweep_at_us: int | None = None
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
-        """Where the decision reads its state: the session's locked transaction on
-        PostgreSQL; a read snapshot on SQLite (the keys' in-process locks keep every other
+    def read(self, query: StateQuery) -> Iterator[StateReads]:
+        """Where the decision reads the state ``query`` names: on PostgreSQL what the session
+        read with its locks (the :class:`StateQuery` it was opened with), or its locked
+        transaction; on SQLite one statement (the keys' in-process locks keep every other
         writer of this state out until the decision's writes have committed)."""
-        if self._tx is not None:
-            yield self._tx
+        if self._state is not None:
+            yield self._state
             return
-        with self._db.read() as tx:
-            yield tx
+        if self._tx is not None:
+            yield TxReads(self._tx)
+            return
+        yield read_state(self._db, query)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -107,9 +144,10 @@ class Session:
             yield tx
 
     def apply(self, writes: DecisionWrites) -> None:
-        """Write one decision: on PostgreSQL in the session's transaction; on SQLite in the
-        process's next group transaction (:mod:`allotment.storage.tx_batcher`: one fsync for
-        many concurrent decisions), returning once that has committed."""
+        """Write one decision: on PostgreSQL in the session's transaction (queued: the writes
+        travel with its ``COMMIT``); on SQLite in the process's next group transaction
+        (:mod:`allotment.storage.tx_batcher`: one fsync for many concurrent decisions),
+        returning once that has committed."""
         if self._tx is not None:
             self.sweep_at_us, writes.sweep_at_us = writes.sweep_at_us, None
             write_decisions(self._tx, [writes])
@@ -140,6 +178,19 @@ class EnforcementStore:
         SQLite, whose reads are local and whose writes go to the group writer."""
         return self._batcher is not None
 
+    @property
+    def reads_with_locks(self) -> bool:
+        """Whether :meth:`session` reads a decision's state in the round trip that takes its
+        keys (PostgreSQL): the decision's instant is then read before the keys are taken."""
+        return self.db.dialect == "postgresql"
+
+    @contextmanager
+    def reads(self, query: StateQuery) -> Iterator[StateReads]:
+        """A decision's reads outside a session (SQLite's inline decisions): the state
+        ``query`` names, in one statement without a transaction (one statement is its own
+        snapshot; the keys the decision holds keep every writer of these rows out)."""
+        yield read_state(self.db, query)
+
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what
         is returned is released by :meth:`give_back`."""
@@ -160,10 +211,18 @@ class EnforcementStore:
             self._batcher.close()
 
     @contextmanager
-    def session(self, keys: Sequence[str], *, once: str | None = None) -> Iterator[Session]:
-        """Hold ``keys`` (a customer's features: a lock row each on PostgreSQL, bounded by
-        customers × features) and ``once`` (an idempotency key: a transaction-scoped advisory
-        lock on PostgreSQL, so one-off keys leave no rows behind) until the session ends."""
+    def session(
+        self, keys: Sequence[str], *, once: str | None = None, state: StateQuery | None = None
+    ) -> Iterator[Session]:
+        """Hold ``keys`` (a customer's features) and ``once`` (an idempotency key) until the
+        session ends. PostgreSQL: one pipelined transaction whose first round trip carries
+        ``BEGIN``, a transaction-scoped advisory lock per key (taken in one statement, in the
+        order of :func:`~allotment.storage.key_locks.advisory_pairs`; they leave no rows
+        behind and are released by the ``COMMIT``) and, when ``state`` names it, the one
+        statement reading the decision's state (:mod:`allotment.storage.enforcement_state`:
+        a separate statement after the locks, so its snapshot is taken once they are held);
+        the decision's writes and the ``COMMIT`` are the second. SQLite: in-process locks;
+        ``state`` is read when the decision asks (:meth:`Session.read`)."""
         if not keys and once is None:
             yield Session(self.db, None)
             return
@@ -171,20 +230,14 @@ class EnforcementStore:
             with self._local_locks.held([*keys, *([once] if once else [])]):
                 yield Session(self.db, None, self._batcher)
             return
-        ordered = sorted(set(keys))
+        first, second = advisory_pairs([*keys, *([once] if once else [])])
         with self._sessions:
-            with self.db.write() as tx:
-                if ordered and len(_lock_rows(tx, ordered)) < len(ordered):
-                    # a key's first use: create its row, then lock them all (in order)
-                    tx.execute(
-                        "INSERT INTO enforcement_locks (lock_key) SELECT unnest(?::text[])"
-                        " ON CONFLICT DO NOTHING",
-                        [ordered],
-                    )
-                    _lock_rows(tx, ordered)
-                if once is not None:  # taken last: a session holding it waits for nothing more
-                    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (once,))
-                session = Session(self.db, tx)
+            with self.db.pipelined_write() as tx:
+                tx.send(ADVISORY_LOCKS, [first, second])
+                sent = None if state is None else send_state(tx, state)
+                tx.sync()  # BEGIN, the locks, the state: one round trip
+                read = None if state is None else decision_state(state, sent)
+                session = Session(self.db, tx, state=read)
                 yield session
             if session.sweep_at_us is not None:
                 # after the keys are released: the sweep lowers other customers' hold
@@ -193,30 +246,7 @@ class EnforcementStore:
                     sweep_expired(sweep_tx, session.sweep_at_us, SWEEP_BATCH)
 
 
-def _lock_rows(tx: Tx, ordered: list[str]) -> list[Row]:
-    """Lock the existing rows of ``ordered`` keys (``FOR UPDATE``, in key order)."""
-    return tx.execute(
-        "SELECT lock_key FROM enforcement_locks WHERE lock_key = ANY(?::text[])"
-        " ORDER BY lock_key FOR UPDATE",
-        [ordered],
-    )
-
-
 # ---------------------------------------------------------------- rate-limit logs
-
-
-_LOG = tuple[tuple[int, int], ...]
-_log_encoder = msgspec.json.Encoder()
-_log_decoder = msgspec.json.Decoder(_LOG)
-
-
-def encode_log(entries: Sequence[Entry]) -> str:
-    """``[[at_us, n], ...]``, oldest first (encoded and decoded in C by msgspec)."""
-    return _log_encoder.encode(entries).decode()
-
-
-def decode_log(text: str) -> tuple[Entry, ...]:
-    return _log_decoder.decode(text)
 
 
 def rate_log(tx: Tx, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:

@@ -9,25 +9,45 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress, cycle
 
 from allotment.domain.events import PreparedEvent
-from allotment.storage.database import Tx
+from allotment.storage import seq_ranges
+from allotment.storage.database import DuplicateKey, Tx
 
 _INSERT_CHUNK = 10_000
-"""Rows per array INSERT on PostgreSQL."""
+"""Rows per array INSERT on PostgreSQL (the statement that skips stored rows)."""
 
 _INSERT = (
     "INSERT INTO events (source, id, type, subject, time, event, ingested_at) "
-    "VALUES (?,?,?,?,?,?,{ingested_at}) ON CONFLICT (time, source, id) DO NOTHING"
+    "VALUES {rows} ON CONFLICT (time, source, id) DO NOTHING"
 )
-"""SQLite's append. ``ingested_at`` (the same for every row of a transaction) is written into
-the statement as an integer literal, so each row binds a slice of its ``PreparedEvent``
-(``r[:6]``) instead of a tuple built around it: 0.24 -> 0.06 µs per event (timeit, 1000
-rows). One new statement text per transaction costs one prepare per group commit."""
+_INSERT_ROWS = 100
+"""SQLite's append: rows per ``INSERT … VALUES (…), (…), …`` statement (600 bound values,
+within SQLite's oldest default limit of 999). One statement per 100 rows instead of one step
+per row (``executemany``): the per-row cost of the sqlite3 module (reset, bind, a release of
+the interpreter lock around each step) is paid once per statement; docs/benchmarks.md
+(issue 18, 2026-12-06). ``ingested_at`` (the same for every row of a transaction) is bound
+once, as ``?1``; each row's six values are the first six of its ``PreparedEvent``, taken
+without building a tuple per row (:func:`_flat`). A group's last ``len % 100`` rows go in
+one statement of their own length."""
+_ROW_VALUES = (1, 1, 1, 1, 1, 1, 0)
+"""Which values of a ``PreparedEvent`` the append binds: all but ``data``."""
+_insert_sql: dict[int, str] = {}
 _INSERT_SEQ = (
     "INSERT INTO events (seq, source, id, type, subject, time, ingested_at, event) "
     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
 )
+_RESERVE = (
+    "INSERT INTO usage_fold_batches (seqs) SELECT range_agg(int8range(s, s + 1)) "
+    "FROM (SELECT nextval('events_seq_seq') AS s FROM generate_series(1, ?)) AS r "
+    "RETURNING seqs::text"
+)
+"""PostgreSQL: take ``n`` values of the events' ``seq`` sequence and queue them for the fold
+as ONE row, in one statement; returns them as a multirange (one range unless another
+process drew values from the sequence meanwhile)."""
+_COPY_COLUMNS = ("seq", "source", "id", "type", "subject", "time", "ingested_at", "event")
+_COPY_TYPES = ("int8", "text", "text", "text", "text", "int8", "int8", "text")
 _SQLITE_BEFORE = (
     "SELECT coalesce((SELECT max(seq) FROM events), 0), total_changes(), "
     "(SELECT seq FROM usage_fold_state WHERE id = 1)"
@@ -52,22 +72,34 @@ def insert_new(
     first of a same-time repeat is kept.
 
     SQLite: the caller's write transaction excludes every other writer, so the rows are
-    appended with one ``executemany`` and only counted (``total_changes()``); when some were
-    skipped, the inserted ones are exactly those above the largest ``seq`` seen before. A
-    fold may have deleted the newest rows (duplicates), and SQLite would hand their ``seq``
-    out again, below the fold watermark: then the rows get explicit ``seq`` above it.
-    PostgreSQL (many processes may insert the same key at once): ``INSERT … SELECT FROM
-    unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order; the same
-    statement queues each inserted ``seq`` for the deferred fold (``usage_fold_queue``,
-    see ``storage/usage_tail.py``). SQLite's fold needs no queue: it folds above a watermark.
+    appended in order, :data:`_INSERT_ROWS` to a statement, and only counted
+    (``total_changes()``); when some were skipped, the inserted ones are exactly those above
+    the largest ``seq`` seen before. A fold may have deleted the newest rows (duplicates),
+    and SQLite would hand their ``seq`` out again, below the fold watermark: then the rows
+    get explicit ``seq`` above it.
+    PostgreSQL (many processes may insert the same key at once): inside a savepoint, one
+    statement takes ``len(rows)`` values of the ``seq`` sequence and queues them for the
+    deferred fold as one ``usage_fold_batches`` row (:data:`_RESERVE`; see
+    ``storage/usage_tail.py``), then one binary ``COPY`` appends the rows with those seqs, in
+    the given order. That is the common case, every row new: no conflict handling per row,
+    about a third of the server's CPU of the statement below (docs/benchmarks.md, "Issue 18,
+    PostgreSQL write path"). When the unique index refuses a row (a retry; a concurrent
+    transaction that inserted the same row commits first — COPY waits for it like any
+    insert), the savepoint is rolled back (rows and queue row gone; the reserved seqs stay
+    unused) and the rows go through ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO
+    NOTHING RETURNING``, which queues the seqs it inserted as one row itself. SQLite's fold
+    needs no queue: it folds above a watermark.
     """
     if dialect == "sqlite":
         before = tx.one(_SQLITE_BEFORE)
         assert before is not None
         last, folded = int(before[0]), int(before[2] or 0)
         if last >= folded:
-            sql = _INSERT.format(ingested_at=int(ingested_at_us))
-            tx.execute_many(sql, [r[:6] for r in rows])
+            at = int(ingested_at_us)
+            step = _INSERT_ROWS
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
+                tx.execute(_insert_rows(len(chunk)), [at, *_flat(chunk)])
         else:  # the newest rows were deleted as duplicates: never reuse a folded seq
             last = folded
             tx.execute_many(
@@ -82,6 +114,34 @@ def insert_new(
             (str(s), str(i))
             for s, i in tx.execute("SELECT source, id FROM events WHERE seq > ?", (last,))
         }
+    if not rows:
+        return None
+    tx.execute("SAVEPOINT ingest_copy")
+    reserved = tx.one(_RESERVE, (len(rows),))
+    assert reserved is not None
+    seqs = seq_ranges.values(seq_ranges.parse(str(reserved[0])))
+    try:
+        tx.copy_in(
+            "events",
+            _COPY_COLUMNS,
+            _COPY_TYPES,
+            (
+                (s, r[0], r[1], r[2], r[3], r[4], ingested_at_us, r[5])
+                for s, r in zip(seqs, rows, strict=True)
+            ),
+        )
+    except DuplicateKey:  # a retry of a stored event: the statement that skips it
+        tx.execute("ROLLBACK TO SAVEPOINT ingest_copy")
+        return _insert_skipping(tx, rows, ingested_at_us)
+    return None
+
+
+def _insert_skipping(
+    tx: Tx, rows: Sequence[PreparedEvent], ingested_at_us: int
+) -> set[tuple[str, str]] | None:
+    """PostgreSQL's append when some row may be stored already: ``INSERT … SELECT FROM
+    unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, which also queues the inserted seqs as
+    one ``usage_fold_batches`` row per statement."""
     inserted: set[tuple[str, str]] = set()
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows[start : start + _INSERT_CHUNK]
@@ -91,7 +151,8 @@ def insert_new(
             "event) SELECT s, i, t, u, w, ?, e FROM unnest(?::text[], ?::text[], ?::text[], "
             "?::text[], ?::bigint[], ?::text[]) AS r(s, i, t, u, w, e) "
             "ON CONFLICT (time, source, id) DO NOTHING RETURNING source, id, seq), "
-            "queued AS (INSERT INTO usage_fold_queue (seq) SELECT seq FROM new) "
+            "queued AS (INSERT INTO usage_fold_batches (seqs) "
+            "SELECT range_agg(int8range(seq, seq + 1)) FROM new HAVING count(*) > 0) "
             "SELECT source, id FROM new",
             [
                 ingested_at_us,
@@ -105,6 +166,23 @@ def insert_new(
         )
         inserted.update((str(r[0]), str(r[1])) for r in result)
     return None if len(inserted) == len(rows) else inserted
+
+
+def _insert_rows(n: int) -> str:
+    """The append of ``n`` rows: ``(?2, …, ?7, ?1), (?8, …, ?13, ?1), …`` (``?1``: ingested_at)."""
+    sql = _insert_sql.get(n)
+    if sql is None:
+        values = ",".join(
+            "(" + ",".join(f"?{2 + 6 * i + k}" for k in range(6)) + ",?1)" for i in range(n)
+        )
+        sql = _insert_sql[n] = _INSERT.format(rows=values)
+    return sql
+
+
+def _flat(rows: Sequence[PreparedEvent]) -> Iterator[object]:
+    """The first six values of each row, one after the other (C-level iteration: no tuple per
+    row)."""
+    return compress(chain.from_iterable(rows), cycle(_ROW_VALUES))
 
 
 def scan_type(

@@ -1,5 +1,7 @@
-"""In-process key locks of the SQLite enforcement sessions (storage/enforcement_repo.py): a key
-maps to one of ``STRIPES`` locks; two keys sharing a stripe only serialise."""
+"""The key locks of the enforcement sessions (storage/enforcement_repo.py): in-process stripes on
+SQLite (a key maps to one of ``STRIPES`` locks; two keys sharing a stripe only serialise), and
+on PostgreSQL the pairs of 32-bit numbers that name a key's transaction-scoped advisory lock
+(:func:`advisory_pairs`)."""
 
 from __future__ import annotations
 
@@ -58,3 +60,26 @@ class StripedLocks:
 
 def _stripe(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest()) % STRIPES
+
+
+ADVISORY_LOCKS = (
+    "SELECT count(pg_advisory_xact_lock(k1, k2)) FROM unnest(?::int[], ?::int[]) AS k(k1, k2)"
+)
+"""Take the advisory locks of :func:`advisory_pairs` one after the other, in the arrays'
+order (an ``unnest`` is read in order, and each lock is taken as its row is produced)."""
+
+
+def advisory_pairs(keys: Sequence[str]) -> tuple[list[int], list[int]]:
+    """The advisory locks of ``keys`` as the two ``int4`` arguments of
+    ``pg_advisory_xact_lock(int, int)``: 64 bits of a keyed BLAKE2b of each key, distinct
+    pairs in ascending order (every session takes its locks in that one order, so two never
+    wait on each other crosswise). The two-argument form is a lock space of its own: the
+    one-``bigint`` locks taken elsewhere (migrations, meters) never collide with these; two
+    keys whose hashes collide (one chance in 2**64 per pair) only serialise."""
+    pairs = sorted({_pair(k) for k in keys})
+    return [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _pair(key: str) -> tuple[int, int]:
+    digest = hashlib.blake2b(key.encode(), digest_size=8, person=b"allotment-key").digest()
+    return int.from_bytes(digest[:4], signed=True), int.from_bytes(digest[4:], signed=True)

@@ -6,7 +6,9 @@ dialect rewritten for psycopg (:func:`to_postgres_sql`), list parameters sent as
 Round trips are what a request pays for on PostgreSQL (each one waits for the server process
 to be scheduled, a millisecond or more on a loaded machine): a read costs exactly one per
 statement, a write one per statement plus ``BEGIN`` and ``COMMIT`` (docs/benchmarks.md, "Round
-trips"; ``tests/storage/test_pg_round_trips.py`` counts them).
+trips"; ``tests/storage/test_pg_round_trips.py`` counts them), a pipelined write one per batch
+of statements sent together (:meth:`PostgresDatabase.pipelined_write`: psycopg's pipeline
+mode, ``BEGIN`` with the first batch and ``COMMIT`` with the last).
 """
 
 from __future__ import annotations
@@ -22,7 +24,15 @@ from decimal import Decimal
 from typing import Any
 
 from allotment.domain.errors import Unavailable
-from allotment.storage.seam import Database, DuplicateKey, PoolSettings, Row, Tx
+from allotment.storage.seam import (
+    Database,
+    DuplicateKey,
+    Pending,
+    PipelinedTx,
+    PoolSettings,
+    Row,
+    Tx,
+)
 
 log = logging.getLogger("allotment.storage")
 
@@ -257,6 +267,42 @@ class PostgresDatabase(Database):
         with self._connection(False) as tx:
             yield tx
 
+    @contextmanager
+    def pipelined_write(self) -> Iterator[PipelinedTx]:
+        """One ``BEGIN READ WRITE`` … ``COMMIT`` transaction in psycopg's pipeline mode: what
+        is sent travels at the next :meth:`PipelinedTx.sync` (``BEGIN`` with the first
+        batch), and ``COMMIT`` with what is queued when the block ends (the pipeline's closing
+        ``Sync``): a transaction of two batches is two round trips. A block that raises sends
+        ``ROLLBACK`` the same way; a failed statement is raised at the sync that carried it
+        (then the transaction is rolled back)."""
+        from psycopg_pool import PoolTimeout
+
+        psycopg = self._psycopg
+        conn = self._checkout()
+        try:
+            with conn.pipeline() as pipe:
+                tx = _PipelinedPostgresTx(conn, psycopg, pipe)
+                conn.execute("BEGIN READ WRITE", prepare=True)
+                try:
+                    yield tx
+                except BaseException:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK", prepare=True)  # with the closing Sync
+                    raise
+                conn.execute("COMMIT", prepare=True)
+        except psycopg.errors.IntegrityError as exc:  # a queued write, raised at the sync
+            raise DuplicateKey(str(exc)) from exc
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise self._unavailable(exc) from exc
+        finally:
+            idle = psycopg.pq.TransactionStatus.IDLE
+            if not conn.closed and conn.info.transaction_status != idle:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    conn.close()  # the pool replaces it
+            self._pool.putconn(conn)
+
     def read_first(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         """The first row of one read statement (prepared at once), or None: :meth:`read`
         without its context managers, for the hot one-statement reads (the value check's
@@ -334,3 +380,56 @@ class _PostgresTx(Tx):
 
     def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
         return int(self._run(sql, params).rowcount)
+
+    def copy_in(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """Binary ``COPY``: psycopg's C row formatter, and no parse or plan per row on the
+        server (the ingest append, ``events_repo.insert_new``; docs/benchmarks.md)."""
+        sql = f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)"
+        try:
+            with self._conn.cursor() as cur, cur.copy(sql) as copy:
+                copy.set_types(list(types))
+                write = copy.write_row
+                for row in rows:
+                    write(row)
+        except self._psycopg.errors.UniqueViolation as exc:
+            raise DuplicateKey(str(exc)) from exc
+
+
+class _PipelinedPostgresTx(_PostgresTx, PipelinedTx):
+    """:class:`PipelinedTx` on a connection in pipeline mode (see
+    :meth:`PostgresDatabase.pipelined_write`)."""
+
+    def __init__(self, conn: Any, psycopg: Any, pipe: Any) -> None:
+        super().__init__(conn, psycopg)
+        self._pipe = pipe
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> Pending:
+        cur = self._run(sql, params)
+
+        def fetch() -> list[Row]:
+            if cur.pgresult is None:  # not synced since it was sent
+                self.sync()
+            rows: list[Row] = cur.fetchall() if cur.description is not None else []
+            return rows
+
+        return Pending(fetch)
+
+    def sync(self) -> None:
+        try:
+            self._pipe.sync()
+        except self._psycopg.errors.IntegrityError as exc:
+            raise DuplicateKey(str(exc)) from exc
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.send(sql, params).rows()
+
+    def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        cur = self._run(sql, params)
+        self.sync()
+        return int(cur.rowcount)

@@ -9,7 +9,7 @@ importing the module that picks between them.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,6 +55,77 @@ class Tx(ABC):
         rows = self.execute(sql, params)
         return rows[0] if rows else None
 
+    def copy_in(
+        self,
+        table: str,
+        columns: Sequence[str],
+        types: Sequence[str],
+        rows: Iterable[Sequence[Any]],
+    ) -> None:
+        """PostgreSQL only: append ``rows`` to ``table`` with one binary ``COPY … FROM STDIN``
+        (``types`` = the PostgreSQL type of each column). A unique index that refuses a row
+        fails the whole statement with :class:`DuplicateKey`; the transaction is then in error
+        until the caller rolls back to a savepoint it took before."""
+        raise NotImplementedError(f"COPY is not available on {self.dialect}")
+
+
+class Pending:
+    """The rows of a statement :meth:`PipelinedTx.send` queued: there once the pipeline has
+    synced (:meth:`rows` syncs first when it has not)."""
+
+    __slots__ = ("_fetch", "_rows")
+
+    def __init__(self, fetch: Callable[[], list[Row]]) -> None:
+        self._fetch = fetch
+        self._rows: list[Row] | None = None
+
+    def rows(self) -> list[Row]:
+        if self._rows is None:
+            self._rows = self._fetch()
+        return self._rows
+
+
+class PipelinedTx(Tx):
+    """A write transaction whose statements may travel together (``Database.pipelined_write``).
+
+    :meth:`send` queues a statement without waiting; :meth:`sync` sends everything queued and
+    waits once (a statement's error is raised there); ``execute``/``rowcount`` wait at once and
+    ``execute_many`` queues. The transaction's ``COMMIT`` goes with what is queued last, in
+    the same round trip. On an engine without pipelines every statement simply runs at once.
+    """
+
+    @abstractmethod
+    def send(self, sql: str, params: Sequence[Any] = ()) -> Pending:
+        """Queue one statement; its rows once synced."""
+
+    @abstractmethod
+    def sync(self) -> None:
+        """Send what is queued and wait for it (one round trip on PostgreSQL)."""
+
+
+class _PlainPipelinedTx(PipelinedTx):
+    """:class:`PipelinedTx` over a plain transaction: every statement runs when sent."""
+
+    def __init__(self, tx: Tx) -> None:
+        self._tx = tx
+        self.dialect = tx.dialect
+
+    def send(self, sql: str, params: Sequence[Any] = ()) -> Pending:
+        rows = self._tx.execute(sql, params)
+        return Pending(lambda: rows)
+
+    def sync(self) -> None:
+        pass
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self._tx.execute(sql, params)
+
+    def execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self._tx.execute_many(sql, rows)
+
+    def rowcount(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._tx.rowcount(sql, params)
+
 
 @dataclass(frozen=True)
 class PoolSettings:
@@ -94,6 +165,14 @@ class Database(ABC):
     @contextmanager
     def read(self) -> Iterator[Tx]:
         """A read-only, consistent view."""
+
+    @contextmanager
+    def pipelined_write(self) -> Iterator[PipelinedTx]:
+        """:meth:`write` whose statements may travel together (:class:`PipelinedTx`): on
+        PostgreSQL ``BEGIN`` goes with the first batch and ``COMMIT`` with the last, so a
+        transaction of two batches costs two round trips; elsewhere a plain transaction."""
+        with self.write() as tx:
+            yield _PlainPipelinedTx(tx)
 
     @abstractmethod
     def close(self) -> None: ...

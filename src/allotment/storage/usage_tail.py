@@ -9,10 +9,13 @@ upserts, so a crash at any moment folds every stored event exactly once:
   ``seq`` order is commit order and the events above the watermark are exactly the unfolded
   ones; a fold reads them in ``seq`` order and advances the watermark.
 * PostgreSQL: a smaller ``seq`` may commit after a larger one, so no watermark can be
-  trusted. The ingest statement also inserts each new event's ``seq`` into
-  ``usage_fold_queue`` (same transaction); a fold deletes the oldest queued rows
-  (``FOR UPDATE``, or ``SKIP LOCKED`` for background folds, so replicas fold disjoint parts)
-  and folds their events. A fold first takes the meters lock shared, as ingest did
+  trusted. Each ingest statement queues the ``seq`` values it stored as ONE row of
+  ``usage_fold_batches`` (an ``int8multirange``, migration 0860; same transaction,
+  ``events_repo.insert_new``). A fold locks the oldest rows (``FOR UPDATE``, or ``SKIP
+  LOCKED`` for background folds, so replicas fold disjoint parts), chosen so that their
+  values add up to about its chunk; it takes the smallest values up to the chunk, deletes
+  each row it took whole and rewrites the one it took part of to the rest, and folds the
+  events of the values taken. A fold first takes the meters lock shared, as ingest did
   (``meters_repo.lock_for_ingest``), so a meter write never interleaves with one.
 
 Before folding anything, a fold records the ``(source, id)`` of every event it takes in
@@ -38,7 +41,7 @@ from typing import Any
 
 import msgspec
 
-from allotment.storage import meters_repo, usage_marks, usage_write
+from allotment.storage import meters_repo, seq_ranges, usage_marks, usage_write
 from allotment.storage.database import Database, Tx
 
 FOLD_CHUNK = 5_000
@@ -49,7 +52,18 @@ _SQLITE_LAG = (
     "SELECT coalesce((SELECT max(seq) FROM events), 0), "
     "(SELECT seq FROM usage_fold_state WHERE id = 1)"
 )
-_PG_TAIL = "SELECT coalesce(max(seq), 0) FROM usage_fold_queue"
+_PG_TAIL = "SELECT coalesce(max(upper(seqs)) - 1, 0) FROM usage_fold_batches"
+"""The largest queued seq (the index on ``upper(seqs)``)."""
+_PG_LAG = "SELECT coalesce(sum(upper(r) - lower(r)), 0) FROM usage_fold_batches, unnest(seqs) AS r"
+_PG_TAKE = (
+    "SELECT id, seqs::text FROM usage_fold_batches WHERE id IN ("
+    "SELECT id FROM (SELECT id, sum(n) OVER (ORDER BY id) - n AS before FROM ("
+    "SELECT id, (SELECT sum(upper(r) - lower(r)) FROM unnest(seqs) AS r) AS n "
+    "FROM usage_fold_batches{bound} ORDER BY id LIMIT ?) AS oldest) AS w WHERE before < ?) "
+    "ORDER BY id FOR UPDATE{skip}"
+)
+"""The oldest queue rows whose values before them add up to less than the chunk, locked in
+``id`` order (the window is read without locks; only the rows returned are locked)."""
 _EVENT_COLUMNS = "seq, source, id, type, subject, time, event"
 
 Touched = dict[tuple[str, str], int]
@@ -81,7 +95,7 @@ def lag(tx: Tx) -> int:
     """How many events wait to be folded (SQLite: an upper bound, ``seq`` values above the
     watermark)."""
     if tx.dialect == "postgresql":
-        row = tx.one("SELECT count(*) FROM usage_fold_queue")
+        row = tx.one(_PG_LAG)
         assert row is not None
         return int(row[0])
     row = tx.one(_SQLITE_LAG)
@@ -92,7 +106,9 @@ def lag(tx: Tx) -> int:
 def waiting(tx: Tx, upto: int) -> bool:
     """Whether some event with ``seq <= upto`` is still unfolded (as this transaction sees)."""
     if tx.dialect == "postgresql":
-        row = tx.one("SELECT EXISTS (SELECT 1 FROM usage_fold_queue WHERE seq <= ?)", (upto,))
+        row = tx.one(
+            "SELECT EXISTS (SELECT 1 FROM usage_fold_batches WHERE lower(seqs) <= ?)", (upto,)
+        )
         return bool(row and row[0])
     row = tx.one("SELECT seq FROM usage_fold_state WHERE id = 1")
     return row is not None and int(row[0]) < upto
@@ -107,13 +123,13 @@ def fold_pending(
     of waiting for it. Returns (events folded, the (meter id, subject) pairs touched with the
     earliest minute of each)."""
     if tx.dialect == "postgresql":
-        rows = _take_queued(tx, limit, upto, skip_locked)
+        rows, taken = _take_queued(tx, limit, upto, skip_locked)
     else:
         rows = _above_watermark(tx, limit, upto)
+        taken = len(rows)
     last = int(rows[-1][0]) if rows else 0
     if not rows:
-        return 0, {}
-    taken = len(rows)
+        return taken, {}
     rows = _drop_duplicates(tx, rows)
     touched: Touched = {}
     meters = meters_repo.live_by_event_types(tx, {str(r[3]) for r in rows}) if rows else []
@@ -180,22 +196,45 @@ def _above_watermark(tx: Tx, limit: int, upto: int | None) -> Sequence[Sequence[
 
 def _take_queued(
     tx: Tx, limit: int, upto: int | None, skip_locked: bool
-) -> Sequence[Sequence[Any]]:
+) -> tuple[Sequence[Sequence[Any]], int]:
+    """PostgreSQL: take at most ``limit`` of the oldest queued seqs (only ``<= upto`` when
+    given) off ``usage_fold_batches``; return their events in ``seq`` order and how many seqs
+    were taken."""
     meters_repo.lock_for_ingest(tx, tx.dialect)
-    bound = "" if upto is None else " WHERE seq <= ?"
+    bound = "" if upto is None else " WHERE lower(seqs) <= ?"
     params: list[int] = [] if upto is None else [upto]
-    taken = tx.execute(
-        "DELETE FROM usage_fold_queue WHERE seq IN (SELECT seq FROM usage_fold_queue"
-        f"{bound} ORDER BY seq LIMIT ? FOR UPDATE{' SKIP LOCKED' if skip_locked else ''}) "
-        "RETURNING seq",
-        [*params, limit],
+    locked = tx.execute(
+        _PG_TAKE.format(bound=bound, skip=" SKIP LOCKED" if skip_locked else ""),
+        [*params, limit, limit],
     )
-    if not taken:
-        return []
-    return tx.execute(
-        f"SELECT {_EVENT_COLUMNS} FROM events WHERE seq = ANY(?::bigint[]) ORDER BY seq",
-        [sorted(int(r[0]) for r in taken)],
+    left = limit
+    below = None if upto is None else upto + 1
+    take: seq_ranges.Ranges = []
+    whole: list[int] = []
+    for batch_id, text in locked:
+        head, rest = seq_ranges.split(seq_ranges.parse(str(text)), left, below)
+        if not head:
+            continue
+        take.extend(head)
+        left -= seq_ranges.count(head)
+        if rest:
+            tx.execute(
+                "UPDATE usage_fold_batches SET seqs = ?::int8multirange WHERE id = ?",
+                (seq_ranges.text(rest), int(batch_id)),
+            )
+        else:
+            whole.append(int(batch_id))
+    if whole:
+        tx.execute("DELETE FROM usage_fold_batches WHERE id = ANY(?::bigint[])", [whole])
+    if not take:
+        return [], 0
+    take.sort()
+    rows = tx.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM unnest(?::bigint[], ?::bigint[]) AS r(lo, hi) "
+        "JOIN events ON seq >= r.lo AND seq < r.hi ORDER BY seq",
+        [[lo for lo, _ in take], [hi for _, hi in take]],
     )
+    return rows, limit - left
 
 
 def fold_all(tx: Tx) -> Touched:
@@ -221,6 +260,6 @@ def mark_folded(tx: Tx) -> None:
         "WHERE true ORDER BY source, id, seq ON CONFLICT (source, id) DO NOTHING"
     )
     if tx.dialect == "postgresql":
-        tx.execute("DELETE FROM usage_fold_queue")
+        tx.execute("DELETE FROM usage_fold_batches")
         return
     tx.execute("UPDATE usage_fold_state SET seq = (SELECT coalesce(max(seq), 0) FROM events)")
