@@ -83,6 +83,7 @@ class Container:
                 self.customer_entitlements,
                 self.entitlements,
                 settle=self.events.settle,
+                tail_check=self.events.tail_check,
             ),
         )
         self.customers.add_guard(self.customer_entitlements)

@@ -54,6 +54,9 @@ class FakeCatalog:
             raise NotFound(f"customer {customer_ref!r} not found")
         return f"id-{customer_ref}", customer_ref
 
+    def identify_cached(self, customer_ref: str) -> tuple[str, str] | None:
+        return None  # nothing cached: identify reads
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         return sorted(
             p

@@ -22,7 +22,9 @@ when they and the minute are unchanged; otherwise each budget's value comes from
 entitlement value (its cache), and the memo is refreshed. Without the fold first, the memo
 answered the usage of before an ingest until the writer's background fold ran. A memoised
 value also carries its budget's meter (event type and value path), so that a reservation
-reads no meter.
+reads no meter. A memo that answers costs ONE statement: its freshness counters and the
+tail's end (``EventService.tail_check``, 0 when nothing waits to be folded) are read together;
+with a tail to fold, the long way above.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from allotment.domain.timeutil import ceil_minute
 from allotment.services.catalog_subscriptions import BudgetValue
 from allotment.services.customer_entitlements import CustomerEntitlements, MeteredTerms
 from allotment.services.entitlements import SUBSCRIPTION_MANAGED, EntitlementService
-from allotment.storage import usage_marks
+from allotment.storage import catalog_repo, usage_marks
 from allotment.storage.database import Database, Tx
 
 ANNOTATIONS = dict(SUBSCRIPTION_MANAGED)
@@ -68,12 +70,16 @@ class CatalogEntitlements:
         self, db: Database, clock: Clock, meters: MeterLookup,
         customer_entitlements: CustomerEntitlements, entitlements: EntitlementService,
         settle: Callable[..., bool] | None = None,
+        tail_check: Callable[[], str | None] | None = None,
     ) -> None:  # fmt: skip
         """``settle``: folds ingest's unfolded tail (``EventService.settle``), called before
         the memo's freshness counters are read (``allow_io=False`` only checks: False when a
-        fold is needed, for a caller that must not fold)."""
+        fold is needed, for a caller that must not fold). ``tail_check``: the statement
+        ``settle`` checks with (``EventService.tail_check``), joined to the memo's own
+        check so that a memo that answers costs one statement."""
         self._db = db
         self._settle = settle
+        self._tail_check = tail_check
         self._clock = clock
         self._meters = meters
         self._customer = customer_entitlements
@@ -134,26 +140,35 @@ class CatalogEntitlements:
         budgets: Sequence[tuple[TypedFeature, datetime]],
         *,
         memo_only: bool = False,
+        catalog: int | None = None,
     ) -> list[BudgetValue | None] | None:
         """Each budget's value now (``budgets``: feature and anchor), see the module doc.
         ``memo_only``: ``None`` unless the memo answers (version reads only: nothing is
-        computed, no usage is read or folded — what an event loop may do)."""
+        computed, no usage is read or folded — what an event loop may do). ``catalog``
+        (only with ``memo_only``): ``None`` also unless the catalog version
+        (``catalog_repo``'s) is this one, read in the same statement."""
+        assert catalog is None or memo_only
         if not budgets:
             return []
         minute = ceil_minute(self._clock.now().astimezone(UTC))
+        key = (customer_id, tuple(f.reference for f, _ in budgets))
+        memo = self._memo.get(key)
+        if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
+            # one statement: the memo's versions, the tail's end (0: nothing to fold, so the
+            # versions announce every event stored so far) and the catalog version; anything
+            # else: the long way (or None, for a caller whose view awaits this check)
+            row = tuple(usage_marks.read_one(self._db, memo.check, memo.statement[1]))
+            if not row[-2] and row[:-2] == memo.versions and catalog in (None, row[-1]):
+                return list(memo.values)
+        if catalog is not None:
+            return None
         # fold ingest's tail first: the marks below then announce every event stored so far
         # (memo_only folds nothing: a tail to fold means None, the caller's pool path folds)
         if self._settle is not None and not self._settle(allow_io=not memo_only):
             return None
-        key = (customer_id, tuple(f.reference for f, _ in budgets))
-        memo = self._memo.get(key)
-        scope = Owner.customer(customer_id).scope
         if memo is not None and memo.minute == minute and memo.subjects == tuple(subjects):
-            versions = usage_marks.owner_versions_many(self._db, [
-                (scope, f.reference, mid, subjects)
-                for (f, _), mid in zip(budgets, memo.meter_ids, strict=True)
-            ])  # fmt: skip
-            if versions == memo.versions:
+            # the memo's own statement (its scope, features, meters and subjects are the key's)
+            if tuple(usage_marks.read_one(self._db, *memo.statement)) == memo.versions:
                 return list(memo.values)
         if memo_only:
             return None
@@ -162,10 +177,12 @@ class CatalogEntitlements:
         except NotFound:  # a meter went away: no memo, the values say what they say
             return [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
         meter_ids = tuple(str(m.id) for m in meters)
-        versions = usage_marks.owner_versions_many(self._db, [
+        scope = Owner.customer(customer_id).scope
+        statement = usage_marks.owner_versions_statement([
             (scope, f.reference, mid, subjects)
             for (f, _), mid in zip(budgets, meter_ids, strict=True)
         ])  # fmt: skip
+        versions = tuple(usage_marks.read_one(self._db, *statement))
         # each value carries its meter (a reservation's commit writes usage of it): a meter's
         # event type and value path never change, and a meter write bumps the catalog
         # version the memo checks
@@ -175,7 +192,14 @@ class CatalogEntitlements:
         ]
         if len(self._memo) > MEMO_MAX:
             self._memo.clear()
-        self._memo[key] = _Memo(minute, tuple(subjects), meter_ids, versions, tuple(values))
+        tail = (self._tail_check() if self._tail_check is not None else None) or "SELECT 0"
+        check = (
+            f"{statement[0]} CROSS JOIN ({tail}) AS tail_end"
+            f" CROSS JOIN ({catalog_repo.VERSION_STATEMENT}) AS catalog_version"
+        )
+        self._memo[key] = _Memo(
+            minute, tuple(subjects), meter_ids, versions, tuple(values), statement, check
+        )
         return values
 
     def budget_value(
@@ -212,6 +236,11 @@ class _Memo:
     meter_ids: tuple[str, ...]
     versions: tuple[Any, ...]
     values: tuple[BudgetValue | None, ...]
+    statement: tuple[str, list[Any]]
+    """What reads ``versions`` (``usage_marks.owner_versions_statement``)."""
+    check: str
+    """``statement``'s SQL with two more columns, the tail's end (0 without a tail check)
+    and the catalog version (its parameters are ``statement``'s)."""
 
 
 @functools.lru_cache(maxsize=4096)

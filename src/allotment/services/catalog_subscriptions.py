@@ -102,8 +102,11 @@ class EntitlementSync(Protocol):
         budgets: Sequence[tuple[TypedFeature, datetime]],
         *,
         memo_only: bool = False,
+        catalog: int | None = None,
     ) -> list[BudgetValue | None] | None:
-        """``memo_only``: ``None`` unless memoised values answer (nothing computed)."""
+        """``memo_only``: ``None`` unless memoised values answer (nothing computed);
+        ``catalog`` (with ``memo_only``): ``None`` too unless the catalog version is this
+        one, checked in the same read."""
         ...
 
     def sync(
@@ -233,6 +236,12 @@ class SubscriptionService:
             self._cache[customer_ref] = (version, view)
         return view
 
+    def cached_current(self, customer_ref: str) -> tuple[int, SubscriptionView | None] | None:
+        """:meth:`current`'s cache entry as it is (the catalog version it was read at, and
+        the view), NOT checked against the catalog version: for a caller that checks it
+        later itself (``entitlements_of(..., catalog=version)``)."""
+        return self._cache.get(customer_ref)
+
     def entitlements(self, customer_ref: str) -> list[EntitledItem]:
         """The one call: each effective value; budgets with their period's usage."""
         return self.entitled(customer_ref)[1]
@@ -258,16 +267,19 @@ class SubscriptionService:
         *,
         memo_only: bool,
         view: tuple[SubscriptionView | None] | None = None,
+        catalog: int | None = None,
     ) -> tuple[str | None, list[EntitledItem]] | None:
         """The items of ``features`` only (those of the plan's among them: only their budgets'
         values are read) and the reference of the customer's plan (None without an active
         subscription); with ``memo_only`` as :meth:`cached_entitlements`. ``view``: the
         customer's :meth:`current` answer when the caller has just read it (in a 1-tuple;
-        saves the catalog version's read)."""
+        saves the catalog version's read). ``catalog`` (with ``memo_only`` and a view of
+        :meth:`cached_current`): the version that view was read at, checked here (``None``
+        when the catalog has changed since) in the budgets' read when there is one."""
         found = self.current(customer_ref) if view is None else view[0]
         if found is None:
             return None, []
-        items = self._items(found, memo_only, features)
+        items = self._items(found, memo_only, features, catalog)
         return None if items is None else (found.plan.reference, items)
 
     def _entitlements(
@@ -280,17 +292,24 @@ class SubscriptionService:
         return None if items is None else (view.customer.id, items)
 
     def _items(
-        self, view: SubscriptionView, memo_only: bool, only: Collection[str] | None
+        self,
+        view: SubscriptionView,
+        memo_only: bool,
+        only: Collection[str] | None,
+        catalog: int | None = None,
     ) -> list[EntitledItem] | None:
         pairs = [(e, view.features[e.value.feature_reference]) for e in view.values]
         if only is not None:
             pairs = [(e, f) for e, f in pairs if e.value.feature_reference in only]
         budgets = [(f, view.subscription.start_at) for _, f in pairs if f.is_budget]
-        read = (
-            self._sync.budget_values(view.customer.id, view.subjects, budgets, memo_only=memo_only)
-            if self._sync is not None and budgets
-            else [None] * len(budgets)
-        )
+        if self._sync is not None and budgets:
+            read = self._sync.budget_values(
+                view.customer.id, view.subjects, budgets, memo_only=memo_only, catalog=catalog
+            )
+        else:
+            if catalog is not None and catalog_repo.current_version(self._db) != catalog:
+                return None
+            read = [None] * len(budgets)
         if read is None:
             return None
         values = iter(read)

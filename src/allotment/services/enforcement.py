@@ -95,6 +95,12 @@ class EntitlementSource(Protocol):
         (:class:`NotFound` otherwise)."""
         ...
 
+    def identify_cached(self, customer_ref: str) -> tuple[str, str] | None:
+        """:meth:`identify` from what is cached, without a read, when it can be checked
+        later: handed as ``customer=`` to :meth:`cached_customer_entitlements`, which
+        answers ``None`` when it no longer holds. ``None`` when not cached."""
+        ...
+
 
 class UsageRecorder(Protocol):
     def ingest(self, events: Sequence[CloudEvent]) -> int: ...
@@ -177,7 +183,8 @@ class EnforcementService:
             if plain_ents is None:
                 return Busy(None)
             return Inline(self._checks_only(plain_ents, req), pending=False)
-        who = self._source.identify(customer_ref)
+        # the cached view, checked against the catalog in the budgets' read below
+        who = self._source.identify_cached(customer_ref) or self._source.identify(customer_ref)
         keys, once = _keys(who[0], req)
         held, holder = self._store.try_hold([*keys, *([once] if once else [])], token)
         if held is None:

@@ -6,7 +6,8 @@ One catalog version read per authorize: :meth:`EnforcementCatalog.identify` answ
 :class:`Identified`, which carries the subscription view it was resolved from; handed back as
 ``customer=``, the entitlements are read from that view (its budgets' values are still read
 then, under the decision's keys). A budget value read with its meter (the memo's) saves the
-meter's read of a reservation."""
+meter's read of a reservation. The answer made of the same items (by identity: the same
+cached view, the same memoised budget values) is the answer kept from the last call."""
 
 from __future__ import annotations
 
@@ -34,18 +35,48 @@ class PeriodUsage(Protocol):
 
 class Identified(tuple[str, str]):
     """``(id, reference)`` of a customer, and the active subscription's view (``None``: none)
-    it was resolved from, as :meth:`SubscriptionService.current` answered it then."""
+    it was resolved from, as :meth:`SubscriptionService.current` answered it then; or, with a
+    ``catalog`` version, the view as cached at that version and not yet checked against the
+    catalog (:meth:`EnforcementCatalog.identify_cached`)."""
 
     view: SubscriptionView | None
+    catalog: int | None
 
-    def __new__(cls, customer_id: str, reference: str, view: SubscriptionView | None) -> Identified:
+    def __new__(
+        cls,
+        customer_id: str,
+        reference: str,
+        view: SubscriptionView | None,
+        catalog: int | None = None,
+    ) -> Identified:
         self = super().__new__(cls, (customer_id, reference))
         self.view = view
+        self.catalog = catalog
         return self
 
 
-def _view_of(customer: tuple[str, str] | None) -> tuple[SubscriptionView | None] | None:
-    return (customer.view,) if isinstance(customer, Identified) else None
+def _view_of(
+    customer: tuple[str, str] | None, *, unchecked: bool = False
+) -> tuple[SubscriptionView | None] | None:
+    """The view ``customer`` carries (in a 1-tuple); one not yet checked against the catalog
+    only when ``unchecked`` (the caller passes its version on)."""
+    if not isinstance(customer, Identified) or (customer.catalog is not None and not unchecked):
+        return None
+    return (customer.view,)
+
+
+ANSWERS_MAX = 100_000
+"""Answers :class:`EnforcementCatalog` keeps (emptied past it)."""
+
+
+def _same_items(kept: Sequence[EntitledItem], items: Sequence[EntitledItem]) -> bool:
+    return len(kept) == len(items) and all(
+        a.effective is b.effective
+        and a.feature is b.feature
+        and a.budget is b.budget
+        and a.plan_reference == b.plan_reference
+        for a, b in zip(kept, items, strict=True)
+    )
 
 
 class EnforcementCatalog:
@@ -62,6 +93,13 @@ class EnforcementCatalog:
         self._catalog = catalog
         self._meters = meters
         self._usage = usage
+        self._answers: dict[
+            tuple[str, frozenset[str]],
+            tuple[tuple[EntitledItem, ...], CustomerEntitlements | None],
+        ] = {}
+        """The last answer per (customer, reserved features), with the items it was made of:
+        the same items (the same cached view's values and the same memoised budget values,
+        by identity) make the same answer; the items kept alive here keep their ids unique."""
 
     def customer_entitlements(
         self,
@@ -94,7 +132,11 @@ class EnforcementCatalog:
         plan: str | None = None
         if features is not None:
             found = self._subscriptions.entitlements_of(
-                customer_ref, features, memo_only=True, view=_view_of(customer)
+                customer_ref,
+                features,
+                memo_only=True,
+                view=_view_of(customer, unchecked=True),
+                catalog=customer.catalog if isinstance(customer, Identified) else None,
             )
             plan, items = (None, None) if found is None else found
         else:
@@ -120,13 +162,49 @@ class EnforcementCatalog:
         customer_id, reference = customer or self.identify(customer_ref)
         if plan is None and items:
             plan = items[0].plan_reference
+        key = (customer_ref, frozenset(reserving))
+        kept = self._answers.get(key)
+        if (
+            kept is not None
+            and kept[1] is not None
+            and kept[1].customer_id == customer_id
+            and kept[1].customer_reference == reference
+            and kept[1].pricing_plan_reference == plan
+            and _same_items(kept[0], items)
+        ):
+            return kept[1]
         values = {
             item.feature.reference: self._entitled(
                 customer_ref, item, item.feature.reference in reserving
             )
             for item in items
         }
-        return CustomerEntitlements(customer_id, reference, plan, values)
+        answer = CustomerEntitlements(customer_id, reference, plan, values)
+        if len(self._answers) > ANSWERS_MAX:
+            self._answers.clear()
+        # kept only when made of the items alone (no period total read, no meter looked up)
+        keep = all(
+            not i.feature.is_budget
+            or i.feature.meter_reference is None
+            or (
+                i.budget is not None
+                and (i.budget.event_type or i.feature.reference not in reserving)
+            )
+            for i in items
+        )
+        self._answers[key] = (tuple(items), answer if keep else None)
+        return answer
+
+    def identify_cached(self, customer_ref: str) -> Identified | None:
+        """:meth:`identify` from the subscriptions' cache alone, unchecked (no read): its
+        ``catalog`` version is checked by :meth:`cached_customer_entitlements` in the
+        budgets' read (``None`` from there when the catalog has changed); ``None`` when
+        not cached or without an active subscription."""
+        cached = self._subscriptions.cached_current(customer_ref)
+        if cached is None or cached[1] is None:
+            return None
+        c = cached[1].customer
+        return Identified(c.id, c.key or customer_ref, cached[1], cached[0])
 
     def identify(self, customer_ref: str) -> Identified:
         # the subscription's view is cached while the catalog version stands (a deletion or a

@@ -179,6 +179,12 @@ class EventService:
 
     # ------------------------------------------------------------ the deferred fold
 
+    def tail_check(self) -> str | None:
+        """The statement :meth:`settle` checks with (one column: the tail's end, 0 when
+        nothing waits to be folded), for a reader that joins it to its own read; ``None``
+        when nothing is ever deferred (no check needed)."""
+        return usage_tail.tail_end_statement(self._db.dialect) if self.deferred else None
+
     def settle(self, *, allow_io: bool = True) -> bool:
         """Make every event stored so far (by any process) count in the rollups and usage
         marks: fold the tail up to the largest ``seq`` stored now, on the caller's thread.

@@ -33,6 +33,8 @@ def bump(tx: Tx) -> None:
 
 
 _VERSION = "SELECT version FROM catalog_version WHERE id = 1"
+VERSION_STATEMENT = _VERSION
+"""The catalog version as one statement of one column (for a caller joining it to its own)."""
 
 
 def version(tx: Tx) -> int:

@@ -176,13 +176,21 @@ def owner_versions_many(
     """:func:`current_versions` of several (scope, feature key, meter id, subjects) at once,
     in ONE statement (each item's catalog, scope and summed-marks columns, flattened in item
     order): what a caller checking several of one owner's entitlements pays once."""
+    return tuple(read_one(db, *owner_versions_statement(items)))
+
+
+def owner_versions_statement(
+    items: Sequence[tuple[str, str, str, Sequence[str]]],
+) -> tuple[str, list[Any]]:
+    """The statement :func:`owner_versions_many` runs (for a caller that runs it again and
+    again: ``read_one(db, *statement)``)."""
     parts: list[str] = []
     params: list[Any] = []
     for i, (scope, feature_key, meter_id, subjects) in enumerate(items):
         sql, p = _versions_sql(scope, feature_key, meter_id, None, tuple(subjects))
         parts.append(f"({sql}) AS v{i}")
         params += p
-    return tuple(read_one(db, "SELECT * FROM " + " CROSS JOIN ".join(parts), params))
+    return "SELECT * FROM " + " CROSS JOIN ".join(parts), params
 
 
 def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:

@@ -79,6 +79,18 @@ def tail_end(db: Database) -> int:
     return int(last) if int(last) > int(folded or 0) else 0
 
 
+def tail_end_statement(dialect: str) -> str:
+    """:func:`tail_end` as one statement of one column (0: nothing to fold), for a caller
+    that joins it to a read of its own (one statement for both)."""
+    if dialect == "postgresql":
+        return _PG_TAIL
+    return (
+        "SELECT CASE WHEN t_hi > coalesce(t_done, 0) THEN t_hi ELSE 0 END FROM"
+        " (SELECT coalesce((SELECT max(seq) FROM events), 0) AS t_hi,"
+        " (SELECT seq FROM usage_fold_state WHERE id = 1) AS t_done)"
+    )
+
+
 def lag(tx: Tx) -> int:
     """How many events wait to be folded (SQLite: an upper bound, ``seq`` values above the
     watermark)."""

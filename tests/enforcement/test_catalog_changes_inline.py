@@ -1,0 +1,94 @@
+"""An inline decision (SQLite's event loop) starts from the customer's cached subscription
+view without reading the catalog version, and checks that version in the budgets' read: a
+catalog write between two decisions — a plan change, an override, the customer's deletion —
+is in the second one's answer. Real storage and the real catalog, through the fast path (on
+PostgreSQL the same calls go through the route)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from allotment.clock import FrozenClock
+from allotment.config import Settings
+from allotment.container import Container
+from allotment.http.app import create_app
+from allotment.storage.database import open_database
+from tests.api.test_authorize_fast_path import T0, _setup
+
+PATH = "/v1/customers/acme/authorize"
+
+
+def _body(model: str) -> bytes:
+    return json.dumps(
+        {
+            "checks": [{"feature_reference": "models", "value": model}],
+            "reserve": [{"feature_reference": "tokens", "amount": "1", "ttl_seconds": 60}],
+        }
+    ).encode()
+
+
+@pytest.fixture
+def container(new_db_url: Callable[[], str]) -> Iterator[Container]:
+    url = new_db_url()
+    c = Container(Settings(db_url=url), open_database(url), FrozenClock(T0))
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_a_catalog_write_between_two_decisions_is_seen(container: Container) -> None:
+    async def run() -> list[Any]:
+        seen: list[Any] = []
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            await _setup(c)
+
+            async def authorize(model: str) -> None:
+                r = await c.post(
+                    PATH, content=_body(model), headers={"content-type": "application/json"}
+                )
+                seen.append((model, r.status_code, r.json().get("code")))
+
+            for _ in range(3):  # warm: the view and the budget memo are cached
+                await authorize("large")
+            subs = (await c.get("/v1/pricing-plan-subscriptions?customer_reference=acme")).json()
+            sub = subs["data"][0]["id"]
+            moved = await c.patch(
+                f"/v1/pricing-plan-subscriptions/{sub}", json={"pricing_plan_reference": "pro"}
+            )
+            assert moved.status_code == 200, moved.text
+            await authorize("large")  # pro includes it
+            await authorize("large")
+            overridden = await c.patch(
+                f"/v1/pricing-plan-subscriptions/{sub}",
+                json={"entitlements": [{"feature_reference": "models", "enums": ["small"]}]},
+            )
+            assert overridden.status_code == 200, overridden.text
+            await authorize("large")  # the override takes it away again
+            await authorize("small")
+            cancelled = await c.delete(f"/v1/pricing-plan-subscriptions/{sub}")
+            assert cancelled.status_code in (200, 204), cancelled.text
+            await authorize("small")  # no subscription: not entitled
+        return seen
+
+    seen = asyncio.run(run())
+    assert [(m, s) for m, s, _ in seen] == [
+        ("large", 403),
+        ("large", 403),
+        ("large", 403),
+        ("large", 200),
+        ("large", 200),
+        ("large", 403),
+        ("small", 200),
+        ("small", 403),
+    ]
+    assert seen[0][2] == "ENUM_VALUE_NOT_ALLOWED"
+    assert seen[-1][2] == "NOT_ENTITLED"
