@@ -123,6 +123,21 @@ def test_duplicates_within_a_batch_and_across_retries_count_once(c: Container) -
     assert totals(c, mid) == (4, Decimal(4))  # the first e1 (tokens=1) won
 
 
+def test_a_large_group_keeps_the_first_of_each_repeat_across_statements(c: Container) -> None:
+    """SQLite appends a group 100 rows to a statement (``events_repo._INSERT_ROWS``): a repeat
+    just across a statement boundary, one in a later request of the group, and one in the
+    group's last, shorter statement are each refused; the first counts, and each request is
+    told its own count."""
+    mid = sum_meter(c, "tokens")
+    big = {"tokens": 100, "model": "gpt"}
+    first = [ev(i) for i in range(100)] + [ev(99, data=big)] + [ev(i) for i in range(100, 150)]
+    second = [ev(5, data=big)] + [ev(i) for i in range(150, 250)] + [ev(249, data=big)]
+    counts = c.events.write_batches([[prepare(e) for e in first], [prepare(e) for e in second]])
+    assert counts == [150, 100]
+    assert stored_count(c) == 250
+    assert totals(c, mid) == (250, Decimal(250))
+
+
 def test_a_duplicate_with_another_time_counts_once_and_is_removed(c: Container) -> None:
     """The ingest's dedup index is time-led (time, source, id): a retry carrying another time
     (an event sent without time is stamped at ingest) is only refused by the fold; before and

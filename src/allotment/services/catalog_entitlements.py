@@ -20,7 +20,9 @@ statement (the counters the value cache itself trusts: catalog, the owner's scop
 feature, the summed usage marks of the customer's subjects per meter) and answers from a memo
 when they and the minute are unchanged; otherwise each budget's value comes from the
 entitlement value (its cache), and the memo is refreshed. Without the fold first, the memo
-answered the usage of before an ingest until the writer's background fold ran.
+answered the usage of before an ingest until the writer's background fold ran. A memoised
+value also carries its budget's meter (event type and value path), so that a reservation
+reads no meter.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -156,14 +158,21 @@ class CatalogEntitlements:
         if memo_only:
             return None
         try:
-            meter_ids = tuple(str(self._meters.get(f.meter_reference or "").id) for f, _ in budgets)
+            meters = [self._meters.get(f.meter_reference or "") for f, _ in budgets]
         except NotFound:  # a meter went away: no memo, the values say what they say
             return [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        meter_ids = tuple(str(m.id) for m in meters)
         versions = usage_marks.owner_versions_many(self._db, [
             (scope, f.reference, mid, subjects)
             for (f, _), mid in zip(budgets, meter_ids, strict=True)
         ])  # fmt: skip
-        values = [self.budget_value(customer_id, f, anchor) for f, anchor in budgets]
+        # each value carries its meter (a reservation's commit writes usage of it): a meter's
+        # event type and value path never change, and a meter write bumps the catalog
+        # version the memo checks
+        values = [
+            _with_meter(self.budget_value(customer_id, f, anchor), m)
+            for (f, anchor), m in zip(budgets, meters, strict=True)
+        ]
         if len(self._memo) > MEMO_MAX:
             self._memo.clear()
         self._memo[key] = _Memo(minute, tuple(subjects), meter_ids, versions, tuple(values))
@@ -186,6 +195,12 @@ class CatalogEntitlements:
         start = m.start_of_period
         end = period_end(feature.usage_period or "MONTH", anchor, start)
         return BudgetValue(m.usage, m.balance, value.has_access, start, end)
+
+
+def _with_meter(value: BudgetValue | None, meter: Any) -> BudgetValue | None:
+    if value is None:
+        return None
+    return replace(value, event_type=meter.event_type, value_property=meter.value_property)
 
 
 @dataclass(frozen=True, slots=True)

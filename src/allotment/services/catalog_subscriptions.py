@@ -78,6 +78,9 @@ class BudgetValue:
     has_access: bool
     period_from: datetime | None
     period_to: datetime | None
+    event_type: str = ""
+    """The budget's meter (its event type and value path), when the value was read with it."""
+    value_property: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,16 +252,23 @@ class SubscriptionService:
         return None if found is None else found[1]
 
     def entitlements_of(
-        self, customer_ref: str, features: Collection[str], *, memo_only: bool
+        self,
+        customer_ref: str,
+        features: Collection[str],
+        *,
+        memo_only: bool,
+        view: tuple[SubscriptionView | None] | None = None,
     ) -> tuple[str | None, list[EntitledItem]] | None:
         """The items of ``features`` only (those of the plan's among them: only their budgets'
         values are read) and the reference of the customer's plan (None without an active
-        subscription); with ``memo_only`` as :meth:`cached_entitlements`."""
-        view = self.current(customer_ref)
-        if view is None:
+        subscription); with ``memo_only`` as :meth:`cached_entitlements`. ``view``: the
+        customer's :meth:`current` answer when the caller has just read it (in a 1-tuple;
+        saves the catalog version's read)."""
+        found = self.current(customer_ref) if view is None else view[0]
+        if found is None:
             return None, []
-        items = self._items(view, memo_only, features)
-        return None if items is None else (view.plan.reference, items)
+        items = self._items(found, memo_only, features)
+        return None if items is None else (found.plan.reference, items)
 
     def _entitlements(
         self, customer_ref: str, *, memo_only: bool

@@ -215,20 +215,22 @@ class EnforcementService:
 
     def _under_keys(
         self,
-        read: Callable[[], AbstractContextManager[StateReads]],
+        read: Callable[[StateQuery], AbstractContextManager[StateReads]],
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime | None = None,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
-        """The decision, its keys held and ``ents`` read under them, from the state read in
-        one ``read()`` transaction; a denial of the pure steps without an idempotency key
-        raises (nothing to keep)."""
+        """The decision, its keys held and ``ents`` read under them, from the state
+        ``read`` answers for the decision's :class:`StateQuery` (one statement:
+        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now); a denial of the
+        pure steps without an idempotency key raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
-        with read() as reads:
+        now = self._now() if now is None else now
+        with read(StateQuery.of(ents.customer_id, req, to_micros(now))) as reads:
             return self._decide(reads, ents, req, writes, now), writes
 
     def _decide(
@@ -237,13 +239,12 @@ class EnforcementService:
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         writes: repo.DecisionWrites,
-        now: datetime | None = None,
+        now: datetime,
     ) -> AuthorizeResult | DomainError:
-        """One decision from the state ``reads`` answers under the session's keys (at ``now``,
-        else now): a replay, or the decision, with its writes (and its idempotency record) put
+        """One decision at ``now`` from the state ``reads`` answers under the session's keys: a
+        replay, or the decision, with its writes (and its idempotency record) put
         in ``writes``; a denial is returned, not raised, so that its record commits."""
         cid = ents.customer_id
-        now = self._now() if now is None else now
         now_us = to_micros(now)
         if req.idempotency_key is not None:
             replay = self._replay(reads, cid, req, now_us)

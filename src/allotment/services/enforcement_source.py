@@ -1,6 +1,12 @@
 """The catalog as enforcement sees it: :class:`~allotment.services.enforcement.EntitlementSource`
 over customers, their active subscription's effective values and the budgets' state
-(catalog.md §4–§5)."""
+(catalog.md §4–§5).
+
+One catalog version read per authorize: :meth:`EnforcementCatalog.identify` answers an
+:class:`Identified`, which carries the subscription view it was resolved from; handed back as
+``customer=``, the entitlements are read from that view (its budgets' values are still read
+then, under the decision's keys). A budget value read with its meter (the memo's) saves the
+meter's read of a reservation."""
 
 from __future__ import annotations
 
@@ -10,7 +16,11 @@ from typing import Any, Protocol
 
 from allotment.domain.enforcement import Budget, CustomerEntitlements, Entitled
 from allotment.services.catalog import CatalogService
-from allotment.services.catalog_subscriptions import EntitledItem, SubscriptionService
+from allotment.services.catalog_subscriptions import (
+    EntitledItem,
+    SubscriptionService,
+    SubscriptionView,
+)
 from allotment.services.customers import CustomerService
 
 
@@ -20,6 +30,22 @@ class MeterLookup(Protocol):
 
 class PeriodUsage(Protocol):
     def current_period(self, customer_ref: str, meter_ref: str) -> Any: ...
+
+
+class Identified(tuple[str, str]):
+    """``(id, reference)`` of a customer, and the active subscription's view (``None``: none)
+    it was resolved from, as :meth:`SubscriptionService.current` answered it then."""
+
+    view: SubscriptionView | None
+
+    def __new__(cls, customer_id: str, reference: str, view: SubscriptionView | None) -> Identified:
+        self = super().__new__(cls, (customer_id, reference))
+        self.view = view
+        return self
+
+
+def _view_of(customer: tuple[str, str] | None) -> tuple[SubscriptionView | None] | None:
+    return (customer.view,) if isinstance(customer, Identified) else None
 
 
 class EnforcementCatalog:
@@ -46,7 +72,9 @@ class EnforcementCatalog:
         features: Collection[str] | None = None,
     ) -> CustomerEntitlements:
         if features is not None:
-            found = self._subscriptions.entitlements_of(customer_ref, features, memo_only=False)
+            found = self._subscriptions.entitlements_of(
+                customer_ref, features, memo_only=False, view=_view_of(customer)
+            )
             assert found is not None  # 404 unknown, 412 deleted
             return self._answer(customer_ref, found[1], customer, reserving, found[0])
         items = self._subscriptions.entitlements(customer_ref)  # 404 unknown, 412 deleted
@@ -65,7 +93,9 @@ class EnforcementCatalog:
         entitlement stands behind it: the period's meter total)."""
         plan: str | None = None
         if features is not None:
-            found = self._subscriptions.entitlements_of(customer_ref, features, memo_only=True)
+            found = self._subscriptions.entitlements_of(
+                customer_ref, features, memo_only=True, view=_view_of(customer)
+            )
             plan, items = (None, None) if found is None else found
         else:
             items = self._subscriptions.cached_entitlements(customer_ref)
@@ -98,12 +128,12 @@ class EnforcementCatalog:
         }
         return CustomerEntitlements(customer_id, reference, plan, values)
 
-    def identify(self, customer_ref: str) -> tuple[str, str]:
+    def identify(self, customer_ref: str) -> Identified:
         # the subscription's view is cached while the catalog version stands (a deletion or a
         # key change bumps it); a customer without a subscription costs a read
         view = self._subscriptions.current(customer_ref)
         c = view.customer if view is not None else self._customers.get_live(customer_ref)
-        return c.id, c.key or customer_ref
+        return Identified(c.id, c.key or customer_ref, view)
 
     def _entitled(self, customer_ref: str, item: EntitledItem, reserving: bool) -> Entitled:
         """``reserving``: the meter's event type and value path are read (a commit writes
@@ -112,7 +142,9 @@ class EnforcementCatalog:
         budget = None
         if f.is_budget and f.meter_reference is not None:
             event_type, value_property = "", None
-            if reserving:
+            if reserving and item.budget is not None and item.budget.event_type:
+                event_type, value_property = item.budget.event_type, item.budget.value_property
+            elif reserving:
                 meter = self._meters.get(f.meter_reference)
                 event_type, value_property = meter.event_type, meter.value_property
             if item.budget is not None:

@@ -282,8 +282,9 @@ class EventService:
         return counts
 
     def _append_sqlite(self, batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
-        """:meth:`write_batches` on SQLite (deferred fold): the rows as they come, in one
-        ``executemany``, with no per-event Python bookkeeping unless some row was a repeat.
+        """:meth:`write_batches` on SQLite (deferred fold): the rows as they come, in
+        statements of 100 rows (``events_repo.insert_new``), with no per-event Python
+        bookkeeping unless some row was a repeat.
 
         SQLite has one writer at a time, so the rows go in in group order: the unique index
         keeps the first of a same-time repeat, the fold the smallest ``seq`` of a repeat with

@@ -37,6 +37,7 @@ from allotment.storage.enforcement_state import (
     decision_state,
     decode_log,
     encode_log,
+    read_state,
     send_state,
 )
 from allotment.storage.key_locks import ADVISORY_LOCKS, StripedLocks, advisory_pairs
@@ -146,19 +147,18 @@ class Session:
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
 
     @contextmanager
-    def read(self) -> Iterator[StateReads]:
-        """Where the decision reads its state: on PostgreSQL what the session read with its
-        locks (the :class:`StateQuery` it was opened with), or its locked transaction; on
-        SQLite a read snapshot (the keys' in-process locks keep every other writer of this
-        state out until the decision's writes have committed)."""
+    def read(self, query: StateQuery) -> Iterator[StateReads]:
+        """Where the decision reads the state ``query`` names: on PostgreSQL what the session
+        read with its locks (the :class:`StateQuery` it was opened with), or its locked
+        transaction; on SQLite one statement (the keys' in-process locks keep every other
+        writer of this state out until the decision's writes have committed)."""
         if self._state is not None:
             yield self._state
             return
         if self._tx is not None:
             yield TxReads(self._tx)
             return
-        with self._db.read() as tx:
-            yield TxReads(tx)
+        yield read_state(self._db, query)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
@@ -215,10 +215,11 @@ class EnforcementStore:
         return self.db.dialect == "postgresql"
 
     @contextmanager
-    def reads(self) -> Iterator[StateReads]:
-        """A decision's reads outside a session (SQLite's inline decisions: local reads)."""
-        with self.db.read() as tx:
-            yield TxReads(tx)
+    def reads(self, query: StateQuery) -> Iterator[StateReads]:
+        """A decision's reads outside a session (SQLite's inline decisions): the state
+        ``query`` names, in one statement without a transaction (one statement is its own
+        snapshot; the keys the decision holds keep every writer of these rows out)."""
+        yield read_state(self.db, query)
 
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what

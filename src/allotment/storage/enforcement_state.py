@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 
 from allotment.domain.enforcement import AuthorizeRequest
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Pending, PipelinedTx, dec
+from allotment.storage import usage_marks
+from allotment.storage.database import Database, Pending, PipelinedTx, dec
 
 _LOG = tuple[tuple[int, int], ...]
 _log_encoder = msgspec.json.Encoder()
@@ -153,9 +154,21 @@ def send_state(tx: PipelinedTx, q: StateQuery) -> Pending | None:
     return tx.send(sql, params) if sql else None
 
 
+def read_state(db: Database, q: StateQuery) -> DecisionState:
+    """The state ``q`` names, read by :func:`state_sql` as one statement without a
+    transaction of its own (SQLite's decisions: one call into SQLite instead of ``BEGIN``, a
+    statement per part and ``COMMIT``; one statement is its own snapshot)."""
+    sql, params = state_sql(q)
+    return _answered(q, usage_marks.read_rows(db, sql, params) if sql else [])
+
+
 def decision_state(q: StateQuery, sent: Pending | None) -> DecisionState:
+    return _answered(q, [] if sent is None else sent.rows())
+
+
+def _answered(q: StateQuery, rows: Sequence[Sequence[Any]]) -> DecisionState:
     state = DecisionState(q)
-    for part, key, window_us, text, amount, expired in [] if sent is None else sent.rows():
+    for part, key, window_us, text, amount, expired in rows:
         if part == "l":
             state.logs[str(key)] = (int(window_us), str(text))
         elif part == "h":

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain, compress, cycle
 
 from allotment.domain.events import PreparedEvent
 from allotment.storage.database import Tx
@@ -18,12 +19,20 @@ _INSERT_CHUNK = 10_000
 
 _INSERT = (
     "INSERT INTO events (source, id, type, subject, time, event, ingested_at) "
-    "VALUES (?,?,?,?,?,?,{ingested_at}) ON CONFLICT (time, source, id) DO NOTHING"
+    "VALUES {rows} ON CONFLICT (time, source, id) DO NOTHING"
 )
-"""SQLite's append. ``ingested_at`` (the same for every row of a transaction) is written into
-the statement as an integer literal, so each row binds a slice of its ``PreparedEvent``
-(``r[:6]``) instead of a tuple built around it: 0.24 -> 0.06 µs per event (timeit, 1000
-rows). One new statement text per transaction costs one prepare per group commit."""
+_INSERT_ROWS = 100
+"""SQLite's append: rows per ``INSERT … VALUES (…), (…), …`` statement (600 bound values,
+within SQLite's oldest default limit of 999). One statement per 100 rows instead of one step
+per row (``executemany``): the per-row cost of the sqlite3 module (reset, bind, a release of
+the interpreter lock around each step) is paid once per statement; docs/benchmarks.md
+(issue 18, 2026-12-06). ``ingested_at`` (the same for every row of a transaction) is bound
+once, as ``?1``; each row's six values are the first six of its ``PreparedEvent``, taken
+without building a tuple per row (:func:`_flat`). A group's last ``len % 100`` rows go in
+one statement of their own length."""
+_ROW_VALUES = (1, 1, 1, 1, 1, 1, 0)
+"""Which values of a ``PreparedEvent`` the append binds: all but ``data``."""
+_insert_sql: dict[int, str] = {}
 _INSERT_SEQ = (
     "INSERT INTO events (seq, source, id, type, subject, time, ingested_at, event) "
     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
@@ -52,10 +61,11 @@ def insert_new(
     first of a same-time repeat is kept.
 
     SQLite: the caller's write transaction excludes every other writer, so the rows are
-    appended with one ``executemany`` and only counted (``total_changes()``); when some were
-    skipped, the inserted ones are exactly those above the largest ``seq`` seen before. A
-    fold may have deleted the newest rows (duplicates), and SQLite would hand their ``seq``
-    out again, below the fold watermark: then the rows get explicit ``seq`` above it.
+    appended in order, :data:`_INSERT_ROWS` to a statement, and only counted
+    (``total_changes()``); when some were skipped, the inserted ones are exactly those above
+    the largest ``seq`` seen before. A fold may have deleted the newest rows (duplicates),
+    and SQLite would hand their ``seq`` out again, below the fold watermark: then the rows
+    get explicit ``seq`` above it.
     PostgreSQL (many processes may insert the same key at once): ``INSERT … SELECT FROM
     unnest(arrays) ON CONFLICT DO NOTHING RETURNING``, rows in the given order; the same
     statement queues each inserted ``seq`` for the deferred fold (``usage_fold_queue``,
@@ -66,8 +76,11 @@ def insert_new(
         assert before is not None
         last, folded = int(before[0]), int(before[2] or 0)
         if last >= folded:
-            sql = _INSERT.format(ingested_at=int(ingested_at_us))
-            tx.execute_many(sql, [r[:6] for r in rows])
+            at = int(ingested_at_us)
+            step = _INSERT_ROWS
+            for start in range(0, len(rows), step):
+                chunk = rows[start : start + step]
+                tx.execute(_insert_rows(len(chunk)), [at, *_flat(chunk)])
         else:  # the newest rows were deleted as duplicates: never reuse a folded seq
             last = folded
             tx.execute_many(
@@ -105,6 +118,23 @@ def insert_new(
         )
         inserted.update((str(r[0]), str(r[1])) for r in result)
     return None if len(inserted) == len(rows) else inserted
+
+
+def _insert_rows(n: int) -> str:
+    """The append of ``n`` rows: ``(?2, …, ?7, ?1), (?8, …, ?13, ?1), …`` (``?1``: ingested_at)."""
+    sql = _insert_sql.get(n)
+    if sql is None:
+        values = ",".join(
+            "(" + ",".join(f"?{2 + 6 * i + k}" for k in range(6)) + ",?1)" for i in range(n)
+        )
+        sql = _insert_sql[n] = _INSERT.format(rows=values)
+    return sql
+
+
+def _flat(rows: Sequence[PreparedEvent]) -> Iterator[object]:
+    """The first six values of each row, one after the other (C-level iteration: no tuple per
+    row)."""
+    return compress(chain.from_iterable(rows), cycle(_ROW_VALUES))
 
 
 def scan_type(

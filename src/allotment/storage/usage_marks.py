@@ -197,6 +197,14 @@ def read_one(db: Database, sql: str, params: Sequence[Any] = ()) -> Any:
         return tx.execute(sql, params)[0]
 
 
+def read_rows(db: Database, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    """Every row of one read statement run on its own, as :func:`read_one` runs it."""
+    if isinstance(db, SqliteDatabase):
+        return list(_sqlite_exec(db._conn(), sql, params).fetchall())
+    with db.read() as tx:
+        return list(tx.execute(sql, params))
+
+
 def _parse(row: Sequence[Any], meter_id: str | None, subject_id: str | None) -> Versions:
     mark = row[2] if meter_id is not None else None
     found = row[-1] if subject_id is not None else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import weakref
 from typing import Any
 
 from starlette.requests import Request
@@ -17,7 +19,7 @@ from allotment.domain.timeutil import format_rfc3339, from_micros
 from allotment.http.params import decode_json, is_digits
 from allotment.http.problems import error_response
 from allotment.http.rate_limit_fields import rate_limit_headers
-from allotment.http.responses import json_response
+from allotment.http.responses import JSON, encode, json_response
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
 from allotment.services.enforcement import EnforcementService
@@ -77,14 +79,14 @@ async def _inline(
     another decision on the loop is waited for without a thread; one held by a blocking
     session (a commit or release on the pool) sends the call to the pool (``None``)."""
     loop = asyncio.get_running_loop()
+    wakeups = _wakeups.get(loop)
+    if wakeups is None:
+        wakeups = _wakeups[loop] = _Wakeups(loop)
     while True:
         written: asyncio.Future[BaseException | None] = loop.create_future()
 
         def done(exc: BaseException | None, fut: asyncio.Future[Any] = written) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle, fut, exc)
-            except RuntimeError:  # the loop has closed (shutdown): nobody waits any more
-                pass
+            wakeups.put(fut, exc)
 
         got = svc.authorize_inline(ref, req, written, done)
         if isinstance(got, Busy):
@@ -104,6 +106,41 @@ async def _inline(
 def _settle(fut: asyncio.Future[BaseException | None], exc: BaseException | None) -> None:
     if not fut.done():
         fut.set_result(exc)
+
+
+class _Wakeups:
+    """The group writer's completions, handed to the event loop in one wake-up per burst:
+    the writer answers a whole group in a row, and each ``call_soon_threadsafe`` is a write
+    to the loop's self-pipe (a system call there, a read and a loop pass here). The first
+    completion of a burst schedules the drain; the others join the list it will take."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[tuple[asyncio.Future[BaseException | None], BaseException | None]]
+        self._pending = []
+
+    def put(self, fut: asyncio.Future[BaseException | None], exc: BaseException | None) -> None:
+        """From any thread."""
+        with self._lock:
+            self._pending.append((fut, exc))
+            if len(self._pending) > 1:
+                return  # a drain is scheduled and has not taken the list yet
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop has closed (shutdown): nobody waits any more
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for fut, exc in pending:
+            _settle(fut, exc)
+
+
+_wakeups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Wakeups] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 async def commit(request: Request) -> Response:
@@ -168,7 +205,7 @@ def authorize_fast_path(app: ASGIApp, svc: EnforcementService) -> ASGIApp:
             request = Request(scope, _Replay(body, more, receive))
             await (await error_response(request, exc))(scope, receive, send)
             return
-        await _answer(result)(scope, receive, send)
+        await _send_answer(result, send)
 
     return fast
 
@@ -237,6 +274,25 @@ class _Replay:
     async def __call__(self) -> Message:
         first, self._first = self._first, None
         return first if first is not None else await self._receive()
+
+
+async def _send_answer(result: AuthorizeResult, send: Send) -> None:
+    """:func:`_answer` as the two ASGI messages Starlette's ``Response`` would send (the same
+    headers in the same order: the rate-limit fields, ``Idempotent-Replayed``, then
+    ``content-length`` and ``content-type``), without building the response object."""
+    body = encode(authorize_json(result))
+    headers = [
+        (k.lower().encode("latin-1"), v.encode("latin-1"))
+        for k, v in rate_limit_headers(result.rate_limits).items()
+    ]
+    if result.replayed:
+        headers.append((b"idempotent-replayed", b"true"))
+    headers += ((b"content-length", str(len(body)).encode()), (b"content-type", _JSON))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+_JSON = JSON.encode("latin-1")
 
 
 def _answer(result: AuthorizeResult) -> Response:
