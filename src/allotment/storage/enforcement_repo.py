@@ -16,8 +16,8 @@ About 500 lines on purpose: the rate-limit logs, reservations and idempotency re
 only ever read and written inside one :class:`Session`, under its locks, and one decision
 writes all three at once (:func:`write_decisions`, or on PostgreSQL the one statement of
 :func:`decision_statement`, built from the same inserts); kept together, the locking rule
-above is stated and enforced in one place. The tables' SQL is short; the next part to move out, if it
-grows, is the reservation records (``ReservationRecord`` to ``sweep_expired``).
+above is stated and enforced in one place. The tables' SQL is short; the next part to move
+out, if it grows, is the reservation records (``ReservationRecord`` to ``sweep_expired``).
 """
 
 from __future__ import annotations
