@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
 from allotment.storage.database import Database, PipelinedTx, Tx, dec, dec_or_none
 from allotment.storage.enforcement_state import (
@@ -145,6 +146,8 @@ class Session:
         self._state = state
         self.sweep_at_us: int | None = None
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
+        self.wrote = False
+        """PostgreSQL: whether anything was written in the session's transaction."""
 
     @contextmanager
     def read(self, query: StateQuery) -> Iterator[StateReads]:
@@ -165,6 +168,7 @@ class Session:
         """The session's own writes (settlements): on PostgreSQL its locked transaction
         (committed when the session ends), on SQLite a write transaction of its own."""
         if self._tx is not None:
+            self.wrote = True
             yield self._tx
             return
         with self._db.write() as tx:
@@ -176,6 +180,7 @@ class Session:
         the process's next group transaction (:mod:`allotment.storage.tx_batcher`: one
         fsync for many concurrent decisions), returning once that has committed."""
         if self._tx is not None:
+            self.wrote = True
             self.sweep_at_us, writes.sweep_at_us = writes.sweep_at_us, None
             if isinstance(self._tx, PipelinedTx) and self._tx.dialect == "postgresql":
                 self._tx.send(*decision_statement(writes))  # its errors: with the COMMIT
@@ -261,6 +266,7 @@ class EnforcementStore:
                 yield Session(self.db, None, self._batcher)
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
+        denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
@@ -268,7 +274,17 @@ class EnforcementStore:
                 tx.sync()  # BEGIN, the locks, the state: one round trip
                 read = None if state is None else decision_state(state, sent)
                 session = Session(self.db, tx, state=read)
-                yield session
+                try:
+                    yield session
+                except DomainError as exc:
+                    if session.wrote:
+                        raise
+                    # a denial that wrote nothing: the transaction commits nothing (and
+                    # releases the keys) instead of a ROLLBACK, after which psycopg would
+                    # forget every prepared statement of the connection
+                    denied = exc
+            if denied is not None:
+                raise denied
             if session.sweep_at_us is not None:
                 # after the keys are released: the sweep lowers other customers' hold
                 # totals, which must never wait for (or be waited on by) a locked session
