@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
 from allotment.storage import enforcement_repo as repo
-from allotment.storage.database import Database, DuplicateKey
+from allotment.storage.database import Database, DuplicateKey, PipelinedTx, Row
 from allotment.storage.enforcement_state import StateQuery, decision_state, send_state
 from allotment.storage.key_locks import ADVISORY_LOCKS, advisory_pairs
 
@@ -84,6 +85,55 @@ def test_one_statement_reads_what_the_parts_read(db: Database, q: StateQuery) ->
         assert state.idempotency_record("c1", "k-live", NOW) == ("h1", '{"a":1}')
     with pytest.raises(AssertionError):  # a part the query did not name is a bug
         state.held_amount(q.customer_id, "unnamed", q.now_us)
+
+
+class _Undo(Exception):
+    pass
+
+
+def test_one_statement_writes_what_the_inserts_write(db: Database, backend: str) -> None:
+    """PostgreSQL's one-statement decision writes the rows the per-table inserts write."""
+    if backend != "postgres":
+        pytest.skip("PostgreSQL's data-modifying WITH")
+    _seed(db)  # c1 holds tokens and rpm already: the hold total and the log are updated
+    items = (
+        repo.ItemRecord("tokens", Decimal("12.5"), NOW + 60, True, "tok", "$.tokens", None),
+        repo.ItemRecord("credits", Decimal(3), NOW + 30, True, "cr", None, None),
+    )
+    writes = repo.DecisionWrites(
+        rate_logs=[("c1", "rpm", WINDOW, [(NOW, 1)], NOW), ("c1", "new", WINDOW, [(NOW, 2)], NOW)],
+        reservation=repo.ReservationRecord(
+            "r9", "c1", "acme", "held", NOW, NOW + 60, None, None, items
+        ),
+        idempotency=("c1", "k-new", "h9", '{"b":2}', NOW, NOW + 10),
+    )
+    tables = {
+        "rate_limit_logs": "customer_id, feature_key, window_us, entries, updated_at",
+        "reservations": "id, customer_id, customer_ref, status, created_at, expires_at",
+        "reservation_items": "reservation_id, feature_key, customer_id, amount, expires_at,"
+        " held, event_type, value_property",
+        "reservation_hold_totals": "customer_id, feature_key, amount",
+        "idempotency_records": "customer_id, idem_key, request_hash, outcome, expires_at",
+    }
+
+    def written(write: Callable[[PipelinedTx], object]) -> dict[str, list[Row]]:
+        seen: dict[str, list[Row]] = {}
+
+        def undone() -> None:
+            with db.pipelined_write() as tx:
+                write(tx)
+                for t, cols in tables.items():
+                    seen[t] = tx.execute(f"SELECT {cols} FROM {t} ORDER BY {cols}")
+                raise _Undo  # rolled back: the other way writes on the same rows
+
+        with pytest.raises(_Undo):
+            undone()
+        return seen
+
+    one = written(lambda tx: tx.execute(*repo.decision_statement(writes)))
+    per_table = written(lambda tx: repo.write_decisions(tx, [writes]))
+    assert one == per_table
+    assert ("c1", "tokens", Decimal("333.0")) in one["reservation_hold_totals"]  # 300.5+20+12.5
 
 
 def test_a_pipelined_write_commits_and_rolls_back(db: Database) -> None:

@@ -142,7 +142,7 @@ def test_one_authorize_round_trips(container: Container) -> None:
     assert len(session) == 2, sent
     assert "BEGIN READ WRITE" in session[0]
     assert "SELECT 'l', feature_key" in session[0]
-    assert "INSERT INTO reservation_items" in session[1]
+    assert session[1].startswith("Sync WITH w0 AS (INSERT INTO rate_limit_logs")
     assert session[1].endswith("COMMIT")
     # the rest is the catalog's answer: one catalog version read (the identification carries
     # the view it was resolved against), the tail check, the customer's values and the
@@ -152,3 +152,20 @@ def test_one_authorize_round_trips(container: Container) -> None:
     assert not any("FROM meters" in s for s in sent), sent
     with container.db.read() as tx:
         assert tx.execute("SELECT count(*) FROM enforcement_locks") == [(0,)]
+
+
+def test_a_denial_under_the_keys_commits_nothing(container: Container) -> None:
+    """A pure check denied under the keys (the ENUM value is not in the plan): the session
+    wrote nothing, so it ends with COMMIT, not ROLLBACK (after which psycopg would forget the
+    connection's prepared statements)."""
+    _authorize(container)
+    body = {**BODY, "checks": [{"feature_reference": "models", "value": "large"}]}
+    with PoolTrace(container) as t:
+        with pytest.raises(rules.EnumValueNotAllowed):
+            container.enforcement.authorize("acme", rules.parse_authorize(body))
+    t.names()
+    sent = t.sent()
+    assert any("advisory" in s for s in sent), sent  # it did take the keys
+    assert any(s.endswith("COMMIT") for s in sent), sent
+    assert not any("ROLLBACK" in s for s in sent), sent
+    _authorize(container)  # the keys are free again

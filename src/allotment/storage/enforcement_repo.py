@@ -14,9 +14,10 @@ database at once.)
 
 About 500 lines on purpose: the rate-limit logs, reservations and idempotency records are
 only ever read and written inside one :class:`Session`, under its locks, and one decision
-writes all three at once (:func:`write_decisions`); kept together, the locking rule above is
-stated and enforced in one place. The tables' SQL is short; the next part to move out, if it
-grows, is the reservation records (``ReservationRecord`` to ``sweep_expired``).
+writes all three at once (:func:`write_decisions`, or on PostgreSQL the one statement of
+:func:`decision_statement`, built from the same inserts); kept together, the locking rule
+above is stated and enforced in one place. The tables' SQL is short; the next part to move
+out, if it grows, is the reservation records (``ReservationRecord`` to ``sweep_expired``).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, Tx, dec, dec_or_none
+from allotment.storage.database import Database, PipelinedTx, Tx, dec, dec_or_none
 from allotment.storage.enforcement_state import (
     DecisionState,
     StateQuery,
@@ -83,6 +85,32 @@ def write_decisions(tx: Tx, batch: Sequence[DecisionWrites]) -> None:
         sweep_expired(tx, max(sweeps), SWEEP_BATCH)
 
 
+def decision_statement(d: DecisionWrites) -> tuple[str, list[object]]:
+    """PostgreSQL: one decision's writes (not its sweep) as **one** statement — each table's
+    insert a data-modifying ``WITH`` part, all run once, to completion, in the statement —
+    instead of an ``executemany`` per table (a quarter of the client's work for the same
+    rows). Its rows are those :func:`write_decisions` writes for ``[d]``."""
+    parts: list[tuple[str, str, list[tuple[object, ...]]]] = []
+    if d.rate_logs:
+        logs: list[tuple[object, ...]] = [
+            (c, f, w, encode_log(e), now) for c, f, w, e, now in d.rate_logs
+        ]
+        parts.append((_PUT_RATE_LOG, "(?, ?, ?, ?, ?)", logs))
+    if d.reservation is not None:
+        r = d.reservation
+        parts.append((_INSERT_RESERVATION, "(?, ?, ?, ?, ?, ?)", [_reservation_row(r)]))
+        parts.append((_INSERT_ITEM, "(?, ?, ?, ?, ?, 1, ?, ?)", _item_rows(r)))
+        parts.append((_ADD_HELD, "(?, ?, ?)", list(_hold_rows(r))))
+    if d.idempotency is not None:
+        parts.append((_PUT_IDEMPOTENCY, "(?, ?, ?, ?, ?, ?)", [d.idempotency]))
+    ctes, params = [], []
+    for n, (sql, marks, rows) in enumerate(parts):
+        many = " VALUES " + ", ".join([marks] * len(rows))
+        ctes.append(f"w{n} AS ({sql.replace(' VALUES ' + marks, many, 1)})")
+        params += [v for row in rows for v in row]
+    return "WITH " + ", ".join(ctes) + " SELECT 1", params
+
+
 class TxReads:
     """:class:`~allotment.storage.enforcement_state.StateReads` one statement at a time, in
     ``tx`` (SQLite's sessions; a PostgreSQL session that read no state with its locks)."""
@@ -118,6 +146,8 @@ class Session:
         self._state = state
         self.sweep_at_us: int | None = None
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
+        self.wrote = False
+        """PostgreSQL: whether anything was written in the session's transaction."""
 
     @contextmanager
     def read(self, query: StateQuery) -> Iterator[StateReads]:
@@ -138,19 +168,24 @@ class Session:
         """The session's own writes (settlements): on PostgreSQL its locked transaction
         (committed when the session ends), on SQLite a write transaction of its own."""
         if self._tx is not None:
+            self.wrote = True
             yield self._tx
             return
         with self._db.write() as tx:
             yield tx
 
     def apply(self, writes: DecisionWrites) -> None:
-        """Write one decision: on PostgreSQL in the session's transaction (queued: the writes
-        travel with its ``COMMIT``); on SQLite in the process's next group transaction
-        (:mod:`allotment.storage.tx_batcher`: one fsync for many concurrent decisions),
-        returning once that has committed."""
+        """Write one decision: on PostgreSQL in the session's transaction, as one statement
+        (:func:`decision_statement`, queued: it travels with the ``COMMIT``); on SQLite in
+        the process's next group transaction (:mod:`allotment.storage.tx_batcher`: one
+        fsync for many concurrent decisions), returning once that has committed."""
         if self._tx is not None:
+            self.wrote = True
             self.sweep_at_us, writes.sweep_at_us = writes.sweep_at_us, None
-            write_decisions(self._tx, [writes])
+            if isinstance(self._tx, PipelinedTx) and self._tx.dialect == "postgresql":
+                self._tx.send(*decision_statement(writes))  # its errors: with the COMMIT
+            else:
+                write_decisions(self._tx, [writes])
         elif self._batcher is None:
             with self._db.write() as tx:
                 write_decisions(tx, [writes])
@@ -231,6 +266,7 @@ class EnforcementStore:
                 yield Session(self.db, None, self._batcher)
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
+        denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
@@ -238,7 +274,17 @@ class EnforcementStore:
                 tx.sync()  # BEGIN, the locks, the state: one round trip
                 read = None if state is None else decision_state(state, sent)
                 session = Session(self.db, tx, state=read)
-                yield session
+                try:
+                    yield session
+                except DomainError as exc:
+                    if session.wrote:
+                        raise
+                    # a denial that wrote nothing: the transaction commits nothing (and
+                    # releases the keys) instead of a ROLLBACK, after which psycopg would
+                    # forget every prepared statement of the connection
+                    denied = exc
+            if denied is not None:
+                raise denied
             if session.sweep_at_us is not None:
                 # after the keys are released: the sweep lowers other customers' hold
                 # totals, which must never wait for (or be waited on by) a locked session
@@ -342,12 +388,22 @@ def held_by_feature(tx: Tx, customer_id: str, now_us: int) -> dict[str, Decimal]
 def _add_held(tx: Tx, amounts: Sequence[tuple[str, str, Decimal]]) -> None:
     """Keep ``reservation_hold_totals`` equal to the sum of held items: add the (customer,
     feature, amount) ``amounts`` (negative when items stop being held)."""
-    tx.execute_many(
-        "INSERT INTO reservation_hold_totals (customer_id, feature_key, amount)"
-        " VALUES (?, ?, ?) ON CONFLICT (customer_id, feature_key) DO UPDATE SET"
-        " amount = dec_add(reservation_hold_totals.amount, excluded.amount)",
-        amounts,
-    )
+    tx.execute_many(_ADD_HELD, amounts)
+
+
+_ADD_HELD = (
+    "INSERT INTO reservation_hold_totals (customer_id, feature_key, amount)"
+    " VALUES (?, ?, ?) ON CONFLICT (customer_id, feature_key) DO UPDATE SET"
+    " amount = dec_add(reservation_hold_totals.amount, excluded.amount)"
+)
+_INSERT_RESERVATION = (
+    "INSERT INTO reservations (id, customer_id, customer_ref, status, created_at,"
+    " expires_at) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ITEM = (
+    "INSERT INTO reservation_items (reservation_id, feature_key, customer_id, amount,"
+    " expires_at, held, event_type, value_property) VALUES (?, ?, ?, ?, ?, 1, ?, ?)"
+)
 
 
 def insert_reservation(tx: Tx, r: ReservationRecord) -> None:
@@ -355,23 +411,25 @@ def insert_reservation(tx: Tx, r: ReservationRecord) -> None:
 
 
 def insert_reservations(tx: Tx, batch: Sequence[ReservationRecord]) -> None:
-    tx.execute_many(
-        "INSERT INTO reservations (id, customer_id, customer_ref, status, created_at,"
-        " expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [(r.id, r.customer_id, r.customer_ref, r.status, r.created_at_us, r.expires_at_us)
-         for r in batch],
-    )  # fmt: skip
-    tx.execute_many(
-        "INSERT INTO reservation_items (reservation_id, feature_key, customer_id, amount,"
-        " expires_at, held, event_type, value_property) VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
-        [
-            (r.id, i.feature_key, r.customer_id, i.amount, i.expires_at_us, i.event_type,
-             i.value_property)
-            for r in batch
-            for i in r.items
-        ],
-    )  # fmt: skip
-    _add_held(tx, [(r.customer_id, i.feature_key, i.amount) for r in batch for i in r.items])
+    tx.execute_many(_INSERT_RESERVATION, [_reservation_row(r) for r in batch])
+    tx.execute_many(_INSERT_ITEM, [row for r in batch for row in _item_rows(r)])
+    _add_held(tx, [row for r in batch for row in _hold_rows(r)])
+
+
+def _reservation_row(r: ReservationRecord) -> tuple[object, ...]:
+    return (r.id, r.customer_id, r.customer_ref, r.status, r.created_at_us, r.expires_at_us)
+
+
+def _item_rows(r: ReservationRecord) -> list[tuple[object, ...]]:
+    return [
+        (r.id, i.feature_key, r.customer_id, i.amount, i.expires_at_us, i.event_type,
+         i.value_property)
+        for i in r.items
+    ]  # fmt: skip
+
+
+def _hold_rows(r: ReservationRecord) -> list[tuple[str, str, Decimal]]:
+    return [(r.customer_id, i.feature_key, i.amount) for i in r.items]
 
 
 def reservation(tx: Tx, reservation_id: str) -> ReservationRecord | None:
