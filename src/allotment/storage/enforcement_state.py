@@ -9,7 +9,7 @@ chooses):
   answered by :class:`DecisionState`.
 
 The statement reads what :func:`~allotment.storage.enforcement_repo.rate_log`,
-:func:`~allotment.storage.enforcement_repo.held_amount` and
+:func:`~allotment.storage.reservations_repo.held_amount` and
 :func:`~allotment.storage.enforcement_repo.idempotency_record` read, in the shared dialect
 (``tests/enforcement/test_enforcement_state.py`` checks both on each engine). The stored form
 of a rate-limit log (:func:`encode_log`) is here too, beside the one reader that decodes it
