@@ -45,13 +45,6 @@ def container(new_db_url: Callable[[], str]) -> Iterator[Container]:
 
 
 def test_a_catalog_write_between_two_decisions_is_seen(container: Container) -> None:
-    if container.db.dialect == "postgresql":
-        pytest.xfail(
-            "main 67cf5d1 answers 500 on PostgreSQL here: after the subscription PATCH the"
-            " route's catalog version read (PostgresDatabase.read_first) fails with"
-            " InvalidSqlStatementName (prepared statement does not exist) — reported"
-        )
-
     async def run() -> list[Any]:
         seen: list[Any] = []
         transport = httpx.ASGITransport(app=create_app(container))

@@ -10,6 +10,11 @@ settlement, runs in one store session over its (customer, feature) keys. A reser
 the budget's balance *after* taking its keys; a commit records its usage event before it frees
 its hold and while it holds the same keys, so a decision never sees the hold gone without the
 usage counted.
+
+About 500 lines on purpose: the blocking session path (:meth:`EnforcementService.authorize`)
+and the event-loop path (:meth:`EnforcementService.authorize_inline`) run the same decision
+(``_under_keys``/``_decide``) and must be read side by side; splitting them apart would hide
+that they are one rule.
 """
 
 from __future__ import annotations
