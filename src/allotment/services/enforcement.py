@@ -11,20 +11,17 @@ the budget's balance *after* taking its keys; a commit records its usage event b
 its hold and while it holds the same keys, so a decision never sees the hold gone without the
 usage counted.
 
-About 500 lines on purpose: the blocking session path (:meth:`EnforcementService.authorize`)
-and the event-loop path (:meth:`EnforcementService.authorize_inline`) run the same decision
-(``_under_keys``/``_decide``) and must be read side by side; splitting them apart would hide
-that they are one rule.
+Its ports (:class:`EntitlementSource`, :class:`UsageRecorder`) are declared in
+:mod:`allotment.services.enforcement_ports`.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Protocol
 
 import msgspec
 
@@ -43,6 +40,7 @@ from allotment.domain.events import CloudEvent
 from allotment.domain.ids import new_ulid
 from allotment.domain.rate_limits import WINDOW_US
 from allotment.domain.timeutil import from_micros, to_micros
+from allotment.services.enforcement_ports import EntitlementSource, UsageRecorder
 from allotment.services.enforcement_views import (
     AuthorizeResult,
     Busy,
@@ -58,57 +56,6 @@ COMMIT_SOURCE = "allotment.reservations"
 """The ``source`` of the usage events commits record (their ``id``: ``<reservation>-<feature>``)."""
 
 SWEEP_EVERY = 64
-
-
-class EntitlementSource(Protocol):
-    """What a customer is entitled to now (the catalog service satisfies it)."""
-
-    def customer_entitlements(
-        self,
-        customer_ref: str,
-        *,
-        customer: tuple[str, str] | None = None,
-        reserving: Collection[str] = (),
-        features: Collection[str] | None = None,
-    ) -> rules.CustomerEntitlements:
-        """Effective values of the customer's active subscription, budgets with their current
-        balance *before* held reservations; :class:`NotFound` for an unknown customer.
-        ``customer``: its :meth:`identify` answer when known (saves a read); ``reserving``:
-        the budgets whose meter
-        (event type, value path) the answer must carry; ``features``: the features the
-        answer must hold (the others may be left out, unread), all when ``None``."""
-        ...
-
-    def cached_customer_entitlements(
-        self,
-        customer_ref: str,
-        *,
-        customer: tuple[str, str] | None = None,
-        reserving: Collection[str] = (),
-        features: Collection[str] | None = None,
-    ) -> rules.CustomerEntitlements | None:
-        """:meth:`customer_entitlements` when cached and one-row reads can answer it (what an
-        event loop may do), else ``None``."""
-        ...
-
-    def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
-        """References of the active plans whose value of the ENUM feature includes ``value``."""
-        ...
-
-    def identify(self, customer_ref: str) -> tuple[str, str]:
-        """``(id, reference)`` of the live customer named by its reference or id
-        (:class:`NotFound` otherwise)."""
-        ...
-
-    def identify_cached(self, customer_ref: str) -> tuple[str, str] | None:
-        """:meth:`identify` from what is cached, without a read, when it can be checked
-        later: handed as ``customer=`` to :meth:`cached_customer_entitlements`, which
-        answers ``None`` when it no longer holds. ``None`` when not cached."""
-        ...
-
-
-class UsageRecorder(Protocol):
-    def ingest(self, events: Sequence[CloudEvent]) -> int: ...
 
 
 class EnforcementService:

@@ -1,4 +1,5 @@
-"""The catalog as enforcement sees it: :class:`~allotment.services.enforcement.EntitlementSource`
+"""The catalog as enforcement sees it: an
+:class:`~allotment.services.enforcement_ports.EntitlementSource`
 over customers, their active subscription's effective values and the budgets' state
 (catalog.md §4–§5).
 
