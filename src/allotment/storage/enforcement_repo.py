@@ -29,7 +29,9 @@ from decimal import Decimal
 
 from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
+from allotment.storage import usage_marks
 from allotment.storage.database import Database, PipelinedTx, Tx
+from allotment.storage.enforcement_memory import DecisionMemory
 from allotment.storage.enforcement_state import (
     DecisionState,
     StateQuery,
@@ -174,6 +176,35 @@ class TxReads:
         return idempotency_record(self._tx, customer_id, key, now_us)
 
 
+class MemoryReads:
+    """SQLite: :class:`~allotment.storage.enforcement_state.StateReads` from the kept state
+    (:mod:`allotment.storage.enforcement_memory`): no statement for the logs and holds; an
+    idempotency record is one point read without a transaction."""
+
+    __slots__ = ("_db", "_memory")
+
+    def __init__(self, db: Database, memory: DecisionMemory) -> None:
+        self._db = db
+        self._memory = memory
+
+    def rate_log(self, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:
+        return self._memory.rate_log(customer_id, feature_key, window_us)
+
+    def held_amount(self, customer_id: str, feature_key: str, now_us: int) -> Decimal:
+        return self._memory.held_amount(customer_id, feature_key, now_us)
+
+    def idempotency_record(self, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
+        rows = usage_marks.read_rows(self._db, _IDEMPOTENCY_RECORD, (customer_id, key, now_us))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def _memory_keys(keys: Sequence[str]) -> list[tuple[str, str]]:
+    """The (customer, feature) pairs of a session's lock keys (``customer\x1ffeature``, as
+    the enforcement service builds them; an idempotency key's parts name no entry)."""
+    pairs = [k.split("\x1f") for k in keys]
+    return [(p[0], p[1]) for p in pairs if len(p) == 2]
+
+
 class Session:
     """What an enforcement decision may do while it holds its keys."""
 
@@ -183,11 +214,15 @@ class Session:
         tx: Tx | None,
         batcher: TxBatcher[DecisionWrites] | None = None,
         state: DecisionState | None = None,
+        memory: DecisionMemory | None = None,
+        keys: Sequence[str] = (),
     ) -> None:
         self._db = db
         self._tx = tx
         self._batcher = batcher
         self._state = state
+        self._memory = memory
+        self._keys = keys
         self.sweep_at_us: int | None = None
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
         self.wrote = False
@@ -197,26 +232,35 @@ class Session:
     def read(self, query: StateQuery) -> Iterator[StateReads]:
         """Where the decision reads the state ``query`` names: on PostgreSQL what the session
         read with its locks (the :class:`StateQuery` it was opened with), or its locked
-        transaction; on SQLite one statement (the keys' in-process locks keep every other
-        writer of this state out until the decision's writes have committed)."""
+        transaction; on SQLite the kept state (:class:`MemoryReads`; the keys' in-process
+        locks keep every other writer of this state out until the decision's writes have
+        committed)."""
         if self._state is not None:
             yield self._state
             return
         if self._tx is not None:
             yield TxReads(self._tx)
             return
+        if self._memory is not None:
+            yield MemoryReads(self._db, self._memory)
+            return
         yield read_state(self._db, query)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """The session's own writes (settlements): on PostgreSQL its locked transaction
-        (committed when the session ends), on SQLite a write transaction of its own."""
+        (committed when the session ends), on SQLite a write transaction of its own, after
+        which the kept state of the session's keys is forgotten (loaded again when used)."""
         if self._tx is not None:
             self.wrote = True
             yield self._tx
             return
-        with self._db.write() as tx:
-            yield tx
+        try:
+            with self._db.write() as tx:
+                yield tx
+        finally:
+            if self._memory is not None:
+                self._memory.forget(_memory_keys(self._keys))
 
     def apply(self, writes: DecisionWrites) -> None:
         """Write one decision: on PostgreSQL in the session's transaction, as one statement
@@ -235,6 +279,8 @@ class Session:
                 write_decisions(tx, [writes])
         else:
             self._batcher.run(writes)
+            if self._memory is not None:
+                self._memory.committed(writes.rate_logs, writes.reservation)
 
 
 class EnforcementStore:
@@ -250,6 +296,8 @@ class EnforcementStore:
             if db.dialect == "postgresql"
             else TxBatcher(db, write_decisions, name="allotment-authorize")
         )
+        self.memory = None if db.dialect == "postgresql" else DecisionMemory(db)
+        """SQLite: the decisions' kept state (:mod:`allotment.storage.enforcement_memory`)."""
 
     @property
     def inline(self) -> bool:
@@ -266,9 +314,12 @@ class EnforcementStore:
     @contextmanager
     def reads(self, query: StateQuery) -> Iterator[StateReads]:
         """A decision's reads outside a session (SQLite's inline decisions): the state
-        ``query`` names, in one statement without a transaction (one statement is its own
-        snapshot; the keys the decision holds keep every writer of these rows out)."""
-        yield read_state(self.db, query)
+        ``query`` names, from the kept state (:class:`MemoryReads`; the keys the decision
+        holds keep every writer of it out)."""
+        if self.memory is None:
+            yield read_state(self.db, query)
+            return
+        yield MemoryReads(self.db, self.memory)
 
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what
@@ -280,9 +331,18 @@ class EnforcementStore:
 
     def submit(self, writes: DecisionWrites, done: Callable[[BaseException | None], None]) -> None:
         """SQLite: queue one decision's writes for the next group transaction; ``done`` runs
-        in the writer's thread once they have committed (or failed)."""
+        in the writer's thread once they have committed (or failed), the kept state updated
+        before it when they have committed."""
         assert self._batcher is not None
-        self._batcher.submit(writes, done)
+        assert self.memory is not None
+        memory = self.memory
+
+        def written(exc: BaseException | None) -> None:
+            if exc is None:
+                memory.committed(writes.rate_logs, writes.reservation)
+            done(exc)
+
+        self._batcher.submit(writes, written)
 
     def close(self) -> None:
         """Stop the SQLite group writer after what is queued."""
@@ -307,7 +367,7 @@ class EnforcementStore:
             return
         if self.db.dialect != "postgresql":
             with self._local_locks.held([*keys, *([once] if once else [])]):
-                yield Session(self.db, None, self._batcher)
+                yield Session(self.db, None, self._batcher, memory=self.memory, keys=keys)
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
         denied: DomainError | None = None
@@ -375,11 +435,7 @@ _PUT_RATE_LOG = (
 
 def idempotency_record(tx: Tx, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
     """``(request_hash, outcome)`` of the unexpired record, if any."""
-    row = tx.one(
-        "SELECT request_hash, outcome FROM idempotency_records"
-        " WHERE customer_id = ? AND idem_key = ? AND expires_at > ?",
-        (customer_id, key, now_us),
-    )
+    row = tx.one(_IDEMPOTENCY_RECORD, (customer_id, key, now_us))
     return None if row is None else (str(row[0]), str(row[1]))
 
 
@@ -396,6 +452,10 @@ def put_idempotency_record(
     tx.execute(_PUT_IDEMPOTENCY, (customer_id, key, request_hash, outcome, now_us, expires_at_us))
 
 
+_IDEMPOTENCY_RECORD = (
+    "SELECT request_hash, outcome FROM idempotency_records"
+    " WHERE customer_id = ? AND idem_key = ? AND expires_at > ?"
+)
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency_records (customer_id, idem_key, request_hash, outcome,"
     " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
