@@ -41,13 +41,16 @@ MAX_ITEMS = 512
 """Most items in one transaction (a bound on how long one group keeps the write lock)."""
 
 GROUP_WAIT_S = 0.002
-"""How long the writer waits, once the queue is empty, for a group as large as the previous
-one (only when that one had more than one item: a lone caller never waits). Concurrent callers
-(an event loop deciding for 16 clients) arrive a few hundred µs apart; without the wait a
-group took the 2–3 already queued and committed, with it ≈ 7–13: each commit is a ``BEGIN``,
-the WAL write and an fsync (≈ 170 µs of the writer's CPU), and it resets every other
-connection's page cache (WAL mode), so fewer commits cost less on both sides
-(docs/api/enforcement.md "Cost")."""
+"""How long the writer waits, after taking a group's first item, for a group as large as
+the previous one (only when that one had more than one item: a lone caller never waits).
+Concurrent callers (an event loop deciding for 16 clients) arrive a few hundred µs apart;
+without the wait a group took the 2–3 already queued and committed, with it ≈ 7–13: each
+commit is a ``BEGIN``, the WAL write and an fsync (≈ 170 µs of the writer's CPU), and it
+resets every other connection's page cache (WAL mode), so fewer commits cost less on both
+sides (docs/api/enforcement.md "Cost")."""
+
+GATHER_STEP_S = 0.0005
+"""The writer's sleep between two looks at the queue while it waits for a group."""
 
 log = logging.getLogger("allotment.storage")
 
@@ -101,25 +104,32 @@ class TxBatcher(Generic[W]):
             if first is None:
                 return
             group = [first]
-            expect = min(self._last, self.max_items)  # a lone caller (1) never waits
-            deadline = time.monotonic() + self.max_wait_s
+            self._gather(min(self._last, self.max_items))
             while len(group) < self.max_items:
                 try:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
-                    left = deadline - time.monotonic()
-                    if len(group) >= expect or left <= 0:
-                        break
-                    try:
-                        nxt = self._queue.get(timeout=left)
-                    except queue.Empty:
-                        break
+                    break
                 if nxt is None:
                     stopping = True
                     break
                 group.append(nxt)
             self._last = len(group)
             self._commit(group)
+
+    def _gather(self, expect: int) -> None:
+        """Wait (at most :attr:`max_wait_s`) until ``expect`` items, the one taken included,
+        are queued: in sleeps of :data:`GATHER_STEP_S`, looking at the queue's length in
+        between, so that the callers' puts never wake this thread (each wake-up would take
+        the GIL from the event loop deciding the next items)."""
+        if expect <= 1:
+            return  # a lone caller never waits
+        deadline = time.monotonic() + self.max_wait_s
+        while self._queue.qsize() + 1 < expect:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, GATHER_STEP_S))
 
     def _commit(self, group: list[tuple[W, Done]]) -> None:
         try:
