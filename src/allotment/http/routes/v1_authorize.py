@@ -95,7 +95,9 @@ async def _inline(
             await asyncio.shield(got.holder)  # resolves with a value, never raises
             continue
         if got.pending:
-            failed = await asyncio.shield(written)
+            # its own future, awaited as it is: a cancelled call cancels it, which only makes
+            # the writer's completion skip it (``_settle``); the keys go back either way
+            failed = await written
             if failed is not None:
                 raise failed
         if isinstance(got.outcome, DomainError):
