@@ -44,7 +44,7 @@ GROUP_WAIT_S = 0.002
 """How long the writer waits, after taking a group's first item, for a group as large as
 the previous one (only when that one had more than one item: a lone caller never waits).
 Concurrent callers (an event loop deciding for 16 clients) arrive a few hundred µs apart;
-without the wait a group took the 2–3 already queued and committed, with it ≈ 7–13: each
+without the wait a group took the 2–5 already queued and committed, with it ≈ 7: each
 commit is a ``BEGIN``, the WAL write and an fsync (≈ 170 µs of the writer's CPU), and it
 resets every other connection's page cache (WAL mode), so fewer commits cost less on both
 sides (docs/api/enforcement.md "Cost")."""
