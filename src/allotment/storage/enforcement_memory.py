@@ -18,7 +18,8 @@ entry is
 The expiry sweep changes no answer (a hold past its expiry stops counting by itself, here as
 in :func:`~allotment.storage.reservations_repo.held_amount`), so it forgets nothing. After a
 restart the entries are loaded from what was committed. Idempotency records are not kept here
-(a request with a key reads its record: one point read).
+(a request with a key reads its record: one point read). :class:`MemoryReads` is what a
+decision reads through (the enforcement store's sessions and inline decisions).
 
 Memory: per (customer, rate-limit feature) the log (at most ``limit`` pairs, one per distinct
 microsecond in the window: about 120 bytes a pair), per (customer, budget feature) one
@@ -74,6 +75,11 @@ class _Holds:
 _LOAD_LOG = (
     "SELECT window_us, entries FROM rate_limit_logs WHERE customer_id = ? AND feature_key = ?"
 )
+IDEMPOTENCY_RECORD = (
+    "SELECT request_hash, outcome FROM idempotency_records"
+    " WHERE customer_id = ? AND idem_key = ? AND expires_at > ?"
+)
+"""An unexpired idempotency record's ``(request_hash, outcome)`` (not kept in memory)."""
 _LOAD_HOLDS = (
     "SELECT expires_at, amount FROM reservation_items WHERE customer_id = ? AND feature_key = ?"
     " AND held = 1 AND expires_at > ?"
@@ -147,3 +153,32 @@ class DecisionMemory:
             for key in keys:
                 self._logs.pop(key, None)
                 self._holds.pop(key, None)
+
+
+class MemoryReads:
+    """SQLite: :class:`~allotment.storage.enforcement_state.StateReads` from the kept state
+    (:class:`DecisionMemory`): no statement for the logs and holds; an idempotency record is
+    one point read without a transaction (:data:`IDEMPOTENCY_RECORD`)."""
+
+    __slots__ = ("_db", "_memory")
+
+    def __init__(self, db: Database, memory: DecisionMemory) -> None:
+        self._db = db
+        self._memory = memory
+
+    def rate_log(self, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:
+        return self._memory.rate_log(customer_id, feature_key, window_us)
+
+    def held_amount(self, customer_id: str, feature_key: str, now_us: int) -> Decimal:
+        return self._memory.held_amount(customer_id, feature_key, now_us)
+
+    def idempotency_record(self, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
+        rows = usage_marks.read_rows(self._db, IDEMPOTENCY_RECORD, (customer_id, key, now_us))
+        return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def memory_keys(keys: Sequence[str]) -> list[tuple[str, str]]:
+    """The (customer, feature) pairs of a session's lock keys (``customer\x1ffeature``, as
+    the enforcement service builds them; an idempotency key's parts name no entry)."""
+    pairs = [k.split("\x1f") for k in keys]
+    return [(p[0], p[1]) for p in pairs if len(p) == 2]

@@ -29,9 +29,13 @@ from decimal import Decimal
 
 from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
-from allotment.storage import usage_marks
 from allotment.storage.database import Database, PipelinedTx, Tx
-from allotment.storage.enforcement_memory import DecisionMemory
+from allotment.storage.enforcement_memory import (
+    IDEMPOTENCY_RECORD,
+    DecisionMemory,
+    MemoryReads,
+    memory_keys,
+)
 from allotment.storage.enforcement_state import (
     DecisionState,
     StateQuery,
@@ -176,35 +180,6 @@ class TxReads:
         return idempotency_record(self._tx, customer_id, key, now_us)
 
 
-class MemoryReads:
-    """SQLite: :class:`~allotment.storage.enforcement_state.StateReads` from the kept state
-    (:mod:`allotment.storage.enforcement_memory`): no statement for the logs and holds; an
-    idempotency record is one point read without a transaction."""
-
-    __slots__ = ("_db", "_memory")
-
-    def __init__(self, db: Database, memory: DecisionMemory) -> None:
-        self._db = db
-        self._memory = memory
-
-    def rate_log(self, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:
-        return self._memory.rate_log(customer_id, feature_key, window_us)
-
-    def held_amount(self, customer_id: str, feature_key: str, now_us: int) -> Decimal:
-        return self._memory.held_amount(customer_id, feature_key, now_us)
-
-    def idempotency_record(self, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
-        rows = usage_marks.read_rows(self._db, _IDEMPOTENCY_RECORD, (customer_id, key, now_us))
-        return (str(rows[0][0]), str(rows[0][1])) if rows else None
-
-
-def _memory_keys(keys: Sequence[str]) -> list[tuple[str, str]]:
-    """The (customer, feature) pairs of a session's lock keys (``customer\x1ffeature``, as
-    the enforcement service builds them; an idempotency key's parts name no entry)."""
-    pairs = [k.split("\x1f") for k in keys]
-    return [(p[0], p[1]) for p in pairs if len(p) == 2]
-
-
 class Session:
     """What an enforcement decision may do while it holds its keys."""
 
@@ -260,7 +235,7 @@ class Session:
                 yield tx
         finally:
             if self._memory is not None:
-                self._memory.forget(_memory_keys(self._keys))
+                self._memory.forget(memory_keys(self._keys))
 
     def apply(self, writes: DecisionWrites) -> None:
         """Write one decision: on PostgreSQL in the session's transaction, as one statement
@@ -435,7 +410,7 @@ _PUT_RATE_LOG = (
 
 def idempotency_record(tx: Tx, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
     """``(request_hash, outcome)`` of the unexpired record, if any."""
-    row = tx.one(_IDEMPOTENCY_RECORD, (customer_id, key, now_us))
+    row = tx.one(IDEMPOTENCY_RECORD, (customer_id, key, now_us))
     return None if row is None else (str(row[0]), str(row[1]))
 
 
@@ -452,10 +427,6 @@ def put_idempotency_record(
     tx.execute(_PUT_IDEMPOTENCY, (customer_id, key, request_hash, outcome, now_us, expires_at_us))
 
 
-_IDEMPOTENCY_RECORD = (
-    "SELECT request_hash, outcome FROM idempotency_records"
-    " WHERE customer_id = ? AND idem_key = ? AND expires_at > ?"
-)
 _PUT_IDEMPOTENCY = (
     "INSERT INTO idempotency_records (customer_id, idem_key, request_hash, outcome,"
     " created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)"
