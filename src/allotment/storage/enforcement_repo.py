@@ -26,10 +26,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, PipelinedTx, Tx
+from allotment.storage import usage_marks
+from allotment.storage.database import Database, PipelinedTx, Row, Tx
 from allotment.storage.enforcement_state import (
     DecisionState,
     StateQuery,
@@ -192,6 +194,8 @@ class Session:
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
         self.wrote = False
         """PostgreSQL: whether anything was written in the session's transaction."""
+        self.ahead: Row | None = None
+        """The first row of the session's read ahead (``None``: none asked, or no row)."""
 
     @contextmanager
     def read(self, query: StateQuery) -> Iterator[StateReads]:
@@ -291,7 +295,12 @@ class EnforcementStore:
 
     @contextmanager
     def session(
-        self, keys: Sequence[str], *, once: str | None = None, state: StateQuery | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        once: str | None = None,
+        state: StateQuery | None = None,
+        ahead: tuple[str, Sequence[Any]] | None = None,
     ) -> Iterator[Session]:
         """Hold ``keys`` (a customer's features) and ``once`` (an idempotency key) until the
         session ends. PostgreSQL: one pipelined transaction whose first round trip carries
@@ -301,13 +310,19 @@ class EnforcementStore:
         statement reading the decision's state (:mod:`allotment.storage.enforcement_state`:
         a separate statement after the locks, so its snapshot is taken once they are held);
         the decision's writes and the ``COMMIT`` are the second. SQLite: in-process locks;
-        ``state`` is read when the decision asks (:meth:`Session.read`)."""
+        ``state`` is read when the decision asks (:meth:`Session.read`). ``ahead``: one more
+        read statement (PostgreSQL: sent after the locks and the state, in the same round
+        trip, so that its snapshot too is taken once they are held; SQLite: run once the
+        locks are held), its first row in :attr:`Session.ahead`."""
         if not keys and once is None:
             yield Session(self.db, None)
             return
         if self.db.dialect != "postgresql":
             with self._local_locks.held([*keys, *([once] if once else [])]):
-                yield Session(self.db, None, self._batcher)
+                session = Session(self.db, None, self._batcher)
+                if ahead is not None:
+                    session.ahead = usage_marks.read_one(self.db, *ahead)
+                yield session
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
         denied: DomainError | None = None
@@ -315,9 +330,12 @@ class EnforcementStore:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
                 sent = None if state is None else send_state(tx, state)
-                tx.sync()  # BEGIN, the locks, the state: one round trip
+                extra = None if ahead is None else tx.send(*ahead)
+                tx.sync()  # BEGIN, the locks, the state (and the read ahead): one round trip
                 read = None if state is None else decision_state(state, sent)
                 session = Session(self.db, tx, state=read)
+                if extra is not None:
+                    session.ahead = next(iter(extra.rows()), None)
                 try:
                     yield session
                 except DomainError as exc:
