@@ -126,7 +126,7 @@ class EnforcementService:
                 ents = self._source.customer_entitlements(
                     customer_ref, customer=who, reserving=reserving, features=features
                 )
-            outcome, writes = self._under_keys(session.read, ents, req, now)
+            outcome, writes = self._under_keys(session.read, ents, req, now, state)
             if writes:
                 session.apply(writes)
         return outcome
@@ -203,18 +203,22 @@ class EnforcementService:
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime | None = None,
+        query: StateQuery | None = None,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
         """The decision, its keys held and ``ents`` read under them, from the state
         ``read`` answers for the decision's :class:`StateQuery` (one statement:
-        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now); a denial of the
-        pure steps without an idempotency key raises (nothing to keep)."""
+        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now; ``query``: that
+        query when already made for ``now``); a denial of the pure steps without an
+        idempotency key raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
         now = self._now() if now is None else now
-        with read(StateQuery.of(ents.customer_id, req, to_micros(now))) as reads:
+        if query is None or query.customer_id != ents.customer_id:
+            query = StateQuery.of(ents.customer_id, req, to_micros(now))
+        with read(query) as reads:
             return self._decide(reads, ents, req, writes, now), writes
 
     def _decide(
