@@ -144,8 +144,9 @@ def test_one_authorize_round_trips(container: Container) -> None:
     assert len(sent) == 2, sent
     assert "BEGIN READ WRITE" in sent[0]
     assert "advisory" in sent[0]
-    assert "SELECT 'l', feature_key" in sent[0]
-    assert sent[0].index("advisory") < sent[0].index("value_catalog")
+    assert "SELECT * FROM (SELECT 1) AS one LEFT JOIN (SELECT * FROM (SELECT" in sent[0]
+    assert sent[0].index("advisory") < sent[0].index("LEFT JOIN")
+    assert sent[0].count(" | ") == 2, sent  # BEGIN, the locks, the state with the read
     assert sent[1].startswith("Sync WITH w0 AS (INSERT INTO rate_limit_logs")
     assert sent[1].endswith("COMMIT")
     assert not any("FROM meters" in s for s in sent), sent

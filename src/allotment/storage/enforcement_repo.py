@@ -42,6 +42,7 @@ from allotment.storage.enforcement_state import (
     encode_log,
     read_state,
     send_state,
+    send_state_with,
 )
 from allotment.storage.key_locks import ADVISORY_LOCKS, StripedLocks, advisory_pairs
 from allotment.storage.reservations_repo import (
@@ -345,13 +346,20 @@ class EnforcementStore:
         with self._sessions:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
-                sent = None if state is None else send_state(tx, state)
-                extra = None if ahead is None else tx.send(*ahead)
-                tx.sync()  # BEGIN, the locks, the state (and the read ahead): one round trip
-                read = None if state is None else decision_state(state, sent)
-                session = Session(self.db, tx, state=read)
-                if extra is not None:
-                    session.ahead = next(iter(extra.rows()), None)
+                if state is not None and ahead is not None:
+                    both = send_state_with(tx, state, ahead)  # one statement for both
+                    tx.sync()  # BEGIN, the locks, the state and the read ahead: one round trip
+                    read_both, row = both()
+                    session = Session(self.db, tx, state=read_both)
+                    session.ahead = row
+                else:
+                    sent = None if state is None else send_state(tx, state)
+                    extra = None if ahead is None else tx.send(*ahead)
+                    tx.sync()  # BEGIN, the locks, the state (or the read ahead): one round trip
+                    read = None if state is None else decision_state(state, sent)
+                    session = Session(self.db, tx, state=read)
+                    if extra is not None:
+                        session.ahead = next(iter(extra.rows()), None)
                 try:
                     yield session
                 except DomainError as exc:
