@@ -21,15 +21,18 @@ reservation records' SQL is :mod:`allotment.storage.reservations_repo` (re-expor
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, PipelinedTx, Tx
+from allotment.storage import usage_marks
+from allotment.storage.database import Database, PipelinedTx, Row, Tx
 from allotment.storage.enforcement_memory import (
     IDEMPOTENCY_RECORD,
     DecisionMemory,
@@ -45,6 +48,7 @@ from allotment.storage.enforcement_state import (
     encode_log,
     read_state,
     send_state,
+    send_state_with,
 )
 from allotment.storage.key_locks import ADVISORY_LOCKS, StripedLocks, advisory_pairs
 from allotment.storage.reservations_repo import (
@@ -140,25 +144,40 @@ def decision_statement(d: DecisionWrites) -> tuple[str, list[object]]:
     insert a data-modifying ``WITH`` part, all run once, to completion, in the statement —
     instead of an ``executemany`` per table (a quarter of the client's work for the same
     rows). Its rows are those :func:`write_decisions` writes for ``[d]``."""
-    parts: list[tuple[str, str, list[tuple[object, ...]]]] = []
+    parts: list[tuple[int, list[tuple[object, ...]]]] = []
     if d.rate_logs:
         logs: list[tuple[object, ...]] = [
             (c, f, w, encode_log(e), now) for c, f, w, e, now in d.rate_logs
         ]
-        parts.append((_PUT_RATE_LOG, "(?, ?, ?, ?, ?)", logs))
+        parts.append((0, logs))
     if d.reservation is not None:
         r = d.reservation
-        parts.append((INSERT_RESERVATION, "(?, ?, ?, ?, ?, ?)", [reservation_row(r)]))
-        parts.append((INSERT_ITEM, "(?, ?, ?, ?, ?, 1, ?, ?)", item_rows(r)))
-        parts.append((ADD_HELD, "(?, ?, ?)", list(hold_rows(r))))
+        parts.append((1, [reservation_row(r)]))
+        parts.append((2, item_rows(r)))
+        parts.append((3, list(hold_rows(r))))
     if d.idempotency is not None:
-        parts.append((_PUT_IDEMPOTENCY, "(?, ?, ?, ?, ?, ?)", [d.idempotency]))
-    ctes, params = [], []
-    for n, (sql, marks, rows) in enumerate(parts):
-        many = " VALUES " + ", ".join([marks] * len(rows))
+        parts.append((4, [d.idempotency]))
+    params = [v for _, rows in parts for row in rows for v in row]
+    return _decision_sql(tuple((part, len(rows)) for part, rows in parts)), params
+
+
+@functools.lru_cache(maxsize=256)
+def _decision_sql(shape: tuple[tuple[int, int], ...]) -> str:
+    """:func:`decision_statement`'s text for its parts (which insert, how many rows): built
+    once per shape (a workload has a few)."""
+    inserts = (
+        (_PUT_RATE_LOG, "(?, ?, ?, ?, ?)"),
+        (INSERT_RESERVATION, "(?, ?, ?, ?, ?, ?)"),
+        (INSERT_ITEM, "(?, ?, ?, ?, ?, 1, ?, ?)"),
+        (ADD_HELD, "(?, ?, ?)"),
+        (_PUT_IDEMPOTENCY, "(?, ?, ?, ?, ?, ?)"),
+    )
+    ctes = []
+    for n, (part, count) in enumerate(shape):
+        sql, marks = inserts[part]
+        many = " VALUES " + ", ".join([marks] * count)
         ctes.append(f"w{n} AS ({sql.replace(' VALUES ' + marks, many, 1)})")
-        params += [v for row in rows for v in row]
-    return "WITH " + ", ".join(ctes) + " SELECT 1", params
+    return "WITH " + ", ".join(ctes) + " SELECT 1"
 
 
 class TxReads:
@@ -202,6 +221,8 @@ class Session:
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
         self.wrote = False
         """PostgreSQL: whether anything was written in the session's transaction."""
+        self.ahead: Row | None = None
+        """The first row of the session's read ahead (``None``: none asked, or no row)."""
 
     @contextmanager
     def read(self, query: StateQuery) -> Iterator[StateReads]:
@@ -326,7 +347,12 @@ class EnforcementStore:
 
     @contextmanager
     def session(
-        self, keys: Sequence[str], *, once: str | None = None, state: StateQuery | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        once: str | None = None,
+        state: StateQuery | None = None,
+        ahead: tuple[str, Sequence[Any]] | None = None,
     ) -> Iterator[Session]:
         """Hold ``keys`` (a customer's features) and ``once`` (an idempotency key) until the
         session ends. PostgreSQL: one pipelined transaction whose first round trip carries
@@ -336,23 +362,39 @@ class EnforcementStore:
         statement reading the decision's state (:mod:`allotment.storage.enforcement_state`:
         a separate statement after the locks, so its snapshot is taken once they are held);
         the decision's writes and the ``COMMIT`` are the second. SQLite: in-process locks;
-        ``state`` is read when the decision asks (:meth:`Session.read`)."""
+        ``state`` is read when the decision asks (:meth:`Session.read`). ``ahead``: one more
+        read statement (PostgreSQL: sent after the locks and the state, in the same round
+        trip, so that its snapshot too is taken once they are held; SQLite: run once the
+        locks are held), its first row in :attr:`Session.ahead`."""
         if not keys and once is None:
             yield Session(self.db, None)
             return
         if self.db.dialect != "postgresql":
             with self._local_locks.held([*keys, *([once] if once else [])]):
-                yield Session(self.db, None, self._batcher, memory=self.memory, keys=keys)
+                session = Session(self.db, None, self._batcher, memory=self.memory, keys=keys)
+                if ahead is not None:
+                    session.ahead = usage_marks.read_one(self.db, *ahead)
+                yield session
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
         denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
-                sent = None if state is None else send_state(tx, state)
-                tx.sync()  # BEGIN, the locks, the state: one round trip
-                read = None if state is None else decision_state(state, sent)
-                session = Session(self.db, tx, state=read)
+                if state is not None and ahead is not None:
+                    both = send_state_with(tx, state, ahead)  # one statement for both
+                    tx.sync()  # BEGIN, the locks, the state and the read ahead: one round trip
+                    read_both, row = both()
+                    session = Session(self.db, tx, state=read_both)
+                    session.ahead = row
+                else:
+                    sent = None if state is None else send_state(tx, state)
+                    extra = None if ahead is None else tx.send(*ahead)
+                    tx.sync()  # BEGIN, the locks, the state (or the read ahead): one round trip
+                    read = None if state is None else decision_state(state, sent)
+                    session = Session(self.db, tx, state=read)
+                    if extra is not None:
+                        session.ahead = next(iter(extra.rows()), None)
                 try:
                     yield session
                 except DomainError as exc:
