@@ -7,22 +7,10 @@ is long enough that only the count of items ends it."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from allotment.storage import migrate
-from allotment.storage.database import Database, Tx, open_database
+from allotment.storage.database import Database, Tx
 from allotment.storage.tx_batcher import TxBatcher
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    migrate.migrate(database, 0)
-    yield database
-    database.close()
 
 
 class Recorder:
