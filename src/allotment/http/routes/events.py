@@ -139,7 +139,7 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
             "request body is empty; a CloudEvent or an array is required", field="body"
         )
     now = c.clock.now()
-    if nul_text.JSON_ESCAPE in body:  # rare: decode once more to name where the NUL is
+    if nul_text.spells_nul(body):  # rare: decode once more to name where the NUL is
         try:
             decoded = _untyped.decode(body)
             nul_text.check_value(decoded, "events" if isinstance(decoded, list) else "event")
