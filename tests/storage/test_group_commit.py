@@ -269,3 +269,29 @@ def test_close_finishes_what_is_queued(c: Container) -> None:
     closer.join(30)
     assert results([first, *queued]) == [1, 1, 1, 1, 1]
     assert committer.submit([]).result() == 0
+
+
+def test_parallel_writers_commit_the_next_group_while_one_is_held(c: Container) -> None:
+    """``parallel=2`` (PostgreSQL's writer): while the first group's commit is held, the
+    requests queued behind it go in the other thread's group, committed and answered before
+    the first; closing finishes both threads' work."""
+    if c.db.dialect != "postgresql":
+        pytest.skip("parallel commits are PostgreSQL's (SQLite has one writer at a time)")
+    mid = meter(c)
+    committer, gate = held(c, parallel=2)
+    first = committer.submit([ev(1)])
+    assert gate.entered.wait(30)
+    queued = [committer.submit([ev(2, tokens=2)]), committer.submit([ev(1, tokens=50)])]
+    assert results(queued) == [1, 1]  # the held group has not committed ev(1) yet
+    assert not first.done()
+    gate.release.set()
+    assert results([first]) == [0]  # the other group's ev(1) committed first: it won
+    assert gate.calls == [1, 2]
+    assert totals(c, mid) == (2, Decimal(52))
+    late = [committer.submit([ev(k)]) for k in range(3, 8)]
+    closer = threading.Thread(target=committer.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert results(late) == [1, 1, 1, 1, 1]
+    assert committer.groups >= 3

@@ -1,5 +1,6 @@
-"""The group commit: one writer thread per process commits the batches that many requests
-queued, together, in one transaction (docs/api/events.md, "Group commit").
+"""The group commit: a writer thread per process (two on PostgreSQL, taking turns) commits
+the batches that many requests queued, together, in one transaction (docs/api/events.md,
+"Group commit").
 
 It knows nothing of events, meters or the database: :class:`EventService` gives it the
 function that writes a group (``EventService.write_batches``) and the background step it runs
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -26,6 +28,10 @@ GROUP_MAX_EVENTS = 20_000
 GROUP_MAX_WAIT_S = 0.0
 """How long the writer waits for more requests once the queue is empty (0: commit at once;
 requests that arrive during a commit form the next group)."""
+PG_PARALLEL_COMMITS = 2
+"""PostgreSQL's writer threads (``parallel``, set by ``EventService``): the next group is
+written while one waits for its WAL flush (docs/benchmarks.md, "Issue 18, PostgreSQL single
+events")."""
 
 
 class _Pending:
@@ -37,7 +43,8 @@ class _Pending:
 
 
 class GroupCommitter:
-    """One writer thread per process: commits the batches queued by many requests together.
+    """A process's writer thread (or ``parallel`` of them): commits the batches queued by many
+    requests together.
 
     :meth:`submit` queues an already validated batch and returns a future. The writer takes
     the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
@@ -53,6 +60,16 @@ class GroupCommitter:
     first step once no request arrived for ``background_after_s`` after a commit, the next
     ones at once while each returns True (more to do) and no request is queued; and one step
     after any group when ``pressing()`` says it cannot wait. It must not raise.
+
+    ``parallel`` > 1 (PostgreSQL): that many writer threads, each with its own connection,
+    take turns at the queue: one takes a group (under a lock), then commits it while the next
+    takes the requests queued meanwhile. So while one group's ``COMMIT`` waits for its WAL
+    flush (an fsync: milliseconds), the next group is already on its way, and PostgreSQL
+    flushes commits that wait together at once, as it does for many clients' connections
+    (docs/benchmarks.md, "Issue 18, PostgreSQL single events"). Groups in flight together are
+    independent transactions: a request is answered after its own group's commit, and the
+    first one wins between them as between processes (the unique index; the same
+    ``(source, id)`` order of inserts in every transaction, so no deadlock).
     """
 
     def __init__(
@@ -65,6 +82,7 @@ class GroupCommitter:
         background: Callable[[], bool] | None = None,
         background_after_s: float = 0.0,
         pressing: Callable[[], bool] | None = None,
+        parallel: int = 1,
     ) -> None:
         self._write = write
         self.max_events = max_events
@@ -73,8 +91,10 @@ class GroupCommitter:
         self._background_after_s = background_after_s
         self._pressing = pressing
         self._more_background = background is not None
-        self._worker: QueueThread[_Pending] = QueueThread(name, self._run)
+        self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
         self._queue = self._worker.queue
+        self._take = threading.Lock()
+        self._groups_lock = threading.Lock()
         self.groups = 0
         """Transactions committed (for tests and diagnostics)."""
 
@@ -96,49 +116,52 @@ class GroupCommitter:
         stopping = False
         wait = self._background_after_s
         while not stopping:
-            item: _Pending | None
-            if carry is not None:
-                item = carry
-            elif self._more_background and self._background is not None:
-                try:
-                    # the idle wait once after a commit; between background steps only a look
-                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
-                except queue.Empty:
-                    self._more_background = self._background()
-                    wait = 0.0
-                    continue
-            else:
-                item = q.get()
-            carry = None
-            if item is None:
-                return
-            group: list[_Pending] = []
-            size = 0
-            deadline: float | None = None
-            while item is not None:
-                if item.future.set_running_or_notify_cancel():  # skip abandoned requests
-                    group.append(item)
-                    size += len(item.events)
-                if size >= self.max_events:
-                    break
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    if self.max_wait_s <= 0:
-                        break
-                    if deadline is None:
-                        deadline = time.monotonic() + self.max_wait_s
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+            # parallel > 1: one thread at a time takes a group (the oldest request and
+            # every one queued behind it), then commits it outside the lock
+            with self._take:
+                item: _Pending | None
+                if carry is not None:
+                    item = carry
+                elif self._more_background and self._background is not None:
+                    try:
+                        # the idle wait once after a commit; between background steps only a look
+                        item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                    except queue.Empty:
+                        self._more_background = self._background()
+                        wait = 0.0
+                        continue
+                else:
+                    item = q.get()
+                carry = None
+                if item is None:
+                    return
+                group: list[_Pending] = []
+                size = 0
+                deadline: float | None = None
+                while item is not None:
+                    if item.future.set_running_or_notify_cancel():  # skip abandoned requests
+                        group.append(item)
+                        size += len(item.events)
+                    if size >= self.max_events:
                         break
                     try:
-                        item = q.get(timeout=remaining)
+                        item = q.get_nowait()
                     except queue.Empty:
-                        break
-                if item is None:
-                    stopping = True
-                elif group and size + len(item.events) > self.max_events:
-                    carry, item = item, None
+                        if self.max_wait_s <= 0:
+                            break
+                        if deadline is None:
+                            deadline = time.monotonic() + self.max_wait_s
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            item = q.get(timeout=remaining)
+                        except queue.Empty:
+                            break
+                    if item is None:
+                        stopping = True
+                    elif group and size + len(item.events) > self.max_events:
+                        carry, item = item, None
             if group:
                 self._commit(group)
                 if self._background is not None:
@@ -167,6 +190,7 @@ class GroupCommitter:
                 else:
                     p.future.set_result(n)
             return
-        self.groups += 1
+        with self._groups_lock:
+            self.groups += 1
         for p, n in zip(group, counts, strict=True):
             p.future.set_result(n)

@@ -12,14 +12,14 @@ from dataclasses import dataclass
 from itertools import chain, compress, cycle
 
 from allotment.domain.events import PreparedEvent
-from allotment.storage import seq_ranges
-from allotment.storage.database import DuplicateKey, Pending, PipelinedTx, Tx
+from allotment.storage import meters_repo, seq_ranges
+from allotment.storage.database import Database, DuplicateKey, Tx
 
 COPY_MIN_ROWS = 64
 """PostgreSQL: fewer rows than this go straight to the statement that skips stored rows (one
 round trip instead of three; wall time per transaction in process, 1 / 4 / 16 / 64 / 256
 rows: 0.9 / 0.7 / 0.7 / 1.5 / 6.2 ms against 2.1 / 2.0 / 0.8 / 1.4 / 2.8 ms with the COPY);
-the writer pipelines such a group whole (:func:`send_small_append`: ``BEGIN``, the meters
+the writer pipelines such a group whole (:func:`append_few`: ``BEGIN``, the meters
 lock, this statement and ``COMMIT`` in one round trip)."""
 _INSERT_CHUNK = 10_000
 """Rows per array INSERT on PostgreSQL (the statement that skips stored rows)."""
@@ -157,20 +157,18 @@ def _insert_skipping(
     return None if len(inserted) == len(rows) else inserted
 
 
-def send_small_append(
-    tx: PipelinedTx, rows: Sequence[PreparedEvent], ingested_at_us: int
-) -> Pending:
-    """PostgreSQL, fewer than :data:`COPY_MIN_ROWS` rows (a group of single events): queue
-    the append that skips stored rows (the statement of :func:`insert_new` for such a group)
-    on a pipelined transaction, without waiting, so ``BEGIN``, the statement and ``COMMIT``
-    travel in one round trip (``EventService.write_batches``). Its rows, once synced, are
-    the keys inserted; :func:`inserted_keys` reads them as :func:`insert_new` answers."""
+def append_few(
+    db: Database, rows: Sequence[PreparedEvent], ingested_at_us: int
+) -> set[tuple[str, str]] | None:
+    """PostgreSQL, fewer than :data:`COPY_MIN_ROWS` rows (a group of single events): the
+    ingest transaction whole, :func:`insert_new` after the meters lock, in ONE round trip:
+    ``BEGIN``, the lock (``meters_repo.send_lock_for_ingest``), the append that skips stored
+    rows and ``COMMIT`` are pipelined (``Database.pipelined_write``); what it returns is read
+    once committed."""
     assert 0 < len(rows) < COPY_MIN_ROWS
-    return tx.send(_PG_SKIPPING, _skipping_params(rows, ingested_at_us))
-
-
-def inserted_keys(pending: Pending, rows: Sequence[PreparedEvent]) -> set[tuple[str, str]] | None:
-    """What :func:`send_small_append` inserted, as :func:`insert_new` returns it."""
+    with db.pipelined_write() as tx:
+        meters_repo.send_lock_for_ingest(tx)
+        pending = tx.send(_PG_SKIPPING, _skipping_params(rows, ingested_at_us))
     inserted = {(str(r[0]), str(r[1])) for r in pending.rows()}
     return None if len(inserted) == len(rows) else inserted
 
