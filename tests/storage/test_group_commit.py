@@ -6,6 +6,7 @@ writer inside its first commit while more requests queue behind it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -295,3 +296,43 @@ def test_parallel_writers_commit_the_next_group_while_one_is_held(c: Container) 
     assert not closer.is_alive()
     assert results(late) == [1, 1, 1, 1, 1]
     assert committer.groups >= 3
+
+
+def test_an_event_loops_requests_are_answered_on_the_loop(c: Container) -> None:
+    """``submit_to_loop`` (the HTTP door): the loop's own futures, resolved after the commit
+    (one callback per group), a cancelled one skipped, a failed group raising in each."""
+    mid = meter(c)
+    down = threading.Event()
+
+    def write(batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
+        if down.is_set():
+            raise Unavailable("database unavailable: test")
+        return c.events.write_batches(batches)
+
+    committer, gate = held(c, write)
+
+    async def main() -> tuple[list[int], bool, list[str]]:
+        loop = asyncio.get_running_loop()
+        first = committer.submit_to_loop([ev(1)], loop)
+        assert await asyncio.to_thread(gate.entered.wait, 30)
+        queued = [committer.submit_to_loop([ev(k, tokens=k)], loop) for k in (2, 3)]
+        gone = committer.submit_to_loop([ev(4)], loop)
+        gone.cancel()
+        gate.release.set()
+        got = list(await asyncio.gather(first, *queued))
+        down.set()
+        failed = await asyncio.gather(
+            committer.submit_to_loop([ev(5)], loop), return_exceptions=True
+        )
+        return got, gone.cancelled(), [type(e).__name__ for e in failed]
+
+    try:
+        got, cancelled, failed = asyncio.run(main())
+        assert got == [1, 1, 1]
+        assert cancelled
+        assert failed == ["Unavailable"]
+        assert gate.calls[:2] == [1, 2]  # the two queued behind the held commit: one group
+        assert totals(c, mid) == (3, Decimal(6))
+        assert ("app", "4") not in stored(c)
+    finally:
+        committer.close()

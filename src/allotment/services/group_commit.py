@@ -10,6 +10,7 @@ its first commit to form groups deterministically.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -35,11 +36,59 @@ events")."""
 
 
 class _Pending:
-    __slots__ = ("events", "future")
+    """A queued request: its events and the future its count goes to, a thread's
+    (:meth:`GroupCommitter.submit`) or an event loop's (``loop`` set:
+    :meth:`GroupCommitter.submit_to_loop`)."""
 
-    def __init__(self, events: Sequence[PreparedEvent], future: Future[int]) -> None:
+    __slots__ = ("events", "future", "loop")
+
+    def __init__(
+        self,
+        events: Sequence[PreparedEvent],
+        future: Future[int] | asyncio.Future[int],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.events = events
         self.future = future
+        self.loop = loop
+
+    def take(self) -> bool:
+        """Whether the writer takes it: False when its caller gave up waiting first."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        return not self.future.cancelled()
+
+
+Outcome = tuple[_Pending, int | BaseException]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Resolve each request's future: a thread's at once; an event loop's requests with ONE
+    callback per loop for the whole group (one wake-up of the loop, not one per request)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for p, result in outcomes:
+        if p.loop is not None:
+            by_loop.setdefault(p.loop, []).append((p, result))
+        elif isinstance(result, BaseException):
+            p.future.set_exception(result)
+        else:
+            p.future.set_result(result)
+    for loop, mine in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, mine)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """In the event loop: resolve the futures its requests await."""
+    for p, result in outcomes:
+        if p.future.done():  # cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            p.future.set_exception(result)
+        else:
+            p.future.set_result(result)
 
 
 class GroupCommitter:
@@ -106,6 +155,18 @@ class GroupCommitter:
         self._worker.put(_Pending(events, future))
         return future
 
+    def submit_to_loop(
+        self, events: Sequence[PreparedEvent], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[int]:
+        """:meth:`submit` for a caller on ``loop`` (the HTTP door): the future is the loop's
+        own, and the writer resolves a group's futures on one loop with one callback."""
+        future: asyncio.Future[int] = loop.create_future()
+        if not events:
+            future.set_result(0)
+            return future
+        self._worker.put(_Pending(events, future, loop))
+        return future
+
     def close(self, timeout: float = 30.0) -> None:
         """Let the writer finish what is queued, then stop it."""
         self._worker.close(timeout)
@@ -139,7 +200,7 @@ class GroupCommitter:
                 size = 0
                 deadline: float | None = None
                 while item is not None:
-                    if item.future.set_running_or_notify_cancel():  # skip abandoned requests
+                    if item.take():  # skip abandoned requests
                         group.append(item)
                         size += len(item.events)
                     if size >= self.max_events:
@@ -174,23 +235,23 @@ class GroupCommitter:
         try:
             counts = self._write([p.events for p in group])
         except Unavailable as exc:
-            for p in group:
-                p.future.set_exception(exc)
+            _deliver([(p, exc) for p in group])
             return
         except BaseException as exc:
             if len(group) == 1:
-                group[0].future.set_exception(exc)
+                _deliver([(group[0], exc)])
                 return
             log.warning("group commit of %d requests failed (%r); retrying each", len(group), exc)
+            outcomes: list[Outcome] = []
             for p in group:
                 try:
                     (n,) = self._write([p.events])
                 except BaseException as one:
-                    p.future.set_exception(one)
+                    outcomes.append((p, one))
                 else:
-                    p.future.set_result(n)
+                    outcomes.append((p, n))
+            _deliver(outcomes)
             return
         with self._groups_lock:
             self.groups += 1
-        for p, n in zip(group, counts, strict=True):
-            p.future.set_result(n)
+        _deliver(list(zip(group, counts, strict=True)))
