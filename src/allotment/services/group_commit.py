@@ -29,6 +29,9 @@ GROUP_MAX_EVENTS = 20_000
 GROUP_MAX_WAIT_S = 0.0
 """How long the writer waits for more requests once the queue is empty (0: commit at once;
 requests that arrive during a commit form the next group)."""
+_IDLE_LOOK_S = 0.5
+"""With nothing left to do in the background, how often an idle writer thread looks whether
+another one's commit left some (``parallel`` > 1)."""
 PG_PARALLEL_COMMITS = 2
 """PostgreSQL's writer threads (``parallel``, set by ``EventService``): the next group is
 written while one waits for its WAL flush (docs/benchmarks.md, "Issue 18, PostgreSQL single
@@ -140,6 +143,9 @@ class GroupCommitter:
         self._background_after_s = background_after_s
         self._pressing = pressing
         self._more_background = background is not None
+        self._last_commit = time.monotonic() - background_after_s
+        """When a writer thread last committed a group: background steps wait until
+        ``background_after_s`` after it, whichever thread committed (``parallel`` > 1)."""
         self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
         self._queue = self._worker.queue
         self._take = threading.Lock()
@@ -175,7 +181,6 @@ class GroupCommitter:
         q = self._queue
         carry: _Pending | None = None
         stopping = False
-        wait = self._background_after_s
         while not stopping:
             # parallel > 1: one thread at a time takes a group (the oldest request and
             # every one queued behind it), then commits it outside the lock
@@ -183,13 +188,19 @@ class GroupCommitter:
                 item: _Pending | None
                 if carry is not None:
                     item = carry
-                elif self._more_background and self._background is not None:
+                elif self._background is not None:
                     try:
-                        # the idle wait once after a commit; between background steps only a look
-                        item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                        if self._more_background:
+                            # the idle wait once after a commit (by any writer thread);
+                            # between background steps only a look
+                            wait = self._last_commit + self._background_after_s - time.monotonic()
+                            item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                        else:  # looking again now and then: another writer may commit
+                            item = q.get(timeout=_IDLE_LOOK_S)
                     except queue.Empty:
-                        self._more_background = self._background()
-                        wait = 0.0
+                        due = self._last_commit + self._background_after_s <= time.monotonic()
+                        if self._more_background and due:
+                            self._more_background = self._background()
                         continue
                 else:
                     item = q.get()
@@ -227,7 +238,7 @@ class GroupCommitter:
                 self._commit(group)
                 if self._background is not None:
                     self._more_background = True
-                    wait = self._background_after_s
+                    self._last_commit = time.monotonic()
                     if self._pressing is not None and self._pressing():
                         self._more_background = self._background()
 
