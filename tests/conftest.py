@@ -18,6 +18,8 @@ import httpx
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from allotment.storage import migrate
+from allotment.storage.database import Database, open_database
 from tests.support import PostgresCluster, ServerProcess, create_pg_database
 
 hypothesis_settings.register_profile(
@@ -79,6 +81,17 @@ def new_db_url(request: pytest.FixtureRequest, backend: str) -> Callable[[], str
 @pytest.fixture
 def db_url(new_db_url: Callable[[], str]) -> str:
     return new_db_url()
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Database]:
+    """A fresh database on the current backend, migrated (at time 0), closed after the test."""
+    database = open_database(db_url)
+    migrate.migrate(database, 0)
+    try:
+        yield database
+    finally:
+        database.close()
 
 
 @pytest.fixture(scope="session")

@@ -165,7 +165,9 @@ class Source:
         """The events in file order, ``size`` at a time: their positions (see :meth:`where`)
         and raw JSON texts. NDJSON is read a block at a time and split in C, blank lines
         skipped; no per-event object is made beyond the line itself (the summary's
-        ``line N`` is formatted only for a rejection)."""
+        ``line N`` is formatted only for a rejection), and a block without a blank line
+        takes its positions as one range (read, split and joined into bodies: 0.55 -> 0.49 µs
+        per event, 100 000 lines, 2026-12-07)."""
         if self.is_array:
             raws = self._array()
             for start in range(0, len(raws), size):
@@ -186,9 +188,13 @@ class Source:
                 rest = lines.pop()
             else:  # the end: a last line without its newline
                 lines, rest = [rest], b""
-            stripped = [line.strip() for line in lines]
-            positions += [number + i for i, text in enumerate(stripped, 1) if text]
-            texts += [text for text in stripped if text]
+            stripped = list(map(bytes.strip, lines))
+            kept = list(filter(None, stripped))
+            if len(kept) == len(stripped):  # no blank line: the positions run on
+                positions += range(number + 1, number + 1 + len(stripped))
+            else:
+                positions += [number + i for i, text in enumerate(stripped, 1) if text]
+            texts += kept
             number += len(lines)
             while len(texts) >= size or (not block and texts):
                 yield positions[:size], texts[:size]

@@ -57,6 +57,9 @@ class FakeCatalog:
     def identify_cached(self, customer_ref: str) -> tuple[str, str] | None:
         return None  # nothing cached: identify reads
 
+    def entitlements_ahead(self, customer_ref: str, **kw: Any) -> Any:
+        return None  # nothing cached: no read to send ahead
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         return sorted(
             p

@@ -92,3 +92,43 @@ def test_a_catalog_write_between_two_decisions_is_seen(container: Container) -> 
     ]
     assert seen[0][2] == "ENUM_VALUE_NOT_ALLOWED"
     assert seen[-1][2] == "NOT_ENTITLED"
+
+
+def test_a_reference_that_names_another_customer_since(container: Container) -> None:
+    """The customer deleted and another one created under its reference between two
+    decisions: the second decides for (and holds under the keys of) the new customer, not the
+    cached one (PostgreSQL sends the cached view's check with the keys it took for the cached
+    customer: it finds the view gone and starts again)."""
+
+    async def run() -> list[int]:
+        statuses = []
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            await _setup(c)
+
+            async def authorize() -> None:
+                r = await c.post(
+                    PATH, content=_body("small"), headers={"content-type": "application/json"}
+                )
+                statuses.append(r.status_code)
+
+            for _ in range(3):  # warm: the view and the budget memo are cached
+                await authorize()
+            subs = (await c.get("/v1/pricing-plan-subscriptions?customer_reference=acme")).json()
+            cancelled = await c.delete(f"/v1/pricing-plan-subscriptions/{subs['data'][0]['id']}")
+            assert cancelled.status_code in (200, 204), cancelled.text
+            deleted = await c.delete("/v1/customers/acme")
+            assert deleted.status_code in (200, 204), deleted.text
+            made = await c.post("/v1/customers", json={"reference": "acme", "name": "Acme 2"})
+            assert made.status_code == 201, made.text
+            sub = await c.post(
+                "/v1/pricing-plan-subscriptions",
+                json={"customer_reference": "acme", "pricing_plan_reference": "starter"},
+            )
+            assert sub.status_code == 201, sub.text
+            await authorize()
+        return statuses
+
+    first = container.enforcement
+    assert asyncio.run(run()) == [200, 200, 200, 200]
+    assert first.held_for_customer("acme") == {"tokens": 1}

@@ -14,7 +14,12 @@ import pytest
 
 from allotment.storage import enforcement_repo as repo
 from allotment.storage.database import Database, DuplicateKey, PipelinedTx, Row
-from allotment.storage.enforcement_state import StateQuery, decision_state, send_state
+from allotment.storage.enforcement_state import (
+    StateQuery,
+    decision_state,
+    send_state,
+    send_state_with,
+)
 from allotment.storage.key_locks import ADVISORY_LOCKS, advisory_pairs
 
 NOW = 1_800_000_000_000_000
@@ -85,6 +90,26 @@ def test_one_statement_reads_what_the_parts_read(db: Database, q: StateQuery) ->
         assert state.idempotency_record("c1", "k-live", NOW) == ("h1", '{"a":1}')
     with pytest.raises(AssertionError):  # a part the query did not name is a bug
         state.held_amount(q.customer_id, "unnamed", q.now_us)
+
+
+@pytest.mark.parametrize("q", QUERIES)
+def test_the_state_with_another_read_is_one_statement_of_both(db: Database, q: StateQuery) -> None:
+    """``send_state_with``: the state read with another one-row read (PostgreSQL's read ahead)
+    in one statement answers what each answers alone, that read's row or none included."""
+    _seed(db)
+    others: list[tuple[str, list[object], Row | None]] = [
+        ("SELECT ?, 'x'", [41], (41, "x")),
+        ("SELECT version FROM catalog_version WHERE id = ?", [-1], None),  # no row
+    ]
+    for sql, params, row in others:
+        with db.pipelined_write() as tx:
+            alone = send_state(tx, q)
+            both = send_state_with(tx, q, (sql, params))
+            tx.sync()
+            want = decision_state(q, alone)
+            got, got_row = both()
+        assert got_row == row
+        assert (got.logs, got.held, got.once) == (want.logs, want.held, want.once)
 
 
 class _Undo(Exception):

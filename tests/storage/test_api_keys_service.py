@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,8 +13,8 @@ from allotment.domain import limits
 from allotment.domain.api_keys import ApiKey, Scope, hash_secret
 from allotment.domain.errors import Conflict, InvalidInput, NotFound
 from allotment.services.api_keys import MISS, ApiKeyService
-from allotment.storage import api_keys_repo, migrate
-from allotment.storage.database import Database, open_database
+from allotment.storage import api_keys_repo
+from allotment.storage.database import Database
 from allotment.storage.key_revocations import RevocationListener
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -27,16 +26,6 @@ class Ticks:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = open_database(db_url)
-    migrate.migrate(database, 0)
-    try:
-        yield database
-    finally:
-        database.close()
 
 
 def _service(db: Database, ticks: Ticks, clock: FrozenClock, ttl: float = 1.0) -> ApiKeyService:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from allotment.clock import FrozenClock
@@ -136,6 +137,36 @@ def test_a_large_group_keeps_the_first_of_each_repeat_across_statements(c: Conta
     assert counts == [150, 100]
     assert stored_count(c) == 250
     assert totals(c, mid) == (250, Decimal(250))
+
+
+def test_each_row_keeps_its_own_source_and_type_in_mixed_and_uniform_statements(
+    c: Container,
+) -> None:
+    """SQLite binds a statement's source and type once when all its rows share them
+    (``events_repo._insert_rows``): statements where they are shared, where only one is, and
+    where neither is each store every row's own columns and JSON, and the meter counts only
+    its type."""
+    mid = sum_meter(c, "tokens")
+    uniform = [ev(i) for i in range(100)]  # one source, one type
+    other_type = [ev(i, type="click" if i % 7 == 0 else "prompt") for i in range(100, 200)]
+    other_source = [ev(i, source=f"app{i % 3}") for i in range(200, 300)]
+    mixed = [ev(i, source=f"s{i % 2}", type=("prompt", "view")[i % 3 % 2]) for i in range(300, 350)]
+    batches = [uniform, other_type, other_source, mixed]
+    counts = c.events.write_batches([[prepare(e) for e in b] for b in batches])
+    assert counts == [100, 100, 100, 50]
+    with c.db.read() as tx:
+        stored = {
+            (str(r[0]), str(r[1])): (str(r[2]), str(r[3]), str(r[4]))
+            for r in tx.execute("SELECT source, id, type, subject, event FROM events")
+        }
+    sent = [e for b in batches for e in b]
+    assert len(stored) == len(sent)
+    for e in sent:
+        type_, subject, event = stored[(e.source, e.id)]
+        assert (type_, subject) == (e.type, e.subject)
+        assert msgspec.json.decode(event) == msgspec.json.decode(msgspec.json.encode(e.to_wire()))
+    prompts = sum(1 for e in sent if e.type == "prompt")
+    assert totals(c, mid) == (prompts, Decimal(prompts))
 
 
 def test_a_duplicate_with_another_time_counts_once_and_is_removed(c: Container) -> None:

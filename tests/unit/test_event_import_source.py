@@ -26,6 +26,23 @@ def test_ndjson_lines_are_numbered_blank_lines_skipped(compress: bool) -> None:
     ]
 
 
+@pytest.mark.parametrize("blank", [None, 5, 20_000])
+def test_line_numbers_run_on_across_read_blocks_and_chunks(blank: int | None) -> None:
+    """30 000 lines (about 1.3 MiB: more than one read block), chunks of 1 000: every event
+    keeps its own line number, with no blank line (positions taken as a range) and with one
+    in the first or in a later block."""
+    lines = [b'{"id":"%d","pad":"%s"}' % (i, b"x" * 20) for i in range(1, 30_001)]
+    if blank is not None:
+        lines.insert(blank - 1, b"   ")
+    src = Source("-", stdin=io.BytesIO(b"\n".join(lines) + b"\n"))
+    got = [
+        (p, r) for positions, raws in src.chunks(1000) for p, r in zip(positions, raws, strict=True)
+    ]
+    want = [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+    assert got == want
+    assert len(got) == 30_000
+
+
 @pytest.mark.parametrize("compress", [False, True])
 def test_json_array_elements_are_indexed(compress: bool) -> None:
     data = gzip.compress(ARRAY) if compress else ARRAY

@@ -233,3 +233,39 @@ def test_fast_path_stores_exactly_what_the_general_path_stores() -> None:
     ]
     assert fast == general
     assert b'"tokens":1.50' in fast[4][5].encode()
+
+
+@pytest.mark.parametrize(
+    ("over", "field"),
+    [
+        ({"specversion": "0.3"}, "specversion"),
+        ({"specversion": "1.00"}, "specversion"),
+        ({"datacontenttype": "text/plain"}, "datacontenttype"),
+        ({"dataschema": ""}, "dataschema"),
+        ({"id": ""}, "id"),
+    ],
+)
+def test_the_door_words_an_envelope_error_as_the_general_path_does(
+    over: dict[str, Any], field: str
+) -> None:
+    """The typed decode refuses these itself (``_EventIn``'s literal and non-empty fields);
+    the body then takes the slow path, which names the event and the field exactly as
+    :func:`validate_batch` does, and the fixed values are the domain's."""
+    import msgspec
+
+    from allotment.clock import FrozenClock
+    from allotment.domain.events import DATA_CONTENT_TYPE, SPEC_VERSION
+    from allotment.http.routes.events import decode_events
+
+    class _C:
+        clock = FrozenClock(NOW)
+
+    good = _ev(id="a", datacontenttype=DATA_CONTENT_TYPE, specversion=SPEC_VERSION)
+    assert len(decode_events(msgspec.json.encode([good]), "batch", _C())) == 1  # type: ignore[arg-type]
+    bad = [good, {**_ev(id="b"), **over}]
+    with pytest.raises(InvalidInput) as door:
+        decode_events(msgspec.json.encode(bad), "batch", _C())  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput) as general:
+        validate_batch(bad, NOW)
+    assert door.value.field == general.value.field == f"events[1].{field}"
+    assert str(door.value) == str(general.value)

@@ -49,6 +49,7 @@ from allotment.services.customer_entitlements import CustomerEntitlements, Meter
 from allotment.services.entitlements import SUBSCRIPTION_MANAGED, EntitlementService
 from allotment.storage import catalog_repo, usage_marks
 from allotment.storage.database import Database, Tx
+from allotment.storage.read_ahead import ReadAhead
 
 ANNOTATIONS = dict(SUBSCRIPTION_MANAGED)
 
@@ -157,9 +158,9 @@ class CatalogEntitlements:
             # one statement: the memo's versions, the tail's end (0: nothing to fold, so the
             # versions announce every event stored so far) and the catalog version; anything
             # else: the long way (or None, for a caller whose view awaits this check)
-            row = tuple(usage_marks.read_one(self._db, memo.check, memo.statement[1]))
-            if not row[-2] and row[:-2] == memo.versions and catalog in (None, row[-1]):
-                return list(memo.values)
+            answer = memo.answer(usage_marks.read_one(self._db, memo.check, memo.statement[1]))
+            if answer is not None and catalog in (None, answer[0]):
+                return answer[1]
         if catalog is not None:
             return None
         # fold ingest's tail first: the marks below then announce every event stored so far
@@ -202,6 +203,28 @@ class CatalogEntitlements:
         )
         return values
 
+    def budget_values_ahead(
+        self,
+        customer_id: str,
+        subjects: Sequence[str],
+        budgets: Sequence[tuple[TypedFeature, datetime]],
+        catalog: int,
+    ) -> ReadAhead[list[BudgetValue | None]] | None:
+        """:meth:`budget_values` with ``memo_only`` and ``catalog``, as a read for the caller
+        to send where it chooses (under its keys): the memo's one statement, whose row
+        answers the memoised values, or ``None`` when they no longer hold (the long way is
+        then the caller's). ``None`` without a memo of this minute to check."""
+        minute = ceil_minute(self._clock.now().astimezone(UTC))
+        memo = self._memo.get((customer_id, tuple(f.reference for f, _ in budgets)))
+        if memo is None or memo.minute != minute or memo.subjects != tuple(subjects):
+            return None
+
+        def finish(row: Sequence[Any]) -> list[BudgetValue | None] | None:
+            answer = memo.answer(row)
+            return None if answer is None or answer[0] != catalog else answer[1]
+
+        return ReadAhead(memo.check, memo.statement[1], finish)
+
     def budget_value(
         self, customer_id: str, feature: TypedFeature, anchor: datetime
     ) -> BudgetValue | None:
@@ -241,6 +264,14 @@ class _Memo:
     check: str
     """``statement``'s SQL with two more columns, the tail's end (0 without a tail check)
     and the catalog version (its parameters are ``statement``'s)."""
+
+    def answer(self, row: Sequence[Any]) -> tuple[Any, list[BudgetValue | None]] | None:
+        """The catalog version ``check``'s row was read at and the memoised values, when
+        its versions are the memo's and no tail waits to be folded; else ``None``."""
+        row = tuple(row)
+        if row[-2] or row[:-2] != self.versions:
+            return None
+        return row[-1], list(self.values)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -61,6 +61,7 @@ from allotment.services.catalog import CatalogService
 from allotment.services.customers import CustomerService
 from allotment.storage import catalog_repo
 from allotment.storage.database import Database, DuplicateKey, Tx
+from allotment.storage.read_ahead import ReadAhead
 
 CACHE_MAX = 100_000
 """Customers whose answer the one call keeps in memory (the cache is emptied past it)."""
@@ -107,6 +108,17 @@ class EntitlementSync(Protocol):
         """``memo_only``: ``None`` unless memoised values answer (nothing computed);
         ``catalog`` (with ``memo_only``): ``None`` too unless the catalog version is this
         one, checked in the same read."""
+        ...
+
+    def budget_values_ahead(
+        self,
+        customer_id: str,
+        subjects: Sequence[str],
+        budgets: Sequence[tuple[TypedFeature, datetime]],
+        catalog: int,
+    ) -> ReadAhead[list[BudgetValue | None]] | None:
+        """:meth:`budget_values` (``memo_only``, ``catalog``) as one read sent ahead by the
+        caller, ``None`` when it cannot be one."""
         ...
 
     def sync(
@@ -291,6 +303,35 @@ class SubscriptionService:
         items = self._items(view, memo_only, None)
         return None if items is None else (view.customer.id, items)
 
+    def entitlements_ahead(
+        self, view: SubscriptionView, features: Collection[str], catalog: int
+    ) -> ReadAhead[list[EntitledItem]] | None:
+        """:meth:`entitlements_of` (``memo_only``, ``view`` of :meth:`cached_current` read at
+        version ``catalog``) as ONE read for the caller to send where it chooses: the
+        budgets' memo check, or the catalog version when no budget is named; its row answers
+        the items, or ``None`` when the catalog or a budget's memo has changed. ``None``
+        when no memo of this minute could answer."""
+        pairs = self._pairs(view, features)
+        budgets = [(f, view.subscription.start_at) for _, f in pairs if f.is_budget]
+        read: ReadAhead[list[BudgetValue | None]] | None
+        if self._sync is not None and budgets:
+            read = self._sync.budget_values_ahead(view.customer.id, view.subjects, budgets, catalog)
+        else:
+            none: list[BudgetValue | None] = [None] * len(budgets)
+            read = ReadAhead(
+                catalog_repo.VERSION_STATEMENT, (), lambda row: none if row[0] == catalog else None
+            )
+        return None if read is None else read.then(lambda values: _made(view, pairs, values))
+
+    @staticmethod
+    def _pairs(
+        view: SubscriptionView, only: Collection[str] | None
+    ) -> list[tuple[Effective, TypedFeature]]:
+        pairs = [(e, view.features[e.value.feature_reference]) for e in view.values]
+        if only is not None:
+            pairs = [(e, f) for e, f in pairs if e.value.feature_reference in only]
+        return pairs
+
     def _items(
         self,
         view: SubscriptionView,
@@ -298,9 +339,7 @@ class SubscriptionService:
         only: Collection[str] | None,
         catalog: int | None = None,
     ) -> list[EntitledItem] | None:
-        pairs = [(e, view.features[e.value.feature_reference]) for e in view.values]
-        if only is not None:
-            pairs = [(e, f) for e, f in pairs if e.value.feature_reference in only]
+        pairs = self._pairs(view, only)
         budgets = [(f, view.subscription.start_at) for _, f in pairs if f.is_budget]
         if self._sync is not None and budgets:
             read = self._sync.budget_values(
@@ -310,13 +349,7 @@ class SubscriptionService:
             if catalog is not None and catalog_repo.current_version(self._db) != catalog:
                 return None
             read = [None] * len(budgets)
-        if read is None:
-            return None
-        values = iter(read)
-        return [
-            EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
-            for e, f in pairs
-        ]
+        return None if read is None else _made(view, pairs, read)
 
     # ------------------------------------------------------------ writes
 
@@ -532,3 +565,16 @@ class _ActiveSubscriptionGuard:
                 "cannot change subject keys for customer with active subscriptions",
                 field="usageAttribution.subjectKeys",
             )
+
+
+def _made(
+    view: SubscriptionView,
+    pairs: Sequence[tuple[Effective, TypedFeature]],
+    budget_values: Sequence[BudgetValue | None],
+) -> list[EntitledItem]:
+    """The items of ``pairs``, the budgets' with their values (in the budgets' order)."""
+    values = iter(budget_values)
+    return [
+        EntitledItem(e, f, next(values) if f.is_budget else None, view.plan.reference)
+        for e, f in pairs
+    ]

@@ -83,7 +83,29 @@ class EnforcementService:
                 self._source.customer_entitlements(customer_ref, features=req.named_features()),
                 req,
             )
-        who = self._source.identify(customer_ref)  # one point read: the keys' owner
+        outcome = self._authorize(customer_ref, req, ahead=self._store.reads_with_locks)
+        if outcome is None:  # the cached customer was another one: the long way
+            outcome = self._authorize(customer_ref, req, ahead=False)
+        assert outcome is not None
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def _authorize(
+        self, customer_ref: str, req: rules.AuthorizeRequest, *, ahead: bool
+    ) -> AuthorizeResult | DomainError | None:
+        """:meth:`authorize` under its keys. ``ahead`` (PostgreSQL): from the cached customer
+        and its memoised values, checked by one read sent with the keys (no read before);
+        ``None`` (nothing done) when the check finds the reference names another customer."""
+        read = who = None
+        reserving, features = req.reserved_features(), req.named_features()
+        if ahead and (who := self._source.identify_cached(customer_ref)) is not None:
+            read = self._source.entitlements_ahead(
+                customer_ref, customer=who, reserving=reserving, features=features
+            )
+        if read is None:
+            who = self._source.identify(customer_ref)  # one point read: the keys' owner
+        assert who is not None
         keys, once = _keys(who[0], req)
         now, state = None, None
         if self._store.reads_with_locks:
@@ -91,19 +113,22 @@ class EnforcementService:
             # instant is read before they are taken: exact (docs/api/enforcement.md)
             now = self._now()
             state = StateQuery.of(who[0], req, to_micros(now))
-        with self._store.session(keys, once=once, state=state) as session:
+        sent = None if read is None else (read.sql, read.params)
+        with self._store.session(keys, once=once, state=state, ahead=sent) as session:
             # read under the keys: a budget's balance is never older than the holds read next
-            ents = self._source.customer_entitlements(
-                customer_ref,
-                customer=who,
-                reserving=req.reserved_features(),
-                features=req.named_features(),
-            )
-            outcome, writes = self._under_keys(session.read, ents, req, now)
+            ents = None if read is None else read.answer(session.ahead)
+            if ents is None and read is not None:  # the cache no longer holds
+                fresh = self._source.identify(customer_ref)
+                if fresh[0] != who[0]:
+                    return None
+                who = fresh
+            if ents is None:
+                ents = self._source.customer_entitlements(
+                    customer_ref, customer=who, reserving=reserving, features=features
+                )
+            outcome, writes = self._under_keys(session.read, ents, req, now, state)
             if writes:
                 session.apply(writes)
-        if isinstance(outcome, DomainError):
-            raise outcome
         return outcome
 
     @property
@@ -178,18 +203,22 @@ class EnforcementService:
         ents: rules.CustomerEntitlements,
         req: rules.AuthorizeRequest,
         now: datetime | None = None,
+        query: StateQuery | None = None,
     ) -> tuple[AuthorizeResult | DomainError, repo.DecisionWrites]:
         """The decision, its keys held and ``ents`` read under them, from the state
         ``read`` answers for the decision's :class:`StateQuery` (one statement:
-        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now); a denial of the
-        pure steps without an idempotency key raises (nothing to keep)."""
+        :mod:`allotment.storage.enforcement_state`) at ``now`` (else now; ``query``: that
+        query when already made for ``now``); a denial of the pure steps without an
+        idempotency key raises (nothing to keep)."""
         if req.idempotency_key is None:
             # a denial of the pure steps applies nothing and is not kept: answer it now
             rules.validate_kinds(req, ents)
             rules.run_checks(req, ents, self._plans)
         writes = repo.DecisionWrites()
         now = self._now() if now is None else now
-        with read(StateQuery.of(ents.customer_id, req, to_micros(now))) as reads:
+        if query is None or query.customer_id != ents.customer_id:
+            query = StateQuery.of(ents.customer_id, req, to_micros(now))
+        with read(query) as reads:
             return self._decide(reads, ents, req, writes, now), writes
 
     def _decide(

@@ -10,6 +10,7 @@ from typing import Protocol
 
 from allotment.domain import enforcement as rules
 from allotment.domain.events import CloudEvent
+from allotment.storage.read_ahead import ReadAhead
 
 
 class EntitlementSource(Protocol):
@@ -41,6 +42,19 @@ class EntitlementSource(Protocol):
     ) -> rules.CustomerEntitlements | None:
         """:meth:`customer_entitlements` when cached and one-row reads can answer it (what an
         event loop may do), else ``None``."""
+        ...
+
+    def entitlements_ahead(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str],
+        reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
+    ) -> ReadAhead[rules.CustomerEntitlements] | None:
+        """:meth:`cached_customer_entitlements` of an :meth:`identify_cached` answer as ONE
+        read the caller sends (PostgreSQL: with the keys), its row answering (``None``: read
+        the long way); ``None`` when it cannot be one read."""
         ...
 
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:

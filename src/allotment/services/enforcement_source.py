@@ -24,6 +24,7 @@ from allotment.services.catalog_subscriptions import (
     SubscriptionView,
 )
 from allotment.services.customers import CustomerService
+from allotment.storage.read_ahead import ReadAhead
 
 
 class MeterLookup(Protocol):
@@ -149,6 +150,37 @@ class EnforcementCatalog:
         ):
             return None
         return self._answer(customer_ref, items, customer, reserving, plan)
+
+    def entitlements_ahead(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str],
+        reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
+    ) -> ReadAhead[CustomerEntitlements] | None:
+        """:meth:`cached_customer_entitlements` of a ``customer`` from :meth:`identify_cached`
+        as ONE read the caller sends where it chooses (PostgreSQL: with the decision's keys):
+        the budgets' memo check, joined to the catalog version its view is checked against;
+        its row answers, or ``None`` when the view or a memo no longer holds (the caller then
+        reads the long way). ``None`` when no memo of this minute could answer."""
+        if not isinstance(customer, Identified) or customer.catalog is None:
+            return None
+        view = customer.view
+        if view is None or features is None:
+            return None
+        read = self._subscriptions.entitlements_ahead(view, features, customer.catalog)
+        if read is None:
+            return None
+        plan = view.plan.reference
+
+        def answer(items: list[EntitledItem]) -> CustomerEntitlements | None:
+            if any(i.feature.is_budget and i.feature.meter_reference and i.budget is None
+                   for i in items):  # fmt: skip
+                return None
+            return self._answer(customer_ref, items, customer, reserving, plan)
+
+        return read.then(answer)
 
     def _answer(
         self,

@@ -21,15 +21,24 @@ reservation records' SQL is :mod:`allotment.storage.reservations_repo` (re-expor
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
-from allotment.storage.database import Database, PipelinedTx, Tx
+from allotment.storage import usage_marks
+from allotment.storage.database import Database, PipelinedTx, Row, Tx
+from allotment.storage.enforcement_memory import (
+    IDEMPOTENCY_RECORD,
+    DecisionMemory,
+    MemoryReads,
+    memory_keys,
+)
 from allotment.storage.enforcement_state import (
     DecisionState,
     StateQuery,
@@ -39,6 +48,7 @@ from allotment.storage.enforcement_state import (
     encode_log,
     read_state,
     send_state,
+    send_state_with,
 )
 from allotment.storage.key_locks import ADVISORY_LOCKS, StripedLocks, advisory_pairs
 from allotment.storage.reservations_repo import (
@@ -134,25 +144,40 @@ def decision_statement(d: DecisionWrites) -> tuple[str, list[object]]:
     insert a data-modifying ``WITH`` part, all run once, to completion, in the statement —
     instead of an ``executemany`` per table (a quarter of the client's work for the same
     rows). Its rows are those :func:`write_decisions` writes for ``[d]``."""
-    parts: list[tuple[str, str, list[tuple[object, ...]]]] = []
+    parts: list[tuple[int, list[tuple[object, ...]]]] = []
     if d.rate_logs:
         logs: list[tuple[object, ...]] = [
             (c, f, w, encode_log(e), now) for c, f, w, e, now in d.rate_logs
         ]
-        parts.append((_PUT_RATE_LOG, "(?, ?, ?, ?, ?)", logs))
+        parts.append((0, logs))
     if d.reservation is not None:
         r = d.reservation
-        parts.append((INSERT_RESERVATION, "(?, ?, ?, ?, ?, ?)", [reservation_row(r)]))
-        parts.append((INSERT_ITEM, "(?, ?, ?, ?, ?, 1, ?, ?)", item_rows(r)))
-        parts.append((ADD_HELD, "(?, ?, ?)", list(hold_rows(r))))
+        parts.append((1, [reservation_row(r)]))
+        parts.append((2, item_rows(r)))
+        parts.append((3, list(hold_rows(r))))
     if d.idempotency is not None:
-        parts.append((_PUT_IDEMPOTENCY, "(?, ?, ?, ?, ?, ?)", [d.idempotency]))
-    ctes, params = [], []
-    for n, (sql, marks, rows) in enumerate(parts):
-        many = " VALUES " + ", ".join([marks] * len(rows))
+        parts.append((4, [d.idempotency]))
+    params = [v for _, rows in parts for row in rows for v in row]
+    return _decision_sql(tuple((part, len(rows)) for part, rows in parts)), params
+
+
+@functools.lru_cache(maxsize=256)
+def _decision_sql(shape: tuple[tuple[int, int], ...]) -> str:
+    """:func:`decision_statement`'s text for its parts (which insert, how many rows): built
+    once per shape (a workload has a few)."""
+    inserts = (
+        (_PUT_RATE_LOG, "(?, ?, ?, ?, ?)"),
+        (INSERT_RESERVATION, "(?, ?, ?, ?, ?, ?)"),
+        (INSERT_ITEM, "(?, ?, ?, ?, ?, 1, ?, ?)"),
+        (ADD_HELD, "(?, ?, ?)"),
+        (_PUT_IDEMPOTENCY, "(?, ?, ?, ?, ?, ?)"),
+    )
+    ctes = []
+    for n, (part, count) in enumerate(shape):
+        sql, marks = inserts[part]
+        many = " VALUES " + ", ".join([marks] * count)
         ctes.append(f"w{n} AS ({sql.replace(' VALUES ' + marks, many, 1)})")
-        params += [v for row in rows for v in row]
-    return "WITH " + ", ".join(ctes) + " SELECT 1", params
+    return "WITH " + ", ".join(ctes) + " SELECT 1"
 
 
 class TxReads:
@@ -183,40 +208,55 @@ class Session:
         tx: Tx | None,
         batcher: TxBatcher[DecisionWrites] | None = None,
         state: DecisionState | None = None,
+        memory: DecisionMemory | None = None,
+        keys: Sequence[str] = (),
     ) -> None:
         self._db = db
         self._tx = tx
         self._batcher = batcher
         self._state = state
+        self._memory = memory
+        self._keys = keys
         self.sweep_at_us: int | None = None
         """PostgreSQL: a sweep the session's decision asked for, run after it ends."""
         self.wrote = False
         """PostgreSQL: whether anything was written in the session's transaction."""
+        self.ahead: Row | None = None
+        """The first row of the session's read ahead (``None``: none asked, or no row)."""
 
     @contextmanager
     def read(self, query: StateQuery) -> Iterator[StateReads]:
         """Where the decision reads the state ``query`` names: on PostgreSQL what the session
         read with its locks (the :class:`StateQuery` it was opened with), or its locked
-        transaction; on SQLite one statement (the keys' in-process locks keep every other
-        writer of this state out until the decision's writes have committed)."""
+        transaction; on SQLite the kept state (:class:`MemoryReads`; the keys' in-process
+        locks keep every other writer of this state out until the decision's writes have
+        committed)."""
         if self._state is not None:
             yield self._state
             return
         if self._tx is not None:
             yield TxReads(self._tx)
             return
+        if self._memory is not None:
+            yield MemoryReads(self._db, self._memory)
+            return
         yield read_state(self._db, query)
 
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """The session's own writes (settlements): on PostgreSQL its locked transaction
-        (committed when the session ends), on SQLite a write transaction of its own."""
+        (committed when the session ends), on SQLite a write transaction of its own, after
+        which the kept state of the session's keys is forgotten (loaded again when used)."""
         if self._tx is not None:
             self.wrote = True
             yield self._tx
             return
-        with self._db.write() as tx:
-            yield tx
+        try:
+            with self._db.write() as tx:
+                yield tx
+        finally:
+            if self._memory is not None:
+                self._memory.forget(memory_keys(self._keys))
 
     def apply(self, writes: DecisionWrites) -> None:
         """Write one decision: on PostgreSQL in the session's transaction, as one statement
@@ -235,6 +275,8 @@ class Session:
                 write_decisions(tx, [writes])
         else:
             self._batcher.run(writes)
+            if self._memory is not None:
+                self._memory.committed(writes.rate_logs, writes.reservation)
 
 
 class EnforcementStore:
@@ -250,6 +292,8 @@ class EnforcementStore:
             if db.dialect == "postgresql"
             else TxBatcher(db, write_decisions, name="allotment-authorize")
         )
+        self.memory = None if db.dialect == "postgresql" else DecisionMemory(db)
+        """SQLite: the decisions' kept state (:mod:`allotment.storage.enforcement_memory`)."""
 
     @property
     def inline(self) -> bool:
@@ -266,9 +310,12 @@ class EnforcementStore:
     @contextmanager
     def reads(self, query: StateQuery) -> Iterator[StateReads]:
         """A decision's reads outside a session (SQLite's inline decisions): the state
-        ``query`` names, in one statement without a transaction (one statement is its own
-        snapshot; the keys the decision holds keep every writer of these rows out)."""
-        yield read_state(self.db, query)
+        ``query`` names, from the kept state (:class:`MemoryReads`; the keys the decision
+        holds keep every writer of it out)."""
+        if self.memory is None:
+            yield read_state(self.db, query)
+            return
+        yield MemoryReads(self.db, self.memory)
 
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what
@@ -280,9 +327,18 @@ class EnforcementStore:
 
     def submit(self, writes: DecisionWrites, done: Callable[[BaseException | None], None]) -> None:
         """SQLite: queue one decision's writes for the next group transaction; ``done`` runs
-        in the writer's thread once they have committed (or failed)."""
+        in the writer's thread once they have committed (or failed), the kept state updated
+        before it when they have committed."""
         assert self._batcher is not None
-        self._batcher.submit(writes, done)
+        assert self.memory is not None
+        memory = self.memory
+
+        def written(exc: BaseException | None) -> None:
+            if exc is None:
+                memory.committed(writes.rate_logs, writes.reservation)
+            done(exc)
+
+        self._batcher.submit(writes, written)
 
     def close(self) -> None:
         """Stop the SQLite group writer after what is queued."""
@@ -291,7 +347,12 @@ class EnforcementStore:
 
     @contextmanager
     def session(
-        self, keys: Sequence[str], *, once: str | None = None, state: StateQuery | None = None
+        self,
+        keys: Sequence[str],
+        *,
+        once: str | None = None,
+        state: StateQuery | None = None,
+        ahead: tuple[str, Sequence[Any]] | None = None,
     ) -> Iterator[Session]:
         """Hold ``keys`` (a customer's features) and ``once`` (an idempotency key) until the
         session ends. PostgreSQL: one pipelined transaction whose first round trip carries
@@ -301,23 +362,39 @@ class EnforcementStore:
         statement reading the decision's state (:mod:`allotment.storage.enforcement_state`:
         a separate statement after the locks, so its snapshot is taken once they are held);
         the decision's writes and the ``COMMIT`` are the second. SQLite: in-process locks;
-        ``state`` is read when the decision asks (:meth:`Session.read`)."""
+        ``state`` is read when the decision asks (:meth:`Session.read`). ``ahead``: one more
+        read statement (PostgreSQL: sent after the locks and the state, in the same round
+        trip, so that its snapshot too is taken once they are held; SQLite: run once the
+        locks are held), its first row in :attr:`Session.ahead`."""
         if not keys and once is None:
             yield Session(self.db, None)
             return
         if self.db.dialect != "postgresql":
             with self._local_locks.held([*keys, *([once] if once else [])]):
-                yield Session(self.db, None, self._batcher)
+                session = Session(self.db, None, self._batcher, memory=self.memory, keys=keys)
+                if ahead is not None:
+                    session.ahead = usage_marks.read_one(self.db, *ahead)
+                yield session
             return
         first, second = advisory_pairs([*keys, *([once] if once else [])])
         denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
                 tx.send(ADVISORY_LOCKS, [first, second])
-                sent = None if state is None else send_state(tx, state)
-                tx.sync()  # BEGIN, the locks, the state: one round trip
-                read = None if state is None else decision_state(state, sent)
-                session = Session(self.db, tx, state=read)
+                if state is not None and ahead is not None:
+                    both = send_state_with(tx, state, ahead)  # one statement for both
+                    tx.sync()  # BEGIN, the locks, the state and the read ahead: one round trip
+                    read_both, row = both()
+                    session = Session(self.db, tx, state=read_both)
+                    session.ahead = row
+                else:
+                    sent = None if state is None else send_state(tx, state)
+                    extra = None if ahead is None else tx.send(*ahead)
+                    tx.sync()  # BEGIN, the locks, the state (or the read ahead): one round trip
+                    read = None if state is None else decision_state(state, sent)
+                    session = Session(self.db, tx, state=read)
+                    if extra is not None:
+                        session.ahead = next(iter(extra.rows()), None)
                 try:
                     yield session
                 except DomainError as exc:
@@ -375,11 +452,7 @@ _PUT_RATE_LOG = (
 
 def idempotency_record(tx: Tx, customer_id: str, key: str, now_us: int) -> tuple[str, str] | None:
     """``(request_hash, outcome)`` of the unexpired record, if any."""
-    row = tx.one(
-        "SELECT request_hash, outcome FROM idempotency_records"
-        " WHERE customer_id = ? AND idem_key = ? AND expires_at > ?",
-        (customer_id, key, now_us),
-    )
+    row = tx.one(IDEMPOTENCY_RECORD, (customer_id, key, now_us))
     return None if row is None else (str(row[0]), str(row[1]))
 
 

@@ -18,7 +18,7 @@ without a transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
@@ -28,7 +28,7 @@ import msgspec
 from allotment.domain.enforcement import AuthorizeRequest
 from allotment.domain.rate_limits import Entry
 from allotment.storage import usage_marks
-from allotment.storage.database import Database, Pending, PipelinedTx, dec
+from allotment.storage.database import Database, Pending, PipelinedTx, Row, dec
 
 _LOG = tuple[tuple[int, int], ...]
 _log_encoder = msgspec.json.Encoder()
@@ -164,6 +164,36 @@ def read_state(db: Database, q: StateQuery) -> DecisionState:
 
 def decision_state(q: StateQuery, sent: Pending | None) -> DecisionState:
     return _answered(q, [] if sent is None else sent.rows())
+
+
+STATE_COLUMNS = 6
+"""The columns of :func:`state_sql`'s rows."""
+
+
+def send_state_with(
+    tx: PipelinedTx, q: StateQuery, other: tuple[str, Sequence[Any]]
+) -> Callable[[], tuple[DecisionState, Row | None]]:
+    """Queue :func:`state_sql` and ``other`` (a read statement of one row) as ONE statement
+    (one snapshot; a statement less to send, bind and run): ``other``'s row beside each state
+    row, and always a row (``other``'s columns NULL without one). What is returned answers,
+    after the pipeline's sync, the state and ``other``'s row (``None`` without one)."""
+    sql, params = state_sql(q)
+    if not sql:
+        sql, params = "SELECT " + ", ".join(["NULL"] * STATE_COLUMNS), []
+    sent = tx.send(
+        f"SELECT * FROM (SELECT 1) AS one LEFT JOIN ({other[0]}) AS a ON true"
+        f" LEFT JOIN ({sql}) AS s ON true",
+        [*other[1], *params],
+    )
+
+    def answer() -> tuple[DecisionState, Row | None]:
+        rows = sent.rows()
+        width = len(rows[0]) - 1 - STATE_COLUMNS
+        first = tuple(rows[0][1 : 1 + width])
+        state = _answered(q, [r[1 + width :] for r in rows if r[1 + width] is not None])
+        return state, None if all(v is None for v in first) else first
+
+    return answer
 
 
 def _answered(q: StateQuery, rows: Sequence[Sequence[Any]]) -> DecisionState:

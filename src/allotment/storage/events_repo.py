@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, compress, cycle
+from operator import countOf, itemgetter
 
 from allotment.domain.events import PreparedEvent
 from allotment.storage import meters_repo, seq_ranges
@@ -29,17 +30,22 @@ _INSERT = (
     "VALUES {rows} ON CONFLICT (time, source, id) DO NOTHING"
 )
 _INSERT_ROWS = 100
-"""SQLite's append: rows per ``INSERT … VALUES (…), (…), …`` statement (600 bound values,
-within SQLite's oldest default limit of 999). One statement per 100 rows instead of one step
-per row (``executemany``): the per-row cost of the sqlite3 module (reset, bind, a release of
-the interpreter lock around each step) is paid once per statement; docs/benchmarks.md
+"""SQLite's append: rows per ``INSERT … VALUES (…), (…), …`` statement (at most 603 bound
+values, within SQLite's oldest default limit of 999). One statement per 100 rows instead of one
+step per row (``executemany``): the per-row cost of the sqlite3 module (reset, bind, a release
+of the interpreter lock around each step) is paid once per statement; docs/benchmarks.md
 (issue 18, 2026-12-06). ``ingested_at`` (the same for every row of a transaction) is bound
-once, as ``?1``; each row's six values are the first six of its ``PreparedEvent``, taken
-without building a tuple per row (:func:`_flat`). A group's last ``len % 100`` rows go in
-one statement of their own length."""
-_ROW_VALUES = (1, 1, 1, 1, 1, 1, 0)
-"""Which values of a ``PreparedEvent`` the append binds: all but ``data``."""
-_insert_sql: dict[int, str] = {}
+once, as ``?1``; so are ``source`` (``?2``) and ``type`` (``?3``) when every row of the
+statement has the same one (the common batch: one producer, one event type), and the rows
+then bind four values each instead of six (:func:`_insert_rows`). Binding a text value is
+a copy and an allocation in SQLite, under its connection mutex: it was about 40 % of the
+append's instructions, and sharing the two saves a fifth of the statement's CPU per row
+(docs/benchmarks.md, issue 18, 2026-12-07). Each row's values are the first six of its
+``PreparedEvent`` less the shared ones, taken without building a tuple per row
+(:func:`_flat`). A group's last ``len % 100`` rows go in one statement of their own length."""
+_insert_sql: dict[tuple[int, bool, bool], str] = {}
+_source = itemgetter(0)
+_type = itemgetter(2)
 _INSERT_SEQ = (
     "INSERT INTO events (seq, source, id, type, subject, time, ingested_at, event) "
     "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (time, source, id) DO NOTHING"
@@ -106,7 +112,18 @@ def insert_new(
             step = _INSERT_ROWS
             for start in range(0, len(rows), step):
                 chunk = rows[start : start + step]
-                tx.execute(_insert_rows(len(chunk)), [at, *_flat(chunk)])
+                first = chunk[0]
+                one_source = countOf(map(_source, chunk), first[0]) == len(chunk)
+                one_type = countOf(map(_type, chunk), first[2]) == len(chunk)
+                tx.execute(
+                    _insert_rows(len(chunk), one_source, one_type),
+                    [
+                        at,
+                        first[0] if one_source else None,
+                        first[2] if one_type else None,
+                        *_flat(chunk, one_source, one_type),
+                    ],
+                )
         else:  # the newest rows were deleted as duplicates: never reuse a folded seq
             last = folded
             tx.execute_many(
@@ -197,21 +214,37 @@ def _skipping_params(chunk: Sequence[PreparedEvent], ingested_at_us: int) -> lis
     ]
 
 
-def _insert_rows(n: int) -> str:
-    """The append of ``n`` rows: ``(?2, …, ?7, ?1), (?8, …, ?13, ?1), …`` (``?1``: ingested_at)."""
-    sql = _insert_sql.get(n)
+def _insert_rows(n: int, one_source: bool, one_type: bool) -> str:
+    """The append of ``n`` rows: ``(?4, …, ?9, ?1), (?10, …), …`` with ``?1`` = ingested_at,
+    and ``?2`` for every row's source when ``one_source``, ``?3`` for its type when
+    ``one_type`` (then not bound per row)."""
+    key = (n, one_source, one_type)
+    sql = _insert_sql.get(key)
     if sql is None:
-        values = ",".join(
-            "(" + ",".join(f"?{2 + 6 * i + k}" for k in range(6)) + ",?1)" for i in range(n)
-        )
-        sql = _insert_sql[n] = _INSERT.format(rows=values)
+        per_row = 6 - one_source - one_type
+        rows = []
+        for i in range(n):
+            slots = iter(f"?{4 + per_row * i + k}" for k in range(per_row))
+            source = "?2" if one_source else next(slots)
+            id_ = next(slots)
+            type_ = "?3" if one_type else next(slots)
+            rest = ",".join(slots)  # subject, time, event
+            rows.append(f"({source},{id_},{type_},{rest},?1)")
+        sql = _insert_sql[key] = _INSERT.format(rows=",".join(rows))
     return sql
 
 
-def _flat(rows: Sequence[PreparedEvent]) -> Iterator[object]:
-    """The first six values of each row, one after the other (C-level iteration: no tuple per
-    row)."""
-    return compress(chain.from_iterable(rows), cycle(_ROW_VALUES))
+_MASKS = {
+    (one_source, one_type): (int(not one_source), 1, int(not one_type), 1, 1, 1, 0)
+    for one_source in (False, True)
+    for one_type in (False, True)
+}
+"""Which values of a ``PreparedEvent`` a row binds: all but ``data`` and the shared ones."""
+
+
+def _flat(rows: Sequence[PreparedEvent], one_source: bool, one_type: bool) -> Iterator[object]:
+    """The values each row binds, one after the other (C-level iteration: no tuple per row)."""
+    return compress(chain.from_iterable(rows), cycle(_MASKS[one_source, one_type]))
 
 
 def scan_type(

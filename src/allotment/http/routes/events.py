@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
@@ -32,8 +33,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from allotment.domain import limits, nul_text
 from allotment.domain.errors import InvalidInput, PayloadTooLarge
 from allotment.domain.events import (
-    DATA_CONTENT_TYPE,
-    SPEC_VERSION,
     CloudEvent,
     PreparedEvent,
     build_event,
@@ -64,21 +63,24 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 class _EventIn(msgspec.Struct, omit_defaults=True, gc=False):
     """The fast path: a typed decode. Anything it rejects is re-checked field by field.
 
-    The fields are in :meth:`CloudEvent.to_wire` order and unset ones are omitted, so once
+    The envelope's fixed values (``specversion``, ``datacontenttype``) and non-empty strings
+    are checked by the decoder itself (a body that breaks them takes the slow path, which
+    words the error). The fields are in :meth:`CloudEvent.to_wire` order and unset ones are
+    omitted, so once
     validated (and ``time`` set to its stored form) a decoded event encodes to exactly the
     stored JSON, without building a dict. ``gc=False``: its fields are strings, ``None`` and
     the ``data`` dict, which cannot point back to it, so the collector need not track the
     thousand of them a batch makes (fewer collections while a blast is decoded).
     """
 
-    specversion: str
+    specversion: Literal["1.0"]
     id: NonEmpty
     source: NonEmpty
     type: NonEmpty
     subject: NonEmpty
     time: str | None = None
-    datacontenttype: str | None = None
-    dataschema: str | None = None
+    datacontenttype: Literal["application/json"] | None = None
+    dataschema: NonEmpty | None = None
     data: dict[str, Any] | None = None
 
 
@@ -88,6 +90,9 @@ integers and short numbers); one out of range fails the typed decode, and the sl
 names it by its path."""
 _untyped = msgspec.json.Decoder(float_hook=exact_decimal)
 _stored = msgspec.json.Encoder(decimal_format="number")
+
+_INT_BOUND = 10**limits.NUMBER_INTEGER_DIGITS_MAX
+_KEYS_MAX = limits.JSON_OBJECT_KEYS_MAX
 
 _INLINE_BODY_BYTES = 16 * 1024
 """Bodies up to this size are decoded on the event loop (a few events: cheaper than a hop to
@@ -134,7 +139,7 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
             "request body is empty; a CloudEvent or an array is required", field="body"
         )
     now = c.clock.now()
-    if nul_text.JSON_ESCAPE in body:  # rare: decode once more to name where the NUL is
+    if nul_text.spells_nul(body):  # rare: decode once more to name where the NUL is
         try:
             decoded = _untyped.decode(body)
             nul_text.check_value(decoded, "events" if isinstance(decoded, list) else "event")
@@ -185,13 +190,23 @@ def _decode_and_fold(body: bytes, shape: Shape, c: Container) -> Sequence[Prepar
 
 def _prepare(events: list[_EventIn], now: Any, *, single: bool) -> list[PreparedEvent]:
     """The common case in one tight loop; an event it cannot vouch for goes through
-    :func:`build_event`, which raises the exact error or normalizes it."""
+    :func:`build_event`, which raises the exact error or normalizes it.
+
+    A ``data`` object whose values are all plain (strings, integers in range, decimals — the
+    decoder's number hook checked those —, booleans, nulls) and not too many is within the
+    JSON bounds at any depth this door sees; only another one is walked by
+    :func:`~allotment.domain.json_bounds.violation`. That check inline instead of a call per
+    event: decode + validate of the bench's 1000-event bodies 2.20 -> 2.05 µs per event
+    (in process, best of 7, the two loops alternating; 2026-12-07)."""
     now_at: tuple[int, str] | None = None  # formatted once, and only for an event without time
     encode = _stored.encode
     out: list[PreparedEvent] = []
     append = out.append
     depth = 2 if single else 3  # where data sits in the body (limits.JSON_DEPTH_MAX)
-    for index, e in enumerate(events):
+    bound = _INT_BOUND
+    index = -1
+    for e in events:
+        index += 1
         text = e.time
         at: tuple[int, str] | None
         if text is None:
@@ -200,20 +215,29 @@ def _prepare(events: list[_EventIn], now: Any, *, single: bool) -> list[Prepared
             at = now_at
         else:
             at = stored_time(text)
-        ct = e.datacontenttype
-        ds = e.dataschema
         data = e.data
-        if (
-            at is None
-            or e.specversion != SPEC_VERSION
-            or (ct is not None and ct != DATA_CONTENT_TYPE)
-            or (ds is not None and not ds)
-            or (data is not None and violation(data, depth, decimals_checked=True) is not None)
-        ):
+        plain = True
+        if data is not None:
+            if len(data) > _KEYS_MAX:
+                plain = False
+            else:
+                for value in data.values():
+                    kind = value.__class__
+                    if (
+                        kind is str
+                        or kind is Decimal
+                        or value is None
+                        or kind is bool
+                        or (kind is int and -bound < value < bound)
+                    ):
+                        continue
+                    plain = False
+                    break
+        if at is None or (not plain and violation(data, depth, decimals_checked=True) is not None):
             append(prepare(_build(e, "event" if single else f"events[{index}]", now, depth)))
             continue
         us, e.time = at
-        append((e.source, e.id, e.type, e.subject, us, encode(e).decode(), e.data))
+        append((e.source, e.id, e.type, e.subject, us, encode(e).decode(), data))
     return out
 
 

@@ -95,7 +95,9 @@ async def _inline(
             await asyncio.shield(got.holder)  # resolves with a value, never raises
             continue
         if got.pending:
-            failed = await asyncio.shield(written)
+            # its own future, awaited as it is: a cancelled call cancels it, which only makes
+            # the writer's completion skip it (``_settle``); the keys go back either way
+            failed = await written
             if failed is not None:
                 raise failed
         if isinstance(got.outcome, DomainError):
@@ -166,17 +168,17 @@ AUTHORIZE_INLINE_BODY_BYTES = 16 * 1024
 
 
 def authorize_fast_path(app: ASGIApp, svc: EnforcementService) -> ASGIApp:
-    """Wrap the application so that a well-formed ``POST /v1/customers/{ref}/authorize`` on
-    SQLite skips Starlette's routing, request object and middleware (≈ 100 µs of the event
-    loop's time per request, measured as server CPU per request: docs/api/enforcement.md).
+    """Wrap the application so that a well-formed ``POST /v1/customers/{ref}/authorize``
+    skips Starlette's routing, request object and middleware (≈ 100 µs of the event loop's
+    time per request, measured as server CPU per request: docs/api/enforcement.md), decided
+    on the event loop (SQLite, :attr:`EnforcementService.inline`) or on the thread pool
+    (PostgreSQL, and SQLite's calls that cannot be decided inline).
     Only a body the route would accept is decided here — a declared length up to
     :data:`AUTHORIZE_INLINE_BODY_BYTES`, all of it read, JSON that :func:`parse_authorize`
     accepts — and answered as the route answers: the same 200 and headers, a denial or
     error through the app's own exception handlers (:func:`error_response`). Anything else
     goes to ``app`` with the body replayed, so every invalid request's answer stays the
     route's."""
-    if not svc.inline:
-        return app
 
     async def fast(scope: Scope, receive: Receive, send: Send) -> None:
         ref = _authorize_ref(scope)
@@ -198,7 +200,7 @@ def authorize_fast_path(app: ASGIApp, svc: EnforcementService) -> ASGIApp:
             await app(scope, _Replay(body, more, receive), send)
             return
         try:
-            result = await _inline(svc, ref, req)
+            result = await _inline(svc, ref, req) if svc.inline else None
             if result is None:
                 result = await call(svc.authorize, ref, req)
         except Exception as exc:  # denials, 404, 503: the app's own mapping
