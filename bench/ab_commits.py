@@ -17,6 +17,9 @@ Cells (one keep-alive client, sequential):
     value   p50 ms of 300 value checks (GET …/entitlements/{feature}/value, 50 subjects)
     query   p50 ms of 60 meter queries (one subject, HOUR windows)
     single  p50 ms of 100 single-event POST /api/v1/events (application/cloudevents+json)
+    single16  events/s of 2 000 single-event POSTs from 16 clients at once (the bench's
+            ``ingest.single`` shape: group commit under concurrency), then a second's pause
+            for the server's fold
     batch   events/s of 6 batches of 500 events
     one     p50 ms of 300 one calls, GET /v1/customers/{ref}/entitlements (catalog.md §5)
     cvalue  p50 ms of 300 GET /api/v1/customers/{ref}/entitlements/{budget}/value
@@ -53,11 +56,13 @@ from pathlib import Path
 import httpx
 from tests.support import PostgresCluster, create_pg_database, free_port
 
+from bench.httpc import blast, build_request
 from bench.procs import cpu_ns
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
-CELLS = ("value", "query", "single", "batch", "one", "cvalue", "cget", "authorize")
+CELLS = ("value", "query", "single", "single16", "batch", "one", "cvalue", "cget", "authorize")
+SINGLE16_EVENTS = 2_000
 Result = dict[str, float]
 
 
@@ -218,6 +223,21 @@ def measure(c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int) ->
     for cell, fn, n in timed:
         if cell in cells:
             out[f"{cell} p50 ms"], out[f"{cell} cpu µs"] = _timed(fn, n, pid)
+    if "single16" in cells:
+        url, now = str(c.base_url), datetime.now(UTC)
+        bodies = [
+            json.dumps(_event(base + 500_000 + i, f"s{i % SUBJECTS}", now)).encode()
+            for i in range(SINGLE16_EVENTS)
+        ]
+        sent = [build_request(url, "POST", "/api/v1/events", b, single["content-type"])
+                for b in bodies]  # fmt: skip
+        cpu = cpu_ns(pid)
+        blasted = blast(url, sent, 16)
+        if blasted.statuses != {204: SINGLE16_EVENTS}:
+            raise RuntimeError(f"single16: answers {blasted.statuses}")
+        out["single16 ev/s"] = SINGLE16_EVENTS / blasted.seconds
+        out["single16 cpu µs/ev"] = (cpu_ns(pid) - cpu) / 1e3 / SINGLE16_EVENTS
+        time.sleep(1.0)  # the fold of these events, before the next server is measured
     if "batch" in cells:
         start, cpu = time.perf_counter(), cpu_ns(pid)
         for i in range(6):

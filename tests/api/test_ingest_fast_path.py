@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
 
@@ -172,13 +171,13 @@ def test_a_failed_commit_is_answered_by_the_error_mapping_once(
     c, _ = containers
     calls = []
 
-    def failing_submit(events: Any) -> Future[int]:
+    def failing_submit(events: Any, loop: asyncio.AbstractEventLoop) -> asyncio.Future[int]:
         calls.append(len(events))
-        future: Future[int] = Future()
+        future: asyncio.Future[int] = loop.create_future()
         future.set_exception(error)
         return future
 
-    monkeypatch.setattr(c.events, "submit", failing_submit)
+    monkeypatch.setattr(c.events.committer, "submit_to_loop", failing_submit)
     app = create_app(c)
 
     async def post() -> httpx.Response:

@@ -6,6 +6,7 @@ writer inside its first commit while more requests queue behind it."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
@@ -269,3 +270,69 @@ def test_close_finishes_what_is_queued(c: Container) -> None:
     closer.join(30)
     assert results([first, *queued]) == [1, 1, 1, 1, 1]
     assert committer.submit([]).result() == 0
+
+
+def test_parallel_writers_commit_the_next_group_while_one_is_held(c: Container) -> None:
+    """``parallel=2`` (PostgreSQL's writer): while the first group's commit is held, the
+    requests queued behind it go in the other thread's group, committed and answered before
+    the first; closing finishes both threads' work."""
+    if c.db.dialect != "postgresql":
+        pytest.skip("parallel commits are PostgreSQL's (SQLite has one writer at a time)")
+    mid = meter(c)
+    committer, gate = held(c, parallel=2)
+    first = committer.submit([ev(1)])
+    assert gate.entered.wait(30)
+    queued = [committer.submit([ev(2, tokens=2)]), committer.submit([ev(1, tokens=50)])]
+    assert results(queued) == [1, 1]  # the held group has not committed ev(1) yet
+    assert not first.done()
+    gate.release.set()
+    assert results([first]) == [0]  # the other group's ev(1) committed first: it won
+    assert gate.calls == [1, 2]
+    assert totals(c, mid) == (2, Decimal(52))
+    late = [committer.submit([ev(k)]) for k in range(3, 8)]
+    closer = threading.Thread(target=committer.close)
+    closer.start()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert results(late) == [1, 1, 1, 1, 1]
+    assert committer.groups >= 3
+
+
+def test_an_event_loops_requests_are_answered_on_the_loop(c: Container) -> None:
+    """``submit_to_loop`` (the HTTP door): the loop's own futures, resolved after the commit
+    (one callback per group), a cancelled one skipped, a failed group raising in each."""
+    mid = meter(c)
+    down = threading.Event()
+
+    def write(batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
+        if down.is_set():
+            raise Unavailable("database unavailable: test")
+        return c.events.write_batches(batches)
+
+    committer, gate = held(c, write)
+
+    async def main() -> tuple[list[int], bool, list[str]]:
+        loop = asyncio.get_running_loop()
+        first = committer.submit_to_loop([ev(1)], loop)
+        assert await asyncio.to_thread(gate.entered.wait, 30)
+        queued = [committer.submit_to_loop([ev(k, tokens=k)], loop) for k in (2, 3)]
+        gone = committer.submit_to_loop([ev(4)], loop)
+        gone.cancel()
+        gate.release.set()
+        got = list(await asyncio.gather(first, *queued))
+        down.set()
+        failed = await asyncio.gather(
+            committer.submit_to_loop([ev(5)], loop), return_exceptions=True
+        )
+        return got, gone.cancelled(), [type(e).__name__ for e in failed]
+
+    try:
+        got, cancelled, failed = asyncio.run(main())
+        assert got == [1, 1, 1]
+        assert cancelled
+        assert failed == ["Unavailable"]
+        assert gate.calls[:2] == [1, 2]  # the two queued behind the held commit: one group
+        assert totals(c, mid) == (3, Decimal(6))
+        assert ("app", "4") not in stored(c)
+    finally:
+        committer.close()

@@ -21,7 +21,9 @@ import pytest
 
 from allotment.clock import FrozenClock
 from allotment.domain import enforcement as rules
+from allotment.domain.events import PreparedEvent, validate_event
 from allotment.services.enforcement import EnforcementService
+from allotment.services.events import EventService, prepare
 from allotment.storage import migrate
 from allotment.storage.database import Database, PoolSettings, open_database
 from allotment.storage.enforcement_repo import EnforcementStore
@@ -237,3 +239,39 @@ def test_a_one_statement_read_is_one_round_trip(pg: Database) -> None:
         assert usage_marks.read_one(pg, bare) == (2,)
         sent = t.sent()
     assert sent == ["Sync", "Sync"], sent  # the prepared statements: Bind/Execute only
+
+
+def _single(i: int) -> PreparedEvent:
+    raw = {
+        "specversion": "1.0",
+        "id": f"rt-{i}",
+        "source": "rt",
+        "type": "prompt",
+        "subject": "cust",
+        "time": "2026-12-03T07:00:00Z",
+        "data": {"tokens": 1},
+    }
+    return prepare(validate_event(raw, "event", NOW))
+
+
+def test_a_group_of_single_events_commits_in_one_round_trip(pg: Database) -> None:
+    """A group of fewer than ``COPY_MIN_ROWS`` events (16 clients sending one each):
+    ``BEGIN``, the meters lock, the append with its fold-queue row and ``COMMIT`` travel
+    together; a group with repeats too, each request counting only what it stored."""
+    events = EventService(pg, FrozenClock(NOW))
+    with Trace(pg) as t:
+        assert events.write_batches([[_single(0)], [_single(1)], [_single(2)]]) == [1, 1, 1]
+        sent = t.sent()
+    assert len(sent) == 1, sent
+    assert sent[0].startswith("Sync"), sent
+    with Trace(pg) as t:
+        again = [[_single(0)], [_single(3), _single(1)], [_single(3)], [_single(4)]]
+        assert events.write_batches(again) == [0, 1, 0, 1]
+        sent = t.sent()
+    assert len(sent) == 1, sent
+    with pg.read() as tx:
+        assert tx.execute("SELECT count(*) FROM events") == [(5,)]
+        assert tx.execute("SELECT count(*) FROM usage_fold_batches") == [(2,)]
+    assert events.settle()
+    with pg.read() as tx:
+        assert tx.execute("SELECT count(*) FROM usage_fold_batches") == [(0,)]

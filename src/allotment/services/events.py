@@ -25,7 +25,7 @@ from allotment.domain.events import CloudEvent, PreparedEvent
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
-from allotment.services.group_commit import GroupCommitter
+from allotment.services.group_commit import PG_PARALLEL_COMMITS, GroupCommitter
 from allotment.storage import events_repo, meters_repo, usage_tail, usage_write
 from allotment.storage.database import Tx
 
@@ -145,6 +145,7 @@ class EventService:
             background=self._fold_some if self.deferred else None,
             background_after_s=FOLD_IDLE_S,
             pressing=self._lagging,
+            parallel=PG_PARALLEL_COMMITS if db.dialect == "postgresql" else 1,
         )
         self.after_commit: Callable[[Iterable[tuple[str, str]]], None] | None = None
         """Told, after each commit that folded usage, the (meter id, subject) pairs it folded
@@ -226,7 +227,8 @@ class EventService:
         return self._unfolded > FOLD_MAX_LAG or self._settling > 0
 
     def _folded(self, n: int, touched: usage_tail.Touched) -> None:
-        self._unfolded = max(0, self._unfolded - n)
+        with self._settle_lock:
+            self._unfolded = max(0, self._unfolded - n)
         if touched and self.after_commit is not None:
             try:
                 self.after_commit(touched.keys())
@@ -295,18 +297,14 @@ class EventService:
         db = self._db
         now_us = to_micros(self._clock.now())
         touched: Iterable[tuple[str, str]] = ()
+        if self.deferred and len(rows) < events_repo.COPY_MIN_ROWS:  # one round trip
+            self._count(counts, owner, rows, events_repo.append_few(db, rows, now_us))
+            return counts
         with db.write() as tx:
             meters_repo.lock_for_ingest(tx, db.dialect)
             inserted = events_repo.insert_new(tx, db.dialect, rows, now_us)
-            fresh = rows if inserted is None else [r for r in rows if (r[0], r[1]) in inserted]
-            if len(batches) == 1:
-                counts[0] = len(fresh)
-            else:
-                for r in fresh:
-                    counts[owner[(r[0], r[1])]] += 1
-            if fresh and self.deferred:
-                self._unfolded += len(fresh)
-            elif fresh:
+            fresh = self._count(counts, owner, rows, inserted)
+            if fresh and not self.deferred:
                 meters = sorted(
                     meters_repo.live_by_event_types(tx, {r[2] for r in fresh}), key=_meter_id
                 )
@@ -318,6 +316,25 @@ class EventService:
             except Exception:  # the events are committed; never fail the request
                 log.exception("after-commit listener failed")
         return counts
+
+    def _count(
+        self,
+        counts: list[int],
+        owner: dict[tuple[str, str], int],
+        rows: list[PreparedEvent],
+        inserted: set[tuple[str, str]] | None,
+    ) -> list[PreparedEvent]:
+        """Each request's count of the rows stored (``inserted``: None = all); the rows."""
+        fresh = rows if inserted is None else [r for r in rows if (r[0], r[1]) in inserted]
+        if len(counts) == 1:
+            counts[0] = len(fresh)
+        else:
+            for r in fresh:
+                counts[owner[(r[0], r[1])]] += 1
+        if self.deferred:
+            with self._settle_lock:  # PostgreSQL's two writers; readers count down
+                self._unfolded += len(fresh)
+        return fresh
 
     def _append_sqlite(self, batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
         """:meth:`write_batches` on SQLite (deferred fold): the rows as they come, in

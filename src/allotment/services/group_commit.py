@@ -1,5 +1,6 @@
-"""The group commit: one writer thread per process commits the batches that many requests
-queued, together, in one transaction (docs/api/events.md, "Group commit").
+"""The group commit: a writer thread per process (two on PostgreSQL, taking turns) commits
+the batches that many requests queued, together, in one transaction (docs/api/events.md,
+"Group commit").
 
 It knows nothing of events, meters or the database: :class:`EventService` gives it the
 function that writes a group (``EventService.write_batches``) and the background step it runs
@@ -9,8 +10,10 @@ its first commit to form groups deterministically.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -26,18 +29,74 @@ GROUP_MAX_EVENTS = 20_000
 GROUP_MAX_WAIT_S = 0.0
 """How long the writer waits for more requests once the queue is empty (0: commit at once;
 requests that arrive during a commit form the next group)."""
+_IDLE_LOOK_S = 0.5
+"""With nothing left to do in the background, how often an idle writer thread looks whether
+another one's commit left some (``parallel`` > 1)."""
+PG_PARALLEL_COMMITS = 2
+"""PostgreSQL's writer threads (``parallel``, set by ``EventService``): the next group is
+written while one waits for its WAL flush (docs/benchmarks.md, "Issue 18, PostgreSQL single
+events")."""
 
 
 class _Pending:
-    __slots__ = ("events", "future")
+    """A queued request: its events and the future its count goes to, a thread's
+    (:meth:`GroupCommitter.submit`) or an event loop's (``loop`` set:
+    :meth:`GroupCommitter.submit_to_loop`)."""
 
-    def __init__(self, events: Sequence[PreparedEvent], future: Future[int]) -> None:
+    __slots__ = ("events", "future", "loop")
+
+    def __init__(
+        self,
+        events: Sequence[PreparedEvent],
+        future: Future[int] | asyncio.Future[int],
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
         self.events = events
         self.future = future
+        self.loop = loop
+
+    def take(self) -> bool:
+        """Whether the writer takes it: False when its caller gave up waiting first."""
+        if self.loop is None:
+            return self.future.set_running_or_notify_cancel()  # type: ignore[union-attr]
+        return not self.future.cancelled()
+
+
+Outcome = tuple[_Pending, int | BaseException]
+
+
+def _deliver(outcomes: list[Outcome]) -> None:
+    """Resolve each request's future: a thread's at once; an event loop's requests with ONE
+    callback per loop for the whole group (one wake-up of the loop, not one per request)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = {}
+    for p, result in outcomes:
+        if p.loop is not None:
+            by_loop.setdefault(p.loop, []).append((p, result))
+        elif isinstance(result, BaseException):
+            p.future.set_exception(result)
+        else:
+            p.future.set_result(result)
+    for loop, mine in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, mine)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _settle(outcomes: list[Outcome]) -> None:
+    """In the event loop: resolve the futures its requests await."""
+    for p, result in outcomes:
+        if p.future.done():  # cancelled meanwhile
+            continue
+        if isinstance(result, BaseException):
+            p.future.set_exception(result)
+        else:
+            p.future.set_result(result)
 
 
 class GroupCommitter:
-    """One writer thread per process: commits the batches queued by many requests together.
+    """A process's writer thread (or ``parallel`` of them): commits the batches queued by many
+    requests together.
 
     :meth:`submit` queues an already validated batch and returns a future. The writer takes
     the oldest batch plus every batch queued behind it (up to ``max_events`` events; it waits
@@ -53,6 +112,16 @@ class GroupCommitter:
     first step once no request arrived for ``background_after_s`` after a commit, the next
     ones at once while each returns True (more to do) and no request is queued; and one step
     after any group when ``pressing()`` says it cannot wait. It must not raise.
+
+    ``parallel`` > 1 (PostgreSQL): that many writer threads, each with its own connection,
+    take turns at the queue: one takes a group (under a lock), then commits it while the next
+    takes the requests queued meanwhile. So while one group's ``COMMIT`` waits for its WAL
+    flush (an fsync: milliseconds), the next group is already on its way, and PostgreSQL
+    flushes commits that wait together at once, as it does for many clients' connections
+    (docs/benchmarks.md, "Issue 18, PostgreSQL single events"). Groups in flight together are
+    independent transactions: a request is answered after its own group's commit, and the
+    first one wins between them as between processes (the unique index; the same
+    ``(source, id)`` order of inserts in every transaction, so no deadlock).
     """
 
     def __init__(
@@ -65,6 +134,7 @@ class GroupCommitter:
         background: Callable[[], bool] | None = None,
         background_after_s: float = 0.0,
         pressing: Callable[[], bool] | None = None,
+        parallel: int = 1,
     ) -> None:
         self._write = write
         self.max_events = max_events
@@ -73,8 +143,13 @@ class GroupCommitter:
         self._background_after_s = background_after_s
         self._pressing = pressing
         self._more_background = background is not None
-        self._worker: QueueThread[_Pending] = QueueThread(name, self._run)
+        self._last_commit = time.monotonic() - background_after_s
+        """When a writer thread last committed a group: background steps wait until
+        ``background_after_s`` after it, whichever thread committed (``parallel`` > 1)."""
+        self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
         self._queue = self._worker.queue
+        self._take = threading.Lock()
+        self._groups_lock = threading.Lock()
         self.groups = 0
         """Transactions committed (for tests and diagnostics)."""
 
@@ -86,6 +161,18 @@ class GroupCommitter:
         self._worker.put(_Pending(events, future))
         return future
 
+    def submit_to_loop(
+        self, events: Sequence[PreparedEvent], loop: asyncio.AbstractEventLoop
+    ) -> asyncio.Future[int]:
+        """:meth:`submit` for a caller on ``loop`` (the HTTP door): the future is the loop's
+        own, and the writer resolves a group's futures on one loop with one callback."""
+        future: asyncio.Future[int] = loop.create_future()
+        if not events:
+            future.set_result(0)
+            return future
+        self._worker.put(_Pending(events, future, loop))
+        return future
+
     def close(self, timeout: float = 30.0) -> None:
         """Let the writer finish what is queued, then stop it."""
         self._worker.close(timeout)
@@ -94,56 +181,64 @@ class GroupCommitter:
         q = self._queue
         carry: _Pending | None = None
         stopping = False
-        wait = self._background_after_s
         while not stopping:
-            item: _Pending | None
-            if carry is not None:
-                item = carry
-            elif self._more_background and self._background is not None:
-                try:
-                    # the idle wait once after a commit; between background steps only a look
-                    item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
-                except queue.Empty:
-                    self._more_background = self._background()
-                    wait = 0.0
-                    continue
-            else:
-                item = q.get()
-            carry = None
-            if item is None:
-                return
-            group: list[_Pending] = []
-            size = 0
-            deadline: float | None = None
-            while item is not None:
-                if item.future.set_running_or_notify_cancel():  # skip abandoned requests
-                    group.append(item)
-                    size += len(item.events)
-                if size >= self.max_events:
-                    break
-                try:
-                    item = q.get_nowait()
-                except queue.Empty:
-                    if self.max_wait_s <= 0:
-                        break
-                    if deadline is None:
-                        deadline = time.monotonic() + self.max_wait_s
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+            # parallel > 1: one thread at a time takes a group (the oldest request and
+            # every one queued behind it), then commits it outside the lock
+            with self._take:
+                item: _Pending | None
+                if carry is not None:
+                    item = carry
+                elif self._background is not None:
+                    try:
+                        if self._more_background:
+                            # the idle wait once after a commit (by any writer thread);
+                            # between background steps only a look
+                            wait = self._last_commit + self._background_after_s - time.monotonic()
+                            item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                        else:  # looking again now and then: another writer may commit
+                            item = q.get(timeout=_IDLE_LOOK_S)
+                    except queue.Empty:
+                        due = self._last_commit + self._background_after_s <= time.monotonic()
+                        if self._more_background and due:
+                            self._more_background = self._background()
+                        continue
+                else:
+                    item = q.get()
+                carry = None
+                if item is None:
+                    return
+                group: list[_Pending] = []
+                size = 0
+                deadline: float | None = None
+                while item is not None:
+                    if item.take():  # skip abandoned requests
+                        group.append(item)
+                        size += len(item.events)
+                    if size >= self.max_events:
                         break
                     try:
-                        item = q.get(timeout=remaining)
+                        item = q.get_nowait()
                     except queue.Empty:
-                        break
-                if item is None:
-                    stopping = True
-                elif group and size + len(item.events) > self.max_events:
-                    carry, item = item, None
+                        if self.max_wait_s <= 0:
+                            break
+                        if deadline is None:
+                            deadline = time.monotonic() + self.max_wait_s
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        try:
+                            item = q.get(timeout=remaining)
+                        except queue.Empty:
+                            break
+                    if item is None:
+                        stopping = True
+                    elif group and size + len(item.events) > self.max_events:
+                        carry, item = item, None
             if group:
                 self._commit(group)
                 if self._background is not None:
                     self._more_background = True
-                    wait = self._background_after_s
+                    self._last_commit = time.monotonic()
                     if self._pressing is not None and self._pressing():
                         self._more_background = self._background()
 
@@ -151,22 +246,23 @@ class GroupCommitter:
         try:
             counts = self._write([p.events for p in group])
         except Unavailable as exc:
-            for p in group:
-                p.future.set_exception(exc)
+            _deliver([(p, exc) for p in group])
             return
         except BaseException as exc:
             if len(group) == 1:
-                group[0].future.set_exception(exc)
+                _deliver([(group[0], exc)])
                 return
             log.warning("group commit of %d requests failed (%r); retrying each", len(group), exc)
+            outcomes: list[Outcome] = []
             for p in group:
                 try:
                     (n,) = self._write([p.events])
                 except BaseException as one:
-                    p.future.set_exception(one)
+                    outcomes.append((p, one))
                 else:
-                    p.future.set_result(n)
+                    outcomes.append((p, n))
+            _deliver(outcomes)
             return
-        self.groups += 1
-        for p, n in zip(group, counts, strict=True):
-            p.future.set_result(n)
+        with self._groups_lock:
+            self.groups += 1
+        _deliver(list(zip(group, counts, strict=True)))

@@ -14,7 +14,7 @@ from typing import Any
 
 from allotment.domain.meters import Aggregation, Meter
 from allotment.domain.timeutil import from_micros, to_micros
-from allotment.storage.database import Row, Tx
+from allotment.storage.database import PipelinedTx, Row, Tx
 
 METERS_LOCK = 724_400
 _COLUMNS = (
@@ -28,6 +28,12 @@ _cache: dict[Row, Meter] = {}
 def lock_for_ingest(tx: Tx, dialect: str) -> None:
     if dialect == "postgresql":
         tx.execute("SELECT pg_advisory_xact_lock_shared(?)", (METERS_LOCK,))
+
+
+def send_lock_for_ingest(tx: PipelinedTx) -> None:
+    """:func:`lock_for_ingest` (PostgreSQL) queued on a pipelined transaction, not waited on:
+    it travels with the statements after it."""
+    tx.send("SELECT pg_advisory_xact_lock_shared(?)", (METERS_LOCK,))
 
 
 def lock_for_meter_write(tx: Tx, dialect: str) -> None:

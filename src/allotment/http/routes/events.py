@@ -177,8 +177,9 @@ def decode_events(body: bytes, shape: Shape, c: Container) -> list[PreparedEvent
 
 async def commit(events: Sequence[PreparedEvent], c: Container) -> None:
     """Queue a validated batch for the process's group commit and wait until it is durable
-    (:meth:`EventService.submit`); a failed commit raises here."""
-    await asyncio.wrap_future(c.events.submit(events))
+    (:meth:`EventService.submit`, with a future of this event loop: the writer wakes the loop
+    once per group, ``GroupCommitter.submit_to_loop``); a failed commit raises here."""
+    await c.events.committer.submit_to_loop(events, asyncio.get_running_loop())
 
 
 def _decode_and_fold(body: bytes, shape: Shape, c: Container) -> Sequence[PreparedEvent]:
