@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import sys
 import tempfile
 import time
@@ -103,15 +101,8 @@ def _http(args: argparse.Namespace) -> None:
         # one server stays keyless (ALLOTMENT_AUTH=off: the guard's policy lookup only), the
         # other requires the key; both on the same database and entitlement
         secret = create_key(url, "app", "runtime")
-        keyed_url = url
-        if args.backend != "postgres":  # one server per SQLite file: the keyed one on a copy
-            src = url.removeprefix("sqlite:///")
-            for suffix in ("", "-wal"):
-                if os.path.exists(src + suffix):
-                    shutil.copyfile(src + suffix, src.replace("db.sqlite", "db2.sqlite") + suffix)
-            keyed_url = url.replace("db.sqlite", "db2.sqlite")
         open_ = ServerProcess(url, env={"ALLOTMENT_AUTH": "off"}).start()
-        keyed = ServerProcess(keyed_url).start()
+        keyed = ServerProcess(url).start()
         servers[:] = [open_, keyed]
         targets = {"auth off": (open_, {}), "runtime key": (keyed, bearer(secret))}
         best = dict.fromkeys(targets, float("inf"))
