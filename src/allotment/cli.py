@@ -51,21 +51,6 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _serve_lock(db_url: str) -> int | str | None:
-    """The SQLite file's serve lock (:mod:`allotment.storage.serve_lock`), held until this
-    process exits; the refusal's text when another server holds it; ``None`` on PostgreSQL."""
-    from allotment.storage.database import sqlite_path
-    from allotment.storage.serve_lock import ServeLockHeld, hold_serve_lock
-
-    path = sqlite_path(db_url)
-    if path is None:
-        return None
-    try:
-        return hold_serve_lock(path)
-    except ServeLockHeld as exc:
-        return str(exc)
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -84,10 +69,6 @@ def _serve(args: argparse.Namespace) -> int:
             "per process; run one process (it uses threads), or use --db postgresql://…",
             file=sys.stderr,
         )
-        return 2
-    serve_lock = _serve_lock(settings.db_url)
-    if isinstance(serve_lock, str):
-        print(f"error: {serve_lock}", file=sys.stderr)
         return 2
     container = build_container(settings)
     try:

@@ -51,16 +51,9 @@ __all__ = [
     "dec_or_none",
     "open_database",
     "split_statements",
-    "sqlite_path",
 ]
 
 _SQLITE_URL = re.compile(r"^sqlite:///(.+)$")
-
-
-def sqlite_path(url: str) -> str | None:
-    """The file of an ``sqlite:///…`` URL (``:memory:`` as such); ``None`` for any other."""
-    match = _SQLITE_URL.match(url)
-    return unquote(match.group(1)) if match else None
 
 
 def open_database(
@@ -69,9 +62,9 @@ def open_database(
     """Open ``sqlite:///relative.db``, ``sqlite:////abs/path.db`` or ``postgresql://…``."""
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url, pool)
-    path = sqlite_path(url)
-    if path is not None:
-        return SqliteDatabase(path, synchronous=sqlite_synchronous)
+    match = _SQLITE_URL.match(url)
+    if match:
+        return SqliteDatabase(unquote(match.group(1)), synchronous=sqlite_synchronous)
     parsed = urlparse(url)
     raise InvalidInput(
         f"database URL scheme {parsed.scheme or url!r} is not supported; "
