@@ -147,7 +147,12 @@ def test_many_threads_one_event_each_with_repeats(c: Container) -> None:
     got = results(futures)
     assert sum(int(n) for n in got) == 640
     assert got[0::2].count(1) + got[1::2].count(1) == 640  # each key stored by exactly one
-    assert totals(c, mid) == (640, Decimal(640))  # the first of each key won (tokens 1)
+    won = [1 if first == 1 else 999 for first in got[0::2]]  # each key's stored tokens
+    assert totals(c, mid) == (640, Decimal(sum(won)))
+    if c.db.dialect == "sqlite":  # one writer: the first queued of each key wins
+        assert won == [1] * 640
+    # PostgreSQL's two writers: of two in flight at once, the first to commit wins (as between
+    # two processes; docs/api/events.md)
     assert c.events.committer.groups <= 1280
 
 
