@@ -12,6 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from allotment.services.events import fold_step
 from allotment.storage import usage_tail
 from allotment.storage.database import open_database
 from tests.ops.helpers import batch_events, batches_seen, post_batch, whole
@@ -20,7 +21,7 @@ from tests.support import ServerProcess, unique
 pytestmark = pytest.mark.slow
 
 K = 250  # events of each kind per batch (500 events per batch)
-BATCHES = 64  # 32 000 events: several fold chunks (usage_tail.FOLD_CHUNK)
+BATCHES = 64  # 32 000 events: several background fold steps (2 000, 4 000, 8 000, ...)
 CLIENTS = 8  # back to back, so the writer is never idle long enough to fold while they post
 
 
@@ -37,7 +38,8 @@ def _unfolded(db_url: str) -> int:
 def test_sigkill_during_the_background_fold_counts_every_event_once(
     db_url: str, make_server: Callable[..., ServerProcess]
 ) -> None:
-    assert BATCHES * 2 * K > 2 * usage_tail.FOLD_CHUNK
+    # more than the first two background steps (events.fold_step: the chunk doubles per step)
+    assert BATCHES * 2 * K > fold_step(0, 0) + fold_step(0, 1)
     first = make_server(db_url=db_url)
     subject = unique("crashfold")
     ids = [f"{subject}_b{i}" for i in range(BATCHES)]

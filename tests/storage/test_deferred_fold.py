@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from allotment.container import Container
 from allotment.domain.windows import WindowSize
+from allotment.services import events as events_service
+from allotment.services.group_commit import PG_PARALLEL_COMMITS
 from allotment.services.meter_queries import MeterQuery
 from allotment.storage import usage_tail
 from tests.storage.test_prefold import METERS, NOW, T0, _same, ev, rebuilt, snapshot
@@ -94,6 +96,43 @@ def test_the_writer_folds_the_tail_when_idle(c: Container) -> None:
             break
         time.sleep(0.01)
     assert _lag(c) == 0  # folded by the writer, no reader asked
+
+
+def test_a_fold_step_takes_what_the_lag_exceeds_its_bound_by(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(events_service, "FOLD_MAX_LAG", 1_000)
+    monkeypatch.setattr(events_service, "BACKGROUND_FOLD_CHUNK", 50)
+    monkeypatch.setattr(events_service, "LAG_FOLD_CHUNK", 400)
+    step = events_service.fold_step
+    assert [step(0), step(1_000), step(1_050)] == [50, 50, 50]
+    assert [step(1_051), step(1_300), step(1_400), step(9_999)] == [51, 300, 400, 400]
+    # an idle writer doubles its chunk per step with no commit in between, up to the cap
+    assert [step(0, q) for q in range(5)] == [50, 100, 200, 400, 400]
+    assert [step(1_300, 1), step(1_100, 2), step(10**9, 99)] == [300, 200, 400]
+
+
+def test_a_stream_faster_than_the_fold_keeps_the_tail_within_one_group_of_its_bound(
+    c: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 300 events, each bigger than the idle fold's chunk (20): without folding
+    the excess after each group the tail would grow by 280 a batch. PostgreSQL's writers
+    overlap: one commits the next groups while the other folds after its own."""
+    monkeypatch.setattr(events_service, "FOLD_MAX_LAG", 600)
+    monkeypatch.setattr(events_service, "BACKGROUND_FOLD_CHUNK", 20)
+    c.meters.create(METERS[3])  # COUNT
+    rng = random.Random(8)
+    worst = 0
+    for b in range(15):
+        batch = [ev(rng, b * 300 + i) for i in range(300)]
+        assert c.events.submit(batch).result(30) == 300
+        worst = max(worst, _lag(c))
+    # SQLite: never more than one group past the bound; PostgreSQL: two groups a writer (a
+    # group committed while the other writer's fold is still running, and one queued);
+    # without the bound, 600 + 15 * 280
+    groups = 2 * PG_PARALLEL_COMMITS if c.db.dialect == "postgresql" else 1
+    assert 600 <= worst <= 600 + 300 * groups
+    assert _count(c, "calls") == 4_500
 
 
 @settings(
