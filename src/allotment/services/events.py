@@ -45,7 +45,9 @@ fold is mostly Python and holds the interpreter lock, so folding during a burst 
 would slow their decoding and acknowledgement; measured in docs/benchmarks.md (issue 18)."""
 BACKGROUND_FOLD_CHUNK = 2_000
 """Events of the first background fold transaction after a commit: a request arriving
-meanwhile waits at most one. Each further step with no commit in between takes twice as many,
+meanwhile waits at most one. Each further step with no commit in between takes twice as many
+(a request arriving during a later step waits for that larger one: only after a burst left a
+large tail, which a read would have to fold first anyway),
 up to :data:`LAG_FOLD_CHUNK` (:func:`fold_step`): an idle writer catches up in large
 transactions, where rows of the same minute, hour and day fold together (on events a minute
 apart, 27.5 against 68.6 µs an event for chunks of 20 000 against 2 000; docs/benchmarks.md)."""
