@@ -659,8 +659,26 @@ class Run:
         with self.server(be, url, f"ingest-replicas-{n}", ["--workers", str(n)]) as srv:
             reqs = [build_request(srv.url, "POST", "/api/v1/events", b, ct) for b in bodies]
             blast(srv.url, reqs[: max(2, n * 2)], plan.concurrency)  # every worker warm
+            server0 = cpu_seconds(srv.pid, db_name(url))
+            client0 = time.process_time()
             res = blast(srv.url, reqs, plan.concurrency)
+            server_cpu = cpu_seconds(srv.pid, db_name(url)) - server0
+            client_cpu = time.process_time() - client0
         out = blast_stats(res, 1000)
+        # whether more replicas could go faster here: the CPU they took per event (workers +
+        # their PostgreSQL backends) and how many of the machine's cores the server side and
+        # the load generator (this process) kept busy over the blast
+        acked = out["events"] or 1
+        out["cpu_us_per_event"] = server_cpu / acked * 1e6
+        out["server_cores_busy"] = server_cpu / res.seconds
+        out["client_cores_busy"] = client_cpu / res.seconds
+        out["machine_cores"] = os.cpu_count()
+        log(
+            f"    {n} worker(s): {out['rate']:,.0f} ev/s, server + backends "
+            f"{out['cpu_us_per_event']:.1f} µs CPU an event, cores busy: server "
+            f"{out['server_cores_busy']:.2f} + load generator {out['client_cores_busy']:.2f} "
+            f"of {out['machine_cores']}"
+        )
         stored = count_rows(Store(url), "events")
         out["events_stored"] = stored
         if stored != plan.ingest_replica_events:

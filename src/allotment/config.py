@@ -49,6 +49,8 @@ class Settings:
     config_path: str | None = None
     # --- ingest (metering): request body limit, lowered by tests to exercise N / N+1
     max_body_bytes: int = limits.REQUEST_BODY_BYTES_MAX
+    fold_max_lag: int = limits.FOLD_MAX_LAG_DEFAULT
+    """Unfolded events past which ingest waits for the fold (``services/events.py``)."""
     catalog: Mapping[str, Any] | None = None
     """The ``catalog:`` section (features and plans as code, docs/catalog.md), as written."""
     # --- slow and greedy HTTP clients (docs/limits.md "Connections"), lowered by tests
@@ -134,6 +136,17 @@ def load_file(path: str) -> Settings:
     return settings
 
 
+def _whole(env: Mapping[str, str], name: str, default: int) -> int:
+    """The whole number of ``env[name]`` (``default`` when unset); the error names ``name``."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+
+
 def _flag(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -169,6 +182,9 @@ ENV_VARS = {
     " (default: generated once, kept in the database)",
     "ALLOTMENT_TEST_CLOCK": "tests only: start on a settable clock at this RFC 3339 instant",
     "ALLOTMENT_MAX_BODY_BYTES": "largest request body in bytes (default 16 MiB); 413 above it",
+    "ALLOTMENT_FOLD_MAX_LAG": "unfolded events past which ingest waits for the fold (200000,"
+    " 0..1000000000): a longer burst is acknowledged at the fold's rate, and a read after a"
+    " burst folds at most about this many events first (docs/api/events.md)",
     "ALLOTMENT_HTTP_HEADER_TIMEOUT": "seconds a request's headers may take (10); then 408",
     "ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT": "seconds a request body may pause (10); then 408",
     "ALLOTMENT_HTTP_BODY_TIMEOUT": "seconds a request body may take in all (60); then 408",
@@ -218,6 +234,7 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             ),
             test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
             max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes)),
+            fold_max_lag=_whole(env, "ALLOTMENT_FOLD_MAX_LAG", settings.fold_max_lag),
             http_header_timeout_seconds=float(
                 env.get("ALLOTMENT_HTTP_HEADER_TIMEOUT", settings.http_header_timeout_seconds)
             ),
@@ -272,6 +289,10 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"ALLOTMENT_AUTH_CACHE_SECONDS must be between 0 and "
             f"{limits.AUTH_CACHE_SECONDS_MAX:g} seconds"
+        )
+    if not 0 <= settings.fold_max_lag <= limits.FOLD_MAX_LAG_MAX:
+        raise ConfigError(
+            f"ALLOTMENT_FOLD_MAX_LAG must be between 0 and {limits.FOLD_MAX_LAG_MAX} events"
         )
     if settings.pool.statement_timeout_ms < 1:
         raise ConfigError("database pool: statementTimeout must be > 0 seconds")

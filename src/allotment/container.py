@@ -55,7 +55,7 @@ class Container:
         self.clock = clock
         # leaves first: each line uses only what the lines above built
         self.meters = MeterService(db, clock)
-        self.events = EventService(db, clock)
+        self.events = EventService(db, clock, fold_max_lag=settings.fold_max_lag)
         self.ingest_rate = IngestRate(db, clock)
         self.subjects = SubjectService(db, clock)
         self.grants = GrantService(db, clock)

@@ -118,7 +118,7 @@ def test_a_stream_faster_than_the_fold_keeps_the_tail_within_one_group_of_its_bo
     """Batches of 300 events, each bigger than the idle fold's chunk (20): without folding
     the excess after each group the tail would grow by 280 a batch. PostgreSQL's writers
     overlap: one commits the next groups while the other folds after its own."""
-    monkeypatch.setattr(events_service, "FOLD_MAX_LAG", 600)
+    c.events.fold_max_lag = 600  # what ALLOTMENT_FOLD_MAX_LAG=600 sets
     monkeypatch.setattr(events_service, "BACKGROUND_FOLD_CHUNK", 20)
     c.meters.create(METERS[3])  # COUNT
     rng = random.Random(8)

@@ -7,6 +7,10 @@ EVENTS_PER_BATCH_MAX = 10_000
 """Events in one POST /api/v1/events request."""
 REQUEST_BODY_BYTES_MAX = 16 * 1024 * 1024
 """Bytes in one request body (any route)."""
+FOLD_MAX_LAG_DEFAULT = 200_000
+"""Unfolded events past which ingest waits for the fold (``ALLOTMENT_FOLD_MAX_LAG``)."""
+FOLD_MAX_LAG_MAX = 1_000_000_000
+"""Largest ``ALLOTMENT_FOLD_MAX_LAG`` (in effect: no bound)."""
 
 # Queries
 QUERY_WINDOWS_MAX = 100_000

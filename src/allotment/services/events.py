@@ -51,8 +51,9 @@ large tail, which a read would have to fold first anyway),
 up to :data:`LAG_FOLD_CHUNK` (:func:`fold_step`): an idle writer catches up in large
 transactions, where rows of the same minute, hour and day fold together (on events a minute
 apart, 27.5 against 68.6 µs an event for chunks of 20 000 against 2 000; docs/benchmarks.md)."""
-FOLD_MAX_LAG = 200_000
-"""Above this many unfolded events the writer folds, after every group commit and even under
+FOLD_MAX_LAG = limits.FOLD_MAX_LAG_DEFAULT
+"""The default of ``ALLOTMENT_FOLD_MAX_LAG`` (``EventService(fold_max_lag=…)``): above this many
+unfolded events the writer folds, after every group commit and even under
 load, as many events as the lag exceeds this (at least :data:`BACKGROUND_FOLD_CHUNK`, at most
 :data:`LAG_FOLD_CHUNK`, one group's worth): the tail stays within one group of this bound
 (on PostgreSQL, whose two writers overlap commits with folds, within two groups a writer)
@@ -135,21 +136,25 @@ def prepare(e: CloudEvent) -> PreparedEvent:
     )
 
 
-def fold_step(unfolded: int, quiet_steps: int = 0) -> int:
+def fold_step(unfolded: int, quiet_steps: int = 0, max_lag: int | None = None) -> int:
     """How many events the writer's next background fold step takes with ``unfolded`` events
     waiting, after ``quiet_steps`` steps with no commit since: :data:`BACKGROUND_FOLD_CHUNK`
-    doubled per quiet step, or, above :data:`FOLD_MAX_LAG`, at least the excess (which brings
-    the lag back to the bound after each group); never more than :data:`LAG_FOLD_CHUNK`."""
+    doubled per quiet step, or, above ``max_lag`` (:data:`FOLD_MAX_LAG`), at least the excess
+    (which brings the lag back to the bound after each group); never more than
+    :data:`LAG_FOLD_CHUNK`."""
+    bound = FOLD_MAX_LAG if max_lag is None else max_lag
     idle = BACKGROUND_FOLD_CHUNK << min(quiet_steps, 16)
-    return min(max(idle, unfolded - FOLD_MAX_LAG), max(LAG_FOLD_CHUNK, BACKGROUND_FOLD_CHUNK))
+    return min(max(idle, unfolded - bound), max(LAG_FOLD_CHUNK, BACKGROUND_FOLD_CHUNK))
 
 
 class EventService:
     """Collaborators: the database and clock."""
 
-    def __init__(self, db: Database, clock: Clock) -> None:
+    def __init__(self, db: Database, clock: Clock, *, fold_max_lag: int | None = None) -> None:
         self._db = db
         self._clock = clock
+        self.fold_max_lag = fold_max_lag
+        """:data:`FOLD_MAX_LAG` of this service (None: the module's)."""
         self.deferred = True
         """Ingest commits append events only; the fold into the rollups follows in
         transactions of its own (``storage/usage_tail.py``), on the writer thread when it is
@@ -238,7 +243,7 @@ class EventService:
     def _fold_some(self) -> bool:
         """The writer's background step: fold one chunk (:func:`fold_step`); True when more
         may be left."""
-        chunk = fold_step(self._unfolded, self._quiet_steps)
+        chunk = fold_step(self._unfolded, self._quiet_steps, self.fold_max_lag)
         try:
             with self._db.write() as tx:
                 n, touched = usage_tail.fold_pending(tx, chunk, skip_locked=True)
@@ -250,7 +255,8 @@ class EventService:
         return n == chunk
 
     def _lagging(self) -> bool:
-        return self._unfolded > FOLD_MAX_LAG or self._settling > 0
+        bound = FOLD_MAX_LAG if self.fold_max_lag is None else self.fold_max_lag
+        return self._unfolded > bound or self._settling > 0
 
     def _folded(self, n: int, touched: usage_tail.Touched) -> None:
         with self._settle_lock:

@@ -1,0 +1,21 @@
+"""Settings read from the environment: the fold bound (``ALLOTMENT_FOLD_MAX_LAG``)."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def test_the_fold_bound_from_the_environment_at_n_and_n_plus_1() -> None:
+    from allotment.config import ConfigError, Settings, apply_env, validate
+    from allotment.domain import limits
+
+    assert apply_env(Settings(), {}).fold_max_lag == limits.FOLD_MAX_LAG_DEFAULT == 200_000
+    for n in (0, limits.FOLD_MAX_LAG_MAX):
+        s = apply_env(Settings(), {"ALLOTMENT_FOLD_MAX_LAG": str(n)})
+        validate(s)
+        assert s.fold_max_lag == n
+    for bad in (-1, limits.FOLD_MAX_LAG_MAX + 1):
+        with pytest.raises(ConfigError, match="ALLOTMENT_FOLD_MAX_LAG must be between 0 and"):
+            validate(apply_env(Settings(), {"ALLOTMENT_FOLD_MAX_LAG": str(bad)}))
+    with pytest.raises(ConfigError, match="ALLOTMENT_FOLD_MAX_LAG"):
+        apply_env(Settings(), {"ALLOTMENT_FOLD_MAX_LAG": "lots"})
