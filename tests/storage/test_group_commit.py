@@ -303,6 +303,50 @@ def test_parallel_writers_commit_the_next_group_while_one_is_held(c: Container) 
     assert committer.groups >= 3
 
 
+def test_an_empty_queue_while_the_other_writer_commits_is_not_idleness(c: Container) -> None:
+    """``parallel=2``: the background step (the fold) waits for ``background_after_s`` after
+    the last commit with NO group in flight; while one writer thread commits, the other sees
+    an empty queue (the clients are waiting for that commit) and must not start folding."""
+    if c.db.dialect != "postgresql":
+        pytest.skip("parallel commits are PostgreSQL's (SQLite has one writer at a time)")
+    meter(c)
+    writing = threading.Event()
+    release = threading.Event()
+    during: list[bool] = []
+    calls = 0
+
+    def write(batches: Sequence[Sequence[PreparedEvent]]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the second group is held, well past background_after_s
+            writing.set()
+            assert release.wait(30)
+        return c.events.write_batches(batches)
+
+    def background() -> bool:
+        during.append(writing.is_set() and not release.is_set())
+        return False
+
+    committer = GroupCommitter(write, background=background, background_after_s=0.05, parallel=2)
+    try:
+        assert committer.submit([ev(1)]).result(30) == 1  # a commit: background is due again
+        second = committer.submit([ev(2)])
+        assert writing.wait(30)
+        threading.Event().wait(0.5)  # ten times background_after_s with the group in flight
+        assert True not in during
+        release.set()
+        assert second.result(30) == 1
+        for _ in range(300):  # once nothing is in flight, the idle step runs
+            if len(during) >= 2:
+                break
+            threading.Event().wait(0.01)
+        assert during[-1] is False
+        assert len(during) >= 2
+    finally:
+        release.set()
+        committer.close()
+
+
 def test_an_event_loops_requests_are_answered_on_the_loop(c: Container) -> None:
     """``submit_to_loop`` (the HTTP door): the loop's own futures, resolved after the commit
     (one callback per group), a cancelled one skipped, a failed group raising in each."""

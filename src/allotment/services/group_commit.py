@@ -146,6 +146,9 @@ class GroupCommitter:
         self._last_commit = time.monotonic() - background_after_s
         """When a writer thread last committed a group: background steps wait until
         ``background_after_s`` after it, whichever thread committed (``parallel`` > 1)."""
+        self._committing = 0
+        """Groups taken and not committed yet (``parallel`` > 1: while another writer thread
+        commits, an empty queue is not idleness; changed under ``_take`` and ``_groups_lock``)."""
         self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
         self._queue = self._worker.queue
         self._take = threading.Lock()
@@ -192,13 +195,20 @@ class GroupCommitter:
                     try:
                         if self._more_background:
                             # the idle wait once after a commit (by any writer thread);
-                            # between background steps only a look
+                            # between background steps only a look; while another writer
+                            # thread commits a group, not idle: its requests' clients will
+                            # send more
                             wait = self._last_commit + self._background_after_s - time.monotonic()
+                            if self._committing:
+                                wait = max(wait, self._background_after_s)
                             item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                         else:  # looking again now and then: another writer may commit
                             item = q.get(timeout=_IDLE_LOOK_S)
                     except queue.Empty:
-                        due = self._last_commit + self._background_after_s <= time.monotonic()
+                        due = (
+                            not self._committing
+                            and self._last_commit + self._background_after_s <= time.monotonic()
+                        )
                         if self._more_background and due:
                             self._more_background = self._background()
                         continue
@@ -234,11 +244,18 @@ class GroupCommitter:
                         stopping = True
                     elif group and size + len(item.events) > self.max_events:
                         carry, item = item, None
+                if group:
+                    with self._groups_lock:
+                        self._committing += 1
             if group:
-                self._commit(group)
+                try:
+                    self._commit(group)
+                finally:
+                    with self._groups_lock:
+                        self._last_commit = time.monotonic()
+                        self._committing -= 1
                 if self._background is not None:
                     self._more_background = True
-                    self._last_commit = time.monotonic()
                     if self._pressing is not None and self._pressing():
                         self._more_background = self._background()
 
