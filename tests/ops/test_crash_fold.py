@@ -12,7 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from allotment.services.events import fold_step
+from allotment.services.fold_pacing import fold_step
 from allotment.storage import usage_tail
 from allotment.storage.database import open_database
 from tests.ops.helpers import batch_events, batches_seen, post_batch, whole
@@ -38,7 +38,7 @@ def _unfolded(db_url: str) -> int:
 def test_sigkill_during_the_background_fold_counts_every_event_once(
     db_url: str, make_server: Callable[..., ServerProcess]
 ) -> None:
-    # more than the first two background steps (events.fold_step: the chunk doubles per step)
+    # more than the first two background steps (fold_pacing.fold_step: the chunk doubles per step)
     assert BATCHES * 2 * K > fold_step(0, 0) + fold_step(0, 1)
     first = make_server(db_url=db_url)
     subject = unique("crashfold")

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from allotment.container import Container
 from allotment.domain.windows import WindowSize
-from allotment.services import events as events_service
+from allotment.services import fold_pacing
 from allotment.services.group_commit import PG_PARALLEL_COMMITS
 from allotment.services.meter_queries import MeterQuery
 from allotment.storage import usage_tail
@@ -101,10 +101,10 @@ def test_the_writer_folds_the_tail_when_idle(c: Container) -> None:
 def test_a_fold_step_takes_what_the_lag_exceeds_its_bound_by(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(events_service, "FOLD_MAX_LAG", 1_000)
-    monkeypatch.setattr(events_service, "BACKGROUND_FOLD_CHUNK", 50)
-    monkeypatch.setattr(events_service, "LAG_FOLD_CHUNK", 400)
-    step = events_service.fold_step
+    monkeypatch.setattr(fold_pacing, "FOLD_MAX_LAG", 1_000)
+    monkeypatch.setattr(fold_pacing, "BACKGROUND_FOLD_CHUNK", 50)
+    monkeypatch.setattr(fold_pacing, "LAG_FOLD_CHUNK", 400)
+    step = fold_pacing.fold_step
     assert [step(0), step(1_000), step(1_050)] == [50, 50, 50]
     assert [step(1_051), step(1_300), step(1_400), step(9_999)] == [51, 300, 400, 400]
     # an idle writer doubles its chunk per step with no commit in between, up to the cap
@@ -119,7 +119,7 @@ def test_a_stream_faster_than_the_fold_keeps_the_tail_within_one_group_of_its_bo
     the excess after each group the tail would grow by 280 a batch. PostgreSQL's writers
     overlap: one commits the next groups while the other folds after its own."""
     c.events.fold_max_lag = 600  # what ALLOTMENT_FOLD_MAX_LAG=600 sets
-    monkeypatch.setattr(events_service, "BACKGROUND_FOLD_CHUNK", 20)
+    monkeypatch.setattr(fold_pacing, "BACKGROUND_FOLD_CHUNK", 20)
     c.meters.create(METERS[3])  # COUNT
     rng = random.Random(8)
     worst = 0

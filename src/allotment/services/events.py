@@ -25,7 +25,8 @@ from allotment.domain.events import CloudEvent, PreparedEvent
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Meter, extract
 from allotment.domain.timeutil import format_rfc3339, from_micros, to_micros
-from allotment.services.group_commit import GROUP_MAX_EVENTS, PG_PARALLEL_COMMITS, GroupCommitter
+from allotment.services import fold_pacing
+from allotment.services.group_commit import PG_PARALLEL_COMMITS, GroupCommitter
 from allotment.storage import events_repo, meters_repo, usage_tail, usage_write
 from allotment.storage.database import Tx
 
@@ -37,34 +38,6 @@ log = logging.getLogger("allotment.ingest")
 
 _encoder = msgspec.json.Encoder(decimal_format="number")
 _decoder = msgspec.json.Decoder(float_hook=exact_decimal)
-
-FOLD_IDLE_S = 0.25
-"""The writer folds the tail (one chunk of :data:`BACKGROUND_FOLD_CHUNK` events at a
-time, checking for requests between chunks) once no request has arrived for this long. The
-fold is mostly Python and holds the interpreter lock, so folding during a burst of requests
-would slow their decoding and acknowledgement; measured in docs/benchmarks.md (issue 18)."""
-BACKGROUND_FOLD_CHUNK = 2_000
-"""Events of the first background fold transaction after a commit: a request arriving
-meanwhile waits at most one. Each further step with no commit in between takes twice as many
-(a request arriving during a later step waits for that larger one: only after a burst left a
-large tail, which a read would have to fold first anyway),
-up to :data:`LAG_FOLD_CHUNK` (:func:`fold_step`): an idle writer catches up in large
-transactions, where rows of the same minute, hour and day fold together (on events a minute
-apart, 27.5 against 68.6 µs an event for chunks of 20 000 against 2 000; docs/benchmarks.md)."""
-FOLD_MAX_LAG = limits.FOLD_MAX_LAG_DEFAULT
-"""The default of ``ALLOTMENT_FOLD_MAX_LAG`` (``EventService(fold_max_lag=…)``): above this many
-unfolded events the writer folds, after every group commit and even under
-load, as many events as the lag exceeds this (at least :data:`BACKGROUND_FOLD_CHUNK`, at most
-:data:`LAG_FOLD_CHUNK`, one group's worth): the tail stays within one group of this bound
-(on PostgreSQL, whose two writers overlap commits with folds, within two groups a writer)
-however long a stream faster than the fold lasts, so what a reader's
-:meth:`EventService.settle` may have to fold is bounded too, and a sustained stream is
-acknowledged at the rate of append plus fold (back-pressure). A burst up to this size is
-acknowledged at the append's full speed and folded after. The writer also folds a chunk
-after each group while a reader of this process is folding the tail (:meth:`settle`):
-ingest then yields to the fold (``tests/ops/test_read_your_writes.py``)."""
-LAG_FOLD_CHUNK = GROUP_MAX_EVENTS
-"""Most events one fold step of a lagging writer takes: what the largest group brings."""
 
 PREFOLD_MIN_EVENTS = 32
 """Requests with at least this many events are folded into rollup rows on the request's
@@ -136,17 +109,6 @@ def prepare(e: CloudEvent) -> PreparedEvent:
     )
 
 
-def fold_step(unfolded: int, quiet_steps: int = 0, max_lag: int | None = None) -> int:
-    """How many events the writer's next background fold step takes with ``unfolded`` events
-    waiting, after ``quiet_steps`` steps with no commit since: :data:`BACKGROUND_FOLD_CHUNK`
-    doubled per quiet step, or, above ``max_lag`` (:data:`FOLD_MAX_LAG`), at least the excess
-    (which brings the lag back to the bound after each group); never more than
-    :data:`LAG_FOLD_CHUNK`."""
-    bound = FOLD_MAX_LAG if max_lag is None else max_lag
-    idle = BACKGROUND_FOLD_CHUNK << min(quiet_steps, 16)
-    return min(max(idle, unfolded - bound), max(LAG_FOLD_CHUNK, BACKGROUND_FOLD_CHUNK))
-
-
 class EventService:
     """Collaborators: the database and clock."""
 
@@ -154,24 +116,25 @@ class EventService:
         self._db = db
         self._clock = clock
         self.fold_max_lag = fold_max_lag
-        """:data:`FOLD_MAX_LAG` of this service (None: the module's)."""
+        """``fold_pacing.FOLD_MAX_LAG`` of this service (None: the module's)."""
         self.deferred = True
         """Ingest commits append events only; the fold into the rollups follows in
         transactions of its own (``storage/usage_tail.py``), on the writer thread when it is
         idle, and on any reader's thread through :meth:`settle` before it reads usage."""
         self._unfolded = 0
         """Events this process appended and has not folded yet (an estimate for the writer's
-        :data:`FOLD_MAX_LAG`; :meth:`settle` asks the database, which every process shares)."""
+        ``fold_pacing.FOLD_MAX_LAG``; :meth:`settle` asks the database, which every process
+        shares)."""
         self._settling = 0
         """Readers of this process folding the tail now (:meth:`settle`; see
-        :data:`FOLD_MAX_LAG`)."""
+        ``fold_pacing.FOLD_MAX_LAG``)."""
         self._settle_lock = threading.Lock()
         self._quiet_steps = 0
-        """Background fold steps since the last group commit (:func:`fold_step`)."""
+        """Background fold steps since the last group commit (``fold_pacing.fold_step``)."""
         self.committer = GroupCommitter(
             self.write_batches,
             background=self._fold_some if self.deferred else None,
-            background_after_s=FOLD_IDLE_S,
+            background_after_s=fold_pacing.FOLD_IDLE_S,
             pressing=self._lagging,
             parallel=PG_PARALLEL_COMMITS if db.dialect == "postgresql" else 1,
         )
@@ -241,9 +204,9 @@ class EventService:
                 self._settling -= 1
 
     def _fold_some(self) -> bool:
-        """The writer's background step: fold one chunk (:func:`fold_step`); True when more
-        may be left."""
-        chunk = fold_step(self._unfolded, self._quiet_steps, self.fold_max_lag)
+        """The writer's background step: fold one chunk (``fold_pacing.fold_step``); True
+        when more may be left."""
+        chunk = fold_pacing.fold_step(self._unfolded, self._quiet_steps, self.fold_max_lag)
         try:
             with self._db.write() as tx:
                 n, touched = usage_tail.fold_pending(tx, chunk, skip_locked=True)
@@ -255,7 +218,7 @@ class EventService:
         return n == chunk
 
     def _lagging(self) -> bool:
-        bound = FOLD_MAX_LAG if self.fold_max_lag is None else self.fold_max_lag
+        bound = fold_pacing.FOLD_MAX_LAG if self.fold_max_lag is None else self.fold_max_lag
         return self._unfolded > bound or self._settling > 0
 
     def _folded(self, n: int, touched: usage_tail.Touched) -> None:
