@@ -347,6 +347,37 @@ def test_an_empty_queue_while_the_other_writer_commits_is_not_idleness(c: Contai
         committer.close()
 
 
+def test_a_long_idle_fold_step_leaves_the_other_writer_free_for_requests(c: Container) -> None:
+    """``parallel=2``: an idle background step (the fold, up to 20 000 events) runs outside
+    the lock the writer threads take groups under, one thread at a time: a request arriving
+    meanwhile is committed by the other thread at once, not after the step."""
+    if c.db.dialect != "postgresql":
+        pytest.skip("parallel commits are PostgreSQL's (SQLite has one writer at a time)")
+    meter(c)
+    armed = threading.Event()
+    entered = threading.Event()
+    release = threading.Event()
+
+    def background() -> bool:
+        if armed.is_set() and not entered.is_set():
+            entered.set()
+            assert release.wait(30)  # a long fold step
+        return False
+
+    committer = GroupCommitter(
+        c.events.write_batches, background=background, background_after_s=0.05, parallel=2
+    )
+    try:
+        armed.set()
+        assert committer.submit([ev(1)]).result(30) == 1
+        assert entered.wait(30)  # one thread is in the idle step, held
+        assert committer.submit([ev(2)]).result(10) == 1  # the other one commits meanwhile
+        assert not release.is_set()
+    finally:
+        release.set()
+        committer.close()
+
+
 def test_an_event_loops_requests_are_answered_on_the_loop(c: Container) -> None:
     """``submit_to_loop`` (the HTTP door): the loop's own futures, resolved after the commit
     (one callback per group), a cancelled one skipped, a failed group raising in each."""

@@ -147,6 +147,12 @@ class GroupCommitter:
         """When a writer thread last committed a group: background steps wait until
         ``background_after_s`` after it, whichever thread committed (``parallel`` > 1)."""
         self._committing = 0
+        self._folding = 0
+        self._generation = 0
+        """Commits so far: a background step that saw nothing more to do but overlapped a
+        commit (another thread's) leaves ``_more_background`` set (no lost wake-up)."""
+        """Threads running an idle background step now (at most ``_spare``)."""
+        self._spare = max(1, parallel - 1)
         """Groups taken and not committed yet (``parallel`` > 1: while another writer thread
         commits, an empty queue is not idleness; changed under ``_take`` and ``_groups_lock``)."""
         self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
@@ -187,8 +193,10 @@ class GroupCommitter:
         while not stopping:
             # parallel > 1: one thread at a time takes a group (the oldest request and
             # every one queued behind it), then commits it outside the lock
+            step = False
+            group: list[_Pending] = []
             with self._take:
-                item: _Pending | None
+                item: _Pending | None = None
                 if carry is not None:
                     item = carry
                 elif self._background is not None:
@@ -197,9 +205,9 @@ class GroupCommitter:
                             # the idle wait once after a commit (by any writer thread);
                             # between background steps only a look; while another writer
                             # thread commits a group, not idle: its requests' clients will
-                            # send more
+                            # send more; while another folds, this one waits for requests
                             wait = self._last_commit + self._background_after_s - time.monotonic()
-                            if self._committing:
+                            if self._committing or self._folding >= self._spare:
                                 wait = max(wait, self._background_after_s)
                             item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                         else:  # looking again now and then: another writer may commit
@@ -209,44 +217,55 @@ class GroupCommitter:
                             not self._committing
                             and self._last_commit + self._background_after_s <= time.monotonic()
                         )
-                        if self._more_background and due:
-                            self._more_background = self._background()
-                        continue
+                        # an idle step runs outside the take lock, and with parallel > 1 on
+                        # one thread at a time: another thread stays free for requests
+                        if not (self._more_background and due and self._folding < self._spare):
+                            continue
+                        step = True
+                        with self._groups_lock:
+                            self._folding += 1
                 else:
                     item = q.get()
-                carry = None
-                if item is None:
-                    return
-                group: list[_Pending] = []
-                size = 0
-                deadline: float | None = None
-                while item is not None:
-                    if item.take():  # skip abandoned requests
-                        group.append(item)
-                        size += len(item.events)
-                    if size >= self.max_events:
-                        break
-                    try:
-                        item = q.get_nowait()
-                    except queue.Empty:
-                        if self.max_wait_s <= 0:
-                            break
-                        if deadline is None:
-                            deadline = time.monotonic() + self.max_wait_s
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
+                if not step:
+                    carry = None
+                    if item is None:
+                        return
+                    size = 0
+                    deadline: float | None = None
+                    while item is not None:
+                        if item.take():  # skip abandoned requests
+                            group.append(item)
+                            size += len(item.events)
+                        if size >= self.max_events:
                             break
                         try:
-                            item = q.get(timeout=remaining)
+                            item = q.get_nowait()
                         except queue.Empty:
-                            break
-                    if item is None:
-                        stopping = True
-                    elif group and size + len(item.events) > self.max_events:
-                        carry, item = item, None
-                if group:
+                            if self.max_wait_s <= 0:
+                                break
+                            if deadline is None:
+                                deadline = time.monotonic() + self.max_wait_s
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                break
+                            try:
+                                item = q.get(timeout=remaining)
+                            except queue.Empty:
+                                break
+                        if item is None:
+                            stopping = True
+                        elif group and size + len(item.events) > self.max_events:
+                            carry, item = item, None
+                    if group:
+                        with self._groups_lock:
+                            self._committing += 1
+            if step:
+                try:
+                    self._step()
+                finally:
                     with self._groups_lock:
-                        self._committing += 1
+                        self._folding -= 1
+                continue
             if group:
                 try:
                     self._commit(group)
@@ -254,10 +273,19 @@ class GroupCommitter:
                     with self._groups_lock:
                         self._last_commit = time.monotonic()
                         self._committing -= 1
+                        self._generation += 1
                 if self._background is not None:
                     self._more_background = True
                     if self._pressing is not None and self._pressing():
-                        self._more_background = self._background()
+                        self._step()
+
+    def _step(self) -> None:
+        """One background step; more are due when it says so, or when a commit (by another
+        writer thread) happened while it ran."""
+        assert self._background is not None
+        generation = self._generation
+        more = self._background()
+        self._more_background = more or self._generation != generation
 
     def _commit(self, group: list[_Pending]) -> None:
         try:
