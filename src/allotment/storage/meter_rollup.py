@@ -83,10 +83,11 @@ def drop_subjects(
 
 def int_shadow(value: Decimal | None) -> int | None:
     """The ``isum`` of a sum: the integer when it is one within ``±ISUM_MAX``, else None."""
-    if value is None or not value.is_finite() or abs(value) > ISUM_MAX:
+    # adjusted() > 15: |value| >= 10^16 > ISUM_MAX (and no huge int is ever built)
+    if value is None or not value.is_finite() or value.adjusted() > 15:
         return None
     as_int = int(value)
-    return as_int if as_int == value else None
+    return as_int if -ISUM_MAX <= as_int <= ISUM_MAX and as_int == value else None
 
 
 def _upsert_tail(table: str) -> str:
