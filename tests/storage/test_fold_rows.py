@@ -6,13 +6,14 @@ change a fold already built."""
 
 from __future__ import annotations
 
+import sqlite3
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from allotment.domain.meters import Aggregation, Extracted
-from allotment.storage import usage_write
+from allotment.storage import decimal_sql, usage_write
 from allotment.storage.usage_write import ISUM_MAX, Folded, Rollup, int_sum
 
 _EDGES = [
@@ -94,3 +95,64 @@ def test_combining_leaves_a_fold_whose_grains_share_cells_untouched() -> None:
     assert usage_write._columns(minute) == before
     (hour_both,) = both.grains[1].values()
     assert (hour_both.count, hour_both.sum, hour_both.max) == (2, Decimal("3.5"), Decimal("2"))
+
+
+# ---------------------------------------------------------------- SQLite's conflict path
+
+_TABLE = (
+    "CREATE TABLE {t} (meter_id TEXT NOT NULL, subject TEXT NOT NULL, minute BIGINT NOT NULL,"
+    " group_key TEXT NOT NULL, count BIGINT NOT NULL, sum TEXT, min TEXT, max TEXT,"
+    " latest_time BIGINT, latest_value TEXT, isum INTEGER,"
+    " PRIMARY KEY (meter_id, subject, minute, group_key)) WITHOUT ROWID"
+)
+conflict_values = st.one_of(
+    st.sampled_from([Decimal(t) for t in [*_EDGES, "9223372036854775808", "-9223372036854775809"]]),
+    st.integers(-(2**54), 2**54).map(Decimal),
+    st.integers(-5, 5).map(Decimal),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2, min_value=-100, max_value=100),
+)
+
+
+@given(st.lists(st.tuples(st.integers(0, 2), st.one_of(st.none(), conflict_values)), max_size=12))
+def test_native_conflict_path_writes_what_the_udfs_write(
+    upserts: list[tuple[int, Decimal | None]],
+) -> None:
+    """The same upserts through ``upsert_tail`` (``dec_add``/``dec_min``/``dec_max``) and
+    ``sqlite_upsert_tail`` (native integer paths) leave identical rows: same values, same
+    types, same text ("2.0" stays "2.0", "-0" stays "-0")."""
+    conn = sqlite3.connect(":memory:")
+    decimal_sql.register(conn)
+    udf = usage_write.Grain("t_udf", "minute", usage_write.MINUTE_US)
+    native = usage_write.Grain("t_native", "minute", usage_write.MINUTE_US)
+    for grain in (udf, native):
+        conn.execute(_TABLE.format(t=grain.table))
+    for i, (cell, value) in enumerate(upserts):
+        text = None if value is None else str(value)
+        isum = None if value is None else int_sum(value)
+        row = ("m", "s", cell, "{}", 1, text, text, text, i, text, isum)
+        for grain, tail in ((udf, udf.upsert_tail), (native, native.sqlite_upsert_tail)):
+            conn.execute(grain.upsert_head + "(?,?,?,?,?,?,?,?,?,?,?)" + tail, row)
+    read = "SELECT minute, count, {c} FROM {t} ORDER BY minute"
+    columns = ", ".join(f"{c}, typeof({c})" for c in ("sum", "min", "max", "latest_value", "isum"))
+    assert (
+        conn.execute(read.format(c=columns, t="t_native")).fetchall()
+        == conn.execute(read.format(c=columns, t="t_udf")).fetchall()
+    )
+    conn.close()
+
+
+def test_native_conflict_path_adds_integers_past_the_shadow_through_dec_add() -> None:
+    conn = sqlite3.connect(":memory:")
+    decimal_sql.register(conn)
+    conn.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, sum TEXT, isum INTEGER)")
+    add = decimal_sql.add_sql("t.sum", "excluded.sum", "t.isum", "excluded.isum")
+    upsert = f"INSERT INTO t VALUES (1, ?, ?) ON CONFLICT (k) DO UPDATE SET sum = {add}"
+    for text, isum in (
+        (str(ISUM_MAX), ISUM_MAX),
+        (str(ISUM_MAX), ISUM_MAX),
+        (str(10**30), None),
+        ("-0", 0),
+    ):
+        conn.execute(upsert, (text, isum))
+    assert conn.execute("SELECT sum FROM t").fetchone() == (str(10**30 + 2 * ISUM_MAX),)
+    conn.close()

@@ -34,6 +34,7 @@ from decimal import Decimal
 from typing import Any, Protocol
 
 from allotment.domain.decimals import EXACT
+from allotment.storage import decimal_sql
 from allotment.storage.database import Tx, dec
 
 HOUR_US = 3_600_000_000
@@ -90,11 +91,16 @@ def int_shadow(value: Decimal | None) -> int | None:
     return as_int if -ISUM_MAX <= as_int <= ISUM_MAX and as_int == value else None
 
 
-def _upsert_tail(table: str) -> str:
+def _upsert_tail(table: str, dialect: str) -> str:
+    add = (
+        f"dec_add({table}.sum, excluded.sum)"
+        if dialect == "postgresql"
+        else decimal_sql.add_sql(f"{table}.sum", "excluded.sum", f"{table}.isum", "excluded.isum")
+    )
     return (
         f" ON CONFLICT (meter_id, bucket, group_key) DO UPDATE SET "
         f"count = {table}.count + excluded.count, "
-        f"sum = dec_add({table}.sum, excluded.sum), "
+        f"sum = {add}, "
         # both sides within ±2^53, so the sum cannot overflow before it is checked
         f"isum = CASE WHEN {table}.isum IS NOT NULL AND excluded.isum IS NOT NULL "
         f"AND abs({table}.isum + excluded.isum) <= {ISUM_MAX} "
@@ -119,14 +125,17 @@ def write(tx: Tx, by_step: Mapping[int, Mapping[SubjectKey, Cell]]) -> None:
                 chunk = rows[start : start + _ARRAY_CHUNK]
                 tx.execute(
                     head + "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], "
-                    "?::bigint[], ?::numeric[], ?::bigint[])" + _upsert_tail(table),
+                    "?::bigint[], ?::numeric[], ?::bigint[])" + _upsert_tail(table, tx.dialect),
                     [list(column) for column in zip(*chunk, strict=True)],
                 )
             continue
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             tx.execute(
-                head + "VALUES " + ",".join(["(?,?,?,?,?,?)"] * len(chunk)) + _upsert_tail(table),
+                head
+                + "VALUES "
+                + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+                + _upsert_tail(table, tx.dialect),
                 [v for row in chunk for v in row],
             )
 
