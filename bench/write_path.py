@@ -76,7 +76,18 @@ class _Timer:
                 timer.spent[key] += time.perf_counter() - t
                 timer.calls[key] += 1
 
-        cls.execute, cls.execute_many = timed_execute, timed_many
+        rowcount = cls.rowcount
+
+        def timed_rowcount(tx: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+            t = time.perf_counter()
+            try:
+                return rowcount(tx, sql, params)
+            finally:
+                key = "sql " + _table_of(sql)
+                timer.spent[key] += time.perf_counter() - t
+                timer.calls[key] += 1
+
+        cls.execute, cls.execute_many, cls.rowcount = timed_execute, timed_many, timed_rowcount
 
     def wrap_function(
         self,
@@ -122,7 +133,7 @@ def _phase(run: Callable[[], object], n: int) -> dict[str, float]:
     from allotment.storage.sqlite_database import _SqliteTx
 
     timer = _Timer()
-    saved = {cls: (cls.execute, cls.execute_many) for cls in (_SqliteTx, _PostgresTx)}
+    saved = {cls: (cls.execute, cls.execute_many, cls.rowcount) for cls in (_SqliteTx, _PostgresTx)}
     for cls in saved:
         timer.wrap(cls)
     undo = [
@@ -139,8 +150,8 @@ def _phase(run: Callable[[], object], n: int) -> dict[str, float]:
         run()
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
-        for cls, (e, m) in saved.items():
-            cls.execute, cls.execute_many = e, m
+        for cls, (e, m, r) in saved.items():
+            cls.execute, cls.execute_many, cls.rowcount = e, m, r
         for u in undo:
             u()
     out = {f"{k} ({timer.calls[k]} calls)": v / n * 1e6 for k, v in timer.spent.items()}
