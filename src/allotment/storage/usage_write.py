@@ -267,11 +267,11 @@ class Folded:
 
     def _write_values(self, tx: Tx) -> None:
         for grain, rows in zip(GRAINS, self._rows(text=True), strict=True):
+            head, tail = grain.upsert_head, grain.sqlite_upsert_tail
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start : start + _CHUNK]
                 tx.execute(
-                    grain.upsert_head + ",".join([_ROW] * len(chunk)) + grain.sqlite_upsert_tail,
-                    list(chain.from_iterable(chunk)),
+                    head + ",".join([_ROW] * len(chunk)) + tail, list(chain.from_iterable(chunk))
                 )
         uniques = sorted(self.uniques)
         for start in range(0, len(uniques), _CHUNK):
