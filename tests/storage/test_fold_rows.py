@@ -93,6 +93,11 @@ def test_combining_leaves_a_fold_whose_grains_share_cells_untouched() -> None:
     before = usage_write._columns(minute)
     both = Folded.combine([first, fold("2", 60_000_000, "b")])
     assert usage_write._columns(minute) == before
+    later_first = Folded.combine([fold("3", 120_000_000, "c"), first])
+    assert not later_first.minutes_in_order
+    assert first.minutes_in_order
+    for rows, cells in zip(later_first._rows(text=True), later_first.grains, strict=True):
+        assert [r[:4] for r in rows] == sorted(cells)  # a combined fold is sorted for the upsert
     (hour_both,) = both.grains[1].values()
     assert (hour_both.count, hour_both.sum, hour_both.max) == (2, Decimal("3.5"), Decimal("2"))
 

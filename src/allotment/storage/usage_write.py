@@ -191,17 +191,21 @@ class Folded:
     marks). Folds are combined with :meth:`combine`, which never mutates its inputs.
     """
 
-    __slots__ = ("grains", "touched", "uniques")
+    __slots__ = ("grains", "minutes_in_order", "touched", "uniques")
 
     def __init__(
         self,
         grains: tuple[dict[CellKey, _Cell], ...],
         uniques: set[UniqueKey],
         touched: dict[tuple[str, str], int],
+        minutes_in_order: bool = False,
     ) -> None:
         self.grains = grains
         self.uniques = uniques
         self.touched = touched
+        self.minutes_in_order = minutes_in_order
+        """The minute grain's dict is in key order already (``Rollup.fold``): not sorted
+        again for the upsert."""
 
     @classmethod
     def combine(cls, parts: Sequence[Folded]) -> Folded:
@@ -255,9 +259,10 @@ class Folded:
         columns = _text_columns if text else _columns
         built: dict[int, tuple[Any, ...]] = {}
         out: list[list[tuple[Any, ...]]] = []
-        for cells in self.grains:
+        for g, cells in enumerate(self.grains):
             rows = []
-            for key, c in _in_key_order(cells):
+            ordered = list(cells.items()) if g == 0 and self.minutes_in_order else None
+            for key, c in ordered if ordered is not None else _in_key_order(cells):
                 cols = built.get(id(c))
                 if cols is None:
                     cols = built[id(c)] = columns(c)
@@ -393,7 +398,7 @@ class Rollup:
             (meter_id, subject, minute, _group_key_of(groups), value)
             for meter_id, subject, minute, groups, value in self._unique
         }
-        return Folded((minute_cells, hour_cells, day_cells), uniques, touched)
+        return Folded((minute_cells, hour_cells, day_cells), uniques, touched, True)
 
     def flush(self, tx: Tx) -> None:
         """Upsert everything accumulated into every grain, then start afresh."""
