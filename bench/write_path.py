@@ -1,7 +1,7 @@
 """Where the ingest write transaction's time goes, in process (issue 18).
 
     .venv/bin/python -m bench.write_path [--events 20000] [--group 10] [--rounds 3]
-        [--backend sqlite|postgres] [--pg-url URL]
+        [--backend sqlite|postgres] [--pg-url URL] [--refold]
 
 A fresh database per round (the bench's SUM meter, ``groupBy model``), the bench's events in
 1000-event batches decoded and prefolded exactly as ``POST /api/v1/events`` does
@@ -9,6 +9,9 @@ A fresh database per round (the bench's SUM meter, ``groupBy model``), the bench
 ``EventService.write_batches`` (what the group commit forms under load). Every SQL statement
 the write transaction runs is timed and attributed to the table it names; the rest of the call
 (Python, ``BEGIN``/``COMMIT``) is reported apart. Prints µs per event, median over rounds.
+``--refold`` then writes and folds the same events again under other ids, so every rollup
+upsert takes its conflict path (what a fold does to the rows of minutes, hours and days that
+earlier folds wrote).
 """
 
 from __future__ import annotations
@@ -73,7 +76,18 @@ class _Timer:
                 timer.spent[key] += time.perf_counter() - t
                 timer.calls[key] += 1
 
-        cls.execute, cls.execute_many = timed_execute, timed_many
+        rowcount = cls.rowcount
+
+        def timed_rowcount(tx: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+            t = time.perf_counter()
+            try:
+                return rowcount(tx, sql, params)
+            finally:
+                key = "sql " + _table_of(sql)
+                timer.spent[key] += time.perf_counter() - t
+                timer.calls[key] += 1
+
+        cls.execute, cls.execute_many, cls.rowcount = timed_execute, timed_many, timed_rowcount
 
     def wrap_function(
         self,
@@ -119,21 +133,25 @@ def _phase(run: Callable[[], object], n: int) -> dict[str, float]:
     from allotment.storage.sqlite_database import _SqliteTx
 
     timer = _Timer()
-    saved = {cls: (cls.execute, cls.execute_many) for cls in (_SqliteTx, _PostgresTx)}
+    saved = {cls: (cls.execute, cls.execute_many, cls.rowcount) for cls in (_SqliteTx, _PostgresTx)}
     for cls in saved:
         timer.wrap(cls)
     undo = [
         timer.wrap_function(usage_write.Folded, "combine", "python Folded.combine", static=True),
-        timer.wrap_function(usage_write, "_columns", "python rollup row building"),
         timer.wrap_function(sqlite_database, "_sqlite_exec", "sqlite ", only=("BEGIN", "COMMIT")),
     ]
+    # SQLite's rows are built by _text_columns (since issue 18's fold CPU work); a checkout
+    # from before has only _columns (bench.ab_commits runs older commits with this bench)
+    for builder in ("_columns", "_text_columns"):
+        if builder in usage_write.__dict__:
+            undo.append(timer.wrap_function(usage_write, builder, "python rollup row building"))
     try:
         cpu0, t0 = time.process_time(), time.perf_counter()
         run()
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     finally:
-        for cls, (e, m) in saved.items():
-            cls.execute, cls.execute_many = e, m
+        for cls, (e, m, r) in saved.items():
+            cls.execute, cls.execute_many, cls.rowcount = e, m, r
         for u in undo:
             u()
     out = {f"{k} ({timer.calls[k]} calls)": v / n * 1e6 for k, v in timer.spent.items()}
@@ -143,13 +161,22 @@ def _phase(run: Callable[[], object], n: int) -> dict[str, float]:
     return out
 
 
-def one_round(url: str, config: Path, n: int, group: int) -> dict[str, dict[str, float]]:
+def one_round(
+    url: str, config: Path, n: int, group: int, refold: bool = False
+) -> dict[str, dict[str, float]]:
     from allotment.http.routes.events import decode_events
 
     c = P.build_container(url, config)
     try:
-        bodies = [D.batch_body(b, "bench-wp") for b in D.generate(n, seed=7, source="bench-wp")]
-        prepared = [c.events.prefold(decode_events(b, "batch", c)) for b in bodies]
+
+        def prepare(id_prefix: str) -> list[Any]:
+            bodies = [
+                D.batch_body(b, "bench-wp")
+                for b in D.generate(n, seed=7, source="bench-wp", id_prefix=id_prefix)
+            ]
+            return [c.events.prefold(decode_events(b, "batch", c)) for b in bodies]
+
+        prepared = prepare("")
 
         def write() -> None:
             for start in range(0, len(prepared), group):
@@ -157,6 +184,14 @@ def one_round(url: str, config: Path, n: int, group: int) -> dict[str, dict[str,
 
         phases = {"write transaction (until acknowledged)": _phase(write, n)}
         phases["fold of the tail (EventService.settle)"] = _phase(c.events.settle, n)
+        if refold:
+            # the same subjects, times and values under other ids: every upsert of this fold
+            # meets its row (the rollups' conflict path)
+            prepared = prepare("again-")
+            write()
+            phases["fold of the same cells again (every upsert a conflict)"] = _phase(
+                c.events.settle, n
+            )
     finally:
         c.close()
     return phases
@@ -169,6 +204,11 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--backend", default="sqlite")
     p.add_argument("--pg-url", help="postgres: an empty database (events are added to it)")
+    p.add_argument(
+        "--refold",
+        action="store_true",
+        help="then fold the same events again under other ids (every rollup upsert conflicts)",
+    )
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="allotment-wp-"))
     config = P.write_config(work)
@@ -179,7 +219,7 @@ def main() -> int:
         else:
             assert args.pg_url, "--pg-url (a database this may fill) is needed for postgres"
             url = args.pg_url
-        results.append(one_round(url, config, args.events, args.group))
+        results.append(one_round(url, config, args.events, args.group, args.refold))
     print(f"{args.backend}: {args.events} events, {args.group} batches of 1000 per transaction")
     for phase in results[0]:
         print(f" {phase}")

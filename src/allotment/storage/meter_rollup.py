@@ -31,9 +31,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any, Protocol
 
 from allotment.domain.decimals import EXACT
+from allotment.storage import decimal_sql
 from allotment.storage.database import Tx, dec
 
 HOUR_US = 3_600_000_000
@@ -44,6 +46,9 @@ ISUM_MAX = 2**53
 """As ``usage_write.ISUM_MAX``: the bound of the integer shadow ``isum``."""
 _CHUNK = 400
 _ARRAY_CHUNK = 10_000
+_KEY = itemgetter(0)
+"""Sort on the key alone: keys are unique, so comparing ``(key, cell)`` pairs only compares
+every key twice."""
 
 
 class Cell(Protocol):
@@ -68,32 +73,40 @@ def drop_subjects(
     """Per-subject cells keyed ``(meter, subject, bucket, group_key)`` added up per
     ``(meter, bucket, group_key)``, exactly (60 significant digits, like the fold)."""
     out: dict[tuple[str, int, str], MeterCell] = {}
+    add = EXACT.add
+    get = out.get
     for (meter_id, _subject, bucket, gkey), c in cells.items():
         key = (meter_id, bucket, gkey)
-        have = out.get(key)
+        have = get(key)
         if have is None:
             out[key] = (c.count, c.sum)
             continue
-        total = have[1]
-        if c.sum is not None:
-            total = c.sum if total is None else EXACT.add(total, c.sum)
+        total, more = have[1], c.sum
+        if more is not None:
+            total = more if total is None else add(total, more)
         out[key] = (have[0] + c.count, total)
     return out
 
 
 def int_shadow(value: Decimal | None) -> int | None:
     """The ``isum`` of a sum: the integer when it is one within ``±ISUM_MAX``, else None."""
-    if value is None or not value.is_finite() or abs(value) > ISUM_MAX:
+    # adjusted() > 15: |value| >= 10^16 > ISUM_MAX (and no huge int is ever built)
+    if value is None or not value.is_finite() or value.adjusted() > 15:
         return None
     as_int = int(value)
-    return as_int if as_int == value else None
+    return as_int if -ISUM_MAX <= as_int <= ISUM_MAX and as_int == value else None
 
 
-def _upsert_tail(table: str) -> str:
+def _upsert_tail(table: str, dialect: str) -> str:
+    add = (
+        f"dec_add({table}.sum, excluded.sum)"
+        if dialect == "postgresql"
+        else decimal_sql.add_sql(f"{table}.sum", "excluded.sum", f"{table}.isum", "excluded.isum")
+    )
     return (
         f" ON CONFLICT (meter_id, bucket, group_key) DO UPDATE SET "
         f"count = {table}.count + excluded.count, "
-        f"sum = dec_add({table}.sum, excluded.sum), "
+        f"sum = {add}, "
         # both sides within ±2^53, so the sum cannot overflow before it is checked
         f"isum = CASE WHEN {table}.isum IS NOT NULL AND excluded.isum IS NOT NULL "
         f"AND abs({table}.isum + excluded.isum) <= {ISUM_MAX} "
@@ -110,7 +123,9 @@ def write(tx: Tx, by_step: Mapping[int, Mapping[SubjectKey, Cell]]) -> None:
             continue
         rows = [
             (meter_id, bucket, gkey, count, total, int_shadow(total))
-            for (meter_id, bucket, gkey), (count, total) in sorted(drop_subjects(cells).items())
+            for (meter_id, bucket, gkey), (count, total) in sorted(
+                drop_subjects(cells).items(), key=_KEY
+            )
         ]
         head = f"INSERT INTO {table} (meter_id, bucket, group_key, count, sum, isum) "
         if tx.dialect == "postgresql":
@@ -118,14 +133,17 @@ def write(tx: Tx, by_step: Mapping[int, Mapping[SubjectKey, Cell]]) -> None:
                 chunk = rows[start : start + _ARRAY_CHUNK]
                 tx.execute(
                     head + "SELECT * FROM unnest(?::text[], ?::bigint[], ?::text[], "
-                    "?::bigint[], ?::numeric[], ?::bigint[])" + _upsert_tail(table),
+                    "?::bigint[], ?::numeric[], ?::bigint[])" + _upsert_tail(table, tx.dialect),
                     [list(column) for column in zip(*chunk, strict=True)],
                 )
             continue
         for start in range(0, len(rows), _CHUNK):
             chunk = rows[start : start + _CHUNK]
             tx.execute(
-                head + "VALUES " + ",".join(["(?,?,?,?,?,?)"] * len(chunk)) + _upsert_tail(table),
+                head
+                + "VALUES "
+                + ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+                + _upsert_tail(table, tx.dialect),
                 [v for row in chunk for v in row],
             )
 

@@ -34,7 +34,6 @@ would count again. Readers fold the tail first (``EventService.settle``): read-y
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -50,7 +49,15 @@ FOLD_CHUNK = 20_000
 fold together (docs/benchmarks.md, issue 18: on events a minute apart 27.5 µs an event, against
 51 for chunks of 5 000)."""
 
-_decode = msgspec.json.Decoder(float_hook=Decimal)
+
+class _Data(msgspec.Struct):
+    """A stored event as the fold reads it: its ``data`` only (the other members are
+    skipped, not built)."""
+
+    data: Any = None
+
+
+_decode = msgspec.json.Decoder(_Data, float_hook=Decimal)
 _SQLITE_LAG = (
     "SELECT coalesce((SELECT max(seq) FROM events), 0), "
     "(SELECT seq FROM usage_fold_state WHERE id = 1)"
@@ -139,7 +146,7 @@ def fold_pending(
     if meters:
         folded = usage_write.fold_events(
             usage_write.targets((m.id, m) for m in meters),
-            ((r[3], r[4], int(r[5]), _decode.decode(r[6]).get("data"), r[1], r[2]) for r in rows),
+            ((r[3], r[4], int(r[5]), _decode.decode(r[6]).data, r[1], r[2]) for r in rows),
         )
         usage_write.write_folded(tx, folded)
         touched = folded.touched
@@ -157,24 +164,21 @@ def _drop_duplicates(tx: Tx, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence
         where, params = "e.seq = ANY(?::bigint[])", [seqs]
     else:
         where, params = "e.seq >= ? AND e.seq <= ?", [seqs[0], seqs[-1]]
-    won = tx.execute(
+    # a count, not RETURNING: the common chunk (every key new) fetches nothing back
+    inserted = tx.rowcount(
         "INSERT INTO event_keys (source, id, seq) SELECT e.source, e.id, e.seq FROM events e "
-        f"WHERE {where} ORDER BY e.source, e.id, e.seq ON CONFLICT (source, id) DO NOTHING "
-        "RETURNING seq",
+        f"WHERE {where} ORDER BY e.source, e.id, e.seq ON CONFLICT (source, id) DO NOTHING",
         params,
     )
-    if len(won) == len(seqs):
+    if inserted == len(seqs):
         return rows
-    # the key was there already: this very event's (recorded by migration 0760) or another
-    # event's — then this one is a repeat that carried another time
-    rest = sorted(set(seqs) - {int(w[0]) for w in won})
+    # some key was there already: this very event's (recorded by migration 0760) or another
+    # event's — then this one is a repeat that carried another time (or a later event of this
+    # chunk under a key an earlier one took)
     dups = tx.execute(
         "SELECT e.seq FROM events e JOIN event_keys k ON k.source = e.source AND k.id = e.id "
-        "WHERE e.seq = ANY(?::bigint[]) AND k.seq <> e.seq"
-        if tx.dialect == "postgresql"
-        else "SELECT e.seq FROM events e JOIN event_keys k ON k.source = e.source "
-        "AND k.id = e.id WHERE e.seq IN (SELECT value FROM json_each(?)) AND k.seq <> e.seq",
-        [rest] if tx.dialect == "postgresql" else [json.dumps(rest)],
+        f"WHERE {where} AND k.seq <> e.seq",
+        params,
     )
     if not dups:
         return rows

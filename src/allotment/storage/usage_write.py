@@ -34,6 +34,11 @@ latest_value)``
 
 Both are written only for events that were actually inserted (dedup), in the same
 transaction as the events, so a committed event is counted exactly once.
+
+A little over 500 lines: one job, what a batch of events adds to the rollups (the cells, their
+fold per grain and the rows upserted), kept together because the fast paths of issue 18 (cells
+shared between grains, columns built once per cell, SQLite's text rows and native conflict
+path) depend on how each part builds the next.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -48,8 +55,8 @@ import msgspec
 from allotment.domain.decimals import EXACT
 from allotment.domain.json_bounds import exact_decimal
 from allotment.domain.meters import Aggregation, Extracted, MeterDefinition, extract, group_key
-from allotment.domain.timeutil import floor_minute_us, to_micros
-from allotment.storage import meter_rollup, usage_marks
+from allotment.domain.timeutil import to_micros
+from allotment.storage import decimal_sql, meter_rollup, usage_marks
 from allotment.storage.database import Tx
 
 _CHUNK = 400
@@ -109,13 +116,33 @@ class Grain:
 
     @property
     def upsert_tail(self) -> str:
+        """The conflict clause, through ``dec_add``/``dec_min``/``dec_max`` (either engine)."""
+        t = self.table
+        return self._tail(
+            f"dec_add({t}.sum, excluded.sum)",
+            f"dec_min({t}.min, excluded.min)",
+            f"dec_max({t}.max, excluded.max)",
+        )
+
+    @property
+    def sqlite_upsert_tail(self) -> str:
+        """:attr:`upsert_tail` with SQLite's native integer paths (``decimal_sql.add_sql``):
+        the same rows, fewer calls into Python."""
+        t = self.table
+        return self._tail(
+            decimal_sql.add_sql(f"{t}.sum", "excluded.sum", f"{t}.isum", "excluded.isum"),
+            decimal_sql.min_sql(f"{t}.min", "excluded.min"),
+            decimal_sql.max_sql(f"{t}.max", "excluded.max"),
+        )
+
+    def _tail(self, add: str, least: str, greatest: str) -> str:
         t = self.table
         return (
             f" ON CONFLICT (meter_id, subject, {self.column}, group_key) DO UPDATE SET "
             f"count = {t}.count + excluded.count, "
-            f"sum = dec_add({t}.sum, excluded.sum), "
-            f"min = dec_min({t}.min, excluded.min), "
-            f"max = dec_max({t}.max, excluded.max), "
+            f"sum = {add}, "
+            f"min = {least}, "
+            f"max = {greatest}, "
             f"latest_value = CASE WHEN {t}.latest_time IS NULL "
             f"OR excluded.latest_time >= {t}.latest_time "
             f"THEN excluded.latest_value ELSE {t}.latest_value END, "
@@ -164,17 +191,21 @@ class Folded:
     marks). Folds are combined with :meth:`combine`, which never mutates its inputs.
     """
 
-    __slots__ = ("grains", "touched", "uniques")
+    __slots__ = ("grains", "minutes_in_order", "touched", "uniques")
 
     def __init__(
         self,
         grains: tuple[dict[CellKey, _Cell], ...],
         uniques: set[UniqueKey],
         touched: dict[tuple[str, str], int],
+        minutes_in_order: bool = False,
     ) -> None:
         self.grains = grains
         self.uniques = uniques
         self.touched = touched
+        self.minutes_in_order = minutes_in_order
+        """The minute grain's dict is in key order already (``Rollup.fold``): not sorted
+        again for the upsert."""
 
     @classmethod
     def combine(cls, parts: Sequence[Folded]) -> Folded:
@@ -220,14 +251,32 @@ class Folded:
             self._write_values(tx)
         meter_rollup.write(tx, {HOUR_US: self.grains[1], DAY_US: self.grains[2]})
 
+    def _rows(self, text: bool) -> list[list[tuple[Any, ...]]]:
+        """Each grain's upsert rows, in key order; ``text``: the decimals as SQLite stores
+        them (``str``, what the connection's adapter would bind). A coarser cell that is its
+        finer cell (a bucket of one, ``_coarsen``) is the same object: its columns are built
+        once."""
+        columns = _text_columns if text else _columns
+        built: dict[int, tuple[Any, ...]] = {}
+        out: list[list[tuple[Any, ...]]] = []
+        for g, cells in enumerate(self.grains):
+            rows = []
+            ordered = list(cells.items()) if g == 0 and self.minutes_in_order else None
+            for key, c in ordered if ordered is not None else _in_key_order(cells):
+                cols = built.get(id(c))
+                if cols is None:
+                    cols = built[id(c)] = columns(c)
+                rows.append(key + cols)
+            out.append(rows)
+        return out
+
     def _write_values(self, tx: Tx) -> None:
-        for grain, cells in zip(GRAINS, self.grains, strict=True):
-            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
+        for grain, rows in zip(GRAINS, self._rows(text=True), strict=True):
+            head, tail = grain.upsert_head, grain.sqlite_upsert_tail
             for start in range(0, len(rows), _CHUNK):
                 chunk = rows[start : start + _CHUNK]
                 tx.execute(
-                    grain.upsert_head + ",".join([_ROW] * len(chunk)) + grain.upsert_tail,
-                    [v for row in chunk for v in row],
+                    head + ",".join([_ROW] * len(chunk)) + tail, list(chain.from_iterable(chunk))
                 )
         uniques = sorted(self.uniques)
         for start in range(0, len(uniques), _CHUNK):
@@ -236,12 +285,11 @@ class Folded:
                 "INSERT INTO usage_unique (meter_id, subject, minute, group_key, value) VALUES "
                 + ",".join(["(?,?,?,?,?)"] * len(chunk2))
                 + " ON CONFLICT (meter_id, subject, minute, group_key, value) DO NOTHING",
-                [v for row in chunk2 for v in row],
+                list(chain.from_iterable(chunk2)),
             )
 
     def _write_arrays(self, tx: Tx) -> None:
-        for grain, cells in zip(GRAINS, self.grains, strict=True):
-            rows = [(*key, *_columns(c)) for key, c in sorted(cells.items())]
+        for grain, rows in zip(GRAINS, self._rows(text=False), strict=True):
             for start in range(0, len(rows), _ARRAY_CHUNK):
                 chunk = rows[start : start + _ARRAY_CHUNK]
                 tx.execute(
@@ -301,7 +349,7 @@ class Rollup:
         """Add one event; events must come in insertion order (a later one wins a tie on
         time for LATEST). ``key`` is the event's ``(source, id)`` when known."""
         groups = tuple(ex.groups.items())  # extract() fills them in sorted key order
-        minute = floor_minute_us(time_us)
+        minute = time_us - time_us % MINUTE_US  # floor_minute_us, inline
         ckey = (meter_id, subject, minute, groups)
         cell = self._cells.get(ckey)
         value = ex.value
@@ -332,21 +380,25 @@ class Rollup:
 
     def fold(self) -> Folded:
         """Everything added so far, per grain (the accumulator is left as it is)."""
-        minute_cells: dict[CellKey, _Cell] = {}
+        keyed: list[tuple[CellKey, _Cell]] = []
         touched: dict[tuple[str, str], int] = {}
         for (meter_id, subject, minute, groups), c in self._cells.items():
-            minute_cells[meter_id, subject, minute, _group_key_of(groups)] = c
+            keyed.append(((meter_id, subject, minute, _group_key_of(groups)), c))
             mk = (meter_id, subject)
             seen = touched.get(mk)
             if seen is None or minute < seen:
                 touched[mk] = minute
+        # in key order: the coarser grains, built in this order, come out nearly sorted, so
+        # sorting them for the upsert (``_in_key_order``) costs little
+        keyed.sort(key=_KEY)
+        minute_cells = dict(keyed)
         hour_cells = _coarsen(minute_cells, HOUR_US)
         day_cells = _coarsen(hour_cells, DAY_US)
         uniques = {
             (meter_id, subject, minute, _group_key_of(groups), value)
             for meter_id, subject, minute, groups, value in self._unique
         }
-        return Folded((minute_cells, hour_cells, day_cells), uniques, touched)
+        return Folded((minute_cells, hour_cells, day_cells), uniques, touched, True)
 
     def flush(self, tx: Tx) -> None:
         """Upsert everything accumulated into every grain, then start afresh."""
@@ -358,14 +410,59 @@ class Rollup:
 def int_sum(value: Decimal | None) -> int | None:
     """The ``isum`` column for a sum: the integer when ``value`` is one with
     ``|value| <= ISUM_MAX``, else None (then readers use the exact decimal ``sum``)."""
-    if value is None or not value.is_finite() or abs(value) > ISUM_MAX:
+    # adjusted() > 15: |value| >= 10^16 > ISUM_MAX (and no huge int is ever built)
+    if value is None or not value.is_finite() or value.adjusted() > 15:
         return None
     as_int = int(value)
-    return as_int if as_int == value else None
+    return as_int if -ISUM_MAX <= as_int <= ISUM_MAX and as_int == value else None
+
+
+_KEY = itemgetter(0)
+
+
+def _in_key_order(cells: Mapping[CellKey, _Cell]) -> list[tuple[CellKey, _Cell]]:
+    """The cells sorted by key (the order every writer upserts in). Sorting on the key alone
+    (not on ``(key, cell)`` pairs) compares each pair of keys once; on cells built nearly in
+    order (``Rollup.fold``) the sort is about linear."""
+    return sorted(cells.items(), key=_KEY)
 
 
 def _columns(c: _Cell) -> tuple[Any, ...]:
     return (c.count, c.sum, c.min, c.max, c.latest_time, c.latest_value, int_sum(c.sum))
+
+
+def _text_columns(c: _Cell) -> tuple[Any, ...]:
+    """:func:`_columns` with the decimals as text (SQLite's TEXT columns): one ``str`` for
+    the same value in several columns (a cell of one event: sum, min, max and latest)."""
+    total = c.sum
+    if total is None:
+        return (c.count, None, None, None, c.latest_time, _text(c.latest_value), None)
+    t = str(total)
+    lo, hi, last = c.min, c.max, c.latest_value
+    return (
+        c.count,
+        t,
+        t if lo is total else _text(lo),
+        t if hi is total else _text(hi),
+        c.latest_time,
+        t if last is total else _text(last),
+        _isum_of_text(t, total),
+    )
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _isum_of_text(text: str, value: Decimal) -> int | None:
+    """:func:`int_sum` of ``value`` whose ``str`` is ``text``: plain integer text (what a
+    Decimal of exponent 0 prints, ``-0`` included) is converted directly, the rest (``2.0``,
+    ``1E+3``, fractions) takes the decimal path."""
+    digits = text[1:] if text[:1] == "-" else text
+    if len(digits) <= 16 and digits.isdigit():
+        as_int = int(text)
+        return as_int if -ISUM_MAX <= as_int <= ISUM_MAX else None
+    return int_sum(value)
 
 
 def _merge(into: _Cell, c: _Cell) -> None:
@@ -391,13 +488,20 @@ def _merge(into: _Cell, c: _Cell) -> None:
 
 
 def _coarsen(cells: Mapping[CellKey, _Cell], step: int) -> dict[CellKey, _Cell]:
+    """The cells folded per ``step`` bucket. A bucket of one cell shares that cell (a fold is
+    never mutated once built: ``Folded.combine`` copies before it merges); a bucket of several
+    gets a new cell."""
     out: dict[CellKey, _Cell] = {}
+    fresh: set[CellKey] = set()
     for (meter_id, subject, start, gkey), c in cells.items():
         key = (meter_id, subject, start - start % step, gkey)
         have = out.get(key)
         if have is None:
-            out[key] = c.copy()
+            out[key] = c
         else:
+            if key not in fresh:
+                have = out[key] = have.copy()
+                fresh.add(key)
             _merge(have, c)
     return out
 
@@ -418,13 +522,16 @@ def fold_events(
     """What ``(type, subject, time_us, data[, source, id])`` events, in insertion order, add
     to the rollups of the matching meters. Pure: no IO."""
     rollup = Rollup()
+    add = rollup.add_extracted
     for ev in events:
         event_type, subject, time_us, data = ev[0], ev[1], ev[2], ev[3]
         key = (ev[4], ev[5]) if len(ev) == 6 else ("", "")
         for meter_id, meter, start in by_type.get(event_type, ()):
             if start is not None and time_us < start:
                 continue
-            rollup.add(meter_id, meter, subject, time_us, data, key)
+            result = extract(meter, data)  # what Rollup.add does, one call less per event
+            if not isinstance(result, str):
+                add(meter_id, meter.aggregation, subject, time_us, result, key)
     return rollup.fold()
 
 
