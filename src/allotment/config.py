@@ -136,6 +136,17 @@ def load_file(path: str) -> Settings:
     return settings
 
 
+def _real(env: Mapping[str, str], name: str, default: float) -> float:
+    """The number of ``env[name]`` (``default`` when unset); the error names ``name``."""
+    text = env.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+
+
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     """The whole number of ``env[name]`` (``default`` when unset); the error names ``name``."""
     text = env.get(name)
@@ -209,16 +220,16 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
         pool = settings.pool
         pool = replace(
             pool,
-            min_size=int(env.get("ALLOTMENT_DB_POOL_MIN_SIZE", pool.min_size)),
-            max_size=int(env.get("ALLOTMENT_DB_POOL_MAX_SIZE", pool.max_size)),
-            timeout_seconds=float(env.get("ALLOTMENT_DB_POOL_TIMEOUT", pool.timeout_seconds)),
-            connect_timeout_seconds=float(
-                env.get("ALLOTMENT_DB_POOL_CONNECT_TIMEOUT", pool.connect_timeout_seconds)
+            min_size=_whole(env, "ALLOTMENT_DB_POOL_MIN_SIZE", pool.min_size),
+            max_size=_whole(env, "ALLOTMENT_DB_POOL_MAX_SIZE", pool.max_size),
+            timeout_seconds=_real(env, "ALLOTMENT_DB_POOL_TIMEOUT", pool.timeout_seconds),
+            connect_timeout_seconds=_real(
+                env, "ALLOTMENT_DB_POOL_CONNECT_TIMEOUT", pool.connect_timeout_seconds
             ),
             statement_timeout_ms=round(
                 1000
-                * float(
-                    env.get("ALLOTMENT_DB_POOL_STATEMENT_TIMEOUT", pool.statement_timeout_ms / 1000)
+                * _real(
+                    env, "ALLOTMENT_DB_POOL_STATEMENT_TIMEOUT", pool.statement_timeout_ms / 1000
                 )
             ),
         )
@@ -226,30 +237,30 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             settings,
             db_url=env.get("ALLOTMENT_DB_URL", settings.db_url),
             host=env.get("ALLOTMENT_HOST", settings.host),
-            port=int(env.get("ALLOTMENT_PORT", settings.port)),
+            port=_whole(env, "ALLOTMENT_PORT", settings.port),
             pool=pool,
             sqlite_synchronous=env.get("ALLOTMENT_SQLITE_SYNCHRONOUS", settings.sqlite_synchronous),
             portal_token_secret=env.get(
                 "ALLOTMENT_PORTAL_TOKEN_SECRET", settings.portal_token_secret
             ),
             test_clock=env.get("ALLOTMENT_TEST_CLOCK", settings.test_clock),
-            max_body_bytes=int(env.get("ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes)),
+            max_body_bytes=_whole(env, "ALLOTMENT_MAX_BODY_BYTES", settings.max_body_bytes),
             fold_max_lag=_whole(env, "ALLOTMENT_FOLD_MAX_LAG", settings.fold_max_lag),
-            http_header_timeout_seconds=float(
-                env.get("ALLOTMENT_HTTP_HEADER_TIMEOUT", settings.http_header_timeout_seconds)
+            http_header_timeout_seconds=_real(
+                env, "ALLOTMENT_HTTP_HEADER_TIMEOUT", settings.http_header_timeout_seconds
             ),
-            http_body_idle_seconds=float(
-                env.get("ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT", settings.http_body_idle_seconds)
+            http_body_idle_seconds=_real(
+                env, "ALLOTMENT_HTTP_BODY_IDLE_TIMEOUT", settings.http_body_idle_seconds
             ),
-            http_body_timeout_seconds=float(
-                env.get("ALLOTMENT_HTTP_BODY_TIMEOUT", settings.http_body_timeout_seconds)
+            http_body_timeout_seconds=_real(
+                env, "ALLOTMENT_HTTP_BODY_TIMEOUT", settings.http_body_timeout_seconds
             ),
-            http_client_connections_max=int(
-                env.get("ALLOTMENT_HTTP_CLIENT_CONNECTIONS", settings.http_client_connections_max)
+            http_client_connections_max=_whole(
+                env, "ALLOTMENT_HTTP_CLIENT_CONNECTIONS", settings.http_client_connections_max
             ),
             auth_mode=parse_auth_mode(env.get("ALLOTMENT_AUTH", settings.auth_mode.value)),
-            auth_cache_seconds=float(
-                env.get("ALLOTMENT_AUTH_CACHE_SECONDS", settings.auth_cache_seconds)
+            auth_cache_seconds=_real(
+                env, "ALLOTMENT_AUTH_CACHE_SECONDS", settings.auth_cache_seconds
             ),
             webhook_allow_private=_flag(
                 env.get("ALLOTMENT_WEBHOOK_ALLOW_PRIVATE", settings.webhook_allow_private)
@@ -257,16 +268,14 @@ def apply_env(settings: Settings, env: Mapping[str, str] | None = None) -> Setti
             webhook_retry_schedule=env.get(
                 "ALLOTMENT_WEBHOOK_RETRY_SCHEDULE", settings.webhook_retry_schedule
             ),
-            webhook_timeout_seconds=float(
-                env.get("ALLOTMENT_WEBHOOK_TIMEOUT", settings.webhook_timeout_seconds)
+            webhook_timeout_seconds=_real(
+                env, "ALLOTMENT_WEBHOOK_TIMEOUT", settings.webhook_timeout_seconds
             ),
-            webhook_lease_seconds=float(
-                env.get("ALLOTMENT_WEBHOOK_LEASE", settings.webhook_lease_seconds)
+            webhook_lease_seconds=_real(
+                env, "ALLOTMENT_WEBHOOK_LEASE", settings.webhook_lease_seconds
             ),
-            notifications_sweep_seconds=float(
-                env.get(
-                    "ALLOTMENT_NOTIFICATIONS_SWEEP_INTERVAL", settings.notifications_sweep_seconds
-                )
+            notifications_sweep_seconds=_real(
+                env, "ALLOTMENT_NOTIFICATIONS_SWEEP_INTERVAL", settings.notifications_sweep_seconds
             ),
         )
     except InvalidInput as exc:

@@ -19,3 +19,19 @@ def test_the_fold_bound_from_the_environment_at_n_and_n_plus_1() -> None:
             validate(apply_env(Settings(), {"ALLOTMENT_FOLD_MAX_LAG": str(bad)}))
     with pytest.raises(ConfigError, match="ALLOTMENT_FOLD_MAX_LAG"):
         apply_env(Settings(), {"ALLOTMENT_FOLD_MAX_LAG": "lots"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "kind"),
+    [
+        ("ALLOTMENT_PORT", "eighty", "a whole number"),
+        ("ALLOTMENT_DB_POOL_MAX_SIZE", "1.5", "a whole number"),
+        ("ALLOTMENT_HTTP_BODY_TIMEOUT", "soon", "a number"),
+        ("ALLOTMENT_AUTH_CACHE_SECONDS", "", "a number"),
+    ],
+)
+def test_a_number_that_does_not_parse_names_its_variable(name: str, value: str, kind: str) -> None:
+    from allotment.config import ConfigError, Settings, apply_env
+
+    with pytest.raises(ConfigError, match=f"environment: {name} must be {kind}, got '{value}'"):
+        apply_env(Settings(), {name: value})
