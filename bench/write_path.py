@@ -21,7 +21,7 @@ import statistics
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,39 +55,24 @@ class _Timer:
         self.calls: dict[str, int] = defaultdict(int)
 
     def wrap(self, cls: Any) -> None:
-        execute, execute_many = cls.execute, cls.execute_many
+        """Time every statement ``cls`` runs (``execute``, ``execute_many``, ``rowcount``),
+        attributed to the table it names."""
+        for name in ("execute", "execute_many", "rowcount"):
+            setattr(cls, name, self._timed_statement(getattr(cls, name)))
+
+    def _timed_statement(self, run: Callable[..., Any]) -> Callable[..., Any]:
         timer = self
 
-        def timed_execute(tx: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        def timed(tx: Any, sql: str, *args: Any) -> Any:
             t = time.perf_counter()
             try:
-                return execute(tx, sql, params)
+                return run(tx, sql, *args)
             finally:
                 key = "sql " + _table_of(sql)
                 timer.spent[key] += time.perf_counter() - t
                 timer.calls[key] += 1
 
-        def timed_many(tx: Any, sql: str, rows: Iterable[Sequence[Any]]) -> Any:
-            t = time.perf_counter()
-            try:
-                return execute_many(tx, sql, rows)
-            finally:
-                key = "sql " + _table_of(sql)
-                timer.spent[key] += time.perf_counter() - t
-                timer.calls[key] += 1
-
-        rowcount = cls.rowcount
-
-        def timed_rowcount(tx: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-            t = time.perf_counter()
-            try:
-                return rowcount(tx, sql, params)
-            finally:
-                key = "sql " + _table_of(sql)
-                timer.spent[key] += time.perf_counter() - t
-                timer.calls[key] += 1
-
-        cls.execute, cls.execute_many, cls.rowcount = timed_execute, timed_many, timed_rowcount
+        return timed
 
     def wrap_function(
         self,

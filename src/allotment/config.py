@@ -12,10 +12,10 @@ docs/catalog.md).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -23,6 +23,8 @@ from allotment.domain import limits
 from allotment.domain.api_keys import AuthMode, parse_auth_mode
 from allotment.domain.errors import InvalidInput
 from allotment.storage.database import PoolSettings
+
+_N = TypeVar("_N", int, float)
 
 DEFAULT_DATA_DIR = Path("allotment-data")
 DEFAULT_DB_URL = f"sqlite:///{DEFAULT_DATA_DIR / 'allotment.db'}"
@@ -138,24 +140,24 @@ def load_file(path: str) -> Settings:
 
 def _real(env: Mapping[str, str], name: str, default: float) -> float:
     """The number of ``env[name]`` (``default`` when unset); the error names ``name``."""
-    text = env.get(name)
-    if text is None:
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    return _number(env, name, default, float, "a number")
 
 
 def _whole(env: Mapping[str, str], name: str, default: int) -> int:
     """The whole number of ``env[name]`` (``default`` when unset); the error names ``name``."""
+    return _number(env, name, default, int, "a whole number")
+
+
+def _number(
+    env: Mapping[str, str], name: str, default: _N, parse: Callable[[str], _N], kind: str
+) -> _N:
     text = env.get(name)
     if text is None:
         return default
     try:
-        return int(text)
+        return parse(text)
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+        raise ValueError(f"{name} must be {kind}, got {text!r}") from None
 
 
 def _flag(value: Any) -> bool:
