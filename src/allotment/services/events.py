@@ -115,8 +115,9 @@ class EventService:
     def __init__(self, db: Database, clock: Clock, *, fold_max_lag: int | None = None) -> None:
         self._db = db
         self._clock = clock
-        self.fold_max_lag = fold_max_lag
-        """``fold_pacing.FOLD_MAX_LAG`` of this service (None: the module's)."""
+        self.fold_max_lag = fold_pacing.FOLD_MAX_LAG if fold_max_lag is None else fold_max_lag
+        """Unfolded events past which the writer folds after every commit
+        (``ALLOTMENT_FOLD_MAX_LAG``; ``fold_pacing.FOLD_MAX_LAG``)."""
         self.deferred = True
         """Ingest commits append events only; the fold into the rollups follows in
         transactions of its own (``storage/usage_tail.py``), on the writer thread when it is
@@ -218,8 +219,7 @@ class EventService:
         return n == chunk
 
     def _lagging(self) -> bool:
-        bound = fold_pacing.FOLD_MAX_LAG if self.fold_max_lag is None else self.fold_max_lag
-        return self._unfolded > bound or self._settling > 0
+        return self._unfolded > self.fold_max_lag or self._settling > 0
 
     def _folded(self, n: int, touched: usage_tail.Touched) -> None:
         with self._settle_lock:

@@ -147,14 +147,16 @@ class GroupCommitter:
         """When a writer thread last committed a group: background steps wait until
         ``background_after_s`` after it, whichever thread committed (``parallel`` > 1)."""
         self._committing = 0
+        """Groups taken and not committed yet (``parallel`` > 1: while another writer thread
+        commits, an empty queue is not idleness; changed under ``_take`` and ``_groups_lock``)."""
         self._folding = 0
+        """Threads running an idle background step now (at most ``_spare``)."""
+        self._spare = max(1, parallel - 1)
+        """How many threads may run an idle step at once: all but one, so one stays free for
+        requests (one when there is only one)."""
         self._generation = 0
         """Commits so far: a background step that saw nothing more to do but overlapped a
         commit (another thread's) leaves ``_more_background`` set (no lost wake-up)."""
-        """Threads running an idle background step now (at most ``_spare``)."""
-        self._spare = max(1, parallel - 1)
-        """Groups taken and not committed yet (``parallel`` > 1: while another writer thread
-        commits, an empty queue is not idleness; changed under ``_take`` and ``_groups_lock``)."""
         self._worker: QueueThread[_Pending] = QueueThread(name, self._run, threads=parallel)
         self._queue = self._worker.queue
         self._take = threading.Lock()

@@ -407,14 +407,10 @@ class Rollup:
         self._unique = set()
 
 
-def int_sum(value: Decimal | None) -> int | None:
-    """The ``isum`` column for a sum: the integer when ``value`` is one with
-    ``|value| <= ISUM_MAX``, else None (then readers use the exact decimal ``sum``)."""
-    # adjusted() > 15: |value| >= 10^16 > ISUM_MAX (and no huge int is ever built)
-    if value is None or not value.is_finite() or value.adjusted() > 15:
-        return None
-    as_int = int(value)
-    return as_int if -ISUM_MAX <= as_int <= ISUM_MAX and as_int == value else None
+int_sum = meter_rollup.int_shadow
+"""The ``isum`` column for a sum: the integer when ``value`` is one with ``|value| <= ISUM_MAX``,
+else None (then readers use the exact decimal ``sum``); one definition for the per-subject
+grains and the per-meter rows (``meter_rollup``)."""
 
 
 _KEY = itemgetter(0)
