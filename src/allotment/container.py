@@ -160,11 +160,13 @@ class Container:
         if self.key_revocations is not None:
             self.key_revocations.start()
 
-    def close(self) -> None:
+    def close(self, *, settle: bool = True) -> None:
+        """Stop the writers (each finishes what is queued) and the background workers; fold
+        the events' tail unless ``settle`` is False (``EventService.close``)."""
         if self.key_revocations is not None:
             self.key_revocations.close()
         self.enforcement.close()  # its SQLite group writer finishes what is queued first
-        self.events.close()  # the group-commit writer finishes what is queued first
+        self.events.close(settle=settle)  # the group-commit writer finishes what is queued first
         if self.notify_evaluator is not None:
             self.notify_evaluator.stop()
         self.webhooks.stop()

@@ -15,6 +15,8 @@ it is refused, its events are decoded one by one to tell the good from the bad),
 :data:`IN_FLIGHT` chunks wait for their commit while the next one is decoded. Rerunning an
 import after an interrupt (Ctrl-C, SIGKILL, a lost database) counts nothing twice: every event
 already stored is a duplicate. A JSON array is read into memory whole (NDJSON is streamed).
+This is one process; ``import_jobs.py`` runs it in N worker processes, one byte range of the
+file each (``Source(path, span=…)``, ``run_import(tick=…, stop=…)``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -60,6 +62,9 @@ class Rejection:
     field: str | None
     """The CloudEvents attribute at fault (``subject``, ``time``, …), or None (not JSON)."""
     detail: str
+    position: int | None = None
+    """The line (from 1) or index, as :meth:`Source.where` takes it (``import_jobs`` adds a
+    worker's first line to it)."""
 
 
 @dataclass
@@ -118,12 +123,23 @@ class Source:
     and :meth:`consumed` how much of it has been read, for the progress bar's ETA.
     """
 
-    def __init__(self, path: str, stdin: IO[bytes] | None = None) -> None:
+    def __init__(
+        self, path: str, stdin: IO[bytes] | None = None, *, span: tuple[int, int] | None = None
+    ) -> None:
         self.name = "standard input" if path == "-" else path
         raw: IO[bytes] = (stdin or sys.stdin.buffer) if path == "-" else open(path, "rb")
         self._raw = raw
         self.total: int | None = None
         self._start = 0
+        self.gzipped = False
+        self.stream: io.BufferedReader
+        if span is not None:  # one worker's lines of a plain NDJSON file (``import_jobs``)
+            start, end = span
+            raw.seek(start)
+            self._start, self.total = start, end - start
+            self.stream = io.BufferedReader(_Span(raw, end), _READ_BUFFER)
+            self.is_array = False
+            return
         try:
             st = os.fstat(raw.fileno())
             if stat.S_ISREG(st.st_mode):
@@ -135,12 +151,13 @@ class Source:
         stream: Any = buffered
         try:
             if buffered.peek(2)[:2] == b"\x1f\x8b":
+                self.gzipped = True
                 stream = io.BufferedReader(gzip.GzipFile(fileobj=buffered), _READ_BUFFER)
             head = stream.peek(4096).lstrip()
         except (OSError, EOFError) as exc:  # e.g. a truncated or corrupt gzip stream
             self.close()
             raise ImportSourceError(f"{self.name}: cannot be read: {exc}") from exc
-        self.stream: io.BufferedReader = stream
+        self.stream = stream
         self.is_array = head.startswith(b"[")
 
     def consumed(self) -> int | None:
@@ -218,11 +235,41 @@ class Source:
             self._raw.close()
 
 
+class _Span(io.RawIOBase):
+    """A file read up to byte ``end`` (from where it is now): one worker's part."""
+
+    def __init__(self, raw: IO[bytes], end: int) -> None:
+        super().__init__()
+        self._raw = raw
+        self._end = end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        room = self._end - self._raw.tell()
+        if room <= 0:
+            return 0
+        view = memoryview(buffer)
+        data = self._raw.read(min(len(view), room))
+        view[: len(data)] = data
+        return len(data)
+
+
+class Consumed(Protocol):
+    """What the progress line's percent and ETA read: a :class:`Source`, or the sum of the
+    workers' parts (``import_jobs``)."""
+
+    total: int | None
+
+    def consumed(self) -> int | None: ...
+
+
 class Progress:
     """A progress line on ``out`` (stderr): redrawn in place on a terminal, else one line every
     :attr:`interval` seconds; events/s always, percent and ETA when the size is known."""
 
-    def __init__(self, out: IO[str] | None, source: Source, array_total: int | None) -> None:
+    def __init__(self, out: IO[str] | None, source: Consumed, array_total: int | None) -> None:
         self.out = out
         self.source = source
         self.tty = bool(out is not None and out.isatty())
@@ -272,7 +319,7 @@ class Progress:
         self.out.flush()
 
 
-def _rejection(where: str, exc: DomainError) -> Rejection:
+def _rejection(where: str, exc: DomainError, position: int) -> Rejection:
     detail = exc.detail
     name = exc.field
     if name is not None and name.startswith("event."):
@@ -283,22 +330,24 @@ def _rejection(where: str, exc: DomainError) -> Rejection:
         detail = detail.replace("request body is not valid JSON", "not valid JSON", 1)
     else:
         name = None
-    return Rejection(where, name, f"{where}: {detail}")
+    return Rejection(where, name, f"{where}: {detail}", position)
 
 
-def _decode_one(where: str, raw: bytes, c: Container) -> list[PreparedEvent] | Rejection:
+def _decode_one(
+    position: int, where: str, raw: bytes, c: Container
+) -> list[PreparedEvent] | Rejection:
     if not raw.startswith(b"{"):
         try:
             msgspec.json.decode(raw)
         except msgspec.DecodeError as exc:
-            return Rejection(where, None, f"{where}: not valid JSON: {exc}")
+            return Rejection(where, None, f"{where}: not valid JSON: {exc}", position)
         except RecursionError:  # nested past what the decoder descends: not an event either
             pass
-        return Rejection(where, None, f"{where}: must be a JSON object (a CloudEvent)")
+        return Rejection(where, None, f"{where}: must be a JSON object (a CloudEvent)", position)
     try:
         return decode_events(raw, "single", c)
     except DomainError as exc:
-        return _rejection(where, exc)
+        return _rejection(where, exc, position)
 
 
 def decode_chunk(
@@ -316,7 +365,7 @@ def decode_chunk(
     good: list[PreparedEvent] = []
     bad: list[Rejection] = []
     for position, raw in zip(positions, raws, strict=True):
-        one = _decode_one(where(position), raw, c)
+        one = _decode_one(position, where(position), raw, c)
         if isinstance(one, Rejection):
             bad.append(one)
         else:
@@ -330,9 +379,13 @@ def run_import(
     *,
     batch_size: int = BATCH_EVENTS_DEFAULT,
     progress_out: IO[str] | None = None,
+    tick: Callable[[ImportResult], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Import every event of ``source``; returns the counts (also when interrupted by Ctrl-C,
-    with ``interrupted`` set, after the chunks already queued are committed)."""
+    with ``interrupted`` set, after the chunks already queued are committed). ``tick`` is told
+    the counts after every chunk, and ``stop`` asked: when it answers True the import ends as
+    if interrupted (an ``import_jobs`` worker)."""
     if not 1 <= batch_size <= limits.EVENTS_PER_BATCH_MAX:
         raise ValueError(f"batch size must be between 1 and {limits.EVENTS_PER_BATCH_MAX}")
     result = ImportResult()
@@ -375,6 +428,11 @@ def run_import(
             while len(pending) > IN_FLIGHT:
                 settle()
             progress.update(result)
+            if tick is not None:
+                tick(result)
+            if stop is not None and stop():
+                result.interrupted = True
+                break
     except KeyboardInterrupt:
         result.interrupted = True
     finally:

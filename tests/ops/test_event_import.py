@@ -104,15 +104,18 @@ def _lines(subject: str) -> tuple[list[bytes], Decimal, list[tuple[int, str | No
     return lines, total, expected
 
 
+@pytest.mark.parametrize("jobs", [1, 2, 3])
 def test_ndjson_import_counts_names_rejections_and_reruns_as_duplicates(
-    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path
+    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path, jobs: int
 ) -> None:
+    """With ``--jobs`` 2 or 3 the file is cut into ranges imported by worker processes: the same
+    counts, the rejections named by their lines in the whole file, one progress line."""
     subject = unique("imp")
     lines, total, expected = _lines(subject)
     path = tmp_path / "events.ndjson"
     path.write_bytes(b"\n".join(lines) + b"\n")
 
-    rc, res, err = run_import(db_url, str(path))
+    rc, res, err = run_import(db_url, str(path), "--jobs", str(jobs))
     assert rc == 1, err  # some rejected
     assert (res["read"], res["accepted"], res["duplicates"], res["rejected"]) == (
         20 + len(BAD) + 1,
@@ -213,30 +216,40 @@ def _stored(db_url: str, source: str) -> int:
             return 0
 
 
-@pytest.mark.slow
-def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
-    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path
-) -> None:
-    subject = unique("kill")
-    n = 60_000
-    source = f"kill-{subject}"
+def _big_file(tmp_path: Path, subject: str, source: str, n: int) -> tuple[Path, int]:
     path = tmp_path / "big.ndjson"
     with path.open("wb") as f:
         for i in range(n):
             f.write(json.dumps(prompt(subject, i, 1 + i % 7, source=source)).encode() + b"\n")
-    expected = sum(1 + i % 7 for i in range(n))
+    return path, sum(1 + i % 7 for i in range(n))
+
+
+def _wait_stored(db_url: str, source: str, proc: subprocess.Popen[bytes], least: int) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if _stored(db_url, source) >= least:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the import finished before it could be stopped"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
+    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path, jobs: int
+) -> None:
+    """SIGKILL of the import (with ``--jobs 2`` its workers die with it): the rerun, with the
+    default jobs, stores the rest and counts nothing twice, in the rows and the rollups."""
+    subject = unique("kill")
+    n = 60_000
+    source = f"kill-{subject}"
+    path, expected = _big_file(tmp_path, subject, source, n)
     args = [sys.executable, "-m", "allotment", "events", "import", str(path), "--db", db_url]
     args += ["--config", str(EXAMPLE_CONFIG), "--batch-size", "500", "--no-progress"]
+    args += ["--jobs", str(jobs)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        before = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            before = _stored(db_url, source)
-            if before >= 2_000:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "the import finished before it could be killed"
+        _wait_stored(db_url, source, proc, 2_000)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -244,6 +257,8 @@ def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
             proc.kill()
     after_kill = _stored(db_url, source)
     assert 2_000 <= after_kill < n, after_kill
+    time.sleep(0.5)  # no worker outlives the import
+    assert _stored(db_url, source) == after_kill
 
     rc, res, err = run_import(db_url, str(path), "--no-progress")
     assert rc == 0, err
@@ -251,6 +266,57 @@ def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
     assert res["accepted"] == n - after_kill
     assert res["duplicates"] == after_kill
     assert _stored(db_url, source) == n
+    srv = make_server(db_url=db_url)
+    with httpx.Client(base_url=srv.url, timeout=60.0) as c:
+        assert meter_total(c, "tokens_total", subject) == expected
+
+
+def _wait_workers(proc: subprocess.Popen[bytes], n: int) -> None:
+    """Until ``proc`` has ``n`` children (the import's workers: they are reading)."""
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(children.read_text().split()) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the workers did not start")
+
+
+@pytest.mark.slow
+def test_ctrl_c_with_jobs_commits_what_was_read_and_reports_it(
+    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """SIGINT to the whole process group (what Ctrl-C sends) of an import with two workers:
+    exit 130 with the counts of what was stored, which the rerun finds as duplicates."""
+    subject = unique("int")
+    n = 200_000
+    source = f"int-{subject}"
+    path, expected = _big_file(tmp_path, subject, source, n)
+    args = [sys.executable, "-m", "allotment", "events", "import", str(path), "--db", db_url]
+    args += ["--config", str(EXAMPLE_CONFIG), "--batch-size", "500", "--no-progress"]
+    args += ["--jobs", "2", "--json"]
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    try:
+        _wait_workers(proc, 2)
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err.decode()
+    res = json.loads(out.decode().strip().splitlines()[-1])
+    assert res["interrupted"] is True
+    stored = _stored(db_url, source)
+    assert res["accepted"] == stored < n
+    assert res["read"] >= stored
+    assert "rerun the same command" not in out.decode()  # --json: the object only
+
+    rc, res2, err2 = run_import(db_url, str(path), "--no-progress")
+    assert rc == 0, err2
+    assert (res2["accepted"], res2["duplicates"]) == (n - stored, stored)
     srv = make_server(db_url=db_url)
     with httpx.Client(base_url=srv.url, timeout=60.0) as c:
         assert meter_total(c, "tokens_total", subject) == expected

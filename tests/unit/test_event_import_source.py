@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
+from pathlib import Path
 
 import pytest
 
 from allotment.event_import import ImportResult, ImportSourceError, Progress, Source
+from allotment.import_jobs import JOB_MIN_BYTES, plan
 
 NDJSON = b'{"id":"a"}\n\n  {"id":"b"}  \n{"id":"c"}'
 ARRAY = b' \n[{"id":"a"},\n {"id":"b"}]'
@@ -95,3 +98,68 @@ def test_progress_without_a_size_has_no_eta_and_a_final_line() -> None:
     assert "ETA" not in line
     assert "100.0%" in line  # a finished import is whole
     assert line.endswith("\n")
+
+
+def _spans_read(path: str, spans: list[tuple[int, int]]) -> list[list[tuple[int, bytes]]]:
+    parts = []
+    for span in spans:
+        src = Source(path, span=span)
+        try:
+            parts.append([(p, r) for ps, rs in src.chunks(7) for p, r in zip(ps, rs, strict=True)])
+        finally:
+            src.close()
+    return parts
+
+
+@pytest.mark.parametrize("jobs", [2, 3, 5])
+def test_job_ranges_cut_at_line_boundaries_and_cover_the_file(jobs: int, tmp_path: Path) -> None:
+    """``--jobs N``: the ranges start after a newline, join up to the whole file, and their
+    sources read every line once, numbered from the range's start (blank lines skipped; a
+    last line without its newline kept; a line starting with ``[`` is not an array)."""
+    lines = [b'{"id":"%d","pad":"%s"}' % (i, b"x" * (i % 13)) for i in range(100)]
+    lines[40] = b"   "
+    lines[41] = b"[1, 2]"
+    path = tmp_path / "e.ndjson"
+    path.write_bytes(b"\n".join(lines))  # no newline at the end
+    src = Source(str(path))
+    spans = plan(src, str(path), jobs, explicit=True)
+    src.close()
+    assert len(spans) == jobs
+    assert spans[0][0] == 0
+    assert spans[-1][1] == path.stat().st_size
+    data = path.read_bytes()
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert end == start
+        assert data[start - 1 : start] == b"\n"
+    got: list[tuple[int, bytes]] = []
+    for (start, _), part in zip(spans, _spans_read(str(path), spans), strict=True):
+        before = data[:start].count(b"\n")
+        got += [(before + p, r) for p, r in part]
+    assert got == [(n, line) for n, line in enumerate(lines, 1) if line.strip()]
+
+
+def test_job_ranges_only_for_a_plain_ndjson_file_and_big_enough_by_default(
+    tmp_path: Path,
+) -> None:
+    plain = tmp_path / "e.ndjson"
+    plain.write_bytes(NDJSON)
+    gz = tmp_path / "e.ndjson.gz"
+    gz.write_bytes(gzip.compress(NDJSON))
+    arr = tmp_path / "e.json"
+    arr.write_bytes(ARRAY)
+    for path, split in ((plain, True), (gz, False), (arr, False)):
+        src = Source(str(path))
+        try:
+            assert bool(plan(src, str(path), 2, explicit=True)) is split, path
+            assert plan(src, str(path), 2, explicit=False) == []  # smaller than 2 parts
+            assert plan(src, str(path), 1, explicit=True) == []
+        finally:
+            src.close()
+    stdin = Source("-", stdin=io.BytesIO(NDJSON))
+    assert plan(stdin, "-", 2, explicit=True) == []
+    one = tmp_path / "one.ndjson"
+    one.write_bytes(b'{"id":"a"}\n')  # one line: the second range would be empty
+    src = Source(str(one))
+    assert plan(src, str(one), 2, explicit=True) == [(0, 11)]
+    src.close()
+    assert JOB_MIN_BYTES >= 1 << 20

@@ -160,11 +160,13 @@ class EventService:
         number of events stored once they are durable (see :class:`GroupCommitter`)."""
         return self.committer.submit(events)
 
-    def close(self) -> None:
+    def close(self, *, settle: bool = True) -> None:
         """Let the writer finish what is queued, then fold the tail, so a clean stop
-        leaves nothing for the next start to fold."""
+        leaves nothing for the next start to fold. ``settle=False`` leaves the tail to
+        another process (an import worker: its parent folds once every worker has stopped,
+        instead of one worker's fold holding SQLite's write lock while the others append)."""
         self.committer.close()
-        if self.deferred:
+        if self.deferred and settle:
             try:
                 self.settle()
             except Exception:  # the events are durable; the next start or read folds them
