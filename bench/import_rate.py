@@ -2,7 +2,7 @@
 fresh database, in one run (issue 18: the import must reach at least the HTTP batch rate).
 
     .venv/bin/python -m bench.import_rate [--events 50000] [--rounds 2]
-        [--backends sqlite,postgres] [--pg-url URL] [--data-dir DIR]
+        [--backends sqlite,postgres] [--pg-url URL] [--data-dir DIR] [--jobs 1,2]
 
 HTTP: the bench's 1000-event ``application/cloudevents-batch+json`` bodies from 16 keep-alive
 clients against ``allotment serve`` (what ``ingest.batch`` measures). Import: the same events as
@@ -14,7 +14,10 @@ on these events, so the rollups are maintained). The two alternate, ``--rounds``
 the report gives every rate, the medians and their ratio — and, because wall-clock rates on a
 shared machine swing by 2× from one run to the next, the CPU time per event of each side (the
 server process's user + system time over the blast, from ``/proc``; the import's own process
-time as it reports it in ``cpuSeconds``), which a busy machine disturbs far less.
+time as it reports it in ``cpuSeconds``: with ``--jobs`` 2 or more its workers' and its own),
+which a busy machine disturbs far less. ``--jobs 1,2`` measures the import once per value in
+every round (``allotment events import --jobs N``), so one process and N workers are compared
+in the same run as HTTP.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ def main() -> int:
     p.add_argument("--backends", default="sqlite,postgres")
     p.add_argument("--pg-url")
     p.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "allotment-bench")
+    p.add_argument("--jobs", default="1,2", help="the import's --jobs values, each measured")
     args = p.parse_args()
+    jobs = [int(j) for j in args.jobs.split(",")]
     opts = Options(
         mode="quick",
         backends=args.backends.split(","),
@@ -64,10 +69,17 @@ def main() -> int:
     with ndjson.open("wb") as f:
         for b in batches:
             f.write(("\n".join(D.to_json(b, "bench-import")) + "\n").encode())
-    out: dict[str, Any] = {"events": args.events, "command": " ".join(sys.argv), "backends": {}}
+    out: dict[str, Any] = {
+        "events": args.events,
+        "command": " ".join(sys.argv),
+        "jobs": jobs,
+        "load_at_start": os.getloadavg(),
+        "backends": {},
+    }
     for name in opts.backends:
-        rates: dict[str, list[float]] = {"http": [], "import": []}
-        cpu_us: dict[str, list[float]] = {"http": [], "import": []}
+        sides = ["http", *(f"import-j{j}" for j in jobs)]
+        rates: dict[str, list[float]] = {k: [] for k in sides}
+        cpu_us: dict[str, list[float]] = {k: [] for k in sides}
         with Backend(name, opts) as be:
             for r in range(args.rounds):
                 url = be.db(f"bench_import_http_{r}", fresh=True)
@@ -79,19 +91,22 @@ def main() -> int:
                     cpu_us["http"].append((cpu_seconds(srv.pid) - cpu0) / args.events * 1e6)
                 assert count_rows(Store(url), "events") == args.events, "HTTP lost events"
                 rates["http"].append(res["rate"])
-                url = be.db(f"bench_import_file_{r}", fresh=True)
-                cmd = [sys.executable, "-m", "allotment", "events", "import", str(ndjson)]
-                cmd += ["--db", url, "--config", str(run.config), "--json", "--no-progress"]
-                proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                summary = json.loads(proc.stdout.strip().splitlines()[-1])
-                assert summary["accepted"] == args.events, summary
-                rates["import"].append(args.events / summary["seconds"])
-                cpu_us["import"].append(summary["cpuSeconds"] / args.events * 1e6)
-                log(
-                    f"[{name}] round {r}: HTTP {rates['http'][-1]:,.0f} ev/s "
-                    f"({cpu_us['http'][-1]:.0f} µs server CPU/event), import "
-                    f"{rates['import'][-1]:,.0f} ev/s ({cpu_us['import'][-1]:.0f} µs CPU/event)"
-                )
+                line = f"[{name}] round {r}: HTTP {rates['http'][-1]:,.0f} ev/s "
+                line += f"({cpu_us['http'][-1]:.1f} µs server CPU/event)"
+                order = jobs if r % 2 == 0 else jobs[::-1]  # alternate which import goes first
+                for j in order:
+                    side = f"import-j{j}"
+                    url = be.db(f"bench_import_file_{r}_j{j}", fresh=True)
+                    cmd = [sys.executable, "-m", "allotment", "events", "import", str(ndjson)]
+                    cmd += ["--db", url, "--config", str(run.config), "--json", "--no-progress"]
+                    cmd += ["--jobs", str(j)]
+                    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+                    assert summary["accepted"] == args.events, summary
+                    rates[side].append(args.events / summary["seconds"])
+                    cpu_us[side].append(summary["cpuSeconds"] / args.events * 1e6)
+                    line += f", {side} {rates[side][-1]:,.0f} ev/s ({cpu_us[side][-1]:.1f} µs)"
+                log(line + f" (load {os.getloadavg()[0]:.1f})")
         med = {k: statistics.median(v) for k, v in rates.items()}
         cpu = {k: statistics.median(v) for k, v in cpu_us.items()}
         out["backends"][name] = {
@@ -99,15 +114,21 @@ def main() -> int:
             "cpu_us_per_event": cpu_us,
             "median": med,
             "median_cpu_us_per_event": cpu,
-            "import_vs_http": med["import"] / med["http"],
-            "http_cpu_vs_import_cpu": cpu["http"] / cpu["import"],
+            "import_vs_http": {k: med[k] / med["http"] for k in sides[1:]},
+            "import_vs_http_paired": {
+                k: statistics.median(a / h for a, h in zip(rates[k], rates["http"], strict=True))
+                for k in sides[1:]
+            },
+            "http_cpu_vs_import_cpu": {k: cpu["http"] / cpu[k] for k in sides[1:]},
         }
-        print(
-            f"{name}: HTTP batches {med['http']:,.0f} ev/s, import {med['import']:,.0f} ev/s "
-            f"(median of {args.rounds}), import ÷ HTTP = {med['import'] / med['http']:.2f}×; "
-            f"CPU per event: server {cpu['http']:.0f} µs, import {cpu['import']:.0f} µs "
-            f"(server ÷ import = {cpu['http'] / cpu['import']:.2f}×)"
-        )
+        text = f"{name}: HTTP batches {med['http']:,.0f} ev/s ({cpu['http']:.1f} µs CPU/event)"
+        for k in sides[1:]:
+            text += (
+                f"; {k} {med[k]:,.0f} ev/s = {med[k] / med['http']:.2f}× HTTP "
+                f"({cpu[k]:.1f} µs CPU/event)"
+            )
+        print(text + f" (medians of {args.rounds})")
+    out["load_at_end"] = os.getloadavg()
     print(json.dumps(out))
     return 0
 
