@@ -263,6 +263,7 @@ def run_jobs(
     progress = Progress(progress_out, _Parts(total, jobs), None)
     result = ImportResult()
     live = {j.conn: j for j in jobs}
+    failed: list[_Job] = []  # in the order their failures arrived
     while live:
         try:
             for conn in wait(list(live), timeout=0.2):
@@ -272,6 +273,7 @@ def run_jobs(
                     del live[job.conn]
                     job.conn.close()
                     if job.error is not None:
+                        failed.append(job)
                         stop.set()  # the others commit what they read and stop
                     if job.result is None and job.process.exitcode is not None:
                         _kill(live.values())  # it may have died holding ``writes``
@@ -287,11 +289,13 @@ def run_jobs(
     result.cpu_seconds = (time.process_time() - cpu_started) + sum(
         j.result.cpu_seconds for j in jobs if j.result is not None
     )
-    _fold_tail(settings)  # outside the time and CPU, as one process's close is
+    try:
+        _fold_tail(settings)  # outside the time and CPU, as one process's close is
+    except KeyboardInterrupt:  # the events are stored; the next read folds them
+        result.interrupted = True
     result.interrupted = result.interrupted or any(
         j.result is not None and j.result.interrupted for j in jobs
     )
-    failed = [j for j in jobs if j.error is not None]
     if failed:
         j = failed[0]
         raise ImportSourceError(

@@ -193,6 +193,14 @@ def test_unreadable_input_is_exit_2(db_url: str, tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "not a JSON array of CloudEvents" in proc.stderr
+    zero = subprocess.run(
+        [sys.executable, "-m", "allotment", "events", "import", str(broken), "--jobs", "0"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ALLOTMENT_DB_URL": db_url},
+    )
+    assert zero.returncode == 2
+    assert "--jobs: must be at least 1" in zero.stderr
 
 
 def _stored(db_url: str, source: str) -> int:
