@@ -279,6 +279,33 @@ def test_sigkill_midway_then_rerun_counts_everything_exactly_once(
         assert meter_total(c, "tokens_total", subject) == expected
 
 
+def test_workers_folding_beside_each_other_count_every_event_once(
+    db_url: str, make_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Three workers with ``ALLOTMENT_FOLD_MAX_LAG=0``: each folds after each of its commits,
+    beside the others' appends and folds (SQLite: the watermark; PostgreSQL: the fold queue),
+    and every event counts once in the rollups."""
+    subject = unique("fold")
+    n = 30_000
+    source = f"fold-{subject}"
+    path, expected = _big_file(tmp_path, subject, source, n)
+    args = [sys.executable, "-m", "allotment", "events", "import", str(path), "--db", db_url]
+    args += ["--config", str(EXAMPLE_CONFIG), "--jobs", "3", "--no-progress", "--json"]
+    proc = subprocess.run(
+        args,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "ALLOTMENT_FOLD_MAX_LAG": "0"},
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    res = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    assert (res["read"], res["accepted"], res["duplicates"]) == (n, n, 0)
+    assert _stored(db_url, source) == n
+    srv = make_server(db_url=db_url)
+    with httpx.Client(base_url=srv.url, timeout=60.0) as c:
+        assert meter_total(c, "tokens_total", subject) == expected
+
+
 def _wait_workers(proc: subprocess.Popen[bytes], n: int) -> None:
     """Until ``proc`` has ``n`` children (the import's workers: they are reading)."""
     children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
