@@ -213,7 +213,8 @@ class CatalogEntitlements:
         """:meth:`budget_values` with ``memo_only`` and ``catalog``, as a read for the caller
         to send where it chooses (under its keys): the memo's one statement, whose row
         answers the memoised values, or ``None`` when they no longer hold (the long way is
-        then the caller's). ``None`` without a memo of this minute to check."""
+        then the caller's). ``None`` without a memo of this minute to check. It expects the
+        row of the memo's versions, no tail and ``catalog`` (:attr:`ReadAhead.expects`)."""
         minute = ceil_minute(self._clock.now().astimezone(UTC))
         memo = self._memo.get((customer_id, tuple(f.reference for f, _ in budgets)))
         if memo is None or memo.minute != minute or memo.subjects != tuple(subjects):
@@ -223,7 +224,7 @@ class CatalogEntitlements:
             answer = memo.answer(row)
             return None if answer is None or answer[0] != catalog else answer[1]
 
-        return ReadAhead(memo.check, memo.statement[1], finish)
+        return ReadAhead(memo.check, memo.statement[1], finish, (*memo.versions, 0, catalog))
 
     def budget_value(
         self, customer_id: str, feature: TypedFeature, anchor: datetime

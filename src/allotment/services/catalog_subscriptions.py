@@ -319,7 +319,10 @@ class SubscriptionService:
         else:
             none: list[BudgetValue | None] = [None] * len(budgets)
             read = ReadAhead(
-                catalog_repo.VERSION_STATEMENT, (), lambda row: none if row[0] == catalog else None
+                catalog_repo.VERSION_STATEMENT,
+                (),
+                lambda row: none if row[0] == catalog else None,
+                (catalog,),
             )
         return None if read is None else read.then(lambda values: _made(view, pairs, values))
 

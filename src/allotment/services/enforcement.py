@@ -151,8 +151,10 @@ class EnforcementService:
         folding usage: that runs on a thread). Otherwise the decision, with
         ``token`` named as the keys' holder until its writes have committed; when
         :attr:`Inline.pending`, ``written`` is called in the writer's thread after that (the
-        keys already released) and the answer must wait for it. A denial of the pure steps
-        raises, as :meth:`authorize` does."""
+        keys already released) and the answer must wait for it: with
+        :class:`~allotment.storage.decision_checks.ReadChanged` when the memo it was
+        decided from no longer held at its commit (nothing written: decide it again with
+        :meth:`authorize`). A denial of the pure steps raises, as :meth:`authorize` does."""
         if not req.consume and not req.reserve and req.idempotency_key is None:
             plain_ents = self._source.cached_customer_entitlements(
                 customer_ref, features=req.named_features()
@@ -167,7 +169,10 @@ class EnforcementService:
         if held is None:
             return Busy(holder)
         try:
-            ents = self._source.cached_customer_entitlements(
+            # the memo's answer now, its one check left to the group writer: run in the
+            # decision's write transaction, it holds the decision back (ReadChanged) when the
+            # catalog or a budget's versions have moved (docs/api/enforcement.md)
+            ents, check = self._source.entitlements_unchecked(
                 customer_ref,
                 customer=who,
                 reserving=req.reserved_features(),
@@ -175,9 +180,17 @@ class EnforcementService:
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)
-            outcome, writes = self._under_keys(self._store.reads, ents, req)
+            try:
+                outcome, writes = self._under_keys(self._store.reads, ents, req)
+            except DomainError:  # a denial of the pure steps, from the memo's view
+                if check is not None and not self._store.holds(check):
+                    return Busy(None)  # decided from what has changed: the long way
+                raise
             if not writes:
+                if check is not None and not self._store.holds(check):
+                    return Busy(None)
                 return Inline(outcome, pending=False)
+            writes.check = check
             store, taken = self._store, held
 
             def done(exc: BaseException | None) -> None:

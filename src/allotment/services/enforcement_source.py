@@ -24,6 +24,7 @@ from allotment.services.catalog_subscriptions import (
     SubscriptionView,
 )
 from allotment.services.customers import CustomerService
+from allotment.storage.decision_checks import Check
 from allotment.storage.read_ahead import ReadAhead
 
 
@@ -181,6 +182,31 @@ class EnforcementCatalog:
             return self._answer(customer_ref, items, customer, reserving, plan)
 
         return read.then(answer)
+
+    def entitlements_unchecked(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str],
+        reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
+    ) -> tuple[CustomerEntitlements | None, Check | None]:
+        """:meth:`cached_customer_entitlements` with the budgets' memo check not run: what
+        :meth:`entitlements_ahead`'s read answers when it returns the row it expects, and that
+        check (statement, parameters, row) for the caller to run where it chooses before it
+        trusts the answer (SQLite's inline decisions: the group writer, in the decision's
+        write transaction, :mod:`allotment.storage.decision_checks`). Without such a read,
+        :meth:`cached_customer_entitlements` and no check."""
+        read = self.entitlements_ahead(
+            customer_ref, customer=customer, reserving=reserving, features=features
+        )
+        ents = None if read is None else read.optimistic()
+        if read is None or ents is None or read.expects is None:
+            found = self.cached_customer_entitlements(
+                customer_ref, customer=customer, reserving=reserving, features=features
+            )
+            return found, None
+        return ents, (read.sql, read.params, read.expects)
 
     def _answer(
         self,

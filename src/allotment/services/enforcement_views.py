@@ -18,6 +18,7 @@ from allotment.domain.errors import DomainError, InvalidInput
 from allotment.domain.meters import compile_path
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage import enforcement_repo as repo
+from allotment.storage.decision_checks import ReadChanged as ReadChanged
 
 
 @dataclass(frozen=True, slots=True)

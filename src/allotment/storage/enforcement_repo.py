@@ -33,6 +33,7 @@ from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
 from allotment.storage import usage_marks
 from allotment.storage.database import Database, PipelinedTx, Row, Tx
+from allotment.storage.decision_checks import Check, checked, row_is
 from allotment.storage.enforcement_memory import (
     IDEMPOTENCY_RECORD,
     DecisionMemory,
@@ -114,6 +115,10 @@ class DecisionWrites:
     """(customer id, key, request hash, outcome, now µs, expires µs)."""
     sweep_at_us: int | None = None
     """Also sweep expired reservations and idempotency records as of this instant."""
+    check: Check | None = None
+    """SQLite's group writer: a read and the row it must return inside the write
+    transaction, else none of the decision is written (:mod:`allotment.storage.decision_checks`).
+    Not a write: ``bool()`` ignores it."""
 
     def __bool__(self) -> bool:
         return bool(self.rate_logs) or self.reservation is not None or self.idempotency is not None
@@ -290,7 +295,7 @@ class EnforcementStore:
         self._batcher = (
             None
             if db.dialect == "postgresql"
-            else TxBatcher(db, write_decisions, name="allotment-authorize")
+            else TxBatcher(db, checked(write_decisions), name="allotment-authorize")
         )
         self.memory = None if db.dialect == "postgresql" else DecisionMemory(db)
         """SQLite: the decisions' kept state (:mod:`allotment.storage.enforcement_memory`)."""
@@ -339,6 +344,11 @@ class EnforcementStore:
             done(exc)
 
         self._batcher.submit(writes, written)
+
+    def holds(self, check: Check) -> bool:
+        """Whether a :attr:`DecisionWrites.check` returns its row now (one statement on this
+        thread's connection): for a decision that writes nothing."""
+        return row_is(usage_marks.read_one(self.db, check[0], check[1]), check)
 
     def close(self) -> None:
         """Stop the SQLite group writer after what is queued."""
