@@ -24,7 +24,10 @@ answered the usage of before an ingest until the writer's background fold ran. A
 value also carries its budget's meter (event type and value path), so that a reservation
 reads no meter. A memo that answers costs ONE statement: its freshness counters and the
 tail's end (``EventService.tail_check``, 0 when nothing waits to be folded) are read together;
-with a tail to fold, the long way above.
+with a tail to fold, the long way above. :meth:`CatalogEntitlements.budget_values_ahead`
+hands that statement to a caller that runs it where it chooses (PostgreSQL: with the
+decision's keys; SQLite's inline decisions: in the group writer's transaction, trusting the
+memo's answer first, ``ReadAhead.optimistic``).
 """
 
 from __future__ import annotations
