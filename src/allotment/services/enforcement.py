@@ -317,14 +317,9 @@ class EnforcementService:
                 logs[c.feature_reference] = reads.rate_log(cid, c.feature_reference, window_us)
         held = {f: reads.held_amount(cid, f, now_us) for f in sorted(req.reserved_features())}
         allowed = rules.decide(
-            req,
-            ents,
-            logs=logs,
-            held=held,
-            now_us=now_us,
-            plans_including=self._plans,
+            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans,
             checked=req.idempotency_key is None,  # _under_keys ran the pure steps first
-        )
+        )  # fmt: skip
         for feature, log in allowed.logs.items():
             writes.rate_logs.append((cid, feature, allowed.windows[feature], log, now_us))
         reservation_id = None
