@@ -142,7 +142,7 @@ def test_a_change_committed_before_the_decisions_commit_is_seen(container: Conta
     group writer, which runs it inside the decision's write transaction. A catalog write
     that commits after the decision was made but before the writer's transaction: the check
     finds it, the decision is not written, and the call is decided again the long way —
-    one reservation, not two."""
+    one reservation, not two. The next decision checks on the loop before it decides."""
     store = container.enforcement._store
     if not store.inline:
         pytest.skip("SQLite: the group writer")
@@ -180,9 +180,14 @@ def test_a_change_committed_before_the_decisions_commit_is_seen(container: Conta
                     await asyncio.sleep(0.001)
                 usage_marks.bump_catalog(tx)  # a feature changed: the memo no longer holds
             await call
+            # after a refusal the next decision checks on the loop first (it holds now: the
+            # long way refreshed the memo), then decides as before
+            assert container.enforcement._check_first
+            await authorize()
+            assert not container.enforcement._check_first
         return statuses
 
-    assert asyncio.run(run()) == [200, 200, 200, 200]
+    assert asyncio.run(run()) == [200, 200, 200, 200, 200]
     assert len(refused) == 1
     assert isinstance(refused[0], ReadChanged)
-    assert container.enforcement.held_for_customer("acme") == {"tokens": 4}
+    assert container.enforcement.held_for_customer("acme") == {"tokens": 5}

@@ -140,3 +140,11 @@ def usage_data(value_property: str | None, amount: Decimal, extra: Mapping[str, 
         node = child
     node[names[-1]] = number
     return doc
+
+
+def settled(r: repo.ReservationRecord) -> rules.ReservationSettled:
+    """The 409 of a commit or release of a reservation already settled the other way."""
+    return rules.ReservationSettled(
+        f"reservation {r.id} is already {r.status}; a reservation is settled once",
+        extensions={"status": r.status},
+    )
