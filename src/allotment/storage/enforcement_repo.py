@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -299,6 +299,7 @@ class EnforcementStore:
         )
         self.memory = None if db.dialect == "postgresql" else DecisionMemory(db)
         """SQLite: the decisions' kept state (:mod:`allotment.storage.enforcement_memory`)."""
+        self._memory_reads = None if self.memory is None else MemoryReads(db, self.memory)
 
     @property
     def inline(self) -> bool:
@@ -312,15 +313,13 @@ class EnforcementStore:
         keys (PostgreSQL): the decision's instant is then read before the keys are taken."""
         return self.db.dialect == "postgresql"
 
-    @contextmanager
-    def reads(self, query: StateQuery) -> Iterator[StateReads]:
+    def reads(self, query: StateQuery) -> AbstractContextManager[StateReads]:
         """A decision's reads outside a session (SQLite's inline decisions): the state
-        ``query`` names, from the kept state (:class:`MemoryReads`; the keys the decision
-        holds keep every writer of it out)."""
-        if self.memory is None:
-            yield read_state(self.db, query)
-            return
-        yield MemoryReads(self.db, self.memory)
+        ``query`` names, from the kept state (:class:`MemoryReads`, one for every decision;
+        the keys the decision holds keep every writer of it out)."""
+        if self._memory_reads is None:
+            return nullcontext(read_state(self.db, query))
+        return self._memory_reads
 
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what

@@ -34,10 +34,6 @@ class ReadAhead(Generic[T]):
         before the statement has run, valid only if it then returns that row."""
         return None if self.expects is None else self.finish(self.expects)
 
-    def holds(self, row: Sequence[Any] | None) -> bool:
-        """Whether ``row`` is the :attr:`expects` one (so :meth:`optimistic` held)."""
-        return self.expects is not None and row is not None and tuple(row) == self.expects
-
     def answer(self, row: Sequence[Any] | None) -> T | None:
         """What the statement's row answers (``None`` without a row)."""
         return None if row is None else self.finish(row)
