@@ -10,6 +10,7 @@ import asyncio
 import json
 import threading
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -191,3 +192,43 @@ def test_a_change_committed_before_the_decisions_commit_is_seen(container: Conta
     assert len(refused) == 1
     assert isinstance(refused[0], ReadChanged)
     assert container.enforcement.held_for_customer("acme") == {"tokens": 5}
+
+
+def test_usage_ingested_between_two_decisions_is_in_the_second(container: Container) -> None:
+    """The inline decisions keep their answer while the view and the budget's memo are the
+    same objects; usage ingested between two decisions refreshes the memo, so the second
+    decision answers from the new balance (and the one after it too, inline again)."""
+
+    async def run() -> list[str]:
+        remaining = []
+        transport = httpx.ASGITransport(app=create_app(container))
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+            await _setup(c)
+
+            async def authorize() -> None:
+                r = await c.post(
+                    PATH, content=_body("small"), headers={"content-type": "application/json"}
+                )
+                assert r.status_code == 200, r.text
+                remaining.append(r.json()["remaining"]["tokens"])
+
+            clock = container.clock
+            assert isinstance(clock, FrozenClock)
+            clock.advance(timedelta(seconds=30))  # usage counts from the period's start on
+            for _ in range(3):  # warm: the view and the budget memo are cached
+                await authorize()
+            event = {"specversion": "1.0", "id": "u1", "source": "t", "type": "tok",
+                     "subject": "acme", "time": "2026-12-03T08:00:05Z",
+                     "data": {"tokens": 100}}  # fmt: skip
+            r = await c.post(
+                "/api/v1/events",
+                content=json.dumps(event),
+                headers={"content-type": "application/cloudevents+json"},
+            )
+            assert r.status_code in (200, 202, 204), r.text
+            await authorize()
+            await authorize()
+        return remaining
+
+    # 1 000 tokens, 1 held per call; the 100 ingested count from the fourth call on
+    assert asyncio.run(run()) == ["999", "998", "997", "896", "895"]

@@ -229,6 +229,17 @@ class CatalogEntitlements:
 
         return ReadAhead(memo.check, memo.statement[1], finish, (*memo.versions, 0, catalog))
 
+    def memo_of(
+        self, customer_id: str, subjects: Sequence[str], budget_refs: tuple[str, ...]
+    ) -> object | None:
+        """The memo :meth:`budget_values_ahead` would answer from now (``budget_refs``: its
+        budgets' references in order), as a token compared by identity: another one once it
+        was refreshed; ``None`` when none is of this minute."""
+        memo = self._memo.get((customer_id, budget_refs))
+        if memo is None or memo.subjects != tuple(subjects):
+            return None
+        return memo if memo.minute == ceil_minute(self._clock.now().astimezone(UTC)) else None
+
     def budget_value(
         self, customer_id: str, feature: TypedFeature, anchor: datetime
     ) -> BudgetValue | None:
