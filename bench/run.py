@@ -1017,14 +1017,16 @@ class Run:
 
     def authorize_interleaved(
         self, be: Backend, lo: int, hi: int, figs: list[dict[str, Any]]
-    ) -> dict[str, float | None]:
+    ) -> dict[str, dict[str, Any]]:
         """The authorize latency at the smallest and the largest data set measured in the
         same minutes: both servers up (a catalog of their own, made afresh), alternating
         rounds (bench/authorize.py ``interleaved``). Each ``authorize.http.<size>`` figure's
         ``ours`` becomes the p50/p99 over all its rounds (``method: interleaved``; the cell
         measured alone, minutes apart, kept as ``sequential``), so ``scale.authorize.http``
-        compares like with like. Returns the median of the rounds' own ratios (largest ÷
-        smallest, round by round) per stem: the scale figure's ``paired``."""
+        compares like with like; ``ours.server_cpu_us`` is the server's CPU per call over
+        the rounds. Returns, for the scale figure, ``paired`` (the median of the rounds' own
+        ratios, largest ÷ smallest, round by round) and ``cpu_ratio`` (the same for the
+        server's CPU per call)."""
         plan = self.plan
         rounds, per_round = plan.authorize_rounds, plan.authorize_round_calls
         log(
@@ -1041,7 +1043,7 @@ class Run:
                 names = A.setup(srv.url, D.METER_SLUG, customers)
                 paths = [f"/v1/customers/{c}/authorize" for c in customers]
                 A.check(srv.url, paths[0], A.body(names))
-                sides.append(A.Side(srv.url, paths, A.body(names)))
+                sides.append(A.Side(srv.url, paths, A.body(names), pid=srv.pid))
 
             def measure() -> dict[str, Any]:
                 A.interleaved(sides, rounds, per_round, warm=2 * len(sides[0].paths))
@@ -1068,6 +1070,9 @@ class Run:
                 round_p50_ms=[round(v, 4) for v in p50s[size]],
                 sequential={k: seq.get(k) for k in ("p50_ms", "p99_ms", "n", "error") if k in seq},
             )
+            calls = sum(len(r) for r in side.rounds_us)
+            if calls:
+                ours["server_cpu_us"] = side.cpu_ns / 1e3 / calls
             if side.bad:
                 ours["error"] = f"{side.bad} non-200 answers"
             f["ours"] = ours
@@ -1079,7 +1084,13 @@ class Run:
         if len(p50s) < 2:
             return {}
         ratios = [b / a for a, b in zip(p50s[lo], p50s[hi], strict=True) if a > 0]
-        return {"authorize.http": pct(ratios, 0.5) if ratios else None}
+        cpu = [by_id[f"authorize.http.{n}"]["ours"].get("server_cpu_us") for n in (lo, hi)]
+        return {
+            "authorize.http": {
+                "paired": pct(ratios, 0.5) if ratios else None,
+                "cpu_ratio": cpu[1] / cpu[0] if cpu[0] and cpu[1] else None,
+            }
+        }
 
     # -------------------------------------------------------------- all
 
@@ -1089,7 +1100,7 @@ class Run:
         only = self.opts.only
         sizes = self.plan.sizes if only is None else []
         catalog_sizes = self.plan.catalog_sizes if only in (None, "catalog") else []
-        paired: dict[str, float | None] = {}
+        paired: dict[str, dict[str, Any]] = {}
         with Backend(name, self.opts) as be:
             out["engine"] = engine_version(be)
             if only in (None, "ingest"):
@@ -1275,11 +1286,11 @@ def scale_figures(
         "value.inproc.heavy",
         "authorize.http",
     ),
-    paired: dict[str, float | None] | None = None,
+    paired: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2). ``paired``:
-    per stem measured interleaved, the median of the rounds' own ratios (kept beside the
-    value, with ``method: interleaved``)."""
+    per stem measured interleaved, what that measurement adds (``paired``, ``cpu_ratio``),
+    kept beside the value with ``method: interleaved``."""
     if len(sizes) < 2:
         return []
     lo, hi = sizes[0], sizes[-1]
@@ -1298,7 +1309,7 @@ def scale_figures(
             "label": f"{stem}: p50 at {hi:,} ÷ p50 at {lo:,} events",
         }
         if paired and stem in paired:
-            row.update(method="interleaved", paired=paired[stem])
+            row.update(method="interleaved", **paired[stem])
             row["label"] += " (interleaved)"
         out.append(row)
     return out

@@ -5,6 +5,7 @@ servers; no timing assertions."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,9 +51,12 @@ def two_servers() -> Iterator[list[str]]:
 
 def test_rounds_alternate_between_the_sides(two_servers: list[str]) -> None:
     SEEN.clear()
-    a = Side(two_servers[0], ["/a/1", "/a/2", "/a/3"], b"{}")
+    # the servers run in this process: its CPU time stands for a server's
+    a = Side(two_servers[0], ["/a/1", "/a/2", "/a/3"], b"{}", pid=os.getpid())
     b = Side(two_servers[1], ["/b/1", "/b/2"], b"{}")
     interleaved([a, b], rounds=4, per_round=3, warm=2)
+    assert a.cpu_ns > 0
+    assert b.cpu_ns == 0  # no process named: not measured
     assert [len(r) for r in a.rounds_us] == [3, 3, 3, 3]
     assert [len(r) for r in b.rounds_us] == [3, 3, 3, 3]
     assert all(v > 0 for r in a.rounds_us + b.rounds_us for v in r)
