@@ -73,10 +73,10 @@ class Plan:
     """Alternations of the no-rule and the with-rules phase (the medians are compared)."""
     notify_rules: int = 1000
     notify_subjects: int = 200
-    authorize_rounds: int = 10
+    authorize_rounds: int = 20
     """With two data sets or more: rounds of the interleaved authorize latency (the scale
     figure's two p50s measured in the same minutes, bench/authorize.py ``interleaved``)."""
-    authorize_round_calls: int = 100
+    authorize_round_calls: int = 60
     """Calls per side in each interleaved round."""
 
 
@@ -121,8 +121,8 @@ PLANS = {
         ingest_replica_events=300_000,
         notify_batches=100,
         notify_rounds=4,
-        authorize_rounds=20,
-        authorize_round_calls=250,
+        authorize_rounds=40,
+        authorize_round_calls=125,
     ),
 }
 
