@@ -24,12 +24,11 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.httpc import Conn, HttpError
-from bench.procs import cpu_ns
 
 RATE_LIMIT = 600
 BUDGET = 10**12
@@ -129,22 +128,23 @@ class Side:
     base_url: str
     paths: list[str]
     payload: bytes
-    pid: int | None = None
-    """The server's process: its CPU time over the side's rounds is :attr:`cpu_ns`."""
+    clocks: dict[str, Callable[[], float]] = field(default_factory=dict)
+    """CPU clocks read between rounds (seconds so far: the server's process, its database's
+    backends...): what each advanced over the side's rounds is :attr:`spent`."""
     rounds_us: list[list[float]] = field(default_factory=list)
     """Each round's latencies (µs), as the client sees them."""
     bad: int = 0
     """Answers other than 200."""
-    cpu_ns: int = 0
-    """The server's CPU time (all its threads) over the side's rounds, with :attr:`pid`."""
+    spent: dict[str, float] = field(default_factory=dict)
+    """Per clock, the seconds it advanced over the side's rounds (warm-up not counted)."""
 
 
 def interleaved(sides: Sequence[Side], rounds: int, per_round: int, warm: int = 0) -> None:
     """``rounds`` rounds of ``per_round`` calls on each side, one keep-alive client per side,
     one request at a time; the sides' order alternates (A B, B A, A B, ...) so that each
     round of one side is next to a round of every other. ``warm`` calls per side first (not
-    kept). Fills each side's :attr:`Side.rounds_us`, :attr:`Side.bad` and :attr:`Side.cpu_ns`
-    (read between rounds, outside the timed calls)."""
+    kept). Fills each side's :attr:`Side.rounds_us`, :attr:`Side.bad` and :attr:`Side.spent`
+    (its clocks read between rounds, outside the timed calls)."""
     conns = [Conn(s.base_url) for s in sides]
     try:
         reqs = [
@@ -170,11 +170,11 @@ def interleaved(sides: Sequence[Side], rounds: int, per_round: int, warm: int = 
         order = list(range(len(sides)))
         for n in range(rounds):
             for i in order if n % 2 == 0 else order[::-1]:
-                pid = sides[i].pid
-                before = cpu_ns(pid) if pid is not None else 0
-                sides[i].rounds_us.append([one(i) for _ in range(per_round)])
-                if pid is not None:
-                    sides[i].cpu_ns += cpu_ns(pid) - before
+                side = sides[i]
+                before = {k: read() for k, read in side.clocks.items()}
+                side.rounds_us.append([one(i) for _ in range(per_round)])
+                for k, read in side.clocks.items():
+                    side.spent[k] = side.spent.get(k, 0.0) + read() - before[k]
     finally:
         for c in conns:
             c.close()

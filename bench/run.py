@@ -1024,9 +1024,10 @@ class Run:
         ``ours`` becomes the p50/p99 over all its rounds (``method: interleaved``; the cell
         measured alone, minutes apart, kept as ``sequential``), so ``scale.authorize.http``
         compares like with like; ``ours.server_cpu_us`` is the server's CPU per call over
-        the rounds. Returns, for the scale figure, ``paired`` (the median of the rounds' own
-        ratios, largest ÷ smallest, round by round) and ``cpu_ratio`` (the same for the
-        server's CPU per call)."""
+        the rounds (PostgreSQL: ``ours.server_and_db_cpu_us`` with its database's backends).
+        Returns, for the scale figure, ``paired`` (the median of the rounds' own ratios,
+        largest ÷ smallest, round by round), ``cpu_ratio`` and ``cpu_with_db_ratio`` (largest
+        ÷ smallest of those CPU figures)."""
         plan = self.plan
         rounds, per_round = plan.authorize_rounds, plan.authorize_round_calls
         log(
@@ -1043,7 +1044,11 @@ class Run:
                 names = A.setup(srv.url, D.METER_SLUG, customers)
                 paths = [f"/v1/customers/{c}/authorize" for c in customers]
                 A.check(srv.url, paths[0], A.body(names))
-                sides.append(A.Side(srv.url, paths, A.body(names), pid=srv.pid))
+                pid, db = srv.pid, db_name(url)
+                clocks: dict[str, Callable[[], float]] = {"server": lambda p=pid: cpu_ns(p) / 1e9}
+                if db is not None:  # the server and its database's backends (tick-grained)
+                    clocks["with_db"] = lambda p=pid, d=db: cpu_seconds(p, d)
+                sides.append(A.Side(srv.url, paths, A.body(names), clocks=clocks))
 
             def measure() -> dict[str, Any]:
                 A.interleaved(sides, rounds, per_round, warm=2 * len(sides[0].paths))
@@ -1072,7 +1077,9 @@ class Run:
             )
             calls = sum(len(r) for r in side.rounds_us)
             if calls:
-                ours["server_cpu_us"] = side.cpu_ns / 1e3 / calls
+                ours["server_cpu_us"] = side.spent["server"] * 1e6 / calls
+                if "with_db" in side.spent:
+                    ours["server_and_db_cpu_us"] = side.spent["with_db"] * 1e6 / calls
             if side.bad:
                 ours["error"] = f"{side.bad} non-200 answers"
             f["ours"] = ours
@@ -1084,13 +1091,14 @@ class Run:
         if len(p50s) < 2:
             return {}
         ratios = [b / a for a, b in zip(p50s[lo], p50s[hi], strict=True) if a > 0]
-        cpu = [by_id[f"authorize.http.{n}"]["ours"].get("server_cpu_us") for n in (lo, hi)]
-        return {
-            "authorize.http": {
-                "paired": pct(ratios, 0.5) if ratios else None,
-                "cpu_ratio": cpu[1] / cpu[0] if cpu[0] and cpu[1] else None,
-            }
-        }
+        mine = [by_id[f"authorize.http.{n}"]["ours"] for n in (lo, hi)]
+        out: dict[str, Any] = {"paired": pct(ratios, 0.5) if ratios else None}
+        pairs = (("cpu_ratio", "server_cpu_us"), ("cpu_with_db_ratio", "server_and_db_cpu_us"))
+        for name, key in pairs:
+            a, b = mine[0].get(key), mine[1].get(key)
+            if a and b:
+                out[name] = b / a
+        return {"authorize.http": out}
 
     # -------------------------------------------------------------- all
 
@@ -1289,7 +1297,7 @@ def scale_figures(
     paired: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2). ``paired``:
-    per stem measured interleaved, what that measurement adds (``paired``, ``cpu_ratio``),
+    per stem measured interleaved, what that measurement adds (``paired``, the CPU ratios),
     kept beside the value with ``method: interleaved``."""
     if len(sizes) < 2:
         return []

@@ -5,8 +5,8 @@ servers; no timing assertions."""
 
 from __future__ import annotations
 
-import os
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -51,12 +51,19 @@ def two_servers() -> Iterator[list[str]]:
 
 def test_rounds_alternate_between_the_sides(two_servers: list[str]) -> None:
     SEEN.clear()
-    # the servers run in this process: its CPU time stands for a server's
-    a = Side(two_servers[0], ["/a/1", "/a/2", "/a/3"], b"{}", pid=os.getpid())
+    # the servers run in this process: its CPU time stands for a server's clock
+    reads: list[float] = []
+
+    def clock() -> float:
+        reads.append(time.process_time())
+        return reads[-1]
+
+    a = Side(two_servers[0], ["/a/1", "/a/2", "/a/3"], b"{}", clocks={"cpu": clock})
     b = Side(two_servers[1], ["/b/1", "/b/2"], b"{}")
     interleaved([a, b], rounds=4, per_round=3, warm=2)
-    assert a.cpu_ns > 0
-    assert b.cpu_ns == 0  # no process named: not measured
+    assert len(reads) == 8  # before and after each of a's rounds, not around the warm-up
+    assert a.spent["cpu"] == pytest.approx(sum(reads[1::2]) - sum(reads[0::2]))
+    assert b.spent == {}
     assert [len(r) for r in a.rounds_us] == [3, 3, 3, 3]
     assert [len(r) for r in b.rounds_us] == [3, 3, 3, 3]
     assert all(v > 0 for r in a.rounds_us + b.rounds_us for v in r)
