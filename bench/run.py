@@ -1083,6 +1083,7 @@ class Run:
             if side.bad:
                 ours["error"] = f"{side.bad} non-200 answers"
             f["ours"] = ours
+            f["label"] += f" (interleaved with {hi if size == lo else lo:,})"
             for name in ("naive", "floor"):
                 f[f"vs_{name}"] = _ratio(f["kind"], ours, f[name])
         got = {n: by_id[f"authorize.http.{n}"]["ours"]["p50_ms"] for n in p50s}
