@@ -102,6 +102,14 @@ from allotment.storage.tx_batcher import TxBatcher
 SWEEP_BATCH = 200
 """Most expired reservations (and idempotency records) one sweep settles (drops)."""
 
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+"""PostgreSQL: the first statement of a session's transaction (reverted by its ``COMMIT``).
+The session's statements are prepared, but by default PostgreSQL plans a prepared statement
+afresh for its parameters (a custom plan) for as long as it finds the generic plan no
+cheaper, and for the decision's state read it always did: planning was about half of the
+backend's CPU per authorize (docs/api/enforcement.md, "Cost"). Every statement of a session
+reads or writes a few rows by primary key, so the generic plan is the same plan."""
+
 
 @dataclass(slots=True)
 class DecisionWrites:
@@ -389,6 +397,7 @@ class EnforcementStore:
         denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
+                tx.send(GENERIC_PLANS)
                 tx.send(ADVISORY_LOCKS, [first, second])
                 if state is not None and ahead is not None:
                     both = send_state_with(tx, state, ahead)  # one statement for both
