@@ -33,7 +33,9 @@ owning subject ``s<i>`` (so the 10 000 events are their usage).
 
 Each cell also records the server process's CPU time per request (per event for ``batch``),
 from ``/proc/<pid>/task/*/schedstat``: a loaded machine stretches wall time far more than CPU
-time. Reported: each version's median over the rounds, its speed ratio to A (> 1 = faster,
+time. On PostgreSQL the authorize cell also records the CPU per call of the backends serving
+the server's database (``authorize db cpu µs``, from ``/proc/<pid>/stat``: clock ticks).
+Reported: each version's median over the rounds, its speed ratio to A (> 1 = faster,
 for CPU: less CPU) and the median of the per-round ratios (paired: each round's servers
 measured moments apart).
 """
@@ -58,6 +60,7 @@ from tests.support import PostgresCluster, create_pg_database, free_port
 
 from bench.httpc import blast, build_request
 from bench.procs import cpu_ns
+from bench.run import cpu_seconds, db_name
 
 ROOT = Path(__file__).resolve().parents[1]
 SUBJECTS = 50
@@ -165,18 +168,28 @@ def _catalog(c: httpx.Client) -> None:
             "start_at": start.isoformat().replace("+00:00", "Z")}), 201)  # fmt: skip
 
 
-def _timed(fn: Callable[[int], object], n: int, pid: int) -> tuple[float, float]:
-    """(median ms per call, server CPU µs per call) of n calls."""
+def _timed(
+    fn: Callable[[int], object], n: int, pid: int, db: str | None = None
+) -> tuple[float, float, float | None]:
+    """(median ms per call, server CPU µs per call, with ``db``: the CPU µs per call of the
+    PostgreSQL backends serving that database, clock-tick grained) of n calls."""
     times = []
     cpu = cpu_ns(pid)
+    db_cpu = None if db is None else cpu_seconds(-1, db)
     for i in range(n):
         start = time.perf_counter()
         fn(i)
         times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times), (cpu_ns(pid) - cpu) / 1e3 / n
+    server = (cpu_ns(pid) - cpu) / 1e3 / n
+    backends = None if db_cpu is None else (cpu_seconds(-1, db) - db_cpu) * 1e6 / n
+    return 1e3 * statistics.median(times), server, backends
 
 
-def measure(c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int) -> Result:
+def measure(
+    c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int, db: str | None = None
+) -> Result:
+    """One round of ``cells``; with ``db`` (PostgreSQL), the authorize cell also records
+    its database's backends' CPU per call (``authorize db cpu µs``)."""
     base = 1_000_000 * (round_no + 1)  # event ids never repeat across rounds
     single = {"content-type": "application/cloudevents+json"}
     out: Result = {}
@@ -222,7 +235,10 @@ def measure(c: httpx.Client, pid: int, cells: tuple[str, ...], round_no: int) ->
              ("authorize", authorize, 200))  # fmt: skip
     for cell, fn, n in timed:
         if cell in cells:
-            out[f"{cell} p50 ms"], out[f"{cell} cpu µs"] = _timed(fn, n, pid)
+            with_db = db if cell == "authorize" else None
+            out[f"{cell} p50 ms"], out[f"{cell} cpu µs"], backends = _timed(fn, n, pid, with_db)
+            if backends is not None:
+                out[f"{cell} db cpu µs"] = backends
     if "single16" in cells:
         url, now = str(c.base_url), datetime.now(UTC)
         bodies = [
@@ -308,11 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         for s in servers.values():
             setup(s.c)
             measure(s.c, s.proc.pid, cells, 10_000)  # warm-up, discarded (its own event ids)
+        dbs = {n: db_name(u) for n, u in urls.items()}
         results: dict[str, list[Result]] = {n: [] for n in versions}
         order = list(versions)
         for round_no in range(args.rounds):
             for n in order if round_no % 2 == 0 else order[::-1]:
-                results[n].append(measure(servers[n].c, servers[n].proc.pid, cells, round_no))
+                srv = servers[n]
+                results[n].append(measure(srv.c, srv.proc.pid, cells, round_no, dbs[n]))
             print(f"round {round_no + 1}/{args.rounds} done", file=sys.stderr, flush=True)
         print(" ".join(f"{n} = {rev}" for n, rev in versions.items()))
         print(report(results, args.backend))

@@ -12,12 +12,20 @@ hand, exact only because it serialises per customer — in one transaction: COUN
 customer's request rows of the last minute, SUM its token events of the data set's period
 from the raw events table, SUM its held reservation rows, then INSERT a request row and a
 reservation row.
+
+Interleaved (:func:`interleaved`): the scale figure (p50 at the largest data set ÷ p50 at the
+smallest) compares two data sets' latency, so both are measured in the same minutes — both
+servers up, short rounds alternating between them (ABBA order) — instead of in cells minutes
+apart, where a swing of the shared machine's load lands in the ratio (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from bench.httpc import Conn, HttpError
@@ -111,3 +119,62 @@ def check(base_url: str, path: str, payload: bytes) -> None:
         c.close()
     if status != 200:
         raise HttpError(f"POST {path} -> {status}: {data[:300]!r}")
+
+
+@dataclass
+class Side:
+    """One data set's server and the authorize calls sent to it, cycled in order."""
+
+    base_url: str
+    paths: list[str]
+    payload: bytes
+    clocks: dict[str, Callable[[], float]] = field(default_factory=dict)
+    """CPU clocks read between rounds (seconds so far: the server's process, its database's
+    backends...): what each advanced over the side's rounds is :attr:`spent`."""
+    rounds_us: list[list[float]] = field(default_factory=list)
+    """Each round's latencies (µs), as the client sees them."""
+    bad: int = 0
+    """Answers other than 200."""
+    spent: dict[str, float] = field(default_factory=dict)
+    """Per clock, the seconds it advanced over the side's rounds (warm-up not counted)."""
+
+
+def interleaved(sides: Sequence[Side], rounds: int, per_round: int, warm: int = 0) -> None:
+    """``rounds`` rounds of ``per_round`` calls on each side, one keep-alive client per side,
+    one request at a time; the sides' order alternates (A B, B A, A B, ...) so that each
+    round of one side is next to a round of every other. ``warm`` calls per side first (not
+    kept). Fills each side's :attr:`Side.rounds_us`, :attr:`Side.bad` and :attr:`Side.spent`
+    (its clocks read between rounds, outside the timed calls)."""
+    conns = [Conn(s.base_url) for s in sides]
+    try:
+        reqs = [
+            [c.prepare("POST", p, s.payload, "application/json") for p in s.paths]
+            for c, s in zip(conns, sides, strict=True)
+        ]
+        at = [0] * len(sides)
+        clock = time.perf_counter_ns
+
+        def one(i: int) -> float:
+            r = reqs[i][at[i] % len(reqs[i])]
+            at[i] += 1
+            t = clock()
+            status, _ = conns[i].send_raw(r)
+            done = clock()
+            sides[i].bad += status != 200
+            return (done - t) / 1000
+
+        for i in range(len(sides)):
+            for _ in range(warm):
+                one(i)
+            sides[i].bad = 0
+        order = list(range(len(sides)))
+        for n in range(rounds):
+            for i in order if n % 2 == 0 else order[::-1]:
+                side = sides[i]
+                before = {k: read() for k, read in side.clocks.items()}
+                side.rounds_us.append([one(i) for _ in range(per_round)])
+                for k, read in side.clocks.items():
+                    side.spent[k] = side.spent.get(k, 0.0) + read() - before[k]
+    finally:
+        for c in conns:
+            c.close()

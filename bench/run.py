@@ -8,6 +8,7 @@ value checks, queries, catalog) are the seams to split along if it grows further
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -72,6 +73,11 @@ class Plan:
     """Alternations of the no-rule and the with-rules phase (the medians are compared)."""
     notify_rules: int = 1000
     notify_subjects: int = 200
+    authorize_rounds: int = 20
+    """With two data sets or more: rounds of the interleaved authorize latency (the scale
+    figure's two p50s measured in the same minutes, bench/authorize.py ``interleaved``)."""
+    authorize_round_calls: int = 60
+    """Calls per side in each interleaved round."""
 
 
 PLANS = {
@@ -115,6 +121,8 @@ PLANS = {
         ingest_replica_events=300_000,
         notify_batches=100,
         notify_rounds=4,
+        authorize_rounds=40,
+        authorize_round_calls=125,
     ),
 }
 
@@ -1007,6 +1015,92 @@ class Run:
             ),
         ]
 
+    def authorize_interleaved(
+        self, be: Backend, lo: int, hi: int, figs: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The authorize latency at the smallest and the largest data set measured in the
+        same minutes: both servers up (a catalog of their own, made afresh), alternating
+        rounds (bench/authorize.py ``interleaved``). Each ``authorize.http.<size>`` figure's
+        ``ours`` becomes the p50/p99 over all its rounds (``method: interleaved``; the cell
+        measured alone, minutes apart, kept as ``sequential``), so ``scale.authorize.http``
+        compares like with like; ``ours.server_cpu_us`` is the server's CPU per call over
+        the rounds (PostgreSQL: ``ours.server_and_db_cpu_us`` with its database's backends).
+        Returns, for the scale figure, ``paired`` (the median of the rounds' own ratios,
+        largest ÷ smallest, round by round), ``cpu_ratio`` and ``cpu_with_db_ratio`` (largest
+        ÷ smallest of those CPU figures)."""
+        plan = self.plan
+        rounds, per_round = plan.authorize_rounds, plan.authorize_round_calls
+        log(
+            f"[{be.name}] authorize interleaved at {lo:,} and {hi:,} events:"
+            f" {rounds} rounds of {per_round} calls each"
+        )
+        by_id = {f["id"]: f for f in figs}
+        with contextlib.ExitStack() as stack:
+            sides = []
+            for size in (lo, hi):
+                url, _, _ = self.dataset(be, size)
+                srv = stack.enter_context(self.server(be, url, f"authorize-{size}"))
+                customers = self.subjects[: min(len(self.subjects), 20)]
+                names = A.setup(srv.url, D.METER_SLUG, customers)
+                paths = [f"/v1/customers/{c}/authorize" for c in customers]
+                A.check(srv.url, paths[0], A.body(names))
+                pid, db = srv.pid, db_name(url)
+                clocks: dict[str, Callable[[], float]] = {"server": lambda p=pid: cpu_ns(p) / 1e9}
+                if db is not None:  # the server and its database's backends (tick-grained)
+                    clocks["with_db"] = lambda p=pid, d=db: cpu_seconds(p, d)
+                sides.append(A.Side(srv.url, paths, A.body(names), clocks=clocks))
+
+            def measure() -> dict[str, Any]:
+                A.interleaved(sides, rounds, per_round, warm=2 * len(sides[0].paths))
+                return {}
+
+            res = guarded(measure)
+        if "error" in res:
+            for size in (lo, hi):
+                if f"authorize.http.{size}" in by_id:
+                    by_id[f"authorize.http.{size}"]["interleaved_error"] = res["error"]
+            return {}
+        p50s: dict[int, list[float]] = {}
+        for size, side in zip((lo, hi), sides, strict=True):
+            f = by_id.get(f"authorize.http.{size}")
+            if f is None:
+                continue
+            ours = lat_stats([v for r in side.rounds_us for v in r])
+            p50s[size] = [pct(r, 0.5) / 1000 for r in side.rounds_us]
+            seq = f["ours"]
+            ours.update(
+                method="interleaved",
+                rounds=rounds,
+                per_round=per_round,
+                round_p50_ms=[round(v, 4) for v in p50s[size]],
+                sequential={k: seq.get(k) for k in ("p50_ms", "p99_ms", "n", "error") if k in seq},
+            )
+            calls = sum(len(r) for r in side.rounds_us)
+            if calls:
+                ours["server_cpu_us"] = side.spent["server"] * 1e6 / calls
+                if "with_db" in side.spent:
+                    ours["server_and_db_cpu_us"] = side.spent["with_db"] * 1e6 / calls
+            if side.bad:
+                ours["error"] = f"{side.bad} non-200 answers"
+            f["ours"] = ours
+            f["label"] += f" (interleaved with {hi if size == lo else lo:,})"
+            for name in ("naive", "floor"):
+                f[f"vs_{name}"] = _ratio(f["kind"], ours, f[name])
+        got = {n: by_id[f"authorize.http.{n}"]["ours"]["p50_ms"] for n in p50s}
+        shown = ", ".join(f"{n:,}: {v:.2f} ms" for n, v in got.items())
+        log(f"    authorize p50 (interleaved): {shown}")
+        if len(p50s) < 2:
+            return {}
+        ratios = [b / a for a, b in zip(p50s[lo], p50s[hi], strict=True) if a > 0]
+        mine = [by_id[f"authorize.http.{n}"]["ours"] for n in (lo, hi)]
+        out: dict[str, Any] = {"paired": pct(ratios, 0.5) if ratios else None}
+        pairs = (("cpu_ratio", "server_cpu_us"), ("cpu_with_db_ratio", "server_and_db_cpu_us"))
+        for name, key in pairs:
+            a, b = mine[0].get(key), mine[1].get(key)
+            if a and b:
+                out[name] = b / a
+        return {"authorize.http": out}
+
     # -------------------------------------------------------------- all
 
     def backend(self, name: str) -> dict[str, Any]:
@@ -1015,6 +1109,7 @@ class Run:
         only = self.opts.only
         sizes = self.plan.sizes if only is None else []
         catalog_sizes = self.plan.catalog_sizes if only in (None, "catalog") else []
+        paired: dict[str, dict[str, Any]] = {}
         with Backend(name, self.opts) as be:
             out["engine"] = engine_version(be)
             if only in (None, "ingest"):
@@ -1023,9 +1118,11 @@ class Run:
                 out["figures"] += self.notify(be)
             for size in sizes:
                 out["figures"] += self.reads(be, size, with_queries=size == sizes[-1])
+            if len(sizes) >= 2:
+                paired = self.authorize_interleaved(be, sizes[0], sizes[-1], out["figures"])
             for size in catalog_sizes:
                 out["figures"] += self.catalog(be, size)
-        out["figures"] += scale_figures(out["figures"], sizes)
+        out["figures"] += scale_figures(out["figures"], sizes, paired=paired)
         out["figures"] += scale_figures(out["figures"], catalog_sizes, ("catalog.inproc",))
         out["server_max_rss_mib"] = {
             k.split(":", 1)[1]: v / 1024
@@ -1198,8 +1295,11 @@ def scale_figures(
         "value.inproc.heavy",
         "authorize.http",
     ),
+    paired: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2)."""
+    """p50 at the largest data set ÷ p50 at the smallest (the target: ≤ 1.2). ``paired``:
+    per stem measured interleaved, what that measurement adds (``paired``, the CPU ratios),
+    kept beside the value with ``method: interleaved``."""
     if len(sizes) < 2:
         return []
     lo, hi = sizes[0], sizes[-1]
@@ -1211,14 +1311,16 @@ def scale_figures(
             ratio = b["ours"]["p50_ms"] / a["ours"]["p50_ms"]  # type: ignore[index]
         except (KeyError, TypeError, ZeroDivisionError):
             ratio = None
-        out.append(
-            {
-                "id": f"scale.{stem}",
-                "kind": "scale",
-                "value": ratio,
-                "label": f"{stem}: p50 at {hi:,} ÷ p50 at {lo:,} events",
-            }
-        )
+        row: dict[str, Any] = {
+            "id": f"scale.{stem}",
+            "kind": "scale",
+            "value": ratio,
+            "label": f"{stem}: p50 at {hi:,} ÷ p50 at {lo:,} events",
+        }
+        if paired and stem in paired:
+            row.update(method="interleaved", **paired[stem])
+            row["label"] += " (interleaved)"
+        out.append(row)
     return out
 
 

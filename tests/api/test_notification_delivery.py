@@ -95,9 +95,13 @@ def test_thresholds_and_resets_arrive_once_each_through_failures(
         entitlement(c, big, fkey)
         entitlement(c, voided, fkey)
         g = c.post(f"/api/v1/subjects/{voided}/entitlements/{fkey}/grants",
-                   json={"amount": 100, "effectiveAt": time.strftime("%Y-%m-%dT%H:%M:00Z",
-                                                                     time.gmtime()),
+                   json={"amount": 100, "priority": 10,
+                         "effectiveAt": time.strftime("%Y-%m-%dT%H:%M:00Z", time.gmtime()),
                          "expiration": {"duration": "YEAR", "count": 1}})  # fmt: skip
+        # priority 10 (the default grant's is 1): the 60 tokens burn the default grant, so the
+        # void leaves 60 of 100 whether or not a minute boundary passes before it. With equal
+        # priorities this grant (it expires, the default does not) would burn first, and a void
+        # in the next minute (voids are minute-aligned) would leave 60 of 160: no 50 % crossing.
         assert g.status_code == 201, g.text
         for _ in range(10):  # many small events: 10, 20, … 100
             tokens(c, small, [10])

@@ -60,6 +60,9 @@ class FakeCatalog:
     def entitlements_ahead(self, customer_ref: str, **kw: Any) -> Any:
         return None  # nothing cached: no read to send ahead
 
+    def entitlements_unchecked(self, customer_ref: str, **kw: Any) -> Any:
+        return self.cached_customer_entitlements(customer_ref, **kw), None  # nothing to check
+
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:
         return sorted(
             p

@@ -146,12 +146,39 @@ def test_one_authorize_round_trips(container: Container) -> None:
     assert "advisory" in sent[0]
     assert "SELECT * FROM (SELECT 1) AS one LEFT JOIN (SELECT * FROM (SELECT" in sent[0]
     assert sent[0].index("advisory") < sent[0].index("LEFT JOIN")
-    assert sent[0].count(" | ") == 2, sent  # BEGIN, the locks, the state with the read
+    assert sent[0].index("plan_cache_mode") < sent[0].index("advisory")
+    # BEGIN, the session's generic plans, the locks, the state with the read
+    assert sent[0].count(" | ") == 3, sent
     assert sent[1].startswith("Sync WITH w0 AS (INSERT INTO rate_limit_logs")
     assert sent[1].endswith("COMMIT")
     assert not any("FROM meters" in s for s in sent), sent
     with container.db.read() as tx:
         assert tx.execute("SELECT count(*) FROM enforcement_locks") == [(0,)]
+
+
+def test_the_session_plans_its_statements_once(container: Container) -> None:
+    """The session's prepared statements run on their generic plan (PostgreSQL would
+    otherwise plan the state read afresh at every call: half of the backend's CPU per
+    authorize), and only in the session's transaction: every pooled connection is back to
+    the default afterwards."""
+    for _ in range(8 * POOL):  # psycopg prepares a statement at its 6th run on a connection
+        _authorize(container, consume=[])  # (rpm allows 3 a minute)
+    pool: Any = container.db._pool  # type: ignore[attr-defined]
+    conns = [pool.getconn(timeout=10) for _ in range(POOL)]
+    try:
+        plans = []
+        for conn in conns:
+            assert conn.execute("SHOW plan_cache_mode").fetchone() == ("auto",)
+            plans += conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+                " WHERE statement LIKE '%LEFT JOIN%' OR statement LIKE 'WITH w0 AS%'"
+            ).fetchall()
+    finally:
+        for conn in conns:
+            pool.putconn(conn)
+    assert any("LEFT JOIN" in p[0] for p in plans), plans  # the state read was prepared
+    assert any(p[0].startswith("WITH w0 AS") for p in plans), plans  # and the write
+    assert all(p[1] > 0 and p[2] == 0 for p in plans), plans  # generic plans only
 
 
 def test_a_denial_under_the_keys_commits_nothing(container: Container) -> None:

@@ -8,6 +8,7 @@ through the services counts every stored event at once."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from allotment.container import Container
+from allotment.domain.errors import Unavailable
 from allotment.domain.windows import WindowSize
 from allotment.services import fold_pacing
 from allotment.services.group_commit import PG_PARALLEL_COMMITS
@@ -96,6 +98,44 @@ def test_the_writer_folds_the_tail_when_idle(c: Container) -> None:
             break
         time.sleep(0.01)
     assert _lag(c) == 0  # folded by the writer, no reader asked
+
+
+def test_a_failed_background_fold_is_tried_again_without_another_request(
+    c: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database fails the writer's folds for a while (a pool timeout, a lock): once it
+    serves again the tail is folded, with no request after the failure. Before, a failed step
+    waited for the next commit, and with no more ingest the tail stayed unfolded: no reader
+    settles it, so notifications (they wait for the fold) stayed silent."""
+    c.meters.create(METERS[3])
+    real = usage_tail.fold_pending
+    failing = threading.Event()
+    failing.set()
+    failed_at: list[float] = []
+
+    def flaky(tx: Any, limit: int, **kw: Any) -> Any:
+        if failing.is_set():
+            failed_at.append(time.monotonic())
+            raise Unavailable("database unavailable: injected")
+        return real(tx, limit, **kw)
+
+    monkeypatch.setattr(usage_tail, "fold_pending", flaky)
+    rng = random.Random(7)  # 300: past PostgreSQL's one-round-trip path, which folds inline
+    assert c.events.submit([ev(rng, i) for i in range(300)]).result(10) == 300
+    acknowledged = time.monotonic()
+    assert _lag(c) == 300
+    for _ in range(1_000):  # the writer's idle fold after the commit fails
+        if failed_at and failed_at[-1] > acknowledged:
+            break
+        time.sleep(0.01)
+    assert failed_at
+    assert failed_at[-1] > acknowledged
+    failing.clear()  # the database serves again; no request comes
+    for _ in range(1_000):
+        if _lag(c) == 0:
+            break
+        time.sleep(0.01)
+    assert _lag(c) == 0
 
 
 def test_a_fold_step_takes_what_the_lag_exceeds_its_bound_by(

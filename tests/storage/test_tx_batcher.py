@@ -7,9 +7,12 @@ is long enough that only the count of items ends it."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from allotment.storage.database import Database, Tx
+from allotment.storage.decision_checks import Check, ReadChanged, checked
 from allotment.storage.tx_batcher import TxBatcher
 
 
@@ -70,3 +73,42 @@ def test_a_lone_caller_never_waits(db: Database) -> None:
         assert rec.groups == [[0], [1], [2]]
     finally:
         batcher.close()
+
+
+@dataclass
+class _Checked:
+    n: int
+    check: Check | None
+
+
+def test_an_item_whose_check_fails_is_not_written_and_told(db: Database) -> None:
+    """``decision_checks.checked``: each item's read runs in the group's transaction; the
+    items whose row is the expected one are written, the others get ReadChanged."""
+    wrote: list[int] = []
+
+    def write(tx: Tx, items: list[_Checked]) -> None:
+        wrote.extend(i.n for i in items)
+
+    batcher: TxBatcher[_Checked] = TxBatcher(db, checked(write), name="test-checked")
+    outcomes: dict[int, BaseException | None] = {}
+    done = threading.Event()
+
+    def told(n: int) -> Callable[[BaseException | None], None]:
+        def called(exc: BaseException | None) -> None:
+            outcomes[n] = exc
+            if len(outcomes) == 3:
+                done.set()
+
+        return called
+
+    try:
+        batcher.submit(_Checked(0, None), told(0))
+        batcher.submit(_Checked(1, ("SELECT 1", (), (1,))), told(1))
+        batcher.submit(_Checked(2, ("SELECT 2", (), (1,))), told(2))
+        assert done.wait(10)
+    finally:
+        batcher.close()
+    assert sorted(wrote) == [0, 1]
+    assert outcomes[0] is None
+    assert outcomes[1] is None
+    assert isinstance(outcomes[2], ReadChanged)

@@ -531,11 +531,15 @@ def decide(
     held: Mapping[str, Decimal],
     now_us: int,
     plans_including: Callable[[str, str], Sequence[str]],
+    checked: bool = False,
 ) -> Allowed:
     """The whole decision; raises the first denial. ``logs`` and ``held`` are the stored
-    rate-limit logs and held reservation totals of the consumed and reserved features."""
-    validate_kinds(req, ents)
-    run_checks(req, ents, plans_including)
+    rate-limit logs and held reservation totals of the consumed and reserved features.
+    ``checked``: the caller has already run :func:`validate_kinds` and :func:`run_checks`
+    on these ``req`` and ``ents`` (they passed), so they are not run again."""
+    if not checked:
+        validate_kinds(req, ents)
+        run_checks(req, ents, plans_including)
     plan = _plan_name(ents)
     remaining: dict[str, Decimal] = {}
     overage: dict[str, Decimal] = {}

@@ -14,12 +14,17 @@ _last_ms = -1
 _last_rand = 0
 
 
-def _encode(value: int, length: int) -> str:
-    chars = []
-    for _ in range(length):
-        chars.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+"""Every two-character string, indexed by its 10-bit value."""
+_SHIFTS = tuple(range(120, -1, -10))
+"""Where each two-character group of a 26-character ULID (130 bits) starts."""
+
+
+def _encode_ulid(value: int) -> str:
+    """A 128-bit ``value`` in 26 Crockford base32 characters, most significant first (the
+    48-bit time's 10, then the 80 random bits' 16), two characters per lookup."""
+    pairs = _PAIRS
+    return "".join([pairs[(value >> s) & 1023] for s in _SHIFTS])
 
 
 def new_ulid(timestamp_ms: int) -> str:
@@ -32,7 +37,7 @@ def new_ulid(timestamp_ms: int) -> str:
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _last_ms, _last_rand = timestamp_ms, rand
-    return _encode(timestamp_ms & ((1 << 48) - 1), 10) + _encode(rand & ((1 << 80) - 1), 16)
+    return _encode_ulid(((timestamp_ms & ((1 << 48) - 1)) << 80) | (rand & ((1 << 80) - 1)))
 
 
 def is_ulid(value: str) -> bool:

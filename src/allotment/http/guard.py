@@ -30,6 +30,7 @@ A cache hit of the key lookup costs no IO; a miss reads the key's row on the thr
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 from urllib.parse import parse_qsl
@@ -132,9 +133,11 @@ def _nul_problem(path: str, query: bytes) -> InvalidInput | None:
     return InvalidInput(f"{shown}: {nul_text.RULE}", field=where)
 
 
+@functools.lru_cache(maxsize=256)
 def loopback_host(host: str) -> bool:
     """Whether a Host header names this machine's loopback (``localhost``, ``127.x.y.z``,
-    ``[::1]``, any port)."""
+    ``[::1]``, any port). Kept for the last 256 names: every request of a local server
+    asks it, of the same few names."""
     name = host.strip().lower()
     if name.startswith("["):
         name = name[1 : name.find("]")] if "]" in name else name[1:]

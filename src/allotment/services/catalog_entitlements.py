@@ -24,7 +24,10 @@ answered the usage of before an ingest until the writer's background fold ran. A
 value also carries its budget's meter (event type and value path), so that a reservation
 reads no meter. A memo that answers costs ONE statement: its freshness counters and the
 tail's end (``EventService.tail_check``, 0 when nothing waits to be folded) are read together;
-with a tail to fold, the long way above.
+with a tail to fold, the long way above. :meth:`CatalogEntitlements.budget_values_ahead`
+hands that statement to a caller that runs it where it chooses (PostgreSQL: with the
+decision's keys; SQLite's inline decisions: in the group writer's transaction, trusting the
+memo's answer first, ``ReadAhead.optimistic``).
 """
 
 from __future__ import annotations
@@ -213,7 +216,8 @@ class CatalogEntitlements:
         """:meth:`budget_values` with ``memo_only`` and ``catalog``, as a read for the caller
         to send where it chooses (under its keys): the memo's one statement, whose row
         answers the memoised values, or ``None`` when they no longer hold (the long way is
-        then the caller's). ``None`` without a memo of this minute to check."""
+        then the caller's). ``None`` without a memo of this minute to check. It expects the
+        row of the memo's versions, no tail and ``catalog`` (:attr:`ReadAhead.expects`)."""
         minute = ceil_minute(self._clock.now().astimezone(UTC))
         memo = self._memo.get((customer_id, tuple(f.reference for f, _ in budgets)))
         if memo is None or memo.minute != minute or memo.subjects != tuple(subjects):
@@ -223,7 +227,18 @@ class CatalogEntitlements:
             answer = memo.answer(row)
             return None if answer is None or answer[0] != catalog else answer[1]
 
-        return ReadAhead(memo.check, memo.statement[1], finish)
+        return ReadAhead(memo.check, memo.statement[1], finish, (*memo.versions, 0, catalog))
+
+    def memo_of(
+        self, customer_id: str, subjects: Sequence[str], budget_refs: tuple[str, ...]
+    ) -> object | None:
+        """The memo :meth:`budget_values_ahead` would answer from now (``budget_refs``: its
+        budgets' references in order), as a token compared by identity: another one once it
+        was refreshed; ``None`` when none is of this minute."""
+        memo = self._memo.get((customer_id, budget_refs))
+        if memo is None or memo.subjects != tuple(subjects):
+            return None
+        return memo if memo.minute == ceil_minute(self._clock.now().astimezone(UTC)) else None
 
     def budget_value(
         self, customer_id: str, feature: TypedFeature, anchor: datetime

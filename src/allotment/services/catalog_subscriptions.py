@@ -121,6 +121,12 @@ class EntitlementSync(Protocol):
         caller, ``None`` when it cannot be one."""
         ...
 
+    def memo_of(
+        self, customer_id: str, subjects: Sequence[str], budget_refs: tuple[str, ...]
+    ) -> object | None:
+        """A token of the memo :meth:`budget_values_ahead` would answer from now."""
+        ...
+
     def sync(
         self,
         tx: Tx,
@@ -319,9 +325,24 @@ class SubscriptionService:
         else:
             none: list[BudgetValue | None] = [None] * len(budgets)
             read = ReadAhead(
-                catalog_repo.VERSION_STATEMENT, (), lambda row: none if row[0] == catalog else None
+                catalog_repo.VERSION_STATEMENT,
+                (),
+                lambda row: none if row[0] == catalog else None,
+                (catalog,),
             )
         return None if read is None else read.then(lambda values: _made(view, pairs, values))
+
+    def budget_refs(self, view: SubscriptionView, features: Collection[str]) -> tuple[str, ...]:
+        """The references of the budgets among ``features``, in the order
+        :meth:`entitlements_ahead` reads them."""
+        return tuple(f.reference for _, f in self._pairs(view, features) if f.is_budget)
+
+    def budgets_memo(self, view: SubscriptionView, refs: tuple[str, ...]) -> object | None:
+        """The token of the memo :meth:`entitlements_ahead` would check now for the budgets
+        ``refs`` (``CatalogEntitlements.memo_of``; ``None`` without budgets or memo)."""
+        if self._sync is None or not refs:
+            return None
+        return self._sync.memo_of(view.customer.id, view.subjects, refs)
 
     @staticmethod
     def _pairs(

@@ -45,8 +45,10 @@ from allotment.services.enforcement_views import (
     AuthorizeResult,
     Busy,
     Inline,
+    ReadChanged,
     ReservationView,
     reservation_view,
+    settled,
     usage_data,
 )
 from allotment.storage import enforcement_repo as repo
@@ -71,6 +73,9 @@ class EnforcementService:
         self._usage = usage
         self._clock = clock
         self._calls = itertools.count(1)
+        self._check_first = False
+        """SQLite: since a decision's check failed at its commit (a tail to fold, a catalog
+        write), inline decisions check on the loop first, until one holds there."""
 
     def _now(self) -> datetime:
         return self._clock.now().astimezone(UTC)
@@ -151,8 +156,10 @@ class EnforcementService:
         folding usage: that runs on a thread). Otherwise the decision, with
         ``token`` named as the keys' holder until its writes have committed; when
         :attr:`Inline.pending`, ``written`` is called in the writer's thread after that (the
-        keys already released) and the answer must wait for it. A denial of the pure steps
-        raises, as :meth:`authorize` does."""
+        keys already released) and the answer must wait for it: with
+        :class:`~allotment.storage.decision_checks.ReadChanged` when the memo it was
+        decided from no longer held at its commit (nothing written: decide it again with
+        :meth:`authorize`). A denial of the pure steps raises, as :meth:`authorize` does."""
         if not req.consume and not req.reserve and req.idempotency_key is None:
             plain_ents = self._source.cached_customer_entitlements(
                 customer_ref, features=req.named_features()
@@ -167,7 +174,10 @@ class EnforcementService:
         if held is None:
             return Busy(holder)
         try:
-            ents = self._source.cached_customer_entitlements(
+            # the memo's answer now, its one check left to the group writer: run in the
+            # decision's write transaction, it holds the decision back (ReadChanged) when the
+            # catalog or a budget's versions have moved (docs/api/enforcement.md)
+            ents, check = self._source.entitlements_unchecked(
                 customer_ref,
                 customer=who,
                 reserving=req.reserved_features(),
@@ -175,13 +185,27 @@ class EnforcementService:
             )
             if ents is None:  # a budget's value must be computed: not on the event loop
                 return Busy(None)
-            outcome, writes = self._under_keys(self._store.reads, ents, req)
+            if check is not None and self._check_first:  # no decision bound to be refused
+                if not self._store.holds(check):
+                    return Busy(None)
+                self._check_first = False
+            try:
+                outcome, writes = self._under_keys(self._store.reads, ents, req)
+            except DomainError:  # a denial of the pure steps, from the memo's view
+                if check is not None and not self._store.holds(check):
+                    return Busy(None)  # decided from what has changed: the long way
+                raise
             if not writes:
+                if check is not None and not self._store.holds(check):
+                    return Busy(None)
                 return Inline(outcome, pending=False)
+            writes.check = check
             store, taken = self._store, held
 
             def done(exc: BaseException | None) -> None:
                 store.give_back(taken, token)
+                if isinstance(exc, ReadChanged):
+                    self._check_first = True
                 written(exc)
 
             self._store.submit(writes, done)
@@ -304,8 +328,9 @@ class EnforcementService:
                 logs[c.feature_reference] = reads.rate_log(cid, c.feature_reference, window_us)
         held = {f: reads.held_amount(cid, f, now_us) for f in sorted(req.reserved_features())}
         allowed = rules.decide(
-            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans
-        )
+            req, ents, logs=logs, held=held, now_us=now_us, plans_including=self._plans,
+            checked=req.idempotency_key is None,  # _under_keys ran the pure steps first
+        )  # fmt: skip
         for feature, log in allowed.logs.items():
             writes.rate_logs.append((cid, feature, allowed.windows[feature], log, now_us))
         reservation_id = None
@@ -373,7 +398,7 @@ class EnforcementService:
             if r.status == "committed":
                 return reservation_view(r, to_micros(self._now()))
             if r.status == "released":
-                raise _settled(r)
+                raise settled(r)
             now = self._now()
             now_us = to_micros(now)
             events = []
@@ -415,7 +440,7 @@ class EnforcementService:
         if first.status == "released":
             return reservation_view(first, to_micros(self._now()))
         if first.status == "committed":
-            raise _settled(first)
+            raise settled(first)
         keys = [_key(first.customer_id, i.feature_key) for i in first.items]
         with self._store.session(keys) as session, session.write() as tx:
             now_us = to_micros(self._now())
@@ -430,7 +455,7 @@ class EnforcementService:
             r = repo.reservation(tx, reservation_id)
         assert r is not None
         if r.status == "committed":
-            raise _settled(r)
+            raise settled(r)
         return reservation_view(r, now_us)
 
     def _settleable(self, reservation_id: str, action: str) -> repo.ReservationRecord:
@@ -439,7 +464,7 @@ class EnforcementService:
         if r is None:
             raise NotFound(f"reservation {reservation_id!r} not found")
         if action == "commit" and r.status == "released":
-            raise _settled(r)
+            raise settled(r)
         return r
 
     # ------------------------------------------------------------ reads for other views
@@ -473,10 +498,3 @@ def _keys(customer_id: str, req: rules.AuthorizeRequest) -> tuple[list[str], str
 
 def _key(customer_id: str, *parts: str) -> str:
     return "\x1f".join((customer_id, *parts))
-
-
-def _settled(r: repo.ReservationRecord) -> rules.ReservationSettled:
-    return rules.ReservationSettled(
-        f"reservation {r.id} is already {r.status}; a reservation is settled once",
-        extensions={"status": r.status},
-    )

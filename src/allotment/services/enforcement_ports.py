@@ -10,6 +10,7 @@ from typing import Protocol
 
 from allotment.domain import enforcement as rules
 from allotment.domain.events import CloudEvent
+from allotment.storage.decision_checks import Check
 from allotment.storage.read_ahead import ReadAhead
 
 
@@ -55,6 +56,19 @@ class EntitlementSource(Protocol):
         """:meth:`cached_customer_entitlements` of an :meth:`identify_cached` answer as ONE
         read the caller sends (PostgreSQL: with the keys), its row answering (``None``: read
         the long way); ``None`` when it cannot be one read."""
+        ...
+
+    def entitlements_unchecked(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str],
+        reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
+    ) -> tuple[rules.CustomerEntitlements | None, Check | None]:
+        """:meth:`cached_customer_entitlements` with its one read not yet run: the answer
+        and the check (the read and the row it must return) the caller runs before trusting
+        it; without such a read, :meth:`cached_customer_entitlements` and no check."""
         ...
 
     def plans_including(self, feature_reference: str, value: str) -> Sequence[str]:

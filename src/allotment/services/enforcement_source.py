@@ -13,6 +13,7 @@ cached view, the same memoised budget values) is the answer kept from the last c
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -24,6 +25,7 @@ from allotment.services.catalog_subscriptions import (
     SubscriptionView,
 )
 from allotment.services.customers import CustomerService
+from allotment.storage.decision_checks import Check
 from allotment.storage.read_ahead import ReadAhead
 
 
@@ -81,6 +83,18 @@ def _same_items(kept: Sequence[EntitledItem], items: Sequence[EntitledItem]) -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Unchecked:
+    """What an :meth:`EnforcementCatalog.entitlements_unchecked` answer was made of, and it."""
+
+    view: SubscriptionView
+    catalog: int | None
+    refs: tuple[str, ...]
+    memo: object | None
+    ents: CustomerEntitlements
+    check: Check
+
+
 class EnforcementCatalog:
     def __init__(
         self,
@@ -102,6 +116,8 @@ class EnforcementCatalog:
         """The last answer per (customer, reserved features), with the items it was made of:
         the same items (the same cached view's values and the same memoised budget values,
         by identity) make the same answer; the items kept alive here keep their ids unique."""
+        self._unchecked: dict[tuple[Any, ...], _Unchecked] = {}
+        """:meth:`entitlements_unchecked`'s answers, by what they were made of."""
 
     def customer_entitlements(
         self,
@@ -181,6 +197,50 @@ class EnforcementCatalog:
             return self._answer(customer_ref, items, customer, reserving, plan)
 
         return read.then(answer)
+
+    def entitlements_unchecked(
+        self,
+        customer_ref: str,
+        *,
+        customer: tuple[str, str],
+        reserving: Collection[str] = (),
+        features: Collection[str] | None = None,
+    ) -> tuple[CustomerEntitlements | None, Check | None]:
+        """:meth:`cached_customer_entitlements` with the budgets' memo check not run: what
+        :meth:`entitlements_ahead`'s read answers when it returns the row it expects, and that
+        check (statement, parameters, row) for the caller to run where it chooses before it
+        trusts the answer (SQLite's inline decisions: the group writer, in the decision's
+        write transaction, :mod:`allotment.storage.decision_checks`). Without such a read,
+        :meth:`cached_customer_entitlements` and no check."""
+        view = customer.view if isinstance(customer, Identified) else None
+        key: tuple[Any, ...] | None = None
+        memo = None
+        if view is not None and features is not None:
+            # the same view (by identity) at the same catalog version, the same budgets' memo
+            # (by identity, of this minute): the same answer and check as last time
+            key = (customer_ref, *customer, frozenset(reserving), frozenset(features))
+            kept = self._unchecked.get(key)
+            refs = self._subscriptions.budget_refs(view, features) if kept is None else kept.refs
+            memo = self._subscriptions.budgets_memo(view, refs)  # before: a refresh misses
+            if kept is not None and kept.view is view and kept.memo is memo:
+                if isinstance(customer, Identified) and kept.catalog == customer.catalog:
+                    return kept.ents, kept.check
+        read = self.entitlements_ahead(
+            customer_ref, customer=customer, reserving=reserving, features=features
+        )
+        ents = None if read is None else read.optimistic()
+        if read is None or ents is None or read.expects is None:
+            found = self.cached_customer_entitlements(
+                customer_ref, customer=customer, reserving=reserving, features=features
+            )
+            return found, None
+        check = (read.sql, read.params, read.expects)
+        if key is not None and view is not None and isinstance(customer, Identified):
+            if len(self._unchecked) > ANSWERS_MAX:
+                self._unchecked.clear()
+            refs = self._subscriptions.budget_refs(view, features or ())
+            self._unchecked[key] = _Unchecked(view, customer.catalog, refs, memo, ents, check)
+        return ents, check
 
     def _answer(
         self,

@@ -18,6 +18,7 @@ from allotment.domain.errors import DomainError, InvalidInput
 from allotment.domain.meters import compile_path
 from allotment.domain.timeutil import from_micros, to_micros
 from allotment.storage import enforcement_repo as repo
+from allotment.storage.decision_checks import ReadChanged as ReadChanged
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,3 +140,11 @@ def usage_data(value_property: str | None, amount: Decimal, extra: Mapping[str, 
         node = child
     node[names[-1]] = number
     return doc
+
+
+def settled(r: repo.ReservationRecord) -> rules.ReservationSettled:
+    """The 409 of a commit or release of a reservation already settled the other way."""
+    return rules.ReservationSettled(
+        f"reservation {r.id} is already {r.status}; a reservation is settled once",
+        extensions={"status": r.status},
+    )

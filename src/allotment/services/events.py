@@ -208,14 +208,10 @@ class EventService:
 
     def _fold_some(self) -> bool:
         """The writer's background step: fold one chunk (``fold_pacing.fold_step``); True
-        when more may be left."""
+        when more may be left. A failure raises: the writer tries again after a pause."""
         chunk = fold_pacing.fold_step(self._unfolded, self._quiet_steps, self.fold_max_lag)
-        try:
-            with self._db.write() as tx:
-                n, touched = usage_tail.fold_pending(tx, chunk, skip_locked=True)
-        except Exception:
-            log.exception("background fold failed (retried after the next commit)")
-            return False
+        with self._db.write() as tx:
+            n, touched = usage_tail.fold_pending(tx, chunk, skip_locked=True)
         self._quiet_steps += 1
         self._folded(n, touched)
         return n == chunk

@@ -32,6 +32,9 @@ requests that arrive during a commit form the next group)."""
 _IDLE_LOOK_S = 0.5
 """With nothing left to do in the background, how often an idle writer thread looks whether
 another one's commit left some (``parallel`` > 1)."""
+BACKGROUND_RETRY_S = (0.5, 30.0)
+"""After a background step fails: the first pause before it is tried again, and the longest
+(the pause doubles at each failure in a row)."""
 PG_PARALLEL_COMMITS = 2
 """PostgreSQL's writer threads (``parallel``, set by ``EventService``): the next group is
 written while one waits for its WAL flush (docs/benchmarks.md, "Issue 18, PostgreSQL single
@@ -111,7 +114,10 @@ class GroupCommitter:
     ``background`` (optional) is work the writer does between groups, a step at a time: the
     first step once no request arrived for ``background_after_s`` after a commit, the next
     ones at once while each returns True (more to do) and no request is queued; and one step
-    after any group when ``pressing()`` says it cannot wait. It must not raise.
+    after any group when ``pressing()`` says it cannot wait. A step that raises (the database
+    briefly unavailable) is logged and tried again after a pause (:data:`BACKGROUND_RETRY_S`),
+    commits or not: work left undone is never forgotten until the next request comes (the
+    fold is what notifications and other processes' marks wait for).
 
     ``parallel`` > 1 (PostgreSQL): that many writer threads, each with its own connection,
     take turns at the queue: one takes a group (under a lock), then commits it while the next
@@ -154,6 +160,9 @@ class GroupCommitter:
         self._spare = max(1, parallel - 1)
         """How many threads may run an idle step at once: all but one, so one stays free for
         requests (one when there is only one)."""
+        self._retry_at = 0.0
+        """After a failed background step: not before this ``time.monotonic()``."""
+        self._retry_pause = BACKGROUND_RETRY_S[0]
         self._generation = 0
         """Commits so far: a background step that saw nothing more to do but overlapped a
         commit (another thread's) leaves ``_more_background`` set (no lost wake-up)."""
@@ -208,7 +217,10 @@ class GroupCommitter:
                             # between background steps only a look; while another writer
                             # thread commits a group, not idle: its requests' clients will
                             # send more; while another folds, this one waits for requests
-                            wait = self._last_commit + self._background_after_s - time.monotonic()
+                            wait = (
+                                max(self._last_commit + self._background_after_s, self._retry_at)
+                                - time.monotonic()
+                            )
                             if self._committing or self._folding >= self._spare:
                                 wait = max(wait, self._background_after_s)
                             item = q.get(timeout=wait) if wait > 0 else q.get_nowait()
@@ -217,7 +229,8 @@ class GroupCommitter:
                     except queue.Empty:
                         due = (
                             not self._committing
-                            and self._last_commit + self._background_after_s <= time.monotonic()
+                            and max(self._last_commit + self._background_after_s, self._retry_at)
+                            <= time.monotonic()
                         )
                         # an idle step runs outside the take lock, and with parallel > 1 on
                         # one thread at a time: another thread stays free for requests
@@ -278,7 +291,11 @@ class GroupCommitter:
                         self._generation += 1
                 if self._background is not None:
                     self._more_background = True
-                    if self._pressing is not None and self._pressing():
+                    if (
+                        self._pressing is not None
+                        and self._retry_at <= time.monotonic()
+                        and self._pressing()
+                    ):
                         self._step()
 
     def _step(self) -> None:
@@ -286,7 +303,16 @@ class GroupCommitter:
         writer thread) happened while it ran."""
         assert self._background is not None
         generation = self._generation
-        more = self._background()
+        try:
+            more = self._background()
+        except Exception:
+            pause = self._retry_pause
+            self._retry_pause = min(2 * pause, BACKGROUND_RETRY_S[1])
+            self._retry_at = time.monotonic() + pause
+            self._more_background = True
+            log.exception("background step failed (tried again in %.1f s)", pause)
+            return
+        self._retry_pause = BACKGROUND_RETRY_S[0]
         self._more_background = more or self._generation != generation
 
     def _commit(self, group: list[_Pending]) -> None:

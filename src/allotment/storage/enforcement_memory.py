@@ -166,6 +166,14 @@ class MemoryReads:
         self._db = db
         self._memory = memory
 
+    def __enter__(self) -> MemoryReads:
+        """Its own context (it holds nothing to release): one per store serves every
+        decision."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
     def rate_log(self, customer_id: str, feature_key: str, window_us: int) -> tuple[Entry, ...]:
         return self._memory.rate_log(customer_id, feature_key, window_us)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from allotment.domain.errors import DomainError
 from allotment.domain.rate_limits import Entry
 from allotment.storage import usage_marks
 from allotment.storage.database import Database, PipelinedTx, Row, Tx
+from allotment.storage.decision_checks import Check, checked, row_is
 from allotment.storage.enforcement_memory import (
     IDEMPOTENCY_RECORD,
     DecisionMemory,
@@ -101,6 +102,14 @@ from allotment.storage.tx_batcher import TxBatcher
 SWEEP_BATCH = 200
 """Most expired reservations (and idempotency records) one sweep settles (drops)."""
 
+GENERIC_PLANS = "SET LOCAL plan_cache_mode = force_generic_plan"
+"""PostgreSQL: the first statement of a session's transaction (reverted by its ``COMMIT``).
+The session's statements are prepared, but by default PostgreSQL plans a prepared statement
+afresh for its parameters (a custom plan) for as long as it finds the generic plan no
+cheaper, and for the decision's state read it always did: planning was about half of the
+backend's CPU per authorize (docs/api/enforcement.md, "Cost"). Every statement of a session
+reads or writes a few rows by primary key, so the generic plan is the same plan."""
+
 
 @dataclass(slots=True)
 class DecisionWrites:
@@ -114,6 +123,10 @@ class DecisionWrites:
     """(customer id, key, request hash, outcome, now µs, expires µs)."""
     sweep_at_us: int | None = None
     """Also sweep expired reservations and idempotency records as of this instant."""
+    check: Check | None = None
+    """SQLite's group writer: a read and the row it must return inside the write
+    transaction, else none of the decision is written (:mod:`allotment.storage.decision_checks`).
+    Not a write: ``bool()`` ignores it."""
 
     def __bool__(self) -> bool:
         return bool(self.rate_logs) or self.reservation is not None or self.idempotency is not None
@@ -290,10 +303,11 @@ class EnforcementStore:
         self._batcher = (
             None
             if db.dialect == "postgresql"
-            else TxBatcher(db, write_decisions, name="allotment-authorize")
+            else TxBatcher(db, checked(write_decisions), name="allotment-authorize")
         )
         self.memory = None if db.dialect == "postgresql" else DecisionMemory(db)
         """SQLite: the decisions' kept state (:mod:`allotment.storage.enforcement_memory`)."""
+        self._memory_reads = None if self.memory is None else MemoryReads(db, self.memory)
 
     @property
     def inline(self) -> bool:
@@ -307,15 +321,13 @@ class EnforcementStore:
         keys (PostgreSQL): the decision's instant is then read before the keys are taken."""
         return self.db.dialect == "postgresql"
 
-    @contextmanager
-    def reads(self, query: StateQuery) -> Iterator[StateReads]:
+    def reads(self, query: StateQuery) -> AbstractContextManager[StateReads]:
         """A decision's reads outside a session (SQLite's inline decisions): the state
-        ``query`` names, from the kept state (:class:`MemoryReads`; the keys the decision
-        holds keep every writer of it out)."""
-        if self.memory is None:
-            yield read_state(self.db, query)
-            return
-        yield MemoryReads(self.db, self.memory)
+        ``query`` names, from the kept state (:class:`MemoryReads`, one for every decision;
+        the keys the decision holds keep every writer of it out)."""
+        if self._memory_reads is None:
+            return nullcontext(read_state(self.db, query))
+        return self._memory_reads
 
     def try_hold(self, keys: Sequence[str], token: object) -> tuple[list[int] | None, object]:
         """SQLite: hold ``keys`` without waiting (see :meth:`StripedLocks.try_take`); what
@@ -339,6 +351,11 @@ class EnforcementStore:
             done(exc)
 
         self._batcher.submit(writes, written)
+
+    def holds(self, check: Check) -> bool:
+        """Whether a :attr:`DecisionWrites.check` returns its row now (one statement on this
+        thread's connection): for a decision that writes nothing."""
+        return row_is(usage_marks.read_one(self.db, check[0], check[1]), check)
 
     def close(self) -> None:
         """Stop the SQLite group writer after what is queued."""
@@ -380,6 +397,7 @@ class EnforcementStore:
         denied: DomainError | None = None
         with self._sessions:
             with self.db.pipelined_write() as tx:
+                tx.send(GENERIC_PLANS)
                 tx.send(ADVISORY_LOCKS, [first, second])
                 if state is not None and ahead is not None:
                     both = send_state_with(tx, state, ahead)  # one statement for both

@@ -14,6 +14,10 @@ thread after the commit, so an event loop need not block a thread per decision).
 not depend on each other's writes (the enforcement
 service's key locks keep two decisions on one key out of one group).
 
+``write`` may refuse some items: it then returns one entry per item, ``None`` for one it
+wrote and the error for one it did not (that caller's ``done`` gets it, after the commit of
+the others).
+
 A group whose transaction fails with :class:`~allotment.domain.errors.Unavailable` fails every
 caller in it (nothing of it was written); any other failure writes each item of the group in a
 transaction of its own, so one item that cannot be written never fails the others.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Generic, TypeVar
 
@@ -59,7 +63,7 @@ class TxBatcher(Generic[W]):
     def __init__(
         self,
         db: Database,
-        write: Callable[[Tx, list[W]], None],
+        write: Callable[[Tx, list[W]], Sequence[BaseException | None] | None],
         *,
         name: str,
         max_items: int = MAX_ITEMS,
@@ -134,7 +138,7 @@ class TxBatcher(Generic[W]):
     def _commit(self, group: list[tuple[W, Done]]) -> None:
         try:
             with self._db.write() as tx:
-                self._write(tx, [item for item, _ in group])
+                refused = self._write(tx, [item for item, _ in group])
         except Unavailable as exc:
             for _, done in group:
                 _call(done, exc)
@@ -147,15 +151,15 @@ class TxBatcher(Generic[W]):
             for item, done in group:
                 try:
                     with self._db.write() as tx:
-                        self._write(tx, [item])
+                        alone = self._write(tx, [item])
                 except BaseException as one:
                     _call(done, one)
                 else:
-                    _call(done, None)
+                    _call(done, None if alone is None else alone[0])
             return
         self.groups += 1
-        for _, done in group:
-            _call(done, None)
+        for i, (_, done) in enumerate(group):
+            _call(done, None if refused is None else refused[i])
 
 
 def _call(done: Done, exc: BaseException | None) -> None:

@@ -23,7 +23,12 @@ from allotment.http.responses import JSON, encode, json_response
 from allotment.http.routes.entitlements import compact, read_json, time_or_none
 from allotment.http.runtime import call, container
 from allotment.services.enforcement import EnforcementService
-from allotment.services.enforcement_views import AuthorizeResult, Busy, ReservationView
+from allotment.services.enforcement_views import (
+    AuthorizeResult,
+    Busy,
+    ReadChanged,
+    ReservationView,
+)
 
 
 def authorize_json(r: AuthorizeResult) -> dict[str, Any]:
@@ -98,6 +103,8 @@ async def _inline(
             # its own future, awaited as it is: a cancelled call cancels it, which only makes
             # the writer's completion skip it (``_settle``); the keys go back either way
             failed = await written
+            if isinstance(failed, ReadChanged):
+                return None  # decided from a memo that had changed: nothing written
             if failed is not None:
                 raise failed
         if isinstance(got.outcome, DomainError):
