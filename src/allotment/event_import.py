@@ -45,9 +45,11 @@ if TYPE_CHECKING:
 
 BATCH_EVENTS_DEFAULT = limits.EVENTS_PER_BATCH_MAX
 """Events per chunk (the largest batch the door takes)."""
-SUBMIT_EVENTS = 5 * limits.EVENTS_PER_BATCH_MAX
-"""Valid events gathered from consecutive chunks before they join the group commit as one
-request: larger transactions than HTTP clients form, so fewer commits per event."""
+SUBMIT_CHUNKS = 5
+"""Chunks whose valid events are gathered before they join the group commit as one request
+(50 000 events at the default batch size): larger transactions than HTTP clients form, so
+fewer commits per event; a smaller ``batch_size`` makes smaller transactions too (shorter
+waits for a server sharing SQLite's write lock, earlier visibility)."""
 IN_FLIGHT = 2
 """Most submissions queued for commit while the next ones are decoded."""
 REJECTIONS_SHOWN = 10
@@ -423,7 +425,7 @@ def run_import(
             if room > 0:
                 result.first_rejections += bad[:room]
             held += good
-            if len(held) >= SUBMIT_EVENTS:
+            if len(held) >= SUBMIT_CHUNKS * batch_size:
                 submit()
             while len(pending) > IN_FLIGHT:
                 settle()

@@ -195,6 +195,10 @@ def test_import_rate_reports_both_rates_and_cpu(
     assert proc.returncode == 0, proc.stderr[-5000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(result["backends"]) == set(backends)
+    assert result["jobs"] == [1, 2]  # the default: one process and two workers, each round
     for b in result["backends"].values():
-        assert b["import_vs_http"] > 0
-        assert b["http_cpu_vs_import_cpu"] > 0
+        for key in ("import_vs_http", "import_vs_http_paired", "http_cpu_vs_import_cpu"):
+            ratios = b[key]
+            assert set(ratios) == {"import-j1", "import-j2"}
+            assert all(r > 0 for r in ratios.values())
+        assert len(b["rates"]["http"]) == len(b["rates"]["import-j2"]) == 1
