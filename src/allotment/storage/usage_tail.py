@@ -12,8 +12,11 @@ upserts, so a crash at any moment folds every stored event exactly once:
   trusted. Each ingest statement queues the ``seq`` values it stored as ONE row of
   ``usage_fold_batches`` (an ``int8multirange``, migration 0860; same transaction,
   ``events_repo.insert_new``). A fold locks the oldest rows (``FOR UPDATE``, or ``SKIP
-  LOCKED`` for background folds, so replicas fold disjoint parts), chosen so that their
-  values add up to about its chunk; it takes the smallest values up to the chunk, deletes
+  LOCKED`` for background folds, so two folds never take the same rows), chosen so that their
+  values add up to about its chunk (the window is chosen before the lock, so a second
+  background fold running beside one folds nothing that round rather than the next rows: the
+  fold's throughput across replicas is one process's; reads stay exact, they wait); it
+  takes the smallest values up to the chunk, deletes
   each row it took whole and rewrites the one it took part of to the rest, and folds the
   events of the values taken. A fold first takes the meters lock shared, as ingest did
   (``meters_repo.lock_for_ingest``), so a meter write never interleaves with one.
