@@ -215,12 +215,16 @@ class EnforcementCatalog:
         view = customer.view if isinstance(customer, Identified) else None
         key: tuple[Any, ...] | None = None
         memo = None
+        refs: tuple[str, ...] = ()
         if view is not None and features is not None:
             # the same view (by identity) at the same catalog version, the same budgets' memo
             # (by identity, of this minute): the same answer and check as last time
             key = (customer_ref, *customer, frozenset(reserving), frozenset(features))
             kept = self._unchecked.get(key)
-            refs = self._subscriptions.budget_refs(view, features) if kept is None else kept.refs
+            if kept is not None and kept.view is view:
+                refs = kept.refs  # the view's budgets, as found for it last time
+            else:
+                refs = self._subscriptions.budget_refs(view, features)
             memo = self._subscriptions.budgets_memo(view, refs)  # before: a refresh misses
             if kept is not None and kept.view is view and kept.memo is memo:
                 if isinstance(customer, Identified) and kept.catalog == customer.catalog:
@@ -238,7 +242,6 @@ class EnforcementCatalog:
         if key is not None and view is not None and isinstance(customer, Identified):
             if len(self._unchecked) > ANSWERS_MAX:
                 self._unchecked.clear()
-            refs = self._subscriptions.budget_refs(view, features or ())
             self._unchecked[key] = _Unchecked(view, customer.catalog, refs, memo, ents, check)
         return ents, check
 

@@ -10,7 +10,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -125,7 +125,8 @@ class SqliteDatabase(Database):
         self._synchronous = synchronous
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        self._shared_lock: Any = None
+        self._shared_lock: AbstractContextManager[Any] = nullcontext()
+        """Taken inside ``_write_lock`` by every write (:meth:`share_writes`; none by default)."""
         self._all: list[sqlite3.Connection] = []
         self._all_lock = threading.Lock()
         if path != ":memory:":
@@ -177,21 +178,14 @@ class SqliteDatabase(Database):
     @contextmanager
     def write(self) -> Iterator[Tx]:
         conn = self._conn()
-        with self._write_lock:
-            shared = self._shared_lock
-            if shared is not None:
-                shared.acquire()
+        with self._write_lock, self._shared_lock:
+            _sqlite_exec(conn, "BEGIN IMMEDIATE")
             try:
-                _sqlite_exec(conn, "BEGIN IMMEDIATE")
-                try:
-                    yield _SqliteTx(conn)
-                    _sqlite_exec(conn, "COMMIT")
-                except BaseException:
-                    self._rollback(conn)
-                    raise
-            finally:
-                if shared is not None:
-                    shared.release()
+                yield _SqliteTx(conn)
+                _sqlite_exec(conn, "COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
